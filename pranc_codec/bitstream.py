@@ -1,0 +1,143 @@
+"""The ``.prc`` container: header, payload and CRC. FORMAT.md is the specification.
+
+All integers are little-endian. ``parse`` checks, in order: minimum length,
+magic, version, CRC32, then every field against the limits below, all before
+anything proportional to a header field is allocated.
+"""
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+from .config import BasisKind
+from .entropy import MAX_BOUND, LaplaceModel
+from .errors import FormatError, LimitError
+from .inr import SirenShape
+from .subspace import EXPANSION_ONE, SubspaceSpec
+
+MAGIC = b"PRNC"
+VERSION = 1
+
+# Limits enforced on every header (documented in FORMAT.md and README.md).
+MAX_SIDE = 16384
+MAX_PIXELS = 8192 * 8192
+MAX_LAYERS = 8
+MAX_WIDTH = 1024
+MAX_CHUNK = 4096
+MAX_COEFS = 1 << 22
+MAX_BASIS_ENTRIES = 1 << 28
+MAX_RENDER_MACS = 1 << 40  # pixels x network parameters
+
+# magic, version, flags, width, height, channels, seed, net_kind, hidden_layers,
+# net_width, omega0, basis_kind, density, chunk_size, expansion, delta, n_groups
+_FIXED = struct.Struct("<4sBBHHBIBBHfBHHHfB")
+_GROUP = struct.Struct("<HH")  # decay, bound
+_LEN = struct.Struct("<I")
+_CRC = struct.Struct("<I")
+
+FLAG_OFFSET = 0x01
+NET_SIREN = 0
+
+
+@dataclass(frozen=True)
+class Header:
+    """Decoded header fields."""
+
+    width: int
+    height: int
+    channels: int
+    spec: SubspaceSpec
+    delta: float  # quantization step (float32 value)
+    models: tuple[LaplaceModel, ...]
+
+    @property
+    def num_pixels(self) -> int:
+        return self.width * self.height
+
+
+def header_size(n_groups: int) -> int:
+    """Bytes of container overhead (everything but the payload)."""
+    return _FIXED.size + n_groups * _GROUP.size + _LEN.size + _CRC.size
+
+
+def pack(header: Header, payload: bytes) -> bytes:
+    """Serialize header + payload and append the CRC32 of everything before it."""
+    spec = header.spec
+    flags = FLAG_OFFSET if spec.offset else 0
+    fixed = _FIXED.pack(
+        MAGIC, VERSION, flags, header.width, header.height, header.channels,
+        spec.seed & 0xFFFFFFFF, NET_SIREN, spec.shape.hidden_layers, spec.shape.width,
+        spec.shape.omega0, int(spec.kind), spec.density_byte, spec.chunk_size,
+        spec.expansion_fp, header.delta, len(header.models),
+    )
+    groups = b"".join(_GROUP.pack(m.decay, m.bound) for m in header.models)
+    body = fixed + groups + _LEN.pack(len(payload)) + payload
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _check(cond: bool, msg: str, exc: type[Exception] = FormatError) -> None:
+    if not cond:
+        raise exc(msg)
+
+
+def parse(data: bytes) -> tuple[Header, bytes]:
+    """Validate a ``.prc`` byte string and return (header, payload)."""
+    _check(len(data) >= 5, f"not a .prc file (only {len(data)} bytes)")
+    _check(data[:4] == MAGIC, "not a .prc file (bad magic bytes)")
+    version = data[4]
+    _check(version == VERSION, f"unsupported .prc format version {version} (this decoder reads version {VERSION})")
+    _check(len(data) >= _FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
+    (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
+    _check(zlib.crc32(data[: -_CRC.size]) == crc, "corrupted or truncated .prc file (CRC mismatch)")
+
+    (_, _, flags, width, height, channels, seed, net_kind, hidden_layers, net_width, omega0,
+     kind, density, chunk_size, expansion, delta, n_groups) = _FIXED.unpack_from(data, 0)
+
+    _check(flags & ~FLAG_OFFSET == 0, f"unknown header flags 0x{flags:02x}")
+    _check(1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE,
+           f"image size {width}x{height} outside 1..{MAX_SIDE}", LimitError)
+    _check(width * height <= MAX_PIXELS, f"image of {width}x{height} pixels exceeds {MAX_PIXELS} pixels", LimitError)
+    _check(channels in (1, 3), f"unsupported channel count {channels}")
+    _check(net_kind == NET_SIREN, f"unknown network kind {net_kind}")
+    _check(1 <= hidden_layers <= MAX_LAYERS, f"hidden layers {hidden_layers} outside 1..{MAX_LAYERS}", LimitError)
+    _check(1 <= net_width <= MAX_WIDTH, f"network width {net_width} outside 1..{MAX_WIDTH}", LimitError)
+    _check(math.isfinite(omega0) and 0 < omega0 <= 1000, f"invalid omega0 {omega0}")
+    _check(kind in {k.value for k in BasisKind}, f"unknown basis kind {kind}")
+    _check(1 <= density <= 256, f"invalid ternary density {density}")
+    _check(1 <= chunk_size <= MAX_CHUNK, f"chunk size {chunk_size} outside 1..{MAX_CHUNK}", LimitError)
+    _check(expansion >= 1, "invalid basis expansion 0")
+    _check(kind != BasisKind.IDENTITY or expansion == EXPANSION_ONE, "identity basis with expansion != 1")
+    _check(math.isfinite(delta) and delta > 0, f"invalid quantization step {delta}")
+    _check(n_groups == hidden_layers + 1, f"{n_groups} coefficient groups for {hidden_layers + 1} layers")
+
+    pos = _FIXED.size
+    _check(len(data) >= pos + n_groups * _GROUP.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
+    models = []
+    for _ in range(n_groups):
+        decay, bound = _GROUP.unpack_from(data, pos)
+        pos += _GROUP.size
+        _check(1 <= decay <= 65535 and bound <= MAX_BOUND, f"entropy model out of range (decay={decay}, bound={bound})")
+        models.append(LaplaceModel(decay, bound))
+    (payload_len,) = _LEN.unpack_from(data, pos)
+    pos += _LEN.size
+    _check(pos + payload_len + _CRC.size == len(data),
+           f"payload length {payload_len} does not match the file ({len(data) - pos - _CRC.size} bytes)")
+
+    shape = SirenShape(width=net_width, hidden_layers=hidden_layers, channels=channels, omega0=omega0)
+    spec = SubspaceSpec(seed=seed, kind=BasisKind(kind), chunk_size=chunk_size, expansion_fp=expansion,
+                        density_byte=density, offset=bool(flags & FLAG_OFFSET), shape=shape)
+    check_limits(spec, width * height)
+    header = Header(width=width, height=height, channels=channels, spec=spec, delta=delta, models=tuple(models))
+    return header, bytes(data[pos: pos + payload_len])
+
+
+def check_limits(spec: SubspaceSpec, num_pixels: int) -> None:
+    """Refuse work the decoder could not finish in bounded time and memory."""
+    if spec.num_coefs > MAX_COEFS:
+        raise LimitError(f"{spec.num_coefs} coefficients exceed the limit of {MAX_COEFS}")
+    if spec.basis_entries > MAX_BASIS_ENTRIES:
+        raise LimitError(f"basis of {spec.basis_entries} entries exceeds the limit of {MAX_BASIS_ENTRIES}")
+    if spec.shape.num_params * num_pixels > MAX_RENDER_MACS:
+        raise LimitError("network too large for the image size (rendering cost over the limit)")

@@ -1,0 +1,213 @@
+"""Public API: ``encode(image, config) -> EncodeResult`` and ``decode(data) -> image``.
+
+Images are uint8 numpy arrays (H, W, C) with C in {1, 3}.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import bitstream, entropy
+from .bitstream import Header
+from .config import BasisKind, CodecConfig
+from .errors import InputError, LimitError
+from .fit import fit_alpha
+from .inr import SirenShape, make_coords, render, width_for_params
+from .metrics import ms_ssim, psnr
+from .quantization import dequantize, quantize
+from .subspace import EXPANSION_ONE, Subspace, SubspaceSpec, reconstruct
+
+# (phase name, total units) announcement, then per-unit progress.
+ProgressFactory = Callable[[str, int], Callable[[int, float], None]]
+
+
+@dataclass
+class EncodeStats:
+    """What the encoder measured; PSNR/MS-SSIM are of the decoder's exact output."""
+
+    width: int
+    height: int
+    channels: int
+    bytes: int
+    bpp: float
+    target_bpp: float
+    rate_ok: bool  # within the rate tolerance of the target
+    psnr: float
+    ms_ssim: float | None
+    num_coefs: int
+    num_params: int
+    net_width: int
+    delta: float
+    encode_seconds: float
+    device: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    stats: EncodeStats
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but CUDA is not available")
+    if name not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {name!r} (auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def plan(config: CodecConfig, height: int, width: int, channels: int) -> SubspaceSpec:
+    """Choose the network and basis layout whose coefficient count fits the bit budget."""
+    net, basis, rate = config.network, config.basis, config.rate
+    expansion_fp = EXPANSION_ONE if basis.kind == BasisKind.IDENTITY else \
+        int(min(65535, max(1, round(basis.expansion * EXPANSION_ONE))))
+    n_groups = net.hidden_layers + 1
+    budget_bits = rate.bpp * height * width - 8 * bitstream.header_size(n_groups)
+    k_target = max(rate.min_coefs, budget_bits / rate.bits_per_coef)
+    n_target = int(k_target * expansion_fp / EXPANSION_ONE)
+    w = config.width or width_for_params(n_target, net.hidden_layers, channels, net.min_width, net.max_width)
+    # omega0 goes through float32 exactly as the header stores it
+    shape = SirenShape(width=w, hidden_layers=net.hidden_layers, channels=channels,
+                       omega0=float(np.float32(net.omega0)))
+    spec = SubspaceSpec(seed=config.seed & 0xFFFFFFFF, kind=basis.kind, chunk_size=basis.chunk_size,
+                        expansion_fp=expansion_fp,
+                        density_byte=int(min(256, max(1, round(basis.ternary_density * 256)))),
+                        offset=basis.offset, shape=shape)
+    bitstream.check_limits(spec, height * width)
+    return spec
+
+
+def _pack(spec: SubspaceSpec, q: np.ndarray, delta: float, height: int, width: int) -> bytes:
+    """Quantized symbols -> complete ``.prc`` bytes (fits the entropy models to q)."""
+    sizes = [lay.num_coefs for lay in spec.layouts()]
+    bounds = np.cumsum([0] + sizes)
+    models = [entropy.fit_model(q[bounds[i]: bounds[i + 1]]) for i in range(len(sizes))]
+    payload = entropy.encode(q, sizes, models)
+    header = Header(width=width, height=height, channels=spec.shape.channels, spec=spec,
+                    delta=float(np.float32(delta)), models=tuple(models))
+    return bitstream.pack(header, payload)
+
+
+def _search_delta(spec: SubspaceSpec, alpha: np.ndarray, target_bytes: float,
+                  height: int, width: int) -> tuple[float, bytes]:
+    """Bisect the quantization step (log scale) so the file size meets the target."""
+    lo, hi = math.log(1e-5), math.log(1e2)  # alpha is on a unit scale
+    best: tuple[float, bytes] | None = None
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        delta = float(np.float32(math.exp(mid)))
+        data = _pack(spec, quantize(alpha, delta), delta, height, width)
+        if best is None or abs(len(data) - target_bytes) < abs(len(best[1]) - target_bytes):
+            best = (delta, data)
+        if len(data) > target_bytes:
+            lo = mid  # too big: coarser step
+        else:
+            hi = mid
+        if abs(len(data) - target_bytes) <= 0.01 * target_bytes:
+            break
+    assert best is not None
+    return best
+
+
+def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
+           progress: ProgressFactory | None = None) -> EncodeResult:
+    """Fit, quantize and entropy-code ``image`` (uint8 (H, W, C)) into ``.prc`` bytes."""
+    t0 = time.perf_counter()
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise InputError("image must be uint8 (H, W, C) with 1 or 3 channels")
+    height, width, channels = image.shape
+    if max(height, width) > bitstream.MAX_SIDE or height * width > bitstream.MAX_PIXELS:
+        raise LimitError(f"image of {width}x{height} exceeds the limits "
+                         f"({bitstream.MAX_SIDE} per side, {bitstream.MAX_PIXELS} pixels)")
+    if config.rate.bpp <= 0 or not math.isfinite(config.rate.bpp):
+        raise InputError("--bpp must be a positive number")
+    if config.fit.threads > 0:
+        torch.set_num_threads(config.fit.threads)
+    device = resolve_device(config.device)
+    notes: list[str] = []
+
+    spec = plan(config, height, width, channels)
+    subspace = Subspace(spec, device)
+    coords = make_coords(height, width, torch.float32, device)
+    target = torch.from_numpy(image.reshape(-1, channels).astype(np.float32) / 255.0).to(device)
+
+    k = spec.num_coefs
+    if spec.offset:
+        alpha0 = torch.zeros(k, device=device)
+    else:
+        # pure PRANC form: alpha = 0 would give a dead network, start from a unit-scale draw
+        g = torch.Generator().manual_seed(config.fit.seed)
+        alpha0 = (torch.rand(k, generator=g) * 2 - 1).mul_(math.sqrt(3.0)).to(device)
+
+    fit = config.fit
+    cb = progress("fit", fit.steps) if progress else None
+    alpha = fit_alpha(subspace, spec.shape, coords, target, alpha0, fit, steps=fit.steps, lr=fit.lr, progress=cb)
+
+    target_bytes = config.rate.bpp * height * width / 8.0
+    tol = config.rate.tolerance
+    delta, data = _search_delta(spec, alpha.cpu().numpy(), target_bytes, height, width)
+    if fit.qat_steps > 0:
+        cb = progress("quantization-aware fine-tune", fit.qat_steps) if progress else None
+        alpha = fit_alpha(subspace, spec.shape, coords, target, alpha, fit, steps=fit.qat_steps,
+                          lr=fit.qat_lr, delta=delta, progress=cb)
+        data = _pack(spec, quantize(alpha.cpu().numpy(), delta), delta, height, width)
+        if abs(len(data) - target_bytes) > tol * target_bytes:
+            delta, data = _search_delta(spec, alpha.cpu().numpy(), target_bytes, height, width)
+
+    rate_ok = abs(len(data) - target_bytes) <= tol * target_bytes
+    if not rate_ok:
+        notes.append(f"target {config.rate.bpp:g} bpp not reachable for this image "
+                     f"(got {8 * len(data) / (height * width):.4g} bpp)")
+
+    # Measure exactly what the decoder will produce.
+    decoded = decode(data)
+    stats = EncodeStats(
+        width=width, height=height, channels=channels, bytes=len(data),
+        bpp=8.0 * len(data) / (height * width), target_bpp=config.rate.bpp, rate_ok=rate_ok,
+        psnr=psnr(image, decoded), ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
+        num_coefs=k, num_params=spec.shape.num_params, net_width=spec.shape.width, delta=delta,
+        encode_seconds=time.perf_counter() - t0, device=str(device), warnings=notes,
+    )
+    return EncodeResult(data=data, stats=stats)
+
+
+def read_header(data: bytes) -> Header:
+    """Parse and validate the header only (no decoding)."""
+    return bitstream.parse(data)[0]
+
+
+def decode(data: bytes, device: str = "cpu") -> np.ndarray:
+    """``.prc`` bytes -> uint8 image (H, W, C). Raises FormatError/LimitError on bad input.
+
+    The result is the same on every machine: the basis is generated with integer
+    arithmetic and the network is evaluated in float64.
+    """
+    header, payload = bitstream.parse(data)
+    spec = header.spec
+    sizes = [lay.num_coefs for lay in spec.layouts()]
+    q = entropy.decode(payload, sizes, list(header.models))
+    alpha = dequantize(q, header.delta)
+    dev = resolve_device(device)
+    thetas = [t.to(dev) for t in reconstruct(spec, alpha)]
+    return render(thetas, spec.shape, header.height, header.width).numpy()
+
+
+def default_threads() -> int:
+    """Intra-op threads to use: every core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

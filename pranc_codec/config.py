@@ -1,0 +1,92 @@
+"""Typed configuration with every default in one place.
+
+The encoder is driven by :class:`CodecConfig`; the decoder needs none of it,
+because everything that shapes the reconstruction travels in the ``.prc``
+header (see ``FORMAT.md``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+
+
+class BasisKind(IntEnum):
+    """How the pseudo-random basis entries are drawn (header field ``basis_kind``)."""
+
+    GAUSSIAN = 0  # Irwin-Hall sum of four 16-bit uniforms: Gaussian-like, unit variance
+    TERNARY = 1  # {-1, 0, +1} / sqrt(density), P(non-zero) = density (NTK-compression paper)
+    IDENTITY = 2  # no basis: coefficients are the weights (direct-weight INR baseline)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The coordinate network (SIREN): (x, y) in [-1, 1]^2 -> colour in [0, 1]."""
+
+    hidden_layers: int = 3  # number of sin() layers
+    omega0: float = 30.0  # SIREN frequency factor (first and hidden layers)
+    min_width: int = 8
+    max_width: int = 512
+
+
+@dataclass(frozen=True)
+class BasisConfig:
+    """The PRANC reparametrization theta = theta0(seed) + s_l * B_l(seed) @ alpha_l."""
+
+    kind: BasisKind = BasisKind.GAUSSIAN
+    # Parameters of a layer are split into chunks of about this many entries; each
+    # chunk is a random subspace of its own (block-diagonal basis, bounded memory).
+    chunk_size: int = 256
+    # Network parameters per coefficient (n / k). 1.0 = as many weights as coefficients.
+    expansion: float = 1.0
+    ternary_density: float = 1.0 / 3.0  # stored as a byte: round(density * 256)
+    offset: bool = True  # random-subspace form (theta0 = SIREN init) vs pure PRANC form
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Gradient descent on alpha over pixel minibatches."""
+
+    steps: int = 1500
+    qat_steps: int = 200  # straight-through fine-tune on quantized alpha
+    batch_pixels: int = 16384
+    lr: float = 1e-2
+    qat_lr: float = 1e-3
+    warmup_steps: int = 50
+    seed: int = 0  # minibatch sampling only: does not affect decodability
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+
+
+@dataclass(frozen=True)
+class RateConfig:
+    """Rate control: how the bit budget is split between coefficient count and precision."""
+
+    bpp: float = 0.25
+    bits_per_coef: float = 7.0  # expected coded bits per coefficient, sets k from the budget
+    tolerance: float = 0.10  # written size must be within +-10 % of the target
+    min_coefs: int = 64
+
+
+PRESETS: dict[str, dict[str, int]] = {
+    # name: FitConfig overrides. "default" is the tuned trade-off.
+    "fast": {"steps": 500, "qat_steps": 100},
+    "default": {},
+    "slow": {"steps": 4000, "qat_steps": 400},
+}
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Everything the encoder needs. ``seed`` is recorded in the header."""
+
+    rate: RateConfig = field(default_factory=RateConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    basis: BasisConfig = field(default_factory=BasisConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    seed: int = 2023
+    device: str = "auto"  # auto | cpu | cuda
+    width: int | None = None  # force the hidden width instead of deriving it from bpp
+
+    def with_preset(self, name: str) -> "CodecConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        return replace(self, fit=replace(self.fit, **PRESETS[name]))

@@ -1,0 +1,133 @@
+"""Entropy coding of quantized coefficients with CompressAI's rANS coder.
+
+Each coefficient group (one per network layer) is modelled by a discretized,
+zero-centred Laplace distribution (a two-sided geometric law) on [-K, K]:
+
+    P(q) proportional to r^|q|,   r = decay / 65536
+
+``decay`` (uint16) and ``K`` (uint16) travel in the header. Values beyond K
+are escaped by the rANS coder's bypass mode, so any integer round-trips. The
+probability table is computed with IEEE-754 double multiplies and divisions
+only (correctly rounded everywhere), then quantized to 16 bits by CompressAI's
+``pmf_to_quantized_cdf``: encoder and decoder build identical tables.
+"""
+from __future__ import annotations
+
+import glob
+import importlib.machinery
+import importlib.util
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from types import ModuleType
+
+import numpy as np
+
+from .errors import FormatError
+
+MAX_BOUND = 2047  # largest K: keeps every table well inside 16-bit precision
+TAIL_MASS = 1e-9  # probability reserved for the escape symbol
+
+
+def _load_compressai_extension(name: str) -> ModuleType:
+    """Load ``compressai.<name>`` (a compiled extension) without importing compressai.
+
+    ``import compressai`` pulls in its datasets, torchvision and torch-geometric
+    (about 5 s per CLI call); the rANS coder and CDF helper need none of that.
+    """
+    spec = importlib.util.find_spec("compressai")
+    if spec is None or spec.origin is None:
+        raise ImportError("compressai is not installed")
+    pkg_dir = os.path.dirname(spec.origin)
+    candidates = glob.glob(os.path.join(pkg_dir, f"{name}.*.so")) + glob.glob(os.path.join(pkg_dir, f"{name}.*.pyd"))
+    if not candidates:
+        return importlib.import_module(f"compressai.{name}")
+    loader = importlib.machinery.ExtensionFileLoader(f"compressai.{name}", candidates[0])
+    mod_spec = importlib.util.spec_from_file_location(f"compressai.{name}", candidates[0], loader=loader)
+    module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
+    loader.exec_module(module)
+    return module
+
+
+@lru_cache(maxsize=None)
+def _ans() -> ModuleType:
+    return _load_compressai_extension("ans")
+
+
+@lru_cache(maxsize=None)
+def _cxx() -> ModuleType:
+    return _load_compressai_extension("_CXX")
+
+
+@dataclass(frozen=True)
+class LaplaceModel:
+    """Two-sided geometric model of one coefficient group."""
+
+    decay: int  # r * 65536, 1..65535
+    bound: int  # K, 0..MAX_BOUND
+
+    def validate(self) -> None:
+        if not 1 <= self.decay <= 65535 or not 0 <= self.bound <= MAX_BOUND:
+            raise FormatError(f"entropy model out of range (decay={self.decay}, bound={self.bound})")
+
+
+@lru_cache(maxsize=256)
+def quantized_cdf(model: LaplaceModel) -> tuple[int, ...]:
+    """16-bit CDF over the 2K+1 symbols plus the escape symbol (length 2K+3)."""
+    r = model.decay / 65536.0
+    half = [1.0]
+    for _ in range(model.bound):
+        half.append(half[-1] * r)
+    weights = half[:0:-1] + half  # r^K .. r^1, 1, r^1 .. r^K
+    total = 0.0
+    for w in weights:
+        total += w
+    pmf = [w / total for w in weights] + [TAIL_MASS]
+    return tuple(_cxx().pmf_to_quantized_cdf(pmf, 16))
+
+
+def fit_model(q: np.ndarray) -> LaplaceModel:
+    """Choose K and the decay that minimise the ideal code length of integers ``q``."""
+    mags = np.abs(q.astype(np.int64))
+    bound = int(min(mags.max(initial=0), MAX_BOUND))
+    hist = np.bincount(np.minimum(mags, bound), minlength=bound + 1).astype(np.float64)
+    a = np.arange(bound + 1, dtype=np.float64)
+    sum_mag = float((hist * a).sum())
+    best = (math.inf, 1)
+    for decay in np.unique(np.clip(np.round(65536 * np.exp(-np.exp(np.linspace(-9, 3, 400)))), 1, 65535)):
+        r = decay / 65536.0
+        z = 1.0 + 2.0 * r * (1.0 - r**bound) / (1.0 - r)
+        bits = -sum_mag * math.log2(r) + mags.size * math.log2(z)
+        if bits < best[0]:
+            best = (bits, int(decay))
+    return LaplaceModel(decay=best[1], bound=bound)
+
+
+def _tables(models: list[LaplaceModel]) -> tuple[list[list[int]], list[int], list[int]]:
+    cdfs = [list(quantized_cdf(m)) for m in models]
+    return cdfs, [len(c) for c in cdfs], [-m.bound for m in models]
+
+
+def encode(q: np.ndarray, group_sizes: list[int], models: list[LaplaceModel]) -> bytes:
+    """rANS-code integer symbols ``q`` (k,), group g using ``models[g]``."""
+    indexes = np.repeat(np.arange(len(group_sizes), dtype=np.int32), group_sizes).tolist()
+    cdfs, sizes, offsets = _tables(models)
+    return _ans().RansEncoder().encode_with_indexes(q.astype(np.int32).tolist(), indexes, cdfs, sizes, offsets)
+
+
+def decode(payload: bytes, group_sizes: list[int], models: list[LaplaceModel]) -> np.ndarray:
+    """Inverse of :func:`encode`: int32 (k,). Never reads outside its buffer."""
+    for m in models:
+        m.validate()
+    k = int(sum(group_sizes))
+    indexes = np.repeat(np.arange(len(group_sizes), dtype=np.int32), group_sizes).tolist()
+    cdfs, sizes, offsets = _tables(models)
+    # The C++ decoder does not bounds-check its input. A symbol reads at most one
+    # 32-bit word, and an escape's bypass length is a sum of 4-bit fields, each of
+    # which can make it read at most 15 further nibbles; so reads stay below
+    # 16 * len(payload) + 16 * k bytes, and once in the zero padding every escape
+    # ends at once. The padding keeps a tampered stream inside this buffer.
+    padded = bytes(payload) + bytes(16 * len(payload) + 16 * k + 64)
+    out = _ans().RansDecoder().decode_with_indexes(padded, indexes, cdfs, sizes, offsets)
+    return np.asarray(out, dtype=np.int32)

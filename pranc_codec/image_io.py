@@ -1,0 +1,122 @@
+"""Reading images into 8-bit arrays, writing PNGs, and atomic file output.
+
+Input policy (also in README.md):
+- any format Pillow reads; EXIF orientation is applied (the picture is coded as
+  it is meant to be seen);
+- 8-bit RGB is coded as 3 channels, grayscale (L, I;16, I, F) as 1 channel;
+  16-bit and float grayscale are scaled to 8 bits;
+- palette, CMYK, YCbCr, LAB, ... are converted to RGB;
+- an alpha channel is dropped with a warning when it is not fully opaque.
+"""
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError, LimitError
+
+Image.MAX_IMAGE_PIXELS = 8192 * 8192  # decompression-bomb guard (Pillow raises above 2x this)
+
+
+def to_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
+    """PIL image -> uint8 (H, W, C) with C in {1, 3}, plus warnings for the user."""
+    notes: list[str] = []
+    img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        alpha = np.asarray(img.getchannel("A"))
+        if alpha.min() < 255:
+            notes.append("alpha channel dropped (pranc codes opaque images)")
+        img = img.convert("RGB" if mode in ("RGBA", "PA", "RGBa") else "L")
+    elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(np.rint(arr * (255.0 / hi)), 0, 255).astype(np.uint8)
+        if hi != 255.0:
+            notes.append("16-bit image reduced to 8 bits")
+        return arr[:, :, None], notes
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return np.ascontiguousarray(arr), notes
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """Load an image file as uint8 (H, W, C); raises InputError/LimitError with a clear message."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                img.load()
+                return to_array(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise LimitError(f"{p}: image too large ({e})") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{p}: not an image Pillow can read") from None
+    except PermissionError:
+        raise InputError(f"{p}: permission denied") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{p}: unreadable or corrupt image ({e})") from None
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """uint8 (H, W, C) -> PNG file contents."""
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
+                 protect: tuple[str | os.PathLike, ...] = ()) -> None:
+    """Write ``data`` to ``path`` via a temporary file and rename, never half-written.
+
+    Refuses to overwrite any file in ``protect`` (the inputs), and an existing
+    ``path`` unless ``force``.
+    """
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{p}: directory {parent} does not exist")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory")
+    for src in protect:
+        if p.exists() and Path(src).exists() and os.path.samefile(p, src):
+            raise InputError(f"{p}: refusing to overwrite the input file")
+    if p.exists() and not force:
+        raise InputError(f"{p}: already exists (use --force to overwrite)")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=parent)
+    except OSError as e:
+        raise InputError(f"{p}: cannot write ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        # Ctrl-C or a full disk: leave nothing behind.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,110 @@
+"""The coordinate network: a SIREN (Sitzmann et al. 2020) evaluated from a flat weight vector.
+
+Layers: 2 -> w, then (hidden_layers - 1) x (w -> w), each followed by
+sin(omega0 * .), then a linear w -> C head; the output is offset by 0.5 so
+that a zero head predicts mid-grey. Weights are passed in, not owned, because
+they are produced by the PRANC reparametrization (see ``subspace.py``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SirenShape:
+    """Geometry of the network; fully determined by header fields."""
+
+    width: int
+    hidden_layers: int
+    channels: int
+    omega0: float
+
+    def layer_dims(self) -> list[tuple[int, int]]:
+        """(fan_in, fan_out) of each linear layer, input first."""
+        dims = [(2, self.width)]
+        dims += [(self.width, self.width)] * (self.hidden_layers - 1)
+        dims.append((self.width, self.channels))
+        return dims
+
+    def layer_sizes(self) -> list[int]:
+        """Parameters per layer (weight matrix + bias)."""
+        return [fi * fo + fo for fi, fo in self.layer_dims()]
+
+    @property
+    def num_params(self) -> int:
+        return sum(self.layer_sizes())
+
+    def init_bounds(self) -> list[float]:
+        """Half-width of SIREN's uniform initialisation, per layer."""
+        bounds = []
+        for i, (fan_in, _) in enumerate(self.layer_dims()):
+            if i == 0:
+                bounds.append(1.0 / fan_in)
+            else:
+                bounds.append(math.sqrt(6.0 / fan_in) / self.omega0)
+        return bounds
+
+
+def width_for_params(n: int, hidden_layers: int, channels: int, lo: int, hi: int) -> int:
+    """Largest width whose SIREN has at most ``n`` parameters, clamped to [lo, hi]."""
+    best = lo
+    for w in range(lo, hi + 1):
+        if SirenShape(w, hidden_layers, channels, 30.0).num_params <= n:
+            best = w
+        else:
+            break
+    return best
+
+
+def make_coords(height: int, width: int, dtype: torch.dtype = torch.float32,
+                device: torch.device | str = "cpu", rows: slice | None = None) -> torch.Tensor:
+    """Pixel-centre coordinates in [-1, 1]^2 as (N, 2) (x, y), row-major over ``rows``."""
+    r0, r1 = (0, height) if rows is None else (rows.start, rows.stop)
+    ys = (torch.arange(r0, r1, dtype=torch.float64) * 2 + 1) / height - 1
+    xs = (torch.arange(width, dtype=torch.float64) * 2 + 1) / width - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1).to(dtype=dtype, device=device)
+
+
+def siren_forward(coords: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]],
+                  omega0: float) -> torch.Tensor:
+    """Evaluate the SIREN: coords (N, 2) -> colour (N, C), unclamped, ~[0, 1].
+
+    ``layers`` holds (W (fan_out, fan_in), b (fan_out,)) per linear layer.
+    """
+    h = coords
+    for W, b in layers[:-1]:
+        h = torch.sin(omega0 * torch.addmm(b, h, W.t()))
+    W, b = layers[-1]
+    return torch.addmm(b, h, W.t()) + 0.5
+
+
+def split_params(theta: list[torch.Tensor], shape: SirenShape) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer flat vectors -> (W, b) pairs, W first (row-major), then b."""
+    out = []
+    for vec, (fi, fo) in zip(theta, shape.layer_dims()):
+        out.append((vec[: fi * fo].view(fo, fi), vec[fi * fo: fi * fo + fo]))
+    return out
+
+
+def render(thetas: list[torch.Tensor], shape: SirenShape, height: int, width: int,
+           max_batch: int = 1 << 16) -> torch.Tensor:
+    """Rasterize the network to uint8 pixels (height, width, C), in row bands.
+
+    Runs in the dtype and on the device of ``thetas``; the decoder uses float64
+    so that rounding to 8 bits does not depend on the machine's summation order.
+    """
+    layers = split_params(thetas, shape)
+    dtype, device = thetas[0].dtype, thetas[0].device
+    out = torch.empty((height, width, shape.channels), dtype=torch.uint8)
+    rows = max(1, max_batch // width)
+    with torch.no_grad():
+        for r0 in range(0, height, rows):
+            r1 = min(height, r0 + rows)
+            xy = make_coords(height, width, dtype, device, slice(r0, r1))
+            y = siren_forward(xy, layers, shape.omega0)
+            out[r0:r1] = torch.round(y.clamp(0, 1) * 255).to(torch.uint8).view(r1 - r0, width, -1).cpu()
+    return out
