@@ -49,7 +49,7 @@ class FitConfig:
     steps: int = 1500
     qat_steps: int = 200  # straight-through fine-tune on quantized alpha
     batch_pixels: int = 16384
-    lr: float = 1e-2
+    lr: float = 3e-2
     qat_lr: float = 1e-3
     warmup_steps: int = 50
     seed: int = 0  # minibatch sampling only: does not affect decodability

@@ -48,7 +48,7 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, coords: torch.Tensor, targe
         loss.backward()
         opt.step()
         if progress is not None and (step + 1) % report_every == 0:
-            progress(report_every, float(loss))
+            progress(report_every, float(loss.detach()))
     if progress is not None and steps % report_every:
         progress(steps % report_every, float("nan"))
     return alpha.detach()

@@ -1,0 +1,235 @@
+"""The ``pranc`` command: a thin layer over :mod:`pranc_codec.codec`.
+
+Every user error ends in one line on stderr and a non-zero exit code
+(2: bad input or usage, 3: corrupt .prc, 4: over a limit, 130: interrupted).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from .errors import InputError, PrancError
+
+
+def _fail(msg: str, code: int) -> None:
+    click.echo(f"pranc: error: {msg}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Map every expected failure to one line and an exit code."""
+    try:
+        yield
+    except PrancError as e:
+        _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; no output written", 130)
+    except MemoryError:
+        _fail("out of memory", 4)
+
+
+def _read_bytes(path: str) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory")
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise InputError(f"{p}: cannot read ({e.strerror})") from None
+
+
+def _progress_factory(quiet: bool):
+    """Progress bars on stderr (tqdm) unless quiet."""
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    bars = []
+
+    def make(name: str, total: int):
+        for b in bars:
+            b.close()
+        bar = tqdm(total=total, desc=name, unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
+        bars.append(bar)
+
+        def update(n: int, loss: float) -> None:
+            bar.update(n)
+            if math.isfinite(loss):
+                bar.set_postfix(psnr=f"{-10 * math.log10(max(loss, 1e-12)):.2f}dB")
+            if bar.n >= bar.total:
+                bar.close()
+
+        return update
+
+    return make
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pranc-codec")
+def main() -> None:
+    """pranc: compress images into .prc files with seeded random-basis neural networks."""
+
+
+@main.command()
+@click.argument("input", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", type=click.Path(), help="Output .prc (default: INPUT with .prc suffix).")
+@click.option("--bpp", type=float, default=None, help="Target bits per pixel (default 0.25); the file lands within ±10%.")
+@click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True,
+              help="Trade encode time for quality.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Basis seed (stored in the header).")
+@click.option("--width", "net_width", type=click.IntRange(1, 1024), default=None,
+              help="Hidden width of the network (default: derived from --bpp).")
+@click.option("--layers", type=click.IntRange(1, 8), default=None, help="Number of sin() layers.")
+@click.option("--basis", type=click.Choice(["gaussian", "ternary", "identity"]), default=None,
+              help="Basis kind; identity stores the weights directly (baseline).")
+@click.option("--expansion", type=float, default=None, help="Network parameters per coefficient.")
+@click.option("--steps", type=click.IntRange(0), default=None, help="Fitting steps (overrides the preset).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads (0 = all cores).")
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def encode(input: str, output: str | None, bpp: float | None, preset: str, seed: int | None,
+           net_width: int | None, layers: int | None, basis: str | None, expansion: float | None,
+           steps: int | None, device: str, threads: int, force: bool, quiet: bool, as_json: bool) -> None:
+    """Compress an image file into a .prc file."""
+    with _errors():
+        from .codec import default_threads, encode as encode_image
+        from .config import BasisKind, CodecConfig
+        from .image_io import atomic_write, read_image
+
+        out = Path(output) if output else Path(input).with_suffix(".prc")
+        if out.exists() and not force:  # fail before minutes of fitting, not after
+            raise InputError(f"{out}: already exists (use --force to overwrite)")
+        image, notes = read_image(input)
+        cfg = CodecConfig().with_preset(preset)
+        if bpp is not None:
+            cfg = replace(cfg, rate=replace(cfg.rate, bpp=bpp))
+        if seed is not None:
+            cfg = replace(cfg, seed=seed)
+        if layers is not None:
+            cfg = replace(cfg, network=replace(cfg.network, hidden_layers=layers))
+        if basis is not None:
+            cfg = replace(cfg, basis=replace(cfg.basis, kind=BasisKind[basis.upper()]))
+        if expansion is not None:
+            cfg = replace(cfg, basis=replace(cfg.basis, expansion=expansion))
+        if steps is not None:
+            cfg = replace(cfg, fit=replace(cfg.fit, steps=steps))
+        cfg = replace(cfg, device=device, width=net_width,
+                      fit=replace(cfg.fit, threads=threads or default_threads()))
+        for n in notes:
+            click.echo(f"pranc: warning: {n}", err=True)
+        result = encode_image(image, cfg, progress=_progress_factory(quiet or as_json))
+        atomic_write(out, result.data, force=force, protect=(input,))
+        s = result.stats
+        for n in s.warnings:
+            click.echo(f"pranc: warning: {n}", err=True)
+        if as_json:
+            click.echo(json.dumps({"input": str(input), "output": str(out), **s.to_dict()}))
+        elif not quiet:
+            ms = f"{s.ms_ssim:.4f}" if s.ms_ssim is not None else "n/a"
+            click.echo(f"{out}: {s.bytes} bytes, {s.bpp:.4f} bpp, PSNR {s.psnr:.2f} dB, MS-SSIM {ms}, "
+                       f"{s.num_coefs} coefficients, {s.encode_seconds:.1f} s")
+
+
+@main.command()
+@click.argument("input", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="Output PNG (default: INPUT with .png suffix).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object.")
+def decode(input: str, output: str | None, device: str, force: bool, quiet: bool, as_json: bool) -> None:
+    """Decode a .prc file into a PNG image."""
+    with _errors():
+        from .codec import decode as decode_bytes
+        from .image_io import atomic_write, png_bytes
+
+        t0 = time.perf_counter()
+        out = Path(output) if output else Path(input).with_suffix(".png")
+        data = _read_bytes(input)
+        image = decode_bytes(data, device=device)
+        atomic_write(out, png_bytes(image), force=force, protect=(input,))
+        seconds = time.perf_counter() - t0
+        h, w, c = image.shape
+        if as_json:
+            click.echo(json.dumps({"input": input, "output": str(out), "width": w, "height": h,
+                                   "channels": c, "bpp": 8 * len(data) / (w * h), "decode_seconds": seconds}))
+        elif not quiet:
+            click.echo(f"{out}: {w}x{h}x{c}, {8 * len(data) / (w * h):.4f} bpp, {seconds:.2f} s")
+
+
+@main.command()
+@click.argument("input", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the header as one JSON object.")
+def info(input: str, as_json: bool) -> None:
+    """Show the header of a .prc file."""
+    with _errors():
+        from .codec import read_header
+
+        data = _read_bytes(input)
+        h = read_header(data)
+        spec = h.spec
+        fields = {
+            "file": input, "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
+            "width": h.width, "height": h.height, "channels": h.channels, "seed": spec.seed,
+            "network": "siren", "hidden_layers": spec.shape.hidden_layers, "net_width": spec.shape.width,
+            "omega0": spec.shape.omega0, "num_params": spec.shape.num_params,
+            "basis": spec.kind.name.lower(), "chunk_size": spec.chunk_size,
+            "expansion": spec.expansion_fp / 256, "ternary_density": spec.density_byte / 256,
+            "offset": spec.offset, "num_coefs": spec.num_coefs, "delta": h.delta,
+            "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.models],
+        }
+        if as_json:
+            click.echo(json.dumps(fields))
+        else:
+            for k, v in fields.items():
+                click.echo(f"{k:>16}: {v}")
+
+
+@main.command()
+@click.option("-o", "--outdir", type=click.Path(file_okay=False), default="pranc-demo", show_default=True)
+@click.option("--bpp", type=float, default=0.25, show_default=True)
+@click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True)
+def demo(outdir: str, bpp: float, preset: str) -> None:
+    """Encode and decode a sample photo that ships with matplotlib; print bpp and PSNR."""
+    with _errors():
+        import matplotlib.cbook
+
+        from .codec import decode as decode_bytes, default_threads, encode as encode_image
+        from .config import CodecConfig
+        from .image_io import atomic_write, png_bytes, read_image
+        from .metrics import psnr
+
+        src = Path(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+        image, _ = read_image(src)
+        d = Path(outdir)
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = CodecConfig().with_preset(preset)
+        cfg = replace(cfg, rate=replace(cfg.rate, bpp=bpp), fit=replace(cfg.fit, threads=default_threads()))
+        click.echo(f"encoding {src.name} ({image.shape[1]}x{image.shape[0]}) at {bpp} bpp ...")
+        result = encode_image(image, cfg, progress=_progress_factory(False))
+        atomic_write(d / "grace_hopper.prc", result.data, force=True)
+        t0 = time.perf_counter()
+        decoded = decode_bytes(result.data)
+        dt = time.perf_counter() - t0
+        atomic_write(d / "grace_hopper_decoded.png", png_bytes(decoded), force=True)
+        atomic_write(d / "grace_hopper_original.png", png_bytes(image), force=True)
+        s = result.stats
+        click.echo(f"{d / 'grace_hopper.prc'}: {s.bytes} bytes, {s.bpp:.4f} bpp, PSNR {psnr(image, decoded):.2f} dB, "
+                   f"encode {s.encode_seconds:.1f} s, decode {dt:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Shared fixtures: small synthetic images and a fast encoder configuration."""
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pranc_codec import CodecConfig, encode
+from pranc_codec.config import FitConfig, RateConfig
+
+torch.set_num_threads(2)
+
+KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+
+
+def smooth_image(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
+    """A smooth colourful test picture (uint8 (h, w, c)) an INR can fit quickly."""
+    rs = np.random.RandomState(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    chans = []
+    for _ in range(c):
+        fx, fy, ph = rs.uniform(1, 4), rs.uniform(1, 4), rs.uniform(0, 6)
+        chans.append(0.5 + 0.4 * np.sin(2 * np.pi * (fx * x / w + fy * y / h) + ph))
+    return np.clip(np.rint(np.stack(chans, -1) * 255), 0, 255).astype(np.uint8)
+
+
+FAST = CodecConfig(rate=RateConfig(bpp=1.0), fit=FitConfig(steps=200, qat_steps=20, batch_pixels=4096, threads=2))
+
+
+def fast_config(**rate) -> CodecConfig:
+    return replace(FAST, rate=replace(FAST.rate, **rate)) if rate else FAST
+
+
+@pytest.fixture(scope="session")
+def rgb_image() -> np.ndarray:
+    return smooth_image(48, 64, 3)
+
+
+@pytest.fixture(scope="session")
+def rgb_encoded(rgb_image):
+    return encode(rgb_image, FAST)

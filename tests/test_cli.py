@@ -1,0 +1,169 @@
+"""The command line: round trip, JSON output, and a clean one-line error for each bad input."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pranc_codec.cli import main
+
+from .conftest import smooth_image
+
+FAST_ARGS = ["--steps", "120", "--threads", "2", "--bpp", "2", "-q"]
+
+
+@pytest.fixture()
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture()
+def png(tmp_path):
+    p = tmp_path / "img.png"
+    Image.fromarray(smooth_image(40, 56, 3)).save(p)
+    return p
+
+
+@pytest.fixture()
+def prc(tmp_path, png, runner):
+    out = tmp_path / "img.prc"
+    r = runner.invoke(main, ["encode", str(png), "-o", str(out), *FAST_ARGS])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def _one_line_error(r, code=None):
+    assert r.exit_code != 0
+    if code is not None:
+        assert r.exit_code == code
+    err = r.stderr if hasattr(r, "stderr") else r.output
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("pranc: error:"), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_encode_decode_info_round_trip(runner, tmp_path, png, prc):
+    out = tmp_path / "out.png"
+    r = runner.invoke(main, ["decode", str(prc), "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert (info["width"], info["height"], info["channels"]) == (56, 40, 3)
+    assert np.asarray(Image.open(out)).shape == (40, 56, 3)
+    r = runner.invoke(main, ["info", str(prc), "--json"])
+    h = json.loads(r.output)
+    assert h["bytes"] == prc.stat().st_size and h["basis"] == "gaussian" and h["seed"] == 2023
+    assert abs(h["bpp"] - 8 * prc.stat().st_size / (40 * 56)) < 1e-12
+
+
+def test_encode_json_reports_decoder_psnr(runner, tmp_path, png):
+    out = tmp_path / "j.prc"
+    r = runner.invoke(main, ["encode", str(png), "-o", str(out), "--json", "--steps", "120", "--bpp", "2",
+                             "--seed", "7", "--basis", "ternary"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["bytes"] == out.stat().st_size and s["rate_ok"]
+    from pranc_codec import decode
+    from pranc_codec.metrics import psnr
+    assert psnr(np.asarray(Image.open(png)), decode(out.read_bytes())) == s["psnr"]
+
+
+def test_missing_input(runner, tmp_path):
+    _one_line_error(runner.invoke(main, ["encode", str(tmp_path / "nope.png"), "-o", str(tmp_path / "x.prc")]), 2)
+    _one_line_error(runner.invoke(main, ["decode", str(tmp_path / "nope.prc")]), 2)
+    _one_line_error(runner.invoke(main, ["info", str(tmp_path / "nope.prc")]), 2)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not an image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
+def test_not_an_image(runner, tmp_path, content):
+    p = tmp_path / "bad.png"
+    p.write_bytes(content)
+    msg = _one_line_error(runner.invoke(main, ["encode", str(p), "-o", str(tmp_path / "x.prc")]), 2)
+    assert "bad.png" in msg
+
+
+def test_truncated_png(runner, tmp_path, png):
+    p = tmp_path / "trunc.png"
+    p.write_bytes(png.read_bytes()[:200])
+    _one_line_error(runner.invoke(main, ["encode", str(p), "-o", str(tmp_path / "x.prc")]), 2)
+
+
+def test_truncated_and_corrupt_prc(runner, tmp_path, prc):
+    data = prc.read_bytes()
+    t = tmp_path / "t.prc"
+    t.write_bytes(data[: len(data) // 2])
+    assert "CRC" in _one_line_error(runner.invoke(main, ["decode", str(t), "-o", str(tmp_path / "t.png")]), 3)
+    c = tmp_path / "c.prc"
+    c.write_bytes(data[:40] + bytes([data[40] ^ 0xFF]) + data[41:])
+    _one_line_error(runner.invoke(main, ["decode", str(c), "-o", str(tmp_path / "c.png")]), 3)
+    assert not (tmp_path / "t.png").exists() and not (tmp_path / "c.png").exists()
+
+
+def test_wrong_magic_and_version(runner, tmp_path, prc):
+    data = prc.read_bytes()
+    m = tmp_path / "m.prc"
+    m.write_bytes(b"JUNK" + data[4:])
+    assert "magic" in _one_line_error(runner.invoke(main, ["info", str(m)]), 3)
+    v = bytearray(data)
+    v[4] = 2
+    body = bytes(v[:-4])
+    (tmp_path / "v.prc").write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    assert "version 2" in _one_line_error(runner.invoke(main, ["decode", str(tmp_path / "v.prc")]), 3)
+
+
+def test_absurd_dimensions_refused(runner, tmp_path, prc):
+    b = bytearray(prc.read_bytes())
+    struct.pack_into("<HH", b, 6, 60000, 60000)
+    body = bytes(b[:-4])
+    (tmp_path / "big.prc").write_bytes(body + struct.pack("<I", zlib.crc32(body)))
+    msg = _one_line_error(runner.invoke(main, ["decode", str(tmp_path / "big.prc")]), 4)
+    assert "60000x60000" in msg
+
+
+def test_output_directory_missing(runner, tmp_path, png, prc):
+    _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "no" / "x.prc"), *FAST_ARGS]), 2)
+    _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "no" / "x.png")]), 2)
+
+
+def test_existing_output_needs_force_and_input_is_never_overwritten(runner, tmp_path, png, prc):
+    before = prc.read_bytes()
+    out = tmp_path / "exists.png"
+    out.write_bytes(b"keep me")
+    assert "--force" in _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(out)]), 2)
+    assert out.read_bytes() == b"keep me"
+    assert runner.invoke(main, ["decode", str(prc), "-o", str(out), "--force", "-q"]).exit_code == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert "input" in _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(prc), "--force"]), 2)
+    assert prc.read_bytes() == before
+    png_before = png.read_bytes()
+    _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(png), "--force", *FAST_ARGS]), 2)
+    assert png.read_bytes() == png_before
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".part")]
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    p = tmp_path / "junk.prc"
+    p.write_bytes(os.urandom(100))
+    r = subprocess.run([sys.executable, "-m", "pranc_codec.cli", "decode", str(p)], capture_output=True, text=True)
+    assert r.returncode == 3
+    assert r.stderr.strip().startswith("pranc: error:") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_grayscale_and_alpha_inputs(runner, tmp_path):
+    g = tmp_path / "g.png"
+    Image.fromarray(smooth_image(30, 30, 1)[:, :, 0]).save(g)
+    r = runner.invoke(main, ["encode", str(g), "-o", str(tmp_path / "g.prc"), *FAST_ARGS])
+    assert r.exit_code == 0, r.output
+    a = tmp_path / "a.png"
+    rgba = np.concatenate([smooth_image(30, 30, 3), np.full((30, 30, 1), 128, np.uint8)], -1)
+    Image.fromarray(rgba).save(a)
+    r = runner.invoke(main, ["encode", str(a), "-o", str(tmp_path / "a.prc"), "--steps", "50", "--bpp", "2"])
+    assert r.exit_code == 0
+    assert "alpha channel dropped" in r.stderr

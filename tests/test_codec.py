@@ -1,0 +1,108 @@
+"""End-to-end behaviour of the public API on small images."""
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pranc_codec import BasisKind, decode, encode, read_header
+from pranc_codec.codec import plan
+from pranc_codec.metrics import psnr
+from pranc_codec.subspace import Subspace, reconstruct
+
+from .conftest import FAST, fast_config, smooth_image
+
+
+def test_round_trip_rgb_matches_encoder_measurement(rgb_image, rgb_encoded):
+    out = decode(rgb_encoded.data)
+    assert out.shape == rgb_image.shape and out.dtype == np.uint8
+    assert psnr(rgb_image, out) == rgb_encoded.stats.psnr
+    assert rgb_encoded.stats.bpp == 8 * len(rgb_encoded.data) / (48 * 64)
+    # the fit actually learned the picture (mid-grey would be ~11 dB)
+    assert rgb_encoded.stats.psnr > 22
+
+
+def test_decode_is_deterministic_across_processes(rgb_encoded, tmp_path):
+    p = tmp_path / "a.prc"
+    p.write_bytes(rgb_encoded.data)
+    code = ("import sys, numpy as np; from pranc_codec import decode; "
+            "sys.stdout.buffer.write(decode(open(sys.argv[1],'rb').read()).tobytes())")
+    other = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, check=True).stdout
+    assert other == decode(rgb_encoded.data).tobytes()
+
+
+@pytest.mark.parametrize("h,w", [(23, 37), (1, 50), (50, 1), (1, 1)])
+def test_odd_and_thin_sizes(h, w):
+    img = smooth_image(h, w, 3, seed=h + w)
+    res = encode(img, fast_config(bpp=8.0))
+    out = decode(res.data)
+    assert out.shape == (h, w, 3)
+    assert psnr(img, out) == res.stats.psnr
+
+
+def test_grayscale_is_one_channel():
+    img = smooth_image(40, 40, 1, seed=3)
+    res = encode(img, FAST)
+    assert read_header(res.data).channels == 1
+    out = decode(res.data)
+    assert out.shape == (40, 40, 1)
+    assert res.stats.psnr > 22
+
+
+@pytest.mark.parametrize("bpp", [0.5, 1.0, 2.0])
+def test_rate_control_within_ten_percent(bpp):
+    img = smooth_image(64, 96, 3, seed=int(bpp * 10))
+    res = encode(img, fast_config(bpp=bpp))
+    assert res.stats.rate_ok
+    assert abs(res.stats.bpp - bpp) <= 0.1 * bpp
+    assert len(res.data) * 8 == pytest.approx(bpp * 64 * 96, rel=0.1)
+
+
+def test_unreachable_rate_is_reported_not_hidden():
+    img = smooth_image(8, 8, 3)
+    res = encode(img, fast_config(bpp=0.1))  # 6 bits cannot hold a header
+    assert not res.stats.rate_ok
+    assert res.stats.warnings and "not reachable" in res.stats.warnings[0]
+
+
+def test_more_bits_give_better_quality():
+    img = smooth_image(64, 64, 3, seed=9)
+    lo = encode(img, fast_config(bpp=0.5)).stats
+    hi = encode(img, fast_config(bpp=3.0)).stats
+    assert hi.bytes > 3 * lo.bytes
+    assert hi.psnr > lo.psnr + 1.0
+
+
+@pytest.mark.parametrize("kind", [BasisKind.TERNARY, BasisKind.IDENTITY])
+def test_other_basis_kinds_round_trip(kind, rgb_image):
+    cfg = replace(FAST, basis=replace(FAST.basis, kind=kind))
+    res = encode(rgb_image, cfg)
+    assert read_header(res.data).spec.kind == kind
+    assert psnr(rgb_image, decode(res.data)) == res.stats.psnr
+    assert res.stats.psnr > 20
+
+
+def test_pure_pranc_form_round_trips(rgb_image):
+    cfg = replace(FAST, basis=replace(FAST.basis, offset=False, expansion=2.0))
+    res = encode(rgb_image, cfg)
+    spec = read_header(res.data).spec
+    assert not spec.offset and spec.shape.num_params > 1.5 * spec.num_coefs
+    assert psnr(rgb_image, decode(res.data)) == res.stats.psnr
+
+
+def test_chunked_reconstruction_matches_fitting_path():
+    cfg = replace(FAST, basis=replace(FAST.basis, expansion=3.0))
+    spec = plan(cfg, 64, 64, 3)
+    alpha = np.random.RandomState(0).randn(spec.num_coefs)
+    full = Subspace(spec)(torch.from_numpy(alpha).float())
+    chunked = reconstruct(spec, alpha, max_entries=1000)  # forces many small chunks
+    for a, b in zip(full, chunked):
+        assert torch.allclose(a.double(), b, atol=1e-5)
+
+
+def test_seed_changes_the_basis(rgb_image):
+    a = plan(FAST, 48, 64, 3)
+    b = plan(replace(FAST, seed=1), 48, 64, 3)
+    assert not np.array_equal(a.basis_block(1, 0, 1), b.basis_block(1, 0, 1))

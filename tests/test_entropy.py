@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from pranc_codec import entropy
+from pranc_codec.entropy import LaplaceModel
+
+
+def _laplace_ints(n, scale, seed=0):
+    return np.rint(np.random.RandomState(seed).laplace(0, scale, n)).astype(np.int32)
+
+
+@pytest.mark.parametrize("scale", [0.3, 2.0, 15.0])
+def test_round_trip_and_rate_near_entropy(scale):
+    q = _laplace_ints(5000, scale)
+    m = entropy.fit_model(q)
+    data = entropy.encode(q, [q.size], [m])
+    assert np.array_equal(entropy.decode(data, [q.size], [m]), q)
+    # within 3 % (+ a few bytes) of the empirical entropy
+    _, counts = np.unique(q, return_counts=True)
+    p = counts / q.size
+    h_bits = -(counts * np.log2(p)).sum()
+    assert 8 * len(data) <= 1.03 * h_bits + 64
+
+
+def test_groups_and_escapes_round_trip():
+    a = _laplace_ints(300, 1.0, 1)
+    b = _laplace_ints(200, 30.0, 2)
+    b[5] = 100_000  # beyond MAX_BOUND: escaped by the coder
+    b[6] = -70_000
+    q = np.concatenate([a, b])
+    models = [entropy.fit_model(a), entropy.fit_model(b)]
+    assert models[1].bound == entropy.MAX_BOUND
+    data = entropy.encode(q, [300, 200], models)
+    assert np.array_equal(entropy.decode(data, [300, 200], models), q)
+
+
+def test_all_zero_group():
+    q = np.zeros(1000, dtype=np.int32)
+    m = entropy.fit_model(q)
+    assert m.bound == 0
+    data = entropy.encode(q, [1000], [m])
+    assert len(data) <= 8
+    assert np.array_equal(entropy.decode(data, [1000], [m]), q)
+
+
+def test_cdf_is_deterministic_and_valid():
+    m = LaplaceModel(decay=40000, bound=50)
+    cdf = entropy.quantized_cdf(m)
+    assert len(cdf) == 2 * 50 + 3
+    assert cdf[0] == 0 and cdf[-1] == 1 << 16
+    assert all(b > a for a, b in zip(cdf, cdf[1:]))
+    # symmetric around the centre symbol
+    f = np.diff(cdf)[:-1]
+    assert abs(int(f[0]) - int(f[-1])) <= 1
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_garbage_payload_never_crashes(seed):
+    rs = np.random.RandomState(seed)
+    garbage = rs.randint(0, 256, rs.randint(0, 200)).astype(np.uint8).tobytes()
+    if seed % 2:
+        garbage = b"\xff" * len(garbage)
+    models = [LaplaceModel(decay=60000, bound=5), LaplaceModel(decay=100, bound=0)]
+    out = entropy.decode(garbage, [500, 300], models)
+    assert out.shape == (800,)
