@@ -25,7 +25,7 @@ def smooth_image(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
     return np.clip(np.rint(np.stack(chans, -1) * 255), 0, 255).astype(np.uint8)
 
 
-FAST = CodecConfig(rate=RateConfig(bpp=1.0), fit=FitConfig(steps=200, qat_steps=20, batch_pixels=4096, threads=2))
+FAST = CodecConfig(rate=RateConfig(bpp=2.0), fit=FitConfig(steps=300, qat_steps=20, batch_pixels=4096, threads=2))
 
 
 def fast_config(**rate) -> CodecConfig:
