@@ -1,0 +1,48 @@
+"""Property-based fuzzing of the decoder: any mutation of a valid file either
+decodes to an image or raises a PrancError (never another exception)."""
+import struct
+import zlib
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pranc_codec import PrancError, decode
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _decode_or_clean_error(data: bytes) -> None:
+    try:
+        out = decode(data)
+    except PrancError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    assert out.dtype == np.uint8 and out.ndim == 3
+
+
+@SETTINGS
+@given(cut=st.integers(min_value=0, max_value=10_000))
+def test_truncation(rgb_encoded, cut):
+    _decode_or_clean_error(rgb_encoded.data[: cut % len(rgb_encoded.data)])
+
+
+@SETTINGS
+@given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
+       fix_crc=st.booleans())
+def test_byte_edits_with_and_without_valid_crc(rgb_encoded, edits, fix_crc):
+    b = bytearray(rgb_encoded.data)
+    for pos, val in edits:
+        b[pos % (len(b) - 4)] = val
+    if fix_crc:
+        b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
+    _decode_or_clean_error(bytes(b))
+
+
+@SETTINGS
+@given(junk=st.binary(min_size=0, max_size=400))
+def test_valid_header_with_arbitrary_payload(rgb_encoded, junk):
+    from pranc_codec import bitstream
+
+    header, _ = bitstream.parse(rgb_encoded.data)
+    _decode_or_clean_error(bitstream.pack(header, junk))
