@@ -37,18 +37,6 @@ def _errors() -> Iterator[None]:
         _fail("out of memory", 4)
 
 
-def _read_bytes(path: str) -> bytes:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputError(f"{p}: is a directory")
-    try:
-        return p.read_bytes()
-    except OSError as e:
-        raise InputError(f"{p}: cannot read ({e.strerror})") from None
-
-
 def _progress_factory(quiet: bool):
     """Progress bars on stderr (tqdm) unless quiet."""
     if quiet:
@@ -154,11 +142,11 @@ def decode(input: str, output: str | None, device: str, force: bool, quiet: bool
     """Decode a .prc file into a PNG image."""
     with _errors():
         from .codec import decode as decode_bytes
-        from .image_io import atomic_write, png_bytes
+        from .image_io import atomic_write, png_bytes, read_bytes
 
         t0 = time.perf_counter()
         out = Path(output) if output else Path(input).with_suffix(".png")
-        data = _read_bytes(input)
+        data = read_bytes(input)
         image = decode_bytes(data, device=device)
         atomic_write(out, png_bytes(image), force=force, protect=(input,))
         seconds = time.perf_counter() - t0
@@ -177,8 +165,9 @@ def info(input: str, as_json: bool) -> None:
     """Show the header of a .prc file."""
     with _errors():
         from .codec import read_header
+        from .image_io import read_bytes
 
-        data = _read_bytes(input)
+        data = read_bytes(input)
         h = read_header(data)
         spec = h.spec
         fields = {

@@ -54,13 +54,27 @@ def to_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
     return np.ascontiguousarray(arr), notes
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """Load an image file as uint8 (H, W, C); raises InputError/LimitError with a clear message."""
+def _existing_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a directory")
+    return p
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """Whole contents of an input file, with a clear InputError when it cannot be read."""
+    p = _existing_file(path)
+    try:
+        return p.read_bytes()
+    except OSError as e:
+        raise InputError(f"{p}: cannot read ({e.strerror})") from None
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """Load an image file as uint8 (H, W, C); raises InputError/LimitError with a clear message."""
+    p = _existing_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -1,6 +1,5 @@
 """Shared fixtures: small synthetic images and a fast encoder configuration."""
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ from pranc_codec.config import FitConfig, RateConfig
 
 torch.set_num_threads(2)
 
-KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
 
 def smooth_image(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
