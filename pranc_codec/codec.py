@@ -92,7 +92,7 @@ def plan(config: CodecConfig, height: int, width: int, channels: int) -> Subspac
 
 def _pack(spec: SubspaceSpec, q: np.ndarray, delta: float, height: int, width: int) -> bytes:
     """Quantized symbols -> complete ``.prc`` bytes (fits the entropy models to q)."""
-    sizes = [lay.num_coefs for lay in spec.layouts()]
+    sizes = spec.group_sizes()
     bounds = np.cumsum([0] + sizes)
     models = [entropy.fit_model(q[bounds[i]: bounds[i + 1]]) for i in range(len(sizes))]
     payload = entropy.encode(q, sizes, models)
@@ -197,7 +197,7 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     """
     header, payload = bitstream.parse(data)
     spec = header.spec
-    sizes = [lay.num_coefs for lay in spec.layouts()]
+    sizes = spec.group_sizes()
     q = entropy.decode(payload, sizes, list(header.models))
     alpha = dequantize(q, header.delta)
     dev = resolve_device(device)

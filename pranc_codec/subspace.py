@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -58,6 +59,14 @@ class SubspaceSpec:
     shape: SirenShape
 
     def layouts(self) -> list[LayerLayout]:
+        """Chunking of every layer (cached: the spec is immutable)."""
+        return list(_layouts(self))
+
+    def group_sizes(self) -> list[int]:
+        """Coefficients per layer, i.e. per entropy-coding group."""
+        return [lay.num_coefs for lay in _layouts(self)]
+
+    def _compute_layouts(self) -> tuple[LayerLayout, ...]:
         out = []
         for n in self.shape.layer_sizes():
             if self.kind == BasisKind.IDENTITY:
@@ -68,7 +77,7 @@ class SubspaceSpec:
             # integer rounding so every machine derives the same d_l
             dims = max(1, (rows * EXPANSION_ONE + self.expansion_fp // 2) // self.expansion_fp)
             out.append(LayerLayout(n, chunks, rows, min(dims, rows)))
-        return out
+        return tuple(out)
 
     @property
     def num_coefs(self) -> int:
@@ -111,6 +120,11 @@ class SubspaceSpec:
         key = rng.stream_key(self.seed, rng.STREAM_INIT, layer)
         bound = np.float32(self.shape.init_bounds()[layer])
         return rng.uniform_pm1(key, 0, lay.size) * bound
+
+
+@lru_cache(maxsize=64)
+def _layouts(spec: SubspaceSpec) -> tuple[LayerLayout, ...]:
+    return spec._compute_layouts()
 
 
 class Subspace(torch.nn.Module):
