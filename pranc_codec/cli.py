@@ -220,5 +220,10 @@ def demo(outdir: str, bpp: float, preset: str) -> None:
                    f"encode {s.encode_seconds:.1f} s, decode {dt:.2f} s")
 
 
+# the rate–distortion harness (pranc_codec.evaluation), also installed as rd-eval
+from .evaluation.cli import eval_command  # noqa: E402
+
+main.add_command(eval_command)
+
 if __name__ == "__main__":
     main()

@@ -90,3 +90,47 @@ class CodecConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         return replace(self, fit=replace(self.fit, **PRESETS[name]))
+
+
+def apply_overrides(config: CodecConfig, assignments: list[str]) -> CodecConfig:
+    """Apply ``section.field=value`` strings (e.g. ``fit.lr=0.1``, ``basis.kind=TERNARY``).
+
+    Top-level fields (``seed``, ``width``) take no section. Values are parsed to the
+    type of the field they replace; enums take member names.
+    """
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not of the form section.field=value")
+        parts = key.strip().split(".")
+        if len(parts) == 1:
+            config = replace(config, **{parts[0]: _parse(getattr(config, parts[0], None), raw, key)})
+            continue
+        if len(parts) != 2 or not hasattr(config, parts[0]):
+            raise ValueError(f"unknown setting {key!r}")
+        section = getattr(config, parts[0])
+        if not hasattr(section, parts[1]):
+            raise ValueError(f"unknown setting {key!r}")
+        value = _parse(getattr(section, parts[1]), raw, key)
+        config = replace(config, **{parts[0]: replace(section, **{parts[1]: value})})
+    return config
+
+
+def _parse(current: object, raw: str, key: str) -> object:
+    raw = raw.strip()
+    try:
+        if isinstance(current, IntEnum):
+            return type(current)[raw.upper()]
+        if isinstance(current, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+        if current is None:  # optional int fields (width)
+            return None if raw.lower() == "none" else int(raw)
+        return raw
+    except (KeyError, ValueError):
+        raise ValueError(f"bad value {raw!r} for {key}") from None

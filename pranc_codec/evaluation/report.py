@@ -1,0 +1,84 @@
+"""Markdown tables and the figure from aggregated curves."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .bjontegaard import bd_quality, bd_rate, msssim_db
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def bd_table(curves: list[dict[str, Any]], ref: dict[str, Any], method: str = "pchip") -> str:
+    """BD-rate / BD-PSNR of every curve against ``ref`` (Markdown)."""
+    lines = [f"| codec | BD-rate PSNR vs {ref['name']} | BD-PSNR (dB) | BD-rate MS-SSIM | bpp range |",
+             "|---|---:|---:|---:|---|"]
+    r0 = ref["results"]
+    for c in curves:
+        r = c["results"]
+        if not r.get("bpp"):
+            continue
+        rate = bd_rate(r0["bpp"], r0["psnr-rgb"], r["bpp"], r["psnr-rgb"], method)
+        dq = bd_quality(r0["bpp"], r0["psnr-rgb"], r["bpp"], r["psnr-rgb"], method)
+        ms = None
+        if r0.get("ms-ssim-rgb") and r.get("ms-ssim-rgb") and None not in r["ms-ssim-rgb"]:
+            ms = bd_rate(r0["bpp"], msssim_db(r0["ms-ssim-rgb"]), r["bpp"], msssim_db(r["ms-ssim-rgb"]), method)
+        tag = " (published)" if c.get("file") else ""
+        lines.append(f"| {c['name']}{tag} | {_fmt(rate, '+.1f')}% | {_fmt(dq, '+.2f')} | "
+                     f"{_fmt(ms, '+.1f') + '%' if ms is not None else '–'} | "
+                     f"{min(r['bpp']):.3f}–{max(r['bpp']):.3f} |")
+    return "\n".join(lines)
+
+
+def points_table(curve: dict[str, Any]) -> str:
+    """One row per rate point of a measured curve (Markdown)."""
+    r = curve["results"]
+    lines = [f"**{curve['name']}** — {curve['description']}", "",
+             "| point | bpp | PSNR (mean dB) | PSNR (of mean MSE) | MS-SSIM | encode s (mean / max) | decode s | peak RSS MB |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for i in range(len(r["bpp"])):
+        ms = r["ms-ssim-rgb"][i]
+        rss = r["peak_rss_mb"][i]
+        lines.append(f"| {r['point'][i]:g} | {r['bpp'][i]:.4f} | {r['psnr-rgb'][i]:.2f} | {r['psnr-rgb-mse'][i]:.2f} | "
+                     f"{_fmt(ms, '.4f')} | {r['encoding_time'][i]:.2f} / {r['max_encoding_time'][i]:.2f} | "
+                     f"{r['decoding_time'][i]:.3f} | {_fmt(rss, '.0f')} |")
+    return "\n".join(lines)
+
+
+def plot(measured: list[dict[str, Any]], published: list[dict[str, Any]], path: Path,
+         max_bpp: float = 1.25, title: str = "Kodak") -> None:
+    """PSNR and MS-SSIM panels: measured curves solid, published anchors dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    for ax, key, label in ((axes[0], "psnr-rgb", "PSNR RGB (dB)"), (axes[1], "ms-ssim-rgb", "MS-SSIM RGB")):
+        for c in published:
+            r = c["results"]
+            if r.get(key):
+                xs, ys = zip(*[(b, v) for b, v in zip(r["bpp"], r[key]) if b <= max_bpp] or [(None, None)])
+                if xs[0] is not None:
+                    ax.plot(xs, ys, "--", lw=1, alpha=0.6, label=f"{c['name']} (published)")
+        for c in measured:
+            r = c["results"]
+            if r.get(key) and None not in r[key]:
+                style = "-o" if c["name"].startswith(("pranc", "direct")) else "-"
+                lw = 2.2 if c["name"].startswith("pranc") else 1.4
+                ax.plot(r["bpp"], r[key], style, lw=lw, ms=4, label=c["name"])
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(label)
+        ax.set_xlim(0, max_bpp)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(20, 40)
+    axes[1].set_ylim(0.8, 1.0)
+    axes[0].legend(fontsize=7, ncol=2, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,198 @@
+"""Run codecs over an image set, cache every (image, codec, point), aggregate curves.
+
+Each finished task is written to ``cache_dir`` at once (atomically), keyed by a
+hash of the image bytes, crop, codec identity and rate point, so an interrupted
+run resumes where it stopped and a code or setting change never reuses stale
+results.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ..image_io import atomic_write, read_image
+from ..metrics import ms_ssim, mse
+from .codecs import Codec
+from .provenance import file_digest
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One evaluation image: a file and an optional crop box (x, y, w, h)."""
+
+    path: Path
+    digest: str
+    crop: tuple[int, int, int, int] | None = None
+
+    @property
+    def name(self) -> str:
+        stem = self.path.stem
+        if self.crop is None:
+            return stem
+        x, y, w, h = self.crop
+        return f"{stem}[{w}x{h}+{x}+{y}]"
+
+    def load(self) -> np.ndarray:
+        img = read_image(self.path)[0]
+        if self.crop is not None:
+            x, y, w, h = self.crop
+            img = np.ascontiguousarray(img[y: y + h, x: x + w])
+        return img
+
+
+def dataset(folder: Path, check_sums: bool = True) -> list[Path]:
+    """Image files in ``folder`` (sorted), verified against its SHA256SUMS when present."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset folder {folder} not found")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm", ".bmp"))
+    sums = folder / "SHA256SUMS"
+    if check_sums and sums.exists():
+        expected = {}
+        for line in sums.read_text().splitlines():
+            if line.strip():
+                digest, name = line.split(maxsplit=1)
+                expected[name.lstrip("*").strip()] = digest
+        for p in files:
+            if p.name in expected and file_digest(p) != expected[p.name]:
+                raise ValueError(f"{p} does not match {sums}")
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    return files
+
+
+def task_key(item: ImageItem, codec: Codec, point: float) -> str:
+    blob = json.dumps({"image": item.digest, "crop": item.crop, "codec": codec.name,
+                       "identity": codec.identity(), "point": point}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[str, Any]:
+    """Run one task and compute its metrics (in whatever process calls it)."""
+    img = item.load()
+    trial = codec.run(img, point, threads)
+    h, w = img.shape[:2]
+    m = mse(img, trial.decoded)
+    rec = {
+        "image": item.name, "codec": codec.name, "point": point,
+        "width": w, "height": h, "bytes": trial.nbytes, "bpp": 8.0 * trial.nbytes / (h * w),
+        "mse": m, "psnr": math.inf if m == 0 else 10 * math.log10(255.0**2 / m),
+        "ms_ssim": ms_ssim(img, trial.decoded) if img.shape[2] == 3 else None,
+        "encode_s": trial.encode_s, "decode_s": trial.decode_s, **trial.extra,
+    }
+    if codec.heavy:
+        # this worker ran only this task, so its peak RSS is the task's (MB)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rec["peak_rss_mb"] = rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    return rec
+
+
+def _worker(args: tuple[ImageItem, Codec, float, int]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(args[3])
+    return _measure(*args)
+
+
+def run(items: list[ImageItem], codecs: list[Codec], points: dict[str, list[float]], cache_dir: Path,
+        jobs: int = 1, threads: int = 0, progress: bool = True,
+        log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+    """Measure every (image, codec, point); returns one record per task (cached ones included).
+
+    Heavy codecs run in ``jobs`` worker processes (one task each) with
+    ``threads`` torch threads apiece (0: cores // jobs).
+    """
+    from tqdm import tqdm
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = threads or max(1, cores // max(1, jobs))
+    records: list[dict[str, Any]] = []
+    light, heavy = [], []
+    for codec in codecs:
+        for point in points[codec.name]:
+            for item in items:
+                path = cache_dir / codec.name / f"{task_key(item, codec, point)}.json"
+                if path.exists():
+                    records.append(json.loads(path.read_text()))
+                else:
+                    (heavy if codec.heavy else light).append((item, codec, point, path))
+    log(f"{len(records)} cached, {len(light) + len(heavy)} to run ({len(heavy)} neural)")
+    bar = tqdm(total=len(light) + len(heavy), disable=not progress, unit="task", file=sys.stderr,
+               dynamic_ncols=True)
+
+    def store(rec: dict[str, Any], path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(rec, sort_keys=True).encode(), force=True)
+        records.append(rec)
+        bar.set_postfix_str(f"{rec['codec']} {rec['image']} {rec['bpp']:.3f}bpp {rec['psnr']:.2f}dB")
+        bar.update(1)
+
+    for item, codec, point, path in light:
+        store(_measure(item, codec, point, threads), path)
+    if heavy:
+        ctx = mp.get_context("spawn")  # fresh interpreter per task: clean peak-RSS figures
+        with ctx.Pool(processes=max(1, jobs), maxtasksperchild=1) as pool:
+            args = [(item, codec, point, threads) for item, codec, point, _ in heavy]
+            for (_, _, _, path), rec in zip(heavy, pool.imap(_worker, args)):
+                store(rec, path)
+    bar.close()
+    return records
+
+
+def aggregate(records: Iterable[dict[str, Any]], codec: Codec, n_images: int) -> dict[str, Any]:
+    """Average per rate point over images, in CompressAI's results layout.
+
+    Only points measured on all ``n_images`` images are kept. ``psnr-rgb`` is the
+    mean of per-image PSNR (CompressAI's convention); ``psnr-rgb-mse`` is the
+    PSNR of the mean MSE.
+    """
+    by_point: dict[float, list[dict[str, Any]]] = {}
+    for r in records:
+        if r["codec"] == codec.name:
+            by_point.setdefault(r["point"], []).append(r)
+    rows = []
+    for point, rs in by_point.items():
+        if len(rs) != n_images:
+            continue
+        ssim = [r["ms_ssim"] for r in rs]
+        rows.append({
+            "point": point,
+            "bpp": float(np.mean([r["bpp"] for r in rs])),
+            "psnr-rgb": float(np.mean([r["psnr"] for r in rs])),
+            "psnr-rgb-mse": 10 * math.log10(255.0**2 / float(np.mean([r["mse"] for r in rs]))),
+            "ms-ssim-rgb": float(np.mean(ssim)) if all(s is not None for s in ssim) else None,
+            "encoding_time": float(np.mean([r["encode_s"] for r in rs])),
+            "decoding_time": float(np.mean([r["decode_s"] for r in rs])),
+            "max_encoding_time": float(np.max([r["encode_s"] for r in rs])),
+            "peak_rss_mb": max((r.get("peak_rss_mb") or 0.0) for r in rs) or None,
+        })
+    rows.sort(key=lambda r: r["bpp"])
+    results = {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
+    return {"name": codec.name, "description": codec.description, "images": n_images, "results": results}
+
+
+def load_curves(folder: Path) -> list[dict[str, Any]]:
+    """Published curves (CompressAI layout) from ``folder``; ``psnr`` is read as ``psnr-rgb``."""
+    out = []
+    for p in sorted(Path(folder).glob("*.json")):
+        d = json.loads(p.read_text())
+        res = d.get("results", {})
+        if "psnr-rgb" not in res and "psnr" in res:
+            res["psnr-rgb"] = res["psnr"]
+        if "bpp" in res and "psnr-rgb" in res:
+            d["file"] = p.name
+            out.append(d)
+    return out

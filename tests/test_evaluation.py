@@ -1,0 +1,131 @@
+"""The rate–distortion harness: aggregation arithmetic, outputs, caching, overrides."""
+import csv
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pranc_codec.cli import main
+from pranc_codec.config import BasisKind, CodecConfig, apply_overrides
+from pranc_codec.evaluation.codecs import Codec, PrancCodec
+from pranc_codec.evaluation.runner import aggregate
+
+from .conftest import FAST, smooth_image
+
+
+class _Named(Codec):
+    def __init__(self, name):
+        self.name, self.description, self.points = name, "d", []
+
+
+def _rec(image, point, bpp, mse, ssim=0.9):
+    return {"image": image, "codec": "c", "point": point, "bpp": bpp, "mse": mse,
+            "psnr": 10 * math.log10(255**2 / mse), "ms_ssim": ssim, "encode_s": 1.0, "decode_s": 0.5}
+
+
+def test_aggregate_averages_psnr_both_ways_and_drops_incomplete_points():
+    recs = [_rec("a", 10, 0.2, 10.0), _rec("b", 10, 0.4, 40.0), _rec("a", 20, 0.5, 5.0)]  # point 20: one image
+    c = aggregate(recs, _Named("c"), n_images=2)
+    r = c["results"]
+    assert set(c) >= {"name", "description", "results"} and c["name"] == "c"
+    assert r["point"] == [10] and r["bpp"] == [pytest.approx(0.3)]
+    mean_psnr = (10 * math.log10(255**2 / 10) + 10 * math.log10(255**2 / 40)) / 2
+    assert r["psnr-rgb"] == [pytest.approx(mean_psnr)]
+    assert r["psnr-rgb-mse"] == [pytest.approx(10 * math.log10(255**2 / 25.0))]
+    assert r["psnr-rgb-mse"][0] < r["psnr-rgb"][0]  # Jensen: mean of logs >= log of mean
+    assert r["ms-ssim-rgb"] == [pytest.approx(0.9)] and r["encoding_time"] == [1.0]
+
+
+def test_apply_overrides_types_and_errors():
+    cfg = apply_overrides(CodecConfig(), ["fit.lr=0.1", "basis.kind=ternary", "basis.offset=false",
+                                          "rate.bits_per_coef=9", "width=40", "fit.steps=7"])
+    assert cfg.fit.lr == 0.1 and cfg.basis.kind == BasisKind.TERNARY and cfg.basis.offset is False
+    assert cfg.rate.bits_per_coef == 9.0 and cfg.width == 40 and cfg.fit.steps == 7
+    for bad in ["fit.nope=1", "fit.lr=abc", "basis.kind=PURPLE", "lr", "a.b.c=1"]:
+        with pytest.raises(ValueError):
+            apply_overrides(CodecConfig(), [bad])
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    d = tmp_path / "set"
+    d.mkdir()
+    lines = []
+    for i in range(2):
+        p = d / f"img{i}.png"
+        Image.fromarray(smooth_image(40, 56, 3, seed=i)).save(p)
+        lines.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}")
+    (d / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    (anchors / "jpeg.json").write_text(json.dumps(
+        {"name": "JPEG", "description": "", "results": {"bpp": [0.5, 1, 2, 4], "psnr": [25, 28, 31, 34]}}))
+    return d, anchors
+
+
+def _eval(tmp_path, dataset, anchors, *extra):
+    args = ["eval", "--dataset", str(dataset), "--anchors", str(anchors), "--out", str(tmp_path / "out"),
+            "--cache", str(tmp_path / "cache"), "-q", *extra]
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_eval_pillow_codecs_outputs_and_cache(tmp_path, tiny_dataset):
+    data, anchors = tiny_dataset
+    r = _eval(tmp_path, data, anchors, "--codecs", "jpeg,webp", "--qualities", "10,50,90", "--json")
+    assert r.exit_code == 0, r.output
+    curves = {c["name"]: c for c in json.loads(r.stdout)}
+    out = tmp_path / "out"
+    for name in ("jpeg", "webp"):
+        saved = json.loads((out / f"{name}.json").read_text())
+        assert saved == curves[name]
+        res = saved["results"]
+        assert {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"} <= set(res)
+        assert len(res["bpp"]) == 3 and res["bpp"] == sorted(res["bpp"])
+        assert res["psnr-rgb"] == sorted(res["psnr-rgb"])  # higher quality, higher PSNR here
+        assert res["ms-ssim-rgb"] == [None] * 3  # 40x56 is too small for five MS-SSIM scales
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert len(rows) == 2 * 3 * 2
+    # per-image PSNR is that of the real codec output at the recorded size
+    row = next(x for x in rows if x["codec"] == "jpeg" and x["point"] == "50" and x["image"] == "img0")
+    src = smooth_image(40, 56, 3, seed=0)
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(src).save(buf, "JPEG", quality=50)
+    dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")).astype(np.float64)
+    assert int(row["bytes"]) == len(buf.getvalue())
+    assert float(row["psnr"]) == pytest.approx(10 * math.log10(255**2 / np.mean((dec - src) ** 2)))
+    assert (out / "rd.png").stat().st_size > 1000
+    summary = (out / "summary.md").read_text()
+    assert "BD-rate" in summary and "| webp |" in summary and "JPEG (published)" in summary
+    # every result is cached: a second run measures nothing
+    r2 = CliRunner().invoke(main, ["eval", "--dataset", str(data), "--anchors", str(anchors), "--out",
+                                   str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
+                                   "--codecs", "jpeg,webp", "--qualities", "10,50,90"], catch_exceptions=False)
+    assert "12 cached, 0 to run" in r2.output
+
+
+def test_eval_rejects_bad_dataset_and_codec(tmp_path, tiny_dataset):
+    data, anchors = tiny_dataset
+    assert _eval(tmp_path, tmp_path / "nope", anchors).exit_code == 2
+    assert _eval(tmp_path, data, anchors, "--codecs", "gif").exit_code == 2
+    (data / "img0.png").write_bytes(b"tampered")
+    r = _eval(tmp_path, data, anchors, "--codecs", "jpeg")
+    assert r.exit_code == 2 and "SHA256SUMS" in r.output
+
+
+def test_neural_codec_in_worker_process(tmp_path, tiny_dataset):
+    """The pranc codec runs through the spawn pool and reports size, quality and memory."""
+    data, anchors = tiny_dataset
+    from pranc_codec.evaluation import runner
+
+    codec = PrancCodec("pranc", "fast test config", [2.0], FAST)
+    items = [runner.ImageItem(p, "x", None) for p in runner.dataset(data)][:1]
+    recs = runner.run(items, [codec], {"pranc": [2.0]}, tmp_path / "cache", jobs=1, threads=1, progress=False)
+    (rec,) = recs
+    assert rec["bytes"] > 0 and rec["bpp"] == pytest.approx(8 * rec["bytes"] / (40 * 56))
+    assert rec["psnr"] == pytest.approx(rec["encoder_psnr"])  # decoder output = encoder's figure
+    assert rec["peak_rss_mb"] > 50
