@@ -19,7 +19,13 @@ import click
 from .errors import InputError, PrancError
 
 
+_BARS: list = []  # live progress bars, closed before an error so it starts on its own line
+
+
 def _fail(msg: str, code: int) -> None:
+    for bar in _BARS:
+        bar.close()
+    _BARS.clear()
     click.echo(f"pranc: error: {msg}", err=True)
     sys.exit(code)
 
@@ -43,11 +49,12 @@ def _progress_factory(quiet: bool):
         return None
     from tqdm import tqdm
 
-    bars = []
+    bars = _BARS
 
     def make(name: str, total: int):
         for b in bars:
             b.close()
+        bars.clear()
         bar = tqdm(total=total, desc=name, unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
         bars.append(bar)
 

@@ -167,3 +167,36 @@ def test_grayscale_and_alpha_inputs(runner, tmp_path):
     r = runner.invoke(main, ["encode", str(a), "-o", str(tmp_path / "a.prc"), "--steps", "50", "--bpp", "2"])
     assert r.exit_code == 0
     assert "alpha channel dropped" in r.stderr
+
+
+def test_ctrl_c_during_encode_leaves_nothing(tmp_path, png):
+    """SIGINT while fitting: exit 130, one line, no output and no temporary file."""
+    import signal
+    import threading
+    import time
+
+    out = tmp_path / "img.prc"
+    proc = subprocess.Popen([sys.executable, "-m", "pranc_codec", "encode", str(png), "-o", str(out),
+                             "--steps", "1000000", "--threads", "1"], stderr=subprocess.PIPE)
+    seen = bytearray()
+    started = threading.Event()
+
+    def pump():  # the progress bar on stderr tells us the fit has begun
+        while chunk := proc.stderr.read1(4096):
+            seen.extend(chunk)
+            if b"fit" in seen:
+                started.set()
+        started.set()
+
+    t = threading.Thread(target=pump, daemon=True)
+    t.start()
+    assert started.wait(120), "encoder never started fitting"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130
+    t.join(10)
+    err = seen.decode(errors="replace")
+    assert "Traceback" not in err
+    last = [s for s in err.replace("\r", "\n").splitlines() if s.strip()][-1]
+    assert last == "pranc: error: interrupted; no output written"
+    assert os.listdir(tmp_path) == [png.name]
