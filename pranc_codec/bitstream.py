@@ -18,7 +18,8 @@ from .inr import SirenShape
 from .subspace import EXPANSION_ONE, SubspaceSpec
 
 MAGIC = b"PRNC"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: no per-group step shifts
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -33,7 +34,8 @@ MAX_RENDER_MACS = 1 << 40  # pixels x network parameters
 # magic, version, flags, width, height, channels, seed, net_kind, hidden_layers,
 # net_width, omega0, basis_kind, density, chunk_size, expansion, delta, n_groups
 _FIXED = struct.Struct("<4sBBHHBIBBHfBHHHfB")
-_GROUP = struct.Struct("<HH")  # decay, bound
+_GROUP = struct.Struct("<HHb")  # decay, bound, step shift (version 2)
+_GROUP_V1 = struct.Struct("<HH")  # decay, bound
 _LEN = struct.Struct("<I")
 _CRC = struct.Struct("<I")
 
@@ -51,6 +53,7 @@ class Header:
     spec: SubspaceSpec
     delta: float  # quantization step (float32 value)
     models: tuple[LaplaceModel, ...]
+    shifts: tuple[int, ...]  # per-group step shift, quarter octaves (quantization.py)
 
     @property
     def num_pixels(self) -> int:
@@ -72,7 +75,7 @@ def pack(header: Header, payload: bytes) -> bytes:
         spec.shape.omega0, int(spec.kind), spec.density_byte, spec.chunk_size,
         spec.expansion_fp, header.delta, len(header.models),
     )
-    groups = b"".join(_GROUP.pack(m.decay, m.bound) for m in header.models)
+    groups = b"".join(_GROUP.pack(m.decay, m.bound, s) for m, s in zip(header.models, header.shifts))
     body = fixed + groups + _LEN.pack(len(payload)) + payload
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -87,7 +90,9 @@ def parse(data: bytes) -> tuple[Header, bytes]:
     _check(len(data) >= 5, f"not a .prc file (only {len(data)} bytes)")
     _check(data[:4] == MAGIC, "not a .prc file (bad magic bytes)")
     version = data[4]
-    _check(version == VERSION, f"unsupported .prc format version {version} (this decoder reads version {VERSION})")
+    _check(version in READABLE_VERSIONS,
+           f"unsupported .prc format version {version} (this decoder reads versions 1 to {VERSION})")
+    group = _GROUP if version >= 2 else _GROUP_V1
     _check(len(data) >= _FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     _check(zlib.crc32(data[: -_CRC.size]) == crc, "corrupted or truncated .prc file (CRC mismatch)")
@@ -113,13 +118,14 @@ def parse(data: bytes) -> tuple[Header, bytes]:
     _check(n_groups == hidden_layers + 1, f"{n_groups} coefficient groups for {hidden_layers + 1} layers")
 
     pos = _FIXED.size
-    _check(len(data) >= pos + n_groups * _GROUP.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
-    models = []
+    _check(len(data) >= pos + n_groups * group.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
+    models, shifts = [], []
     for _ in range(n_groups):
-        decay, bound = _GROUP.unpack_from(data, pos)
-        pos += _GROUP.size
+        decay, bound, *shift = group.unpack_from(data, pos)
+        pos += group.size
         _check(1 <= decay <= 65535 and bound <= MAX_BOUND, f"entropy model out of range (decay={decay}, bound={bound})")
         models.append(LaplaceModel(decay, bound))
+        shifts.append(shift[0] if shift else 0)
     (payload_len,) = _LEN.unpack_from(data, pos)
     pos += _LEN.size
     _check(pos + payload_len + _CRC.size == len(data),
@@ -129,7 +135,8 @@ def parse(data: bytes) -> tuple[Header, bytes]:
     spec = SubspaceSpec(seed=seed, kind=BasisKind(kind), chunk_size=chunk_size, expansion_fp=expansion,
                         density_byte=density, offset=bool(flags & FLAG_OFFSET), shape=shape)
     check_limits(spec, width * height)
-    header = Header(width=width, height=height, channels=channels, spec=spec, delta=delta, models=tuple(models))
+    header = Header(width=width, height=height, channels=channels, spec=spec, delta=delta, models=tuple(models),
+                    shifts=tuple(shifts))
     return header, bytes(data[pos: pos + payload_len])
 
 

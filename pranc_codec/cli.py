@@ -184,7 +184,7 @@ def info(input: str, as_json: bool) -> None:
             "omega0": spec.shape.omega0, "num_params": spec.shape.num_params,
             "basis": spec.kind.name.lower(), "chunk_size": spec.chunk_size,
             "expansion": spec.expansion_fp / 256, "ternary_density": spec.density_byte / 256,
-            "offset": spec.offset, "num_coefs": spec.num_coefs, "delta": h.delta,
+            "offset": spec.offset, "num_coefs": spec.num_coefs, "delta": h.delta, "step_shifts": list(h.shifts),
             "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.models],
         }
         if as_json:

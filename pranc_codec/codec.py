@@ -17,10 +17,10 @@ from . import bitstream, entropy
 from .bitstream import Header
 from .config import BasisKind, CodecConfig
 from .errors import InputError, LimitError
-from .fit import fit_alpha
+from .fit import fit_alpha, group_sensitivity
 from .inr import SirenShape, make_coords, render, width_for_params
 from .metrics import ms_ssim, psnr
-from .quantization import dequantize, quantize
+from .quantization import coef_steps, dequantize, quantize, shifts_for
 from .subspace import EXPANSION_ONE, Subspace, SubspaceSpec, reconstruct
 
 # (phase name, total units) announcement, then per-unit progress.
@@ -90,26 +90,27 @@ def plan(config: CodecConfig, height: int, width: int, channels: int) -> Subspac
     return spec
 
 
-def _pack(spec: SubspaceSpec, q: np.ndarray, delta: float, height: int, width: int) -> bytes:
+def _pack(spec: SubspaceSpec, q: np.ndarray, delta: float, shifts: list[int], height: int, width: int) -> bytes:
     """Quantized symbols -> complete ``.prc`` bytes (fits the entropy models to q)."""
     sizes = spec.group_sizes()
     bounds = np.cumsum([0] + sizes)
     models = [entropy.fit_model(q[bounds[i]: bounds[i + 1]]) for i in range(len(sizes))]
     payload = entropy.encode(q, sizes, models)
     header = Header(width=width, height=height, channels=spec.shape.channels, spec=spec,
-                    delta=float(np.float32(delta)), models=tuple(models))
+                    delta=float(np.float32(delta)), models=tuple(models), shifts=tuple(shifts))
     return bitstream.pack(header, payload)
 
 
-def _search_delta(spec: SubspaceSpec, alpha: np.ndarray, target_bytes: float,
+def _search_delta(spec: SubspaceSpec, alpha: np.ndarray, shifts: list[int], target_bytes: float,
                   height: int, width: int) -> tuple[float, bytes]:
     """Bisect the quantization step (log scale) so the file size meets the target."""
     lo, hi = math.log(1e-5), math.log(1e2)  # alpha is on a unit scale
+    sizes = spec.group_sizes()
     best: tuple[float, bytes] | None = None
     for _ in range(40):
         mid = 0.5 * (lo + hi)
         delta = float(np.float32(math.exp(mid)))
-        data = _pack(spec, quantize(alpha, delta), delta, height, width)
+        data = _pack(spec, quantize(alpha, coef_steps(delta, shifts, sizes)), delta, shifts, height, width)
         if best is None or abs(len(data) - target_bytes) < abs(len(best[1]) - target_bytes):
             best = (delta, data)
         if len(data) > target_bytes:
@@ -158,14 +159,21 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
 
     target_bytes = config.rate.bpp * height * width / 8.0
     tol = config.rate.tolerance
-    delta, data = _search_delta(spec, alpha.cpu().numpy(), target_bytes, height, width)
+    shifts = [0] * len(spec.group_sizes())
+    if config.quant.per_group_steps:
+        h = group_sensitivity(subspace, spec.shape, coords, target, alpha, config.quant.probe_step,
+                              config.quant.probe_pixels, seed=fit.seed)
+        shifts = shifts_for(h, spec.group_sizes())
+    delta, data = _search_delta(spec, alpha.cpu().numpy(), shifts, target_bytes, height, width)
     if fit.qat_steps > 0:
         cb = progress("quantization-aware fine-tune", fit.qat_steps) if progress else None
+        steps_q = torch.from_numpy(coef_steps(delta, shifts, spec.group_sizes())).float().to(device)
         alpha = fit_alpha(subspace, spec.shape, coords, target, alpha, fit, steps=fit.qat_steps,
-                          lr=fit.qat_lr, delta=delta, progress=cb)
-        data = _pack(spec, quantize(alpha.cpu().numpy(), delta), delta, height, width)
+                          lr=fit.qat_lr, steps_q=steps_q, progress=cb)
+        q = quantize(alpha.cpu().numpy(), coef_steps(delta, shifts, spec.group_sizes()))
+        data = _pack(spec, q, delta, shifts, height, width)
         if abs(len(data) - target_bytes) > tol * target_bytes:
-            delta, data = _search_delta(spec, alpha.cpu().numpy(), target_bytes, height, width)
+            delta, data = _search_delta(spec, alpha.cpu().numpy(), shifts, target_bytes, height, width)
 
     rate_ok = abs(len(data) - target_bytes) <= tol * target_bytes
     if not rate_ok:
@@ -199,7 +207,7 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     spec = header.spec
     sizes = spec.group_sizes()
     q = entropy.decode(payload, sizes, list(header.models))
-    alpha = dequantize(q, header.delta)
+    alpha = dequantize(q, coef_steps(header.delta, header.shifts, sizes))
     dev = resolve_device(device)
     thetas = [t.to(dev) for t in reconstruct(spec, alpha)]
     return render(thetas, spec.shape, header.height, header.width).numpy()

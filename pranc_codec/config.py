@@ -57,6 +57,15 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
+class QuantConfig:
+    """How the quantization step is shaped across coefficient groups (quantization.py)."""
+
+    per_group_steps: bool = True  # steps from measured per-group sensitivity; False = one step
+    probe_step: float = 0.02  # width of the noise used to measure sensitivity (alpha units)
+    probe_pixels: int = 65536  # pixels the sensitivity is measured on
+
+
+@dataclass(frozen=True)
 class RateConfig:
     """Rate control: how the bit budget is split between coefficient count and precision."""
 
@@ -82,6 +91,7 @@ class CodecConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     basis: BasisConfig = field(default_factory=BasisConfig)
     fit: FitConfig = field(default_factory=FitConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
     seed: int = 2023
     device: str = "auto"  # auto | cpu | cuda
     width: int | None = None  # force the hidden width instead of deriving it from bpp

@@ -1,0 +1,76 @@
+"""Per-group quantization steps: exact step arithmetic, allocation rule, format v1 compatibility."""
+import struct
+import zlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pranc_codec import decode, encode
+from pranc_codec import bitstream, codec
+from pranc_codec.config import QuantConfig
+from pranc_codec.fit import group_sensitivity
+from pranc_codec.inr import make_coords
+from pranc_codec.quantization import coef_steps, dequantize, group_step, quantize, shifts_for
+from pranc_codec.subspace import Subspace
+
+from .conftest import FAST
+
+
+def test_group_step_is_exact_powers_of_two_fourth_roots():
+    d = float(np.float32(0.0123))
+    assert group_step(d, 0) == d
+    assert group_step(d, 4) == d / 2 and group_step(d, -8) == d * 4
+    assert group_step(1.0, 2) == 2**-0.5
+    assert group_step(1.0, -3) == pytest.approx(2**0.75, rel=1e-15)
+    for s in range(-128, 128):
+        assert group_step(1.0, s) == pytest.approx(2 ** (-s / 4), rel=1e-15)
+    steps = coef_steps(d, [4, 0], [2, 3])
+    assert steps.tolist() == [d / 2] * 2 + [d] * 3
+
+
+def test_shifts_follow_inverse_square_root_of_sensitivity():
+    # 16x more sensitive per coefficient -> step 4x finer -> +2 octaves = +8 quarter octaves
+    assert shifts_for([16.0, 1.0, 1.0 / 16], [10, 1000, 10]) == [8, 0, -8]
+    assert shifts_for([0.0, 1.0], [1, 5]) == [-128, 0]  # insensitive: as coarse as the format allows
+
+
+def test_quantize_round_trip_per_group():
+    a = np.array([0.26, -0.26, 0.26])
+    steps = coef_steps(0.1, [4, 0], [1, 2])
+    q = quantize(a, steps)
+    assert q.tolist() == [5, -3, 3]
+    assert dequantize(q, steps).tolist() == pytest.approx([0.25, -0.3, 0.3])
+
+
+def test_first_layer_is_the_sensitive_one(rgb_image):
+    """The sin(omega0 * W x) input layer magnifies weight noise; the probe must see it."""
+    h, w, c = rgb_image.shape
+    spec = codec.plan(FAST, h, w, c)
+    sub = Subspace(spec)
+    coords = make_coords(h, w)
+    target = torch.from_numpy(rgb_image.reshape(-1, c).astype(np.float32) / 255)
+    alpha = torch.zeros(spec.num_coefs)
+    sens = group_sensitivity(sub, spec.shape, coords, target, alpha, probe=0.05, pixels=4096)
+    assert len(sens) == len(spec.group_sizes()) and min(sens) >= 0
+    assert sens[0] > 10 * max(sens[1:-1])
+
+
+def test_version_1_files_still_decode(rgb_image):
+    """A v1 file is a v2 file with 4-byte group records and no shifts."""
+    res = encode(rgb_image, replace(FAST, quant=QuantConfig(per_group_steps=False)))
+    header, payload = bitstream.parse(res.data)
+    assert set(header.shifts) == {0}
+    fixed = res.data[: bitstream._FIXED.size]
+    groups = b"".join(struct.pack("<HH", m.decay, m.bound) for m in header.models)
+    body = bytearray(fixed + groups + struct.pack("<I", len(payload)) + payload)
+    body[4] = 1
+    v1 = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    assert np.array_equal(decode(v1), decode(res.data))
+
+
+def test_per_group_steps_are_used_and_recorded(rgb_encoded):
+    header, _ = bitstream.parse(rgb_encoded.data)
+    assert len(header.shifts) == len(header.models)
+    assert header.shifts[0] > 0  # the input layer gets a finer step than the bulk
