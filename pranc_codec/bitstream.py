@@ -16,6 +16,7 @@ from .entropy import MAX_BOUND, LaplaceModel
 from .errors import FormatError, LimitError
 from .inr import SirenShape
 from .subspace import EXPANSION_ONE, SubspaceSpec
+from .tiling import TileGrid
 
 MAGIC = b"PRNC"
 VERSION = 2
@@ -30,10 +31,13 @@ MAX_CHUNK = 4096
 MAX_COEFS = 1 << 22
 MAX_BASIS_ENTRIES = 1 << 28
 MAX_RENDER_MACS = 1 << 40  # pixels x network parameters
+MAX_TILES = 4096
+MAX_BASIS_MACS = 1 << 34  # basis entries x tiles
 
 # magic, version, flags, width, height, channels, seed, net_kind, hidden_layers,
 # net_width, omega0, basis_kind, density, chunk_size, expansion, delta, n_groups
 _FIXED = struct.Struct("<4sBBHHBIBBHfBHHHfB")
+_TILE = struct.Struct("<H")  # tile_side (version 2)
 _GROUP = struct.Struct("<HHb")  # decay, bound, step shift (version 2)
 _GROUP_V1 = struct.Struct("<HH")  # decay, bound
 _LEN = struct.Struct("<I")
@@ -51,6 +55,7 @@ class Header:
     height: int
     channels: int
     spec: SubspaceSpec
+    tile_side: int  # tiles are at most this many pixels a side (tiling.py)
     delta: float  # quantization step (float32 value)
     models: tuple[LaplaceModel, ...]
     shifts: tuple[int, ...]  # per-group step shift, quarter octaves (quantization.py)
@@ -62,7 +67,7 @@ class Header:
 
 def header_size(n_groups: int) -> int:
     """Bytes of container overhead (everything but the payload)."""
-    return _FIXED.size + n_groups * _GROUP.size + _LEN.size + _CRC.size
+    return _FIXED.size + _TILE.size + n_groups * _GROUP.size + _LEN.size + _CRC.size
 
 
 def pack(header: Header, payload: bytes) -> bytes:
@@ -75,7 +80,7 @@ def pack(header: Header, payload: bytes) -> bytes:
         spec.shape.omega0, int(spec.kind), spec.density_byte, spec.chunk_size,
         spec.expansion_fp, header.delta, len(header.models),
     )
-    groups = b"".join(_GROUP.pack(m.decay, m.bound, s) for m, s in zip(header.models, header.shifts))
+    groups = _TILE.pack(header.tile_side) + b"".join(_GROUP.pack(m.decay, m.bound, s) for m, s in zip(header.models, header.shifts))
     body = fixed + groups + _LEN.pack(len(payload)) + payload
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -118,6 +123,14 @@ def parse(data: bytes) -> tuple[Header, bytes]:
     _check(n_groups == hidden_layers + 1, f"{n_groups} coefficient groups for {hidden_layers + 1} layers")
 
     pos = _FIXED.size
+    tile_side = max(width, height)  # version 1: one tile
+    if version >= 2:
+        _check(len(data) >= pos + _TILE.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
+        (tile_side,) = _TILE.unpack_from(data, pos)
+        pos += _TILE.size
+        _check(1 <= tile_side <= max(width, height), f"tile side {tile_side} outside 1..{max(width, height)}")
+    grid = TileGrid(height, width, tile_side)
+    _check(grid.count <= MAX_TILES, f"{grid.count} tiles exceed the limit of {MAX_TILES}", LimitError)
     _check(len(data) >= pos + n_groups * group.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
     models, shifts = [], []
     for _ in range(n_groups):
@@ -133,9 +146,9 @@ def parse(data: bytes) -> tuple[Header, bytes]:
 
     shape = SirenShape(width=net_width, hidden_layers=hidden_layers, channels=channels, omega0=omega0)
     spec = SubspaceSpec(seed=seed, kind=BasisKind(kind), chunk_size=chunk_size, expansion_fp=expansion,
-                        density_byte=density, offset=bool(flags & FLAG_OFFSET), shape=shape)
+                        density_byte=density, offset=bool(flags & FLAG_OFFSET), shape=shape, tiles=grid.count)
     check_limits(spec, width * height)
-    header = Header(width=width, height=height, channels=channels, spec=spec, delta=delta, models=tuple(models),
+    header = Header(width=width, height=height, channels=channels, spec=spec, tile_side=tile_side, delta=delta, models=tuple(models),
                     shifts=tuple(shifts))
     return header, bytes(data[pos: pos + payload_len])
 
@@ -144,7 +157,11 @@ def check_limits(spec: SubspaceSpec, num_pixels: int) -> None:
     """Refuse work the decoder could not finish in bounded time and memory."""
     if spec.num_coefs > MAX_COEFS:
         raise LimitError(f"{spec.num_coefs} coefficients exceed the limit of {MAX_COEFS}")
+    if spec.tiles > MAX_TILES:
+        raise LimitError(f"{spec.tiles} tiles exceed the limit of {MAX_TILES}")
     if spec.basis_entries > MAX_BASIS_ENTRIES:
         raise LimitError(f"basis of {spec.basis_entries} entries exceeds the limit of {MAX_BASIS_ENTRIES}")
+    if spec.basis_entries * spec.tiles > MAX_BASIS_MACS:
+        raise LimitError("basis too large for the number of tiles (decoding cost over the limit)")
     if spec.shape.num_params * num_pixels > MAX_RENDER_MACS:
         raise LimitError("network too large for the image size (rendering cost over the limit)")

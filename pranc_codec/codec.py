@@ -18,7 +18,9 @@ from .bitstream import Header
 from .config import BasisKind, CodecConfig
 from .errors import InputError, LimitError
 from .fit import fit_alpha, group_sensitivity
-from .inr import SirenShape, make_coords, render, width_for_params
+from .fit import TileData
+from .inr import SirenShape, render, width_for_params
+from .tiling import TileGrid
 from .metrics import ms_ssim, psnr
 from .quantization import coef_steps, dequantize, quantize, shifts_for
 from .subspace import EXPANSION_ONE, Subspace, SubspaceSpec, reconstruct
@@ -69,14 +71,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def tile_grid(config: CodecConfig, height: int, width: int) -> TileGrid:
+    """The tiling of the image (one tile when ``tile_side`` is 0 or covers the image)."""
+    side = config.network.tile_side or max(height, width)
+    return TileGrid(height, width, min(max(height, width), max(1, side)))
+
+
 def plan(config: CodecConfig, height: int, width: int, channels: int) -> SubspaceSpec:
     """Choose the network and basis layout whose coefficient count fits the bit budget."""
     net, basis, rate = config.network, config.basis, config.rate
+    tiles = tile_grid(config, height, width).count
     expansion_fp = EXPANSION_ONE if basis.kind == BasisKind.IDENTITY else \
         int(min(65535, max(1, round(basis.expansion * EXPANSION_ONE))))
     n_groups = net.hidden_layers + 1
     budget_bits = rate.bpp * height * width - 8 * bitstream.header_size(n_groups)
-    k_target = max(rate.min_coefs, budget_bits / rate.bits_per_coef)
+    k_target = max(rate.min_coefs, budget_bits / rate.bits_per_coef / tiles)  # per tile
     n_target = int(k_target * expansion_fp / EXPANSION_ONE)
     w = config.width or width_for_params(n_target, net.hidden_layers, channels, net.min_width, net.max_width)
     # omega0 goes through float32 exactly as the header stores it
@@ -85,24 +94,24 @@ def plan(config: CodecConfig, height: int, width: int, channels: int) -> Subspac
     spec = SubspaceSpec(seed=config.seed & 0xFFFFFFFF, kind=basis.kind, chunk_size=basis.chunk_size,
                         expansion_fp=expansion_fp,
                         density_byte=int(min(256, max(1, round(basis.ternary_density * 256)))),
-                        offset=basis.offset, shape=shape)
+                        offset=basis.offset, shape=shape, tiles=tiles)
     bitstream.check_limits(spec, height * width)
     return spec
 
 
-def _pack(spec: SubspaceSpec, q: np.ndarray, delta: float, shifts: list[int], height: int, width: int) -> bytes:
+def _pack(spec: SubspaceSpec, q: np.ndarray, delta: float, shifts: list[int], grid: TileGrid) -> bytes:
     """Quantized symbols -> complete ``.prc`` bytes (fits the entropy models to q)."""
     sizes = spec.group_sizes()
     bounds = np.cumsum([0] + sizes)
     models = [entropy.fit_model(q[bounds[i]: bounds[i + 1]]) for i in range(len(sizes))]
     payload = entropy.encode(q, sizes, models)
-    header = Header(width=width, height=height, channels=spec.shape.channels, spec=spec,
+    header = Header(width=grid.width, height=grid.height, channels=spec.shape.channels, spec=spec, tile_side=grid.side,
                     delta=float(np.float32(delta)), models=tuple(models), shifts=tuple(shifts))
     return bitstream.pack(header, payload)
 
 
 def _search_delta(spec: SubspaceSpec, alpha: np.ndarray, shifts: list[int], target_bytes: float,
-                  height: int, width: int) -> tuple[float, bytes]:
+                  grid: TileGrid) -> tuple[float, bytes]:
     """Bisect the quantization step (log scale) so the file size meets the target."""
     lo, hi = math.log(1e-5), math.log(1e2)  # alpha is on a unit scale
     sizes = spec.group_sizes()
@@ -110,7 +119,7 @@ def _search_delta(spec: SubspaceSpec, alpha: np.ndarray, shifts: list[int], targ
     for _ in range(40):
         mid = 0.5 * (lo + hi)
         delta = float(np.float32(math.exp(mid)))
-        data = _pack(spec, quantize(alpha, coef_steps(delta, shifts, sizes)), delta, shifts, height, width)
+        data = _pack(spec, quantize(alpha, coef_steps(delta, shifts, sizes)), delta, shifts, grid)
         if best is None or abs(len(data) - target_bytes) < abs(len(best[1]) - target_bytes):
             best = (delta, data)
         if len(data) > target_bytes:
@@ -141,9 +150,9 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     notes: list[str] = []
 
     spec = plan(config, height, width, channels)
+    grid = tile_grid(config, height, width)
     subspace = Subspace(spec, device)
-    coords = make_coords(height, width, torch.float32, device)
-    target = torch.from_numpy(image.reshape(-1, channels).astype(np.float32) / 255.0).to(device)
+    pixels = TileData.from_image(image, grid, device)
 
     k = spec.num_coefs
     if spec.offset:
@@ -155,25 +164,25 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
 
     fit = config.fit
     cb = progress("fit", fit.steps) if progress else None
-    alpha = fit_alpha(subspace, spec.shape, coords, target, alpha0, fit, steps=fit.steps, lr=fit.lr, progress=cb)
+    alpha = fit_alpha(subspace, spec.shape, pixels, alpha0, fit, steps=fit.steps, lr=fit.lr, progress=cb)
 
     target_bytes = config.rate.bpp * height * width / 8.0
     tol = config.rate.tolerance
     shifts = [0] * len(spec.group_sizes())
     if config.quant.per_group_steps:
-        h = group_sensitivity(subspace, spec.shape, coords, target, alpha, config.quant.probe_step,
+        h = group_sensitivity(subspace, spec.shape, pixels, alpha, config.quant.probe_step,
                               config.quant.probe_pixels, seed=fit.seed)
         shifts = shifts_for(h, spec.group_sizes())
-    delta, data = _search_delta(spec, alpha.cpu().numpy(), shifts, target_bytes, height, width)
+    delta, data = _search_delta(spec, alpha.cpu().numpy(), shifts, target_bytes, grid)
     if fit.qat_steps > 0:
         cb = progress("quantization-aware fine-tune", fit.qat_steps) if progress else None
         steps_q = torch.from_numpy(coef_steps(delta, shifts, spec.group_sizes())).float().to(device)
-        alpha = fit_alpha(subspace, spec.shape, coords, target, alpha, fit, steps=fit.qat_steps,
+        alpha = fit_alpha(subspace, spec.shape, pixels, alpha, fit, steps=fit.qat_steps,
                           lr=fit.qat_lr, steps_q=steps_q, progress=cb)
         q = quantize(alpha.cpu().numpy(), coef_steps(delta, shifts, spec.group_sizes()))
-        data = _pack(spec, q, delta, shifts, height, width)
+        data = _pack(spec, q, delta, shifts, grid)
         if abs(len(data) - target_bytes) > tol * target_bytes:
-            delta, data = _search_delta(spec, alpha.cpu().numpy(), shifts, target_bytes, height, width)
+            delta, data = _search_delta(spec, alpha.cpu().numpy(), shifts, target_bytes, grid)
 
     rate_ok = abs(len(data) - target_bytes) <= tol * target_bytes
     if not rate_ok:
@@ -210,7 +219,11 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     alpha = dequantize(q, coef_steps(header.delta, header.shifts, sizes))
     dev = resolve_device(device)
     thetas = [t.to(dev) for t in reconstruct(spec, alpha)]
-    return render(thetas, spec.shape, header.height, header.width).numpy()
+    grid = TileGrid(header.height, header.width, header.tile_side)
+    out = np.empty((header.height, header.width, spec.shape.channels), dtype=np.uint8)
+    for t, (y0, y1, x0, x1) in enumerate(grid.boxes()):
+        out[y0:y1, x0:x1] = render([th[t] for th in thetas], spec.shape, y1 - y0, x1 - x0).numpy()
+    return out
 
 
 def default_threads() -> int:

@@ -26,6 +26,9 @@ class NetworkConfig:
     omega0: float = 30.0  # SIREN frequency factor (first and hidden layers)
     min_width: int = 8
     max_width: int = 512
+    # The image is cut into tiles at most this many pixels a side, each with its
+    # own coefficients over one shared basis (tiling.py); 0 = one network for all.
+    tile_side: int = 384
 
 
 @dataclass(frozen=True)
@@ -46,10 +49,10 @@ class BasisConfig:
 class FitConfig:
     """Gradient descent on alpha over pixel minibatches."""
 
-    steps: int = 1500
+    steps: int = 3000
     qat_steps: int = 200  # straight-through fine-tune on quantized alpha
-    batch_pixels: int = 16384
-    lr: float = 3e-2
+    batch_pixels: int = 4096  # per step, spread evenly over the tiles
+    lr: float = 0.1
     qat_lr: float = 1e-3
     warmup_steps: int = 50
     seed: int = 0  # minibatch sampling only: does not affect decodability
@@ -77,9 +80,9 @@ class RateConfig:
 
 PRESETS: dict[str, dict[str, int]] = {
     # name: FitConfig overrides. "default" is the tuned trade-off.
-    "fast": {"steps": 500, "qat_steps": 100},
+    "fast": {"steps": 1000, "qat_steps": 100},
     "default": {},
-    "slow": {"steps": 4000, "qat_steps": 400},
+    "slow": {"steps": 8000, "qat_steps": 400},
 }
 
 

@@ -2,16 +2,57 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .config import FitConfig
-from .inr import SirenShape, siren_forward, split_params
+from .inr import SirenShape, make_coords, siren_forward, split_params
 from .quantization import fake_quantize
 from .subspace import Subspace
+from .tiling import TileGrid
 
 Progress = Callable[[int, float], None]  # (steps done since last call, current loss)
+
+
+@dataclass
+class TileData:
+    """Pixels of every tile, padded to the largest tile.
+
+    coords: (T, P, 2) tile-local coordinates in [-1, 1]; target: (T, P, C) in [0, 1];
+    counts: (T,) real pixels per tile (rows past a tile's count are padding).
+    """
+
+    coords: torch.Tensor
+    target: torch.Tensor
+    counts: torch.Tensor
+
+    @classmethod
+    def from_image(cls, image: np.ndarray, grid: TileGrid, device: torch.device | str = "cpu") -> "TileData":
+        """image: uint8 (H, W, C)."""
+        c = image.shape[2]
+        boxes = grid.boxes()
+        P = max((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes)
+        coords = torch.zeros(len(boxes), P, 2)
+        target = torch.zeros(len(boxes), P, c)
+        counts = []
+        for t, (y0, y1, x0, x1) in enumerate(boxes):
+            n = (y1 - y0) * (x1 - x0)
+            coords[t, :n] = make_coords(y1 - y0, x1 - x0)
+            target[t, :n] = torch.from_numpy(image[y0:y1, x0:x1].reshape(-1, c).astype(np.float32) / 255.0)
+            counts.append(n)
+        return cls(coords.to(device), target.to(device), torch.tensor(counts, device=device))
+
+    def sample(self, per_tile: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``per_tile`` random pixels of every tile: coords (T, b, 2), target (T, b, C)."""
+        T = self.counts.shape[0]
+        u = torch.rand(T, per_tile, device=self.coords.device, generator=gen)
+        idx = (u * self.counts[:, None]).long().clamp_(max=self.coords.shape[1] - 1)
+        xy = torch.gather(self.coords, 1, idx[..., None].expand(-1, -1, 2))
+        y = torch.gather(self.target, 1, idx[..., None].expand(-1, -1, self.target.shape[2]))
+        return xy, y
 
 
 def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
@@ -22,29 +63,29 @@ def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
-def fit_alpha(subspace: Subspace, shape: SirenShape, coords: torch.Tensor, target: torch.Tensor,
-              alpha: torch.Tensor, cfg: FitConfig, *, steps: int, lr: float,
-              steps_q: torch.Tensor | None = None, progress: Progress | None = None) -> torch.Tensor:
+def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torch.Tensor, cfg: FitConfig, *,
+              steps: int, lr: float, steps_q: torch.Tensor | None = None,
+              progress: Progress | None = None) -> torch.Tensor:
     """Minimise the pixel MSE over alpha and return the fitted alpha (k,), detached.
 
-    coords: (N, 2) in [-1, 1]; target: (N, C) in [0, 1]; alpha: (k,) start point.
+    Each step draws ``cfg.batch_pixels`` pixels spread evenly over the tiles.
     With ``steps_q`` (per-coefficient quantization steps, (k,)) the forward pass
     sees quantized alpha (straight-through).
     """
     alpha = alpha.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([alpha], lr=lr)
-    gen = torch.Generator(device=coords.device).manual_seed(cfg.seed)
-    n = coords.shape[0]
-    batch = min(cfg.batch_pixels, n)
+    gen = torch.Generator(device=data.coords.device).manual_seed(cfg.seed)
+    T = data.counts.shape[0]
+    per_tile = max(1, min(cfg.batch_pixels // T, int(data.counts.max())))
     report_every = max(1, steps // 100)
     warmup = min(cfg.warmup_steps, steps // 4) if steps_q is None else 0
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup)
-        idx = torch.randint(0, n, (batch,), device=coords.device, generator=gen)
+        xy, y = data.sample(per_tile, gen)
         a = alpha if steps_q is None else fake_quantize(alpha, steps_q)
-        pred = siren_forward(coords[idx], split_params(subspace(a), shape), shape.omega0)
-        loss = torch.mean((pred - target[idx]) ** 2)
+        pred = siren_forward(xy, split_params(subspace(a), shape), shape.omega0)
+        loss = torch.mean((pred - y) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -55,19 +96,19 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, coords: torch.Tensor, targe
     return alpha.detach()
 
 
-def group_sensitivity(subspace: Subspace, shape: SirenShape, coords: torch.Tensor, target: torch.Tensor,
-                      alpha: torch.Tensor, probe: float, pixels: int, seed: int = 0) -> list[float]:
+def group_sensitivity(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torch.Tensor,
+                      probe: float, pixels: int, seed: int = 0) -> list[float]:
     """Per-coefficient MSE sensitivity of each coefficient group, h_g.
 
     Adds uniform noise of width ``probe`` to one group at a time and measures the
-    MSE increase on ``pixels`` random pixels; the pair (+e, -e) cancels the
+    MSE increase on about ``pixels`` random pixels; the pair (+e, -e) cancels the
     first-order term, so h_g = dMSE / (n_g * probe^2 / 12) is the curvature the
     quantizer sees (MSE in [0, 1]^2 units per unit alpha^2).
     """
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    n = coords.shape[0]
-    idx = torch.randint(0, n, (min(pixels, n),), generator=gen).to(coords.device)
-    xy, y = coords[idx], target[idx]
+    gen = torch.Generator(device=data.coords.device).manual_seed(seed)
+    T = data.counts.shape[0]
+    xy, y = data.sample(max(1, pixels // T), gen)
+    cpu = torch.Generator().manual_seed(seed)
 
     def mse(a: torch.Tensor) -> float:
         with torch.no_grad():
@@ -76,9 +117,8 @@ def group_sensitivity(subspace: Subspace, shape: SirenShape, coords: torch.Tenso
 
     base = mse(alpha)
     out, pos = [], 0
-    for lay in subspace.layouts:
-        k = lay.num_coefs
-        e = (torch.rand(k, generator=gen) - 0.5).mul_(probe).to(alpha.device)
+    for k in subspace.spec.group_sizes():
+        e = (torch.rand(k, generator=cpu) - 0.5).mul_(probe).to(alpha.device)
         up, down = alpha.clone(), alpha.clone()
         up[pos: pos + k] += e
         down[pos: pos + k] -= e

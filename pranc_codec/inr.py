@@ -73,9 +73,16 @@ def siren_forward(coords: torch.Tensor, layers: list[tuple[torch.Tensor, torch.T
                   omega0: float) -> torch.Tensor:
     """Evaluate the SIREN: coords (N, 2) -> colour (N, C), unclamped, ~[0, 1].
 
-    ``layers`` holds (W (fan_out, fan_in), b (fan_out,)) per linear layer.
+    ``layers`` holds (W (fan_out, fan_in), b (fan_out,)) per linear layer. With a
+    leading tile dimension (coords (T, N, 2), W (T, fan_out, fan_in), b (T, fan_out))
+    every tile is evaluated by its own network in one batched product.
     """
     h = coords
+    if coords.dim() == 3:
+        for W, b in layers[:-1]:
+            h = torch.sin(omega0 * torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)))
+        W, b = layers[-1]
+        return torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)) + 0.5
     for W, b in layers[:-1]:
         h = torch.sin(omega0 * torch.addmm(b, h, W.t()))
     W, b = layers[-1]
@@ -83,10 +90,11 @@ def siren_forward(coords: torch.Tensor, layers: list[tuple[torch.Tensor, torch.T
 
 
 def split_params(theta: list[torch.Tensor], shape: SirenShape) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per-layer flat vectors -> (W, b) pairs, W first (row-major), then b."""
+    """Per-layer flat vectors (n_l,) or (T, n_l) -> (W, b) pairs, W first (row-major), then b."""
     out = []
     for vec, (fi, fo) in zip(theta, shape.layer_dims()):
-        out.append((vec[: fi * fo].view(fo, fi), vec[fi * fo: fi * fo + fo]))
+        lead = vec.shape[:-1]
+        out.append((vec[..., : fi * fo].reshape(*lead, fo, fi), vec[..., fi * fo: fi * fo + fo]))
     return out
 
 

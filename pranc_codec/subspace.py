@@ -13,6 +13,10 @@ For layer ``l`` with ``n_l`` parameters (weights then bias, row-major):
 - ``theta0_l`` is the SIREN initialisation drawn from the seed (random-subspace
   form) or zero (original PRANC form).
 
+With T tiles (``tiling.py``) every tile has its own alpha and shares B and
+theta0. Coefficients are ordered layer-major: group l holds layer l of tile 0,
+then of tile 1, and so on.
+
 The IDENTITY kind has no basis (``B = I``, ``g_l = s_l``): coefficients are the
 (scaled) weights, which is the direct-weight INR baseline with the same coder.
 """
@@ -57,14 +61,15 @@ class SubspaceSpec:
     density_byte: int  # ternary density * 256
     offset: bool
     shape: SirenShape
+    tiles: int = 1  # networks sharing this basis, one per image tile
 
     def layouts(self) -> list[LayerLayout]:
         """Chunking of every layer (cached: the spec is immutable)."""
         return list(_layouts(self))
 
     def group_sizes(self) -> list[int]:
-        """Coefficients per layer, i.e. per entropy-coding group."""
-        return [lay.num_coefs for lay in _layouts(self)]
+        """Coefficients per layer over all tiles, i.e. per entropy-coding group."""
+        return [self.tiles * lay.num_coefs for lay in _layouts(self)]
 
     def _compute_layouts(self) -> tuple[LayerLayout, ...]:
         out = []
@@ -81,7 +86,7 @@ class SubspaceSpec:
 
     @property
     def num_coefs(self) -> int:
-        return sum(lay.num_coefs for lay in self.layouts())
+        return sum(self.group_sizes())
 
     @property
     def basis_entries(self) -> int:
@@ -145,23 +150,25 @@ class Subspace(torch.nn.Module):
                 self.register_buffer(f"basis_{i}", torch.from_numpy(spec.basis_block(i, 0, lay.chunks)).to(device))
 
     def split(self, alpha: torch.Tensor) -> list[torch.Tensor]:
-        """alpha (k,) -> per-layer views (chunks, dims)."""
+        """alpha (k,) -> per-layer views (tiles, chunks, dims)."""
         out, pos = [], 0
+        T = self.spec.tiles
         for lay in self.layouts:
-            out.append(alpha[pos: pos + lay.num_coefs].view(lay.chunks, lay.dims))
-            pos += lay.num_coefs
+            out.append(alpha[pos: pos + T * lay.num_coefs].view(T, lay.chunks, lay.dims))
+            pos += T * lay.num_coefs
         return out
 
     def forward(self, alpha: torch.Tensor) -> list[torch.Tensor]:
-        """alpha (k,) float32 -> per-layer flat weights [(n_l,)]."""
+        """alpha (k,) float32 -> per-layer flat weights [(tiles, n_l)]."""
         thetas = []
+        T = self.spec.tiles
         for i, (a, lay, g) in enumerate(zip(self.split(alpha), self.layouts, self.gains)):
             t0 = getattr(self, f"theta0_{i}")
             if self.spec.kind == BasisKind.IDENTITY:
-                delta = a.reshape(-1)
+                delta = a.reshape(T, -1)
             else:
                 B = getattr(self, f"basis_{i}")
-                delta = torch.einsum("cmd,cd->cm", B, a).reshape(-1)[: lay.size]
+                delta = torch.einsum("cmd,tcd->tcm", B, a).reshape(T, -1)[:, : lay.size]
             thetas.append(t0 + g * delta)
         return thetas
 
@@ -169,23 +176,25 @@ class Subspace(torch.nn.Module):
 def reconstruct(spec: SubspaceSpec, alpha: np.ndarray, max_entries: int = 1 << 22) -> list[torch.Tensor]:
     """Decoder-side weights in float64, generating the basis chunk by chunk.
 
-    alpha: float64 (k,). Peak extra memory is about ``max_entries`` basis values.
-    Returns per-layer flat float64 weight vectors [(n_l,)].
+    alpha: float64 (k,). Peak extra memory is about ``max_entries`` basis values;
+    each block of the basis is generated once and applied to every tile.
+    Returns per-layer flat float64 weights [(tiles, n_l)].
     """
     thetas, pos = [], 0
+    T = spec.tiles
     for i, (lay, g) in enumerate(zip(spec.layouts(), spec.gains())):
-        a = alpha[pos: pos + lay.num_coefs].reshape(lay.chunks, lay.dims)
-        pos += lay.num_coefs
+        a = alpha[pos: pos + T * lay.num_coefs].reshape(T, lay.chunks, lay.dims)
+        pos += T * lay.num_coefs
         if spec.kind == BasisKind.IDENTITY:
-            delta = a.reshape(-1)
+            delta = a.reshape(T, -1)
         else:
-            delta = np.empty((lay.chunks, lay.rows), dtype=np.float64)
+            delta = np.empty((T, lay.chunks, lay.rows), dtype=np.float64)
             step = max(1, max_entries // (lay.rows * lay.dims))
             for c0 in range(0, lay.chunks, step):
                 c1 = min(lay.chunks, c0 + step)
                 B = spec.basis_block(i, c0, c1).astype(np.float64)
-                delta[c0:c1] = np.einsum("cmd,cd->cm", B, a[c0:c1])
-            delta = delta.reshape(-1)[: lay.size]
-        theta = spec.theta0(i).astype(np.float64) + g * delta
+                delta[:, c0:c1] = np.einsum("cmd,tcd->tcm", B, a[:, c0:c1])
+            delta = delta.reshape(T, -1)[:, : lay.size]
+        theta = spec.theta0(i).astype(np.float64)[None] + g * delta
         thetas.append(torch.from_numpy(theta))
     return thetas

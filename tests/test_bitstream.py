@@ -103,7 +103,7 @@ def test_network_too_big_for_limits(rgb_encoded):
 
 def test_payload_length_mismatch(rgb_encoded):
     header, payload = bitstream.parse(rgb_encoded.data)
-    n = bitstream._FIXED.size + len(header.models) * bitstream._GROUP.size
+    n = bitstream._FIXED.size + bitstream._TILE.size + len(header.models) * bitstream._GROUP.size
     with pytest.raises(FormatError, match="payload length"):
         bitstream.parse(_patch(rgb_encoded.data, n, "<I", len(payload) + 1))
 

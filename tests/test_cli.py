@@ -191,11 +191,12 @@ def test_ctrl_c_during_encode_leaves_nothing(tmp_path, png):
     t = threading.Thread(target=pump, daemon=True)
     t.start()
     assert started.wait(120), "encoder never started fitting"
-    time.sleep(0.5)
+    time.sleep(2.0)  # well inside the fitting loop
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(60) == 130
+    rc = proc.wait(60)
     t.join(10)
     err = seen.decode(errors="replace")
+    assert rc == 130, err
     assert "Traceback" not in err
     last = [s for s in err.replace("\r", "\n").splitlines() if s.strip()][-1]
     assert last == "pranc: error: interrupted; no output written"

@@ -10,8 +10,7 @@ import torch
 from pranc_codec import decode, encode
 from pranc_codec import bitstream, codec
 from pranc_codec.config import QuantConfig
-from pranc_codec.fit import group_sensitivity
-from pranc_codec.inr import make_coords
+from pranc_codec.fit import TileData, group_sensitivity
 from pranc_codec.quantization import coef_steps, dequantize, group_step, quantize, shifts_for
 from pranc_codec.subspace import Subspace
 
@@ -49,10 +48,9 @@ def test_first_layer_is_the_sensitive_one(rgb_image):
     h, w, c = rgb_image.shape
     spec = codec.plan(FAST, h, w, c)
     sub = Subspace(spec)
-    coords = make_coords(h, w)
-    target = torch.from_numpy(rgb_image.reshape(-1, c).astype(np.float32) / 255)
+    data = TileData.from_image(rgb_image, codec.tile_grid(FAST, h, w))
     alpha = torch.zeros(spec.num_coefs)
-    sens = group_sensitivity(sub, spec.shape, coords, target, alpha, probe=0.05, pixels=4096)
+    sens = group_sensitivity(sub, spec.shape, data, alpha, probe=0.05, pixels=4096)
     assert len(sens) == len(spec.group_sizes()) and min(sens) >= 0
     assert sens[0] > 10 * max(sens[1:-1])
 
@@ -62,6 +60,7 @@ def test_version_1_files_still_decode(rgb_image):
     res = encode(rgb_image, replace(FAST, quant=QuantConfig(per_group_steps=False)))
     header, payload = bitstream.parse(res.data)
     assert set(header.shifts) == {0}
+    assert header.tile_side == max(rgb_image.shape[:2])  # v1 has no tiles
     fixed = res.data[: bitstream._FIXED.size]
     groups = b"".join(struct.pack("<HH", m.decay, m.bound) for m in header.models)
     body = bytearray(fixed + groups + struct.pack("<I", len(payload)) + payload)
