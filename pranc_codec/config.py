@@ -28,7 +28,7 @@ class NetworkConfig:
     max_width: int = 512
     # The image is cut into tiles at most this many pixels a side, each with its
     # own coefficients over one shared basis (tiling.py); 0 = one network for all.
-    tile_side: int = 384
+    tile_side: int = 256
 
 
 @dataclass(frozen=True)
