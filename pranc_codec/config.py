@@ -73,7 +73,7 @@ class RateConfig:
     """Rate control: how the bit budget is split between coefficient count and precision."""
 
     bpp: float = 0.25
-    bits_per_coef: float = 7.0  # expected coded bits per coefficient, sets k from the budget
+    bits_per_coef: float = 5.0  # expected coded bits per coefficient, sets k from the budget
     tolerance: float = 0.10  # written size must be within +-10 % of the target
     min_coefs: int = 64
 

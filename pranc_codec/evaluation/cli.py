@@ -17,8 +17,8 @@ QUICK_IMAGES = ["kodim03", "kodim08", "kodim15", "kodim23"]
 QUICK_CROP = (384, 256)  # centre crop: a quarter of a Kodak image
 QUICK_BPP = [0.15, 0.3, 0.6]
 QUICK_QUALITIES = [1, 3, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90]
-QUICK_CODECS = "pranc,direct-16,jpeg,webp"
-FULL_CODECS = "pranc,direct-16,direct-8,jpeg,jpeg-444,webp,avif"
+QUICK_CODECS = "pranc,direct,jpeg,webp"
+FULL_CODECS = "pranc,direct,jpeg,jpeg-444,webp,avif"
 
 
 def _default_path(*parts: str) -> Path | None:

@@ -132,6 +132,9 @@ def registry(bpp: list[float] | None = None, qualities: list[float] | None = Non
 
     codecs: list[Codec] = [
         PrancCodec("pranc", f"pranc ({preset} preset)", bpp, base),
+        PrancCodec("direct", "direct-weight INR: pranc's network, fit, quantizer and coder, weights coded directly "
+                   f"at pranc's {base.rate.bits_per_coef:g} bits/coefficient budget", bpp,
+                   apply_overrides(base, ["basis.kind=IDENTITY"])),
         PrancCodec("direct-16", "direct-weight INR: same network, fit and coder; ~16 bits/weight", bpp, direct(16)),
         PrancCodec("direct-8", "direct-weight INR: same network, fit and coder; ~8 bits/weight", bpp, direct(8)),
         PillowCodec("jpeg", "JPEG", "JPEG (Pillow, default 4:2:0)", qualities),
