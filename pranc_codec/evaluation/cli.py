@@ -7,7 +7,6 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -65,7 +64,6 @@ def _floats(text: str | None) -> list[float] | None:
 def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, preset, overrides, name, jobs,
                  threads, out, cache, method, as_json, quiet) -> None:
     """Measure rate–distortion of pranc and reference codecs; write curves, tables and a figure."""
-    from ..config import apply_overrides
     from .codecs import registry
     from .report import bd_table, plot, points_table
     from .runner import ImageItem, aggregate, dataset as list_images, load_curves, run

@@ -14,7 +14,6 @@ import multiprocessing as mp
 import os
 import resource
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
