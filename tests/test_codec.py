@@ -33,7 +33,7 @@ def test_decode_is_deterministic_across_processes(rgb_encoded, tmp_path):
     assert other == decode(rgb_encoded.data).tobytes()
 
 
-@pytest.mark.parametrize("h,w", [(23, 37), (1, 50), (50, 1), (1, 1)])
+@pytest.mark.parametrize("h,w", [(23, 37), (1, 50), (50, 1), (1, 1), (2, 600)])  # 2x600: three tiles
 def test_odd_and_thin_sizes(h, w):
     img = smooth_image(h, w, 3, seed=h + w)
     res = encode(img, fast_config(bpp=8.0))
