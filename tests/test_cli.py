@@ -184,7 +184,7 @@ def test_ctrl_c_during_encode_leaves_nothing(tmp_path, png):
     def pump():  # the progress bar on stderr tells us the fit has begun
         while chunk := proc.stderr.read1(4096):
             seen.extend(chunk)
-            if b"fit" in seen:
+            if b"fit:" in seen:  # tqdm's "fit: 0%|..." line: the fitting loop has begun
                 started.set()
         started.set()
 
