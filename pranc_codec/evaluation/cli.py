@@ -188,7 +188,9 @@ def _write_per_image(path: Path, records: list[dict]) -> None:
 
 
 def _command() -> str:
-    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name] + sys.argv[1:])
+    prog = Path(sys.argv[0]).name
+    prog = "pranc" if prog in ("__main__.py", "cli.py") else prog  # python -m pranc_codec
+    return " ".join(shlex.quote(a) for a in [prog] + sys.argv[1:])
 
 
 def _machine() -> str:

@@ -55,29 +55,35 @@ def plot(measured: list[dict[str, Any]], published: list[dict[str, Any]], path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 7.5))
+    # one colour per curve in both panels; measured curves get the strong colours
+    names = [c["name"] for c in measured] + [f"{c['name']} (published)" for c in published]
+    palette = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("Dark2").colors) + list(plt.get_cmap("Set1").colors)
+    colour = {n: palette[i % len(palette)] for i, n in enumerate(names)}
     for ax, key, label in ((axes[0], "psnr-rgb", "PSNR RGB (dB)"), (axes[1], "ms-ssim-rgb", "MS-SSIM RGB")):
         for c in published:
             r = c["results"]
+            name = f"{c['name']} (published)"
             if r.get(key):
                 xs, ys = zip(*[(b, v) for b, v in zip(r["bpp"], r[key]) if b <= max_bpp] or [(None, None)])
                 if xs[0] is not None:
-                    ax.plot(xs, ys, "--", lw=1, alpha=0.6, label=f"{c['name']} (published)")
+                    ax.plot(xs, ys, "--", lw=1, alpha=0.7, color=colour[name], label=name)
         for c in measured:
             r = c["results"]
             if r.get(key) and None not in r[key]:
                 style = "-o" if c["name"].startswith(("pranc", "direct")) else "-"
-                lw = 2.2 if c["name"].startswith("pranc") else 1.4
-                ax.plot(r["bpp"], r[key], style, lw=lw, ms=4, label=c["name"])
+                lw = 2.6 if c["name"].startswith("pranc") else 1.5
+                ax.plot(r["bpp"], r[key], style, lw=lw, ms=5, color=colour[c["name"]], label=c["name"])
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(label)
         ax.set_xlim(0, max_bpp)
         ax.grid(alpha=0.3)
     axes[0].set_ylim(20, 40)
     axes[1].set_ylim(0.8, 1.0)
-    axes[0].legend(fontsize=7, ncol=2, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     tmp = Path(path).with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
