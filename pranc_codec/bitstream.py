@@ -33,6 +33,12 @@ MAX_BASIS_ENTRIES = 1 << 28
 MAX_RENDER_MACS = 1 << 40  # pixels x network parameters
 MAX_TILES = 4096
 MAX_BASIS_MACS = 1 << 34  # basis entries x tiles
+# Basis work must also be in proportion to the image: a real encoder never needs
+# more than 2^12 basis multiply-adds per pixel (Kodak at 1 bpp: ~2^7), so a tiny
+# picture claiming a huge network (a 73-byte file found by bin/fuzz-decoder
+# asked for 1.8e8 basis values, 5 s and 600 MB) is refused up front.
+BASIS_MACS_PER_PIXEL = 1 << 12
+MIN_BASIS_MACS = 1 << 24
 
 # magic, version, flags, width, height, channels, seed, net_kind, hidden_layers,
 # net_width, omega0, basis_kind, density, chunk_size, expansion, delta, n_groups
@@ -163,5 +169,7 @@ def check_limits(spec: SubspaceSpec, num_pixels: int) -> None:
         raise LimitError(f"basis of {spec.basis_entries} entries exceeds the limit of {MAX_BASIS_ENTRIES}")
     if spec.basis_entries * spec.tiles > MAX_BASIS_MACS:
         raise LimitError("basis too large for the number of tiles (decoding cost over the limit)")
+    if spec.basis_entries * spec.tiles > max(MIN_BASIS_MACS, BASIS_MACS_PER_PIXEL * num_pixels):
+        raise LimitError(f"network too large for a {num_pixels}-pixel image (basis work over the limit)")
     if spec.shape.num_params * num_pixels > MAX_RENDER_MACS:
         raise LimitError("network too large for the image size (rendering cost over the limit)")

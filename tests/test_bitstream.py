@@ -115,3 +115,19 @@ def test_valid_crc_over_garbage_payload_decodes_or_fails_cleanly(rgb_encoded):
         junk = rs.randint(0, 256, len(payload)).astype(np.uint8).tobytes()
         out = decode(bitstream.pack(header, junk))
         assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+
+
+def test_tiny_image_with_huge_network_is_refused_up_front():
+    """Found by bin/fuzz-decoder: 73 bytes claiming a 16x12 image rendered by a width-264
+    network over a ternary basis of 1.8e8 values (5 s and 600 MB before the limit)."""
+    import time
+
+    found = bytes.fromhex(
+        "50524e43020110000c0001e7070000000308010000f041015500000500010a5d5541041000b543020110000c"
+        "00000001000001e7070000000308000000f0e070d3fbed630125a42ac9")
+    body = found[:-4]
+    data = body + struct.pack("<I", zlib.crc32(body))  # the fuzzer's "valid CRC over garbage"
+    t = time.perf_counter()
+    with pytest.raises(LimitError, match="network too large"):
+        bitstream.parse(data)
+    assert time.perf_counter() - t < 1.0
