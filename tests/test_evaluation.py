@@ -106,6 +106,13 @@ def test_eval_pillow_codecs_outputs_and_cache(tmp_path, tiny_dataset):
                                    str(tmp_path / "out"), "--cache", str(tmp_path / "cache"),
                                    "--codecs", "jpeg,webp", "--qualities", "10,50,90"], catch_exceptions=False)
     assert "12 cached, 0 to run" in r2.output
+    # --cached-only reports from the cache and measures nothing new (quality 30 is not cached)
+    r3 = CliRunner().invoke(main, ["eval", "--dataset", str(data), "--anchors", str(anchors), "--out",
+                                   str(tmp_path / "out3"), "--cache", str(tmp_path / "cache"), "--codecs", "jpeg",
+                                   "--qualities", "10,30,50", "--cached-only", "--json"], catch_exceptions=False)
+    assert "2 tasks not run" in r3.output
+    (jp,) = json.loads(r3.stdout.strip().splitlines()[-1])
+    assert jp["results"]["point"] == [10, 50]
 
 
 def test_eval_rejects_bad_dataset_and_codec(tmp_path, tiny_dataset):

@@ -59,10 +59,11 @@ def _floats(text: str | None) -> list[float] | None:
 @click.option("--cache", type=click.Path(file_okay=False), default=None, help="Cache folder (default eval/cache).")
 @click.option("--method", type=click.Choice(["pchip", "cubic"]), default="pchip", show_default=True,
               help="Bjøntegaard interpolation.")
+@click.option("--cached-only", is_flag=True, help="Measure nothing; report what the cache holds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the aggregated curves as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, preset, overrides, name, jobs,
-                 threads, out, cache, method, as_json, quiet) -> None:
+                 threads, out, cache, method, cached_only, as_json, quiet) -> None:
     """Measure rate–distortion of pranc and reference codecs; write curves, tables and a figure."""
     from .codecs import registry
     from .report import bd_table, plot, points_table
@@ -123,7 +124,8 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
     cache_dir = Path(cache) if cache else REPO / "eval" / "cache"
     log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     log(f"{len(items)} images from {data_dir}; codecs {', '.join(c.name for c in chosen)}")
-    records = run(items, chosen, points, cache_dir, jobs=jobs, threads=threads, progress=not quiet, log=log)
+    records = run(items, chosen, points, cache_dir, jobs=jobs, threads=threads, progress=not quiet, log=log,
+                  cached_only=cached_only)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = [aggregate(records, c, len(items)) for c in chosen]

@@ -106,8 +106,10 @@ def _worker(args: tuple[ImageItem, Codec, float, int]) -> dict[str, Any]:
 
 def run(items: list[ImageItem], codecs: list[Codec], points: dict[str, list[float]], cache_dir: Path,
         jobs: int = 1, threads: int = 0, progress: bool = True,
-        log: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+        log: Callable[[str], None] = lambda s: None, cached_only: bool = False) -> list[dict[str, Any]]:
     """Measure every (image, codec, point); returns one record per task (cached ones included).
+
+    With ``cached_only`` nothing is measured: the records are those in the cache.
 
     Heavy codecs run in ``jobs`` worker processes (one task each) with
     ``threads`` torch threads apiece (0: cores // jobs).
@@ -129,6 +131,10 @@ def run(items: list[ImageItem], codecs: list[Codec], points: dict[str, list[floa
                 else:
                     (heavy if codec.heavy else light).append((item, codec, point, path))
     log(f"{len(records)} cached, {len(light) + len(heavy)} to run ({len(heavy)} neural)")
+    if cached_only:
+        if light or heavy:
+            log(f"--cached-only: {len(light) + len(heavy)} tasks not run; incomplete rate points are left out")
+        return records
     bar = tqdm(total=len(light) + len(heavy), disable=not progress, unit="task", file=sys.stderr,
                dynamic_ncols=True)
 
