@@ -70,6 +70,10 @@ class Header:
     def num_pixels(self) -> int:
         return self.width * self.height
 
+    @property
+    def grid(self) -> TileGrid:
+        return TileGrid(self.height, self.width, self.tile_side)
+
 
 def header_size(n_groups: int) -> int:
     """Bytes of container overhead (everything but the payload)."""

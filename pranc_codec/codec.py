@@ -176,10 +176,10 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     delta, data = _search_delta(spec, alpha.cpu().numpy(), shifts, target_bytes, grid)
     if fit.qat_steps > 0:
         cb = progress("quantization-aware fine-tune", fit.qat_steps) if progress else None
-        steps_q = torch.from_numpy(coef_steps(delta, shifts, spec.group_sizes())).float().to(device)
+        steps = coef_steps(delta, shifts, spec.group_sizes())
         alpha = fit_alpha(subspace, spec.shape, pixels, alpha, fit, steps=fit.qat_steps,
-                          lr=fit.qat_lr, steps_q=steps_q, progress=cb)
-        q = quantize(alpha.cpu().numpy(), coef_steps(delta, shifts, spec.group_sizes()))
+                          lr=fit.qat_lr, steps_q=torch.from_numpy(steps).float().to(device), progress=cb)
+        q = quantize(alpha.cpu().numpy(), steps)
         data = _pack(spec, q, delta, shifts, grid)
         if abs(len(data) - target_bytes) > tol * target_bytes:
             delta, data = _search_delta(spec, alpha.cpu().numpy(), shifts, target_bytes, grid)
@@ -219,7 +219,7 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     alpha = dequantize(q, coef_steps(header.delta, header.shifts, sizes))
     dev = resolve_device(device)
     thetas = [t.to(dev) for t in reconstruct(spec, alpha)]
-    grid = TileGrid(header.height, header.width, header.tile_side)
+    grid = header.grid
     out = np.empty((header.height, header.width, spec.shape.channels), dtype=np.uint8)
     for t, (y0, y1, x0, x1) in enumerate(grid.boxes()):
         out[y0:y1, x0:x1] = render([th[t] for th in thetas], spec.shape, y1 - y0, x1 - x0).numpy()
