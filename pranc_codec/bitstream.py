@@ -19,8 +19,8 @@ from .subspace import EXPANSION_ONE, SubspaceSpec
 from .tiling import TileGrid
 
 MAGIC = b"PRNC"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1: no per-group step shifts
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -124,10 +124,13 @@ def parse(data: bytes) -> tuple[Header, bytes]:
     _check(1 <= hidden_layers <= MAX_LAYERS, f"hidden layers {hidden_layers} outside 1..{MAX_LAYERS}", LimitError)
     _check(1 <= net_width <= MAX_WIDTH, f"network width {net_width} outside 1..{MAX_WIDTH}", LimitError)
     _check(math.isfinite(omega0) and 0 < omega0 <= 1000, f"invalid omega0 {omega0}")
-    _check(kind in {k.value for k in BasisKind}, f"unknown basis kind {kind}")
+    _check(kind in {k.value for k in BasisKind} and (version >= 3 or kind != BasisKind.ORTHOGONAL),
+           f"unknown basis kind {kind}")
     _check(1 <= density <= 256, f"invalid ternary density {density}")
     _check(1 <= chunk_size <= MAX_CHUNK, f"chunk size {chunk_size} outside 1..{MAX_CHUNK}", LimitError)
     _check(expansion >= 1, "invalid basis expansion 0")
+    _check(kind != BasisKind.ORTHOGONAL or chunk_size & (chunk_size - 1) == 0,
+           f"orthogonal basis with chunk size {chunk_size}, not a power of two")
     _check(kind != BasisKind.IDENTITY or expansion == EXPANSION_ONE, "identity basis with expansion != 1")
     _check(math.isfinite(delta) and delta > 0, f"invalid quantization step {delta}")
     _check(n_groups == hidden_layers + 1, f"{n_groups} coefficient groups for {hidden_layers + 1} layers")

@@ -86,8 +86,8 @@ def main() -> None:
 @click.option("--width", "net_width", type=click.IntRange(1, 1024), default=None,
               help="Hidden width of the network (default: derived from --bpp).")
 @click.option("--layers", type=click.IntRange(1, 8), default=None, help="Number of sin() layers.")
-@click.option("--basis", type=click.Choice(["gaussian", "ternary", "identity"]), default=None,
-              help="Basis kind; identity stores the weights directly (baseline).")
+@click.option("--basis", type=click.Choice(["orthogonal", "gaussian", "ternary", "identity"]), default=None,
+              help="Basis kind (default orthogonal); identity stores the weights directly (baseline).")
 @click.option("--expansion", type=float, default=None, help="Network parameters per coefficient.")
 @click.option("--steps", type=click.IntRange(0), default=None, help="Fitting steps (overrides the preset).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

@@ -80,6 +80,8 @@ def tile_grid(config: CodecConfig, height: int, width: int) -> TileGrid:
 def plan(config: CodecConfig, height: int, width: int, channels: int) -> SubspaceSpec:
     """Choose the network and basis layout whose coefficient count fits the bit budget."""
     net, basis, rate = config.network, config.basis, config.rate
+    if basis.kind == BasisKind.ORTHOGONAL and (basis.chunk_size < 1 or basis.chunk_size & (basis.chunk_size - 1)):
+        raise InputError(f"the orthogonal basis needs a power-of-two chunk size, not {basis.chunk_size}")
     tiles = tile_grid(config, height, width).count
     expansion_fp = EXPANSION_ONE if basis.kind == BasisKind.IDENTITY else \
         int(min(65535, max(1, round(basis.expansion * EXPANSION_ONE))))

@@ -96,3 +96,44 @@ def uniform_pm1(key: int, start: int, count: int) -> np.ndarray:
     """Float32 values uniform on [-1, 1) with 24-bit resolution (count,); exact arithmetic."""
     w = hash32(key, start, count) >> np.uint32(8)
     return (w.astype(np.float32) * np.float32(2.0**-23)) - np.float32(1.0)
+
+
+def hadamard_transform(x: np.ndarray) -> np.ndarray:
+    """Sylvester-Hadamard transform H @ x along axis 0 of an int64 array (rows a power of two).
+
+    Butterflies of integer additions only, so the result is exact on every machine.
+    """
+    m = x.shape[0]
+    if m & (m - 1):
+        raise ValueError("the Hadamard transform needs a power-of-two length")
+    out = np.array(x, dtype=np.int64, copy=True).reshape(m, -1)
+    h = 1
+    while h < m:
+        y = out.reshape(m // (2 * h), 2, h, -1)
+        a = y[:, 0].copy()
+        y[:, 0] += y[:, 1]
+        y[:, 1] = a - y[:, 1]
+        h *= 2
+    return out.reshape(np.shape(x))
+
+
+def orthogonal(key: int, start: int, m: int) -> np.ndarray:
+    """Random orthogonal float32 matrix (m, m), m a power of two, from words start .. start + 3m - 1.
+
+    Q = H D2 P H D1 / m with H the +-1 Sylvester-Hadamard matrix, D1 and D2 random
+    sign diagonals and P a random permutation (a two-round randomized Hadamard
+    transform). Every entry is an integer in [-m, m] divided by m, computed with
+    integer butterflies, so Q is exactly orthogonal in binary floating point and
+    bit-identical everywhere. Unlike a square Gaussian block (condition number
+    ~ m), it spreads every coefficient evenly over the weights without
+    amplifying any direction.
+    """
+    if m < 1 or m & (m - 1):
+        raise ValueError("orthogonal blocks need a power-of-two size")
+    w = hash32(key, start, 3 * m)
+    d1 = 1 - 2 * (w[:m] & np.uint32(1)).astype(np.int64)
+    d2 = 1 - 2 * (w[m: 2 * m] & np.uint32(1)).astype(np.int64)
+    perm = np.argsort(w[2 * m:], kind="stable")  # ties (vanishingly rare) broken by index
+    hd1 = hadamard_transform(np.eye(m, dtype=np.int64)) * d1[None, :]
+    c = hadamard_transform(d2[:, None] * hd1[perm])
+    return c.astype(np.float32) / np.float32(m)

@@ -37,17 +37,35 @@ EXPANSION_ONE = 256  # expansion is stored as a fixed-point integer: n/k * 256
 
 
 @dataclass(frozen=True)
-class LayerLayout:
-    """Chunking of one layer: ``chunks`` blocks of ``rows`` parameters x ``dims`` coefficients."""
+class BlockGroup:
+    """``count`` basis blocks of ``rows`` parameters x ``dims`` coefficients each.
 
-    size: int
-    chunks: int
+    ``first`` is the index of the group's first block within its layer (it picks
+    the blocks' random numbers).
+    """
+
+    count: int
     rows: int
     dims: int
+    first: int = 0
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """Cutting of one layer's ``size`` parameters into basis blocks, in parameter order.
+
+    Gaussian and ternary: one group of equal chunks (the last one padded, the
+    padding discarded). Orthogonal: full blocks of ``chunk_size`` (a power of two),
+    then one block per set bit of the remainder (243 = 128 + 64 + 32 + 16 + 2 + 1),
+    so every block is square-orthogonal and nothing is padded. Identity: one block.
+    """
+
+    size: int
+    groups: tuple[BlockGroup, ...]
 
     @property
     def num_coefs(self) -> int:
-        return self.chunks * self.dims
+        return sum(g.count * g.dims for g in self.groups)
 
 
 @dataclass(frozen=True)
@@ -71,17 +89,26 @@ class SubspaceSpec:
         """Coefficients per layer over all tiles, i.e. per entropy-coding group."""
         return [self.tiles * lay.num_coefs for lay in _layouts(self)]
 
+    def _dims(self, rows: int) -> int:
+        # integer rounding so every machine derives the same d
+        return min(rows, max(1, (rows * EXPANSION_ONE + self.expansion_fp // 2) // self.expansion_fp))
+
     def _compute_layouts(self) -> tuple[LayerLayout, ...]:
         out = []
         for n in self.shape.layer_sizes():
             if self.kind == BasisKind.IDENTITY:
-                out.append(LayerLayout(n, 1, n, n))
-                continue
-            chunks = -(-n // self.chunk_size)
-            rows = -(-n // chunks)
-            # integer rounding so every machine derives the same d_l
-            dims = max(1, (rows * EXPANSION_ONE + self.expansion_fp // 2) // self.expansion_fp)
-            out.append(LayerLayout(n, chunks, rows, min(dims, rows)))
+                out.append(LayerLayout(n, (BlockGroup(1, n, n),)))
+            elif self.kind == BasisKind.ORTHOGONAL:
+                full, rest = divmod(n, self.chunk_size)
+                groups = [BlockGroup(full, self.chunk_size, self._dims(self.chunk_size))] if full else []
+                for bit in reversed(range(rest.bit_length())):
+                    if rest >> bit & 1:
+                        groups.append(BlockGroup(1, 1 << bit, self._dims(1 << bit), full + len(groups) - (1 if full else 0)))
+                out.append(LayerLayout(n, tuple(groups)))
+            else:
+                chunks = -(-n // self.chunk_size)
+                rows = -(-n // chunks)
+                out.append(LayerLayout(n, (BlockGroup(chunks, rows, self._dims(rows)),)))
         return tuple(out)
 
     @property
@@ -90,24 +117,35 @@ class SubspaceSpec:
 
     @property
     def basis_entries(self) -> int:
-        """Random numbers needed to build the whole basis (bounds decode work)."""
+        """Random-basis values to generate (bounds decode work; an orthogonal block costs m^2)."""
         if self.kind == BasisKind.IDENTITY:
             return 0
-        return sum(lay.chunks * lay.rows * lay.dims for lay in self.layouts())
+        per = (lambda g: g.rows * g.rows) if self.kind == BasisKind.ORTHOGONAL else (lambda g: g.rows * g.dims)
+        return sum(g.count * per(g) for lay in self.layouts() for g in lay.groups)
 
-    def gains(self) -> list[float]:
-        """g_l per layer (float64)."""
+    def gains(self) -> list[list[float]]:
+        """g per layer and block group (float64): a unit-variance alpha moves each
+        weight about as far as the SIREN initialisation spread s_l."""
         out = []
         for bound, lay in zip(self.shape.init_bounds(), self.layouts()):
             s = bound / math.sqrt(3.0)
-            out.append(s if self.kind == BasisKind.IDENTITY else s / math.sqrt(lay.dims))
+            if self.kind == BasisKind.IDENTITY:
+                out.append([s for _ in lay.groups])
+            elif self.kind == BasisKind.ORTHOGONAL:  # rows of d orthonormal columns have norm^2 d/m
+                out.append([s * math.sqrt(g.rows / g.dims) for g in lay.groups])
+            else:  # unit-variance entries: a row has norm^2 ~ d
+                out.append([s / math.sqrt(g.dims) for g in lay.groups])
         return out
 
-    def basis_block(self, layer: int, c0: int, c1: int) -> np.ndarray:
-        """Basis blocks of chunks [c0, c1) of ``layer``: float32 (c1 - c0, rows, dims)."""
-        lay = self.layouts()[layer]
-        per = lay.rows * lay.dims
+    def basis_block(self, layer: int, group: int, c0: int, c1: int) -> np.ndarray:
+        """Blocks [c0, c1) of block group ``group`` of ``layer``: float32 (c1 - c0, rows, dims)."""
+        g = self.layouts()[layer].groups[group]
         key = rng.stream_key(self.seed, rng.STREAM_BASIS, layer)
+        if self.kind == BasisKind.ORTHOGONAL:
+            # block b of the layer uses words 3 * chunk_size * b onwards
+            return np.stack([rng.orthogonal(key, 3 * self.chunk_size * (g.first + c), g.rows)[:, : g.dims]
+                             for c in range(c0, c1)])
+        per = g.rows * g.dims
         count = (c1 - c0) * per
         if self.kind == BasisKind.GAUSSIAN:
             vals = rng.gaussian_like(key, c0 * per, count)
@@ -115,7 +153,7 @@ class SubspaceSpec:
             vals = rng.ternary(key, c0 * per, count, self.density_byte)
         else:
             raise ValueError("the identity kind has no basis blocks")
-        return vals.reshape(c1 - c0, lay.rows, lay.dims)
+        return vals.reshape(c1 - c0, g.rows, g.dims)
 
     def theta0(self, layer: int) -> np.ndarray:
         """Offset of ``layer``: float32 (size,); zeros in the original PRANC form."""
@@ -144,37 +182,38 @@ class Subspace(torch.nn.Module):
         self.spec = spec
         self.layouts = spec.layouts()
         self.gains = spec.gains()
+        self.blocks: list[list[str]] = []
         for i, lay in enumerate(self.layouts):
             self.register_buffer(f"theta0_{i}", torch.from_numpy(spec.theta0(i)).to(device))
+            names = []
             if spec.kind != BasisKind.IDENTITY:
-                self.register_buffer(f"basis_{i}", torch.from_numpy(spec.basis_block(i, 0, lay.chunks)).to(device))
-
-    def split(self, alpha: torch.Tensor) -> list[torch.Tensor]:
-        """alpha (k,) -> per-layer views (tiles, chunks, dims)."""
-        out, pos = [], 0
-        T = self.spec.tiles
-        for lay in self.layouts:
-            out.append(alpha[pos: pos + T * lay.num_coefs].view(T, lay.chunks, lay.dims))
-            pos += T * lay.num_coefs
-        return out
+                for j, g in enumerate(lay.groups):
+                    names.append(f"basis_{i}_{j}")
+                    self.register_buffer(names[-1], torch.from_numpy(spec.basis_block(i, j, 0, g.count)).to(device))
+            self.blocks.append(names)
 
     def forward(self, alpha: torch.Tensor) -> list[torch.Tensor]:
         """alpha (k,) float32 -> per-layer flat weights [(tiles, n_l)]."""
-        thetas = []
+        thetas, pos = [], 0
         T = self.spec.tiles
-        for i, (a, lay, g) in enumerate(zip(self.split(alpha), self.layouts, self.gains)):
-            t0 = getattr(self, f"theta0_{i}")
+        for i, (lay, gains) in enumerate(zip(self.layouts, self.gains)):
+            a = alpha[pos: pos + T * lay.num_coefs].view(T, lay.num_coefs)
+            pos += T * lay.num_coefs
             if self.spec.kind == BasisKind.IDENTITY:
-                delta = a.reshape(T, -1)
+                delta = gains[0] * a
             else:
-                B = getattr(self, f"basis_{i}")
-                delta = torch.einsum("cmd,tcd->tcm", B, a).reshape(T, -1)[:, : lay.size]
-            thetas.append(t0 + g * delta)
+                parts, c = [], 0
+                for g, gain, name in zip(lay.groups, gains, self.blocks[i]):
+                    ag = a[:, c: c + g.count * g.dims].reshape(T, g.count, g.dims)
+                    c += g.count * g.dims
+                    parts.append(gain * torch.einsum("cmd,tcd->tcm", getattr(self, name), ag).reshape(T, -1))
+                delta = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))[:, : lay.size]
+            thetas.append(getattr(self, f"theta0_{i}") + delta)
         return thetas
 
 
 def reconstruct(spec: SubspaceSpec, alpha: np.ndarray, max_entries: int = 1 << 22) -> list[torch.Tensor]:
-    """Decoder-side weights in float64, generating the basis chunk by chunk.
+    """Decoder-side weights in float64, generating the basis block by block.
 
     alpha: float64 (k,). Peak extra memory is about ``max_entries`` basis values;
     each block of the basis is generated once and applied to every tile.
@@ -182,19 +221,24 @@ def reconstruct(spec: SubspaceSpec, alpha: np.ndarray, max_entries: int = 1 << 2
     """
     thetas, pos = [], 0
     T = spec.tiles
-    for i, (lay, g) in enumerate(zip(spec.layouts(), spec.gains())):
-        a = alpha[pos: pos + T * lay.num_coefs].reshape(T, lay.chunks, lay.dims)
+    for i, (lay, gains) in enumerate(zip(spec.layouts(), spec.gains())):
+        a = alpha[pos: pos + T * lay.num_coefs].reshape(T, lay.num_coefs)
         pos += T * lay.num_coefs
         if spec.kind == BasisKind.IDENTITY:
-            delta = a.reshape(T, -1)
+            delta = gains[0] * a
         else:
-            delta = np.empty((T, lay.chunks, lay.rows), dtype=np.float64)
-            step = max(1, max_entries // (lay.rows * lay.dims))
-            for c0 in range(0, lay.chunks, step):
-                c1 = min(lay.chunks, c0 + step)
-                B = spec.basis_block(i, c0, c1).astype(np.float64)
-                delta[:, c0:c1] = np.einsum("cmd,tcd->tcm", B, a[:, c0:c1])
-            delta = delta.reshape(T, -1)[:, : lay.size]
-        theta = spec.theta0(i).astype(np.float64)[None] + g * delta
+            parts, c = [], 0
+            for j, (g, gain) in enumerate(zip(lay.groups, gains)):
+                ag = a[:, c: c + g.count * g.dims].reshape(T, g.count, g.dims)
+                c += g.count * g.dims
+                d = np.empty((T, g.count, g.rows), dtype=np.float64)
+                step = max(1, max_entries // (g.rows * g.dims))
+                for c0 in range(0, g.count, step):
+                    c1 = min(g.count, c0 + step)
+                    B = spec.basis_block(i, j, c0, c1).astype(np.float64)
+                    d[:, c0:c1] = np.einsum("cmd,tcd->tcm", B, ag[:, c0:c1])
+                parts.append(gain * d.reshape(T, -1))
+            delta = np.concatenate(parts, axis=1)[:, : lay.size]
+        theta = spec.theta0(i).astype(np.float64)[None] + delta
         thetas.append(torch.from_numpy(theta))
     return thetas

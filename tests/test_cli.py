@@ -58,7 +58,7 @@ def test_encode_decode_info_round_trip(runner, tmp_path, png, prc):
     assert np.asarray(Image.open(out)).shape == (40, 56, 3)
     r = runner.invoke(main, ["info", str(prc), "--json"])
     h = json.loads(r.output)
-    assert h["bytes"] == prc.stat().st_size and h["basis"] == "gaussian" and h["seed"] == 2023
+    assert h["bytes"] == prc.stat().st_size and h["basis"] == "orthogonal" and h["seed"] == 2023
     assert abs(h["bpp"] - 8 * prc.stat().st_size / (40 * 56)) < 1e-12
 
 
@@ -111,10 +111,10 @@ def test_wrong_magic_and_version(runner, tmp_path, prc):
     m.write_bytes(b"JUNK" + data[4:])
     assert "magic" in _one_line_error(runner.invoke(main, ["info", str(m)]), 3)
     v = bytearray(data)
-    v[4] = 3
+    v[4] = 4
     body = bytes(v[:-4])
     (tmp_path / "v.prc").write_bytes(body + struct.pack("<I", zlib.crc32(body)))
-    assert "version 3" in _one_line_error(runner.invoke(main, ["decode", str(tmp_path / "v.prc")]), 3)
+    assert "version 4" in _one_line_error(runner.invoke(main, ["decode", str(tmp_path / "v.prc")]), 3)
 
 
 def test_absurd_dimensions_refused(runner, tmp_path, prc):

@@ -75,7 +75,7 @@ def test_more_bits_give_better_quality():
     assert hi.psnr > lo.psnr + 1.0
 
 
-@pytest.mark.parametrize("kind", [BasisKind.TERNARY, BasisKind.IDENTITY])
+@pytest.mark.parametrize("kind", [BasisKind.GAUSSIAN, BasisKind.TERNARY, BasisKind.IDENTITY])
 def test_other_basis_kinds_round_trip(kind, rgb_image):
     cfg = replace(FAST, basis=replace(FAST.basis, kind=kind))
     res = encode(rgb_image, cfg)
@@ -92,8 +92,9 @@ def test_pure_pranc_form_round_trips(rgb_image):
     assert psnr(rgb_image, decode(res.data)) == res.stats.psnr
 
 
-def test_chunked_reconstruction_matches_fitting_path():
-    cfg = replace(FAST, basis=replace(FAST.basis, expansion=3.0))
+@pytest.mark.parametrize("kind", [BasisKind.ORTHOGONAL, BasisKind.GAUSSIAN])
+def test_chunked_reconstruction_matches_fitting_path(kind):
+    cfg = replace(FAST, basis=replace(FAST.basis, kind=kind, expansion=3.0))
     spec = plan(cfg, 64, 64, 3)
     alpha = np.random.RandomState(0).randn(spec.num_coefs)
     full = Subspace(spec)(torch.from_numpy(alpha).float())
@@ -105,7 +106,27 @@ def test_chunked_reconstruction_matches_fitting_path():
 def test_seed_changes_the_basis(rgb_image):
     a = plan(FAST, 48, 64, 3)
     b = plan(replace(FAST, seed=1), 48, 64, 3)
-    assert not np.array_equal(a.basis_block(1, 0, 1), b.basis_block(1, 0, 1))
+    assert not np.array_equal(a.basis_block(1, 0, 0, 1), b.basis_block(1, 0, 0, 1))
+
+
+def test_orthogonal_layout_covers_every_parameter_exactly_once():
+    """Full blocks of chunk_size, then one power-of-two block per set bit of the rest."""
+    spec = plan(replace(FAST, width=20), 48, 64, 3)  # layers of 60, 420, 420, 63 parameters
+    lay = spec.layouts()
+    assert [(g.count, g.rows) for g in lay[0].groups] == [(1, 32), (1, 16), (1, 8), (1, 4)]
+    assert [(g.count, g.rows, g.first) for g in lay[1].groups] == \
+        [(1, 256, 0), (1, 128, 1), (1, 32, 2), (1, 4, 3)]
+    for layer in lay:
+        assert sum(g.count * g.rows for g in layer.groups) == layer.size == layer.num_coefs
+    # the whole basis of a layer is exactly orthogonal: theta - theta0 keeps alpha's norm
+    alpha = np.random.RandomState(2).randn(spec.num_coefs)
+    thetas = reconstruct(spec, alpha)
+    pos = 0
+    for i, (layer, gains) in enumerate(zip(lay, spec.gains())):
+        d = (thetas[i][0].numpy() - spec.theta0(i).astype(np.float64)) / gains[0]
+        a = alpha[pos: pos + layer.num_coefs]
+        pos += layer.num_coefs
+        assert np.isclose(np.sum(d * d), np.sum(a * a), rtol=1e-12)
 
 
 def test_fast_render_equals_float64_rounding():

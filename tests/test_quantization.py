@@ -9,7 +9,8 @@ import torch
 
 from pranc_codec import decode, encode
 from pranc_codec import bitstream, codec
-from pranc_codec.config import QuantConfig
+from pranc_codec.config import BasisKind, QuantConfig
+from pranc_codec.errors import FormatError
 from pranc_codec.fit import TileData, group_sensitivity
 from pranc_codec.quantization import coef_steps, dequantize, group_step, quantize, shifts_for
 from pranc_codec.subspace import Subspace
@@ -56,8 +57,9 @@ def test_first_layer_is_the_sensitive_one(rgb_image):
 
 
 def test_version_1_files_still_decode(rgb_image):
-    """A v1 file is a v2 file with 4-byte group records and no shifts."""
-    res = encode(rgb_image, replace(FAST, quant=QuantConfig(per_group_steps=False)))
+    """A v1 file is a v2 file with 4-byte group records and no shifts (and no orthogonal basis)."""
+    res = encode(rgb_image, replace(FAST, quant=QuantConfig(per_group_steps=False),
+                                    basis=replace(FAST.basis, kind=BasisKind.GAUSSIAN)))
     header, payload = bitstream.parse(res.data)
     assert set(header.shifts) == {0}
     assert header.tile_side == max(rgb_image.shape[:2])  # v1 has no tiles
@@ -67,6 +69,15 @@ def test_version_1_files_still_decode(rgb_image):
     body[4] = 1
     v1 = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
     assert np.array_equal(decode(v1), decode(res.data))
+
+
+def test_orthogonal_kind_needs_version_3(rgb_encoded):
+    header, _ = bitstream.parse(rgb_encoded.data)
+    assert header.spec.kind == BasisKind.ORTHOGONAL and rgb_encoded.data[4] == 3
+    body = bytearray(rgb_encoded.data[:-4])
+    body[4] = 2
+    with pytest.raises(FormatError, match="unknown basis kind 3"):
+        bitstream.parse(bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))))
 
 
 def test_per_group_steps_are_used_and_recorded(rgb_encoded):

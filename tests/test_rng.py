@@ -13,6 +13,10 @@ from pranc_codec import rng
 SEED = 2023
 
 
+GOLDEN_ORTHOGONAL_4 = [[0, 0, -4, 0], [0, 0, 0, 4], [-4, 0, 0, 0], [0, 4, 0, 0]]
+GOLDEN_ORTHOGONAL_256_SHA = "ac66647c3f19bd96"
+
+
 def _sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
@@ -69,6 +73,31 @@ def test_golden_gaussian_and_ternary_bits():
     # a larger block, pinned by hash
     assert _sha(rng.gaussian_like(k, 12345, 100_000)) == "d78c81914398b7fa"
     assert _sha(rng.ternary(k, 777, 100_000, 32)) == "c878e480c08572b8"
+
+
+def test_hadamard_transform_is_the_sylvester_matrix():
+    m = 16
+    H = np.array([[(-1) ** bin(i & j).count("1") for j in range(m)] for i in range(m)])
+    x = np.random.RandomState(0).randint(-9, 9, (m, 5))
+    assert np.array_equal(rng.hadamard_transform(x), H @ x)
+    with pytest.raises(ValueError):
+        rng.hadamard_transform(np.zeros((12, 1), dtype=np.int64))
+
+
+@pytest.mark.parametrize("m", [1, 2, 8, 256])
+def test_orthogonal_blocks_are_exactly_orthogonal(m):
+    q = rng.orthogonal(rng.stream_key(SEED, rng.STREAM_BASIS, 1), 3 * 256 * 5, m).astype(np.float64)
+    assert np.array_equal(q.T @ q, np.eye(m))  # exact: entries are integers / m
+    assert np.array_equal(np.round(q * m), q * m)
+    if m == 256:  # spread out, not a permutation: no entry near the column norm, few zeros
+        assert np.abs(q).max() <= 0.5 and np.mean(q != 0) > 0.8
+
+
+def test_golden_orthogonal_bits():
+    k = rng.stream_key(SEED, rng.STREAM_BASIS, 0)
+    q = rng.orthogonal(k, 0, 4)
+    assert (q * 4).astype(int).tolist() == GOLDEN_ORTHOGONAL_4
+    assert _sha(rng.orthogonal(k, 768, 256)) == GOLDEN_ORTHOGONAL_256_SHA
 
 
 def test_counter_ranges_are_consistent():
