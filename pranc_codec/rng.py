@@ -128,12 +128,18 @@ def orthogonal(key: int, start: int, m: int) -> np.ndarray:
     ~ m), it spreads every coefficient evenly over the weights without
     amplifying any direction.
     """
+    d1, d2, perm = orthogonal_factors(key, start, m)
+    hd1 = hadamard_transform(np.eye(m, dtype=np.int64)) * d1[None, :]
+    c = hadamard_transform(d2[:, None] * hd1[perm])
+    return c.astype(np.float32) / np.float32(m)
+
+
+def orthogonal_factors(key: int, start: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The random factors of :func:`orthogonal`: signs d1, d2 (int64 (m,), +-1) and permutation (m,)."""
     if m < 1 or m & (m - 1):
         raise ValueError("orthogonal blocks need a power-of-two size")
     w = hash32(key, start, 3 * m)
     d1 = 1 - 2 * (w[:m] & np.uint32(1)).astype(np.int64)
     d2 = 1 - 2 * (w[m: 2 * m] & np.uint32(1)).astype(np.int64)
     perm = np.argsort(w[2 * m:], kind="stable")  # ties (vanishingly rare) broken by index
-    hd1 = hadamard_transform(np.eye(m, dtype=np.int64)) * d1[None, :]
-    c = hadamard_transform(d2[:, None] * hd1[perm])
-    return c.astype(np.float32) / np.float32(m)
+    return d1, d2, perm

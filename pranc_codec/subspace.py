@@ -174,40 +174,105 @@ class Subspace(torch.nn.Module):
     """Materialized basis for fitting: alpha (k,) -> per-layer weight vectors.
 
     Holds every basis block on ``device`` (float32); use :func:`reconstruct`
-    for memory-bounded decoding.
+    for memory-bounded decoding. Per layer, a group of several equal blocks is
+    one batched product; the single blocks that follow it (the power-of-two
+    remainder of an orthogonal layout) are merged, gains folded in, into one
+    small dense block-diagonal matrix, so a step costs two products per layer
+    rather than one per block.
     """
 
     def __init__(self, spec: SubspaceSpec, device: torch.device | str = "cpu"):
         super().__init__()
         self.spec = spec
         self.layouts = spec.layouts()
-        self.gains = spec.gains()
-        self.blocks: list[list[str]] = []
-        for i, lay in enumerate(self.layouts):
+        # per layer: (buffer name, gain or None for a merged dense block, coefficients)
+        self.ops: list[list[tuple[str, float | None, int]]] = []
+        for i, (lay, gains) in enumerate(zip(self.layouts, spec.gains())):
             self.register_buffer(f"theta0_{i}", torch.from_numpy(spec.theta0(i)).to(device))
-            names = []
-            if spec.kind != BasisKind.IDENTITY:
+            ops: list[tuple[str, float | None, int]] = []
+            if spec.kind == BasisKind.IDENTITY:
+                ops.append(("", gains[0], lay.num_coefs))
+            else:
+                singles = [(j, g) for j, g in enumerate(lay.groups) if g.count == 1]
                 for j, g in enumerate(lay.groups):
-                    names.append(f"basis_{i}_{j}")
-                    self.register_buffer(names[-1], torch.from_numpy(spec.basis_block(i, j, 0, g.count)).to(device))
-            self.blocks.append(names)
+                    if spec.kind == BasisKind.ORTHOGONAL and g.count > 1:
+                        name = f"fwht_{i}_{j}"
+                        self._register_factors(name, spec, i, g, device)
+                        ops.append((name, gains[j], g.count * g.dims))
+                    elif g.count > 1 or len(singles) == 1:
+                        name = f"basis_{i}_{j}"
+                        self.register_buffer(name, torch.from_numpy(spec.basis_block(i, j, 0, g.count)).to(device))
+                        ops.append((name, gains[j], g.count * g.dims))
+                    elif j == singles[0][0]:  # first of several single blocks: build the merged one
+                        rows = sum(h.rows for _, h in singles)
+                        dims = sum(h.dims for _, h in singles)
+                        dense = np.zeros((rows, dims), dtype=np.float64)
+                        r = c = 0
+                        for jj, h in singles:
+                            dense[r: r + h.rows, c: c + h.dims] = gains[jj] * spec.basis_block(i, jj, 0, 1)[0]
+                            r, c = r + h.rows, c + h.dims
+                        name = f"dense_{i}"
+                        self.register_buffer(name, torch.from_numpy(dense.astype(np.float32)).to(device))
+                        ops.append((name, None, dims))
+            self.ops.append(ops)
+
+    def _register_factors(self, name: str, spec: SubspaceSpec, layer: int, g: BlockGroup,
+                          device: torch.device | str) -> None:
+        """Signs and permutations of ``g.count`` orthogonal blocks, for :meth:`_orthogonal`."""
+        key = rng.stream_key(spec.seed, rng.STREAM_BASIS, layer)
+        f = [rng.orthogonal_factors(key, 3 * spec.chunk_size * (g.first + c), g.rows) for c in range(g.count)]
+        for n, idx in (("d1", 0), ("d2", 1), ("perm", 2)):
+            t = torch.from_numpy(np.stack([x[idx] for x in f]))
+            self.register_buffer(f"{name}_{n}", (t if n == "perm" else t.float()).to(device))
+        a = 1 << ((g.rows.bit_length() - 1 + 1) // 2)  # H_m = H_a (x) H_b, a * b = m
+        for n, size in (("ha", a), ("hb", g.rows // a)):
+            h = rng.hadamard_transform(np.eye(size, dtype=np.int64)).astype(np.float32)
+            self.register_buffer(f"{name}_{n}", torch.from_numpy(h).to(device))
+
+    def _hadamard(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """H_m x over the last axis of x (..., m), as H_a X H_b on x viewed (..., a, b)."""
+        ha, hb = getattr(self, f"{name}_ha"), getattr(self, f"{name}_hb")
+        y = ha @ x.reshape(*x.shape[:-1], ha.shape[0], hb.shape[0]) @ hb
+        return y.reshape(x.shape)
+
+    def _orthogonal(self, name: str, a: torch.Tensor) -> torch.Tensor:
+        """Q a for every block without forming Q: a (T, c, d) -> (T, c, m), Q = H D2 P H D1 / m.
+
+        O(m sqrt(m)) per block instead of O(m^2) for a dense product, which at
+        1 bpp was half of every fitting step. The decoder uses the exact
+        materialized blocks (``reconstruct``); the two agree to float32 rounding.
+        """
+        d1, d2, perm = (getattr(self, f"{name}_{n}") for n in ("d1", "d2", "perm"))
+        m = d1.shape[1]
+        if a.shape[-1] < m:  # expansion > 1: the first d columns of Q
+            a = torch.nn.functional.pad(a, (0, m - a.shape[-1]))
+        x = self._hadamard(name, a * d1)
+        x = torch.gather(x, 2, perm.expand(x.shape[0], -1, -1)) * d2
+        return self._hadamard(name, x) / m
 
     def forward(self, alpha: torch.Tensor) -> list[torch.Tensor]:
         """alpha (k,) float32 -> per-layer flat weights [(tiles, n_l)]."""
         thetas, pos = [], 0
         T = self.spec.tiles
-        for i, (lay, gains) in enumerate(zip(self.layouts, self.gains)):
+        for i, lay in enumerate(self.layouts):
             a = alpha[pos: pos + T * lay.num_coefs].view(T, lay.num_coefs)
             pos += T * lay.num_coefs
-            if self.spec.kind == BasisKind.IDENTITY:
-                delta = gains[0] * a
-            else:
-                parts, c = [], 0
-                for g, gain, name in zip(lay.groups, gains, self.blocks[i]):
-                    ag = a[:, c: c + g.count * g.dims].reshape(T, g.count, g.dims)
-                    c += g.count * g.dims
-                    parts.append(gain * torch.einsum("cmd,tcd->tcm", getattr(self, name), ag).reshape(T, -1))
-                delta = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))[:, : lay.size]
+            parts, c = [], 0
+            for name, gain, k in self.ops[i]:
+                ak = a[:, c: c + k]
+                c += k
+                if not name:  # identity: the coefficients are the scaled weights
+                    parts.append(gain * ak)
+                elif gain is None:
+                    parts.append(ak @ getattr(self, name).t())
+                elif name.startswith("fwht_"):
+                    d1 = getattr(self, f"{name}_d1")
+                    parts.append(gain * self._orthogonal(name, ak.reshape(T, d1.shape[0], -1)).reshape(T, -1))
+                else:
+                    B = getattr(self, name)
+                    ag = ak.reshape(T, B.shape[0], B.shape[2])
+                    parts.append(gain * torch.einsum("cmd,tcd->tcm", B, ag).reshape(T, -1))
+            delta = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))[:, : lay.size]
             thetas.append(getattr(self, f"theta0_{i}") + delta)
         return thetas
 

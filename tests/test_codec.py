@@ -92,10 +92,13 @@ def test_pure_pranc_form_round_trips(rgb_image):
     assert psnr(rgb_image, decode(res.data)) == res.stats.psnr
 
 
-@pytest.mark.parametrize("kind", [BasisKind.ORTHOGONAL, BasisKind.GAUSSIAN])
-def test_chunked_reconstruction_matches_fitting_path(kind):
-    cfg = replace(FAST, basis=replace(FAST.basis, kind=kind, expansion=3.0))
-    spec = plan(cfg, 64, 64, 3)
+@pytest.mark.parametrize("kind,expansion,side", [(BasisKind.ORTHOGONAL, 1.0, 64), (BasisKind.ORTHOGONAL, 3.0, 64),
+                                                 (BasisKind.ORTHOGONAL, 1.0, 160), (BasisKind.GAUSSIAN, 3.0, 64)])
+def test_chunked_reconstruction_matches_fitting_path(kind, expansion, side):
+    """The fitting path (fast Hadamard transforms, merged blocks) builds the weights the decoder builds."""
+    cfg = replace(FAST, basis=replace(FAST.basis, kind=kind, expansion=expansion), width=48 if side > 64 else None)
+    spec = plan(cfg, side, side, 3)
+    assert side == 64 or spec.layouts()[1].groups[0].count > 1  # several full blocks: the fast transform
     alpha = np.random.RandomState(0).randn(spec.num_coefs)
     full = Subspace(spec)(torch.from_numpy(alpha).float())
     chunked = reconstruct(spec, alpha, max_entries=1000)  # forces many small chunks
