@@ -48,6 +48,7 @@ class EncodeStats:
     delta: float
     encode_seconds: float
     device: str
+    fit_restarts: int = 0  # divergence-guard restarts during fitting (fit.py)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -166,7 +167,9 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
 
     fit = config.fit
     cb = progress("fit", fit.steps) if progress else None
-    alpha = fit_alpha(subspace, spec.shape, pixels, alpha0, fit, steps=fit.steps, lr=fit.lr, progress=cb)
+    fit_stats: dict = {}
+    alpha = fit_alpha(subspace, spec.shape, pixels, alpha0, fit, steps=fit.steps, lr=fit.lr, progress=cb,
+                      stats=fit_stats)
 
     target_bytes = config.rate.bpp * height * width / 8.0
     tol = config.rate.tolerance
@@ -199,6 +202,7 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         psnr=psnr(image, decoded), ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
         num_coefs=k, num_params=spec.shape.num_params, net_width=spec.shape.width, delta=delta,
         encode_seconds=time.perf_counter() - t0, device=str(device), warnings=notes,
+        fit_restarts=fit_stats.get("restarts", 0),
     )
     return EncodeResult(data=data, stats=stats)
 

@@ -145,3 +145,30 @@ def test_fast_render_equals_float64_rounding():
     ref = torch.round(y.clamp(0, 1) * 255).to(torch.uint8).view(96, 80, 3)
     assert torch.equal(fast, ref)
     assert len(torch.unique(ref)) > 50  # a non-trivial picture
+
+
+def test_divergence_guard_recovers_from_a_bad_learning_rate(rgb_image):
+    """At lr 0.6 this SIREN first learns, then blows up (loss 0.04 -> 0.08); the guard
+    restores the best alpha at a lower rate (threshold lowered to 1.5x to catch it)."""
+    from pranc_codec.codec import tile_grid
+    from pranc_codec.fit import TileData, fit_alpha
+
+    cfg = replace(FAST, fit=replace(FAST.fit, lr=0.6, diverge_factor=1.5, checkpoint_every=1))
+    spec = plan(cfg, *rgb_image.shape)
+    sub = Subspace(spec)
+    data = TileData.from_image(rgb_image, tile_grid(cfg, *rgb_image.shape[:2]))
+
+    def fitted_mse(max_restarts: int) -> tuple[float, int]:
+        stats: dict = {}
+        alpha = fit_alpha(sub, spec.shape, data, torch.zeros(spec.num_coefs), replace(cfg.fit, max_restarts=max_restarts),
+                          steps=300, lr=cfg.fit.lr, stats=stats)
+        xy, y = data.sample(4096, torch.Generator().manual_seed(1))
+        from pranc_codec.inr import siren_forward, split_params
+        with torch.no_grad():
+            pred = siren_forward(xy, split_params(sub(alpha), spec.shape), spec.shape.omega0)
+        return float(torch.mean((pred - y) ** 2)), stats["restarts"]
+
+    unguarded, r0 = fitted_mse(0)
+    guarded, r1 = fitted_mse(3)
+    assert r0 == 0 and r1 >= 1
+    assert unguarded > 0.05 and guarded < 0.01
