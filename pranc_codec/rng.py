@@ -12,6 +12,8 @@ x ^= x>>15; x *= 0x846ca68b; x ^= x>>16), a bijection on 32-bit words.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 _M1 = np.uint32(0x7FEB352D)
@@ -117,6 +119,14 @@ def hadamard_transform(x: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
+@lru_cache(maxsize=16)
+def hadamard_matrix(m: int) -> np.ndarray:
+    """The +-1 Sylvester-Hadamard matrix H_m, int64 (m, m), read-only (cached: one per block size)."""
+    h = hadamard_transform(np.eye(m, dtype=np.int64))
+    h.setflags(write=False)
+    return h
+
+
 def orthogonal(key: int, start: int, m: int) -> np.ndarray:
     """Random orthogonal float32 matrix (m, m), m a power of two, from words start .. start + 3m - 1.
 
@@ -129,7 +139,7 @@ def orthogonal(key: int, start: int, m: int) -> np.ndarray:
     amplifying any direction.
     """
     d1, d2, perm = orthogonal_factors(key, start, m)
-    hd1 = hadamard_transform(np.eye(m, dtype=np.int64)) * d1[None, :]
+    hd1 = hadamard_matrix(m) * d1[None, :]
     c = hadamard_transform(d2[:, None] * hd1[perm])
     return c.astype(np.float32) / np.float32(m)
 

@@ -101,9 +101,11 @@ class SubspaceSpec:
             elif self.kind == BasisKind.ORTHOGONAL:
                 full, rest = divmod(n, self.chunk_size)
                 groups = [BlockGroup(full, self.chunk_size, self._dims(self.chunk_size))] if full else []
+                block = full  # index of the next block in the layer
                 for bit in reversed(range(rest.bit_length())):
                     if rest >> bit & 1:
-                        groups.append(BlockGroup(1, 1 << bit, self._dims(1 << bit), full + len(groups) - (1 if full else 0)))
+                        groups.append(BlockGroup(1, 1 << bit, self._dims(1 << bit), block))
+                        block += 1
                 out.append(LayerLayout(n, tuple(groups)))
             else:
                 chunks = -(-n // self.chunk_size)
@@ -142,8 +144,7 @@ class SubspaceSpec:
         g = self.layouts()[layer].groups[group]
         key = rng.stream_key(self.seed, rng.STREAM_BASIS, layer)
         if self.kind == BasisKind.ORTHOGONAL:
-            # block b of the layer uses words 3 * chunk_size * b onwards
-            return np.stack([rng.orthogonal(key, 3 * self.chunk_size * (g.first + c), g.rows)[:, : g.dims]
+            return np.stack([rng.orthogonal(key, self.orthogonal_start(g, c), g.rows)[:, : g.dims]
                              for c in range(c0, c1)])
         per = g.rows * g.dims
         count = (c1 - c0) * per
@@ -154,6 +155,13 @@ class SubspaceSpec:
         else:
             raise ValueError("the identity kind has no basis blocks")
         return vals.reshape(c1 - c0, g.rows, g.dims)
+
+    def orthogonal_start(self, g: BlockGroup, c: int) -> int:
+        """First word, in its layer's basis stream, of block ``c`` of group ``g`` (orthogonal kind).
+
+        Block b of a layer uses words 3 * chunk_size * b onwards (3 m <= 3 chunk_size words).
+        """
+        return 3 * self.chunk_size * (g.first + c)
 
     def theta0(self, layer: int) -> np.ndarray:
         """Offset of ``layer``: float32 (size,); zeros in the original PRANC form."""
@@ -185,48 +193,44 @@ class Subspace(torch.nn.Module):
         super().__init__()
         self.spec = spec
         self.layouts = spec.layouts()
-        # per layer: (buffer name, gain or None for a merged dense block, coefficients)
-        self.ops: list[list[tuple[str, float | None, int]]] = []
+        # per layer, in parameter order: (op, buffer name, gain, coefficients), op one of
+        # "identity" (scaled coefficients), "fast" (orthogonal blocks as Hadamard
+        # transforms), "blocks" (materialized blocks) or "dense" (merged single blocks,
+        # gains folded in)
+        self.ops: list[list[tuple[str, str, float, int]]] = []
         for i, (lay, gains) in enumerate(zip(self.layouts, spec.gains())):
             self.register_buffer(f"theta0_{i}", torch.from_numpy(spec.theta0(i)).to(device))
-            ops: list[tuple[str, float | None, int]] = []
+            ops: list[tuple[str, str, float, int]] = []
             if spec.kind == BasisKind.IDENTITY:
-                ops.append(("", gains[0], lay.num_coefs))
+                ops.append(("identity", "", gains[0], lay.num_coefs))
             else:
                 singles = [(j, g) for j, g in enumerate(lay.groups) if g.count == 1]
                 for j, g in enumerate(lay.groups):
                     if spec.kind == BasisKind.ORTHOGONAL and g.count > 1:
                         name = f"fwht_{i}_{j}"
                         self._register_factors(name, spec, i, g, device)
-                        ops.append((name, gains[j], g.count * g.dims))
+                        ops.append(("fast", name, gains[j], g.count * g.dims))
                     elif g.count > 1 or len(singles) == 1:
                         name = f"basis_{i}_{j}"
                         self.register_buffer(name, torch.from_numpy(spec.basis_block(i, j, 0, g.count)).to(device))
-                        ops.append((name, gains[j], g.count * g.dims))
+                        ops.append(("blocks", name, gains[j], g.count * g.dims))
                     elif j == singles[0][0]:  # first of several single blocks: build the merged one
-                        rows = sum(h.rows for _, h in singles)
-                        dims = sum(h.dims for _, h in singles)
-                        dense = np.zeros((rows, dims), dtype=np.float64)
-                        r = c = 0
-                        for jj, h in singles:
-                            dense[r: r + h.rows, c: c + h.dims] = gains[jj] * spec.basis_block(i, jj, 0, 1)[0]
-                            r, c = r + h.rows, c + h.dims
                         name = f"dense_{i}"
-                        self.register_buffer(name, torch.from_numpy(dense.astype(np.float32)).to(device))
-                        ops.append((name, None, dims))
+                        self.register_buffer(name, torch.from_numpy(_merged_singles(spec, i, singles, gains)).to(device))
+                        ops.append(("dense", name, 1.0, sum(h.dims for _, h in singles)))
             self.ops.append(ops)
 
     def _register_factors(self, name: str, spec: SubspaceSpec, layer: int, g: BlockGroup,
                           device: torch.device | str) -> None:
         """Signs and permutations of ``g.count`` orthogonal blocks, for :meth:`_orthogonal`."""
         key = rng.stream_key(spec.seed, rng.STREAM_BASIS, layer)
-        f = [rng.orthogonal_factors(key, 3 * spec.chunk_size * (g.first + c), g.rows) for c in range(g.count)]
+        f = [rng.orthogonal_factors(key, spec.orthogonal_start(g, c), g.rows) for c in range(g.count)]
         for n, idx in (("d1", 0), ("d2", 1), ("perm", 2)):
             t = torch.from_numpy(np.stack([x[idx] for x in f]))
             self.register_buffer(f"{name}_{n}", (t if n == "perm" else t.float()).to(device))
         a = 1 << ((g.rows.bit_length() - 1 + 1) // 2)  # H_m = H_a (x) H_b, a * b = m
         for n, size in (("ha", a), ("hb", g.rows // a)):
-            h = rng.hadamard_transform(np.eye(size, dtype=np.int64)).astype(np.float32)
+            h = rng.hadamard_matrix(size).astype(np.float32)
             self.register_buffer(f"{name}_{n}", torch.from_numpy(h).to(device))
 
     def _hadamard(self, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -258,16 +262,16 @@ class Subspace(torch.nn.Module):
             a = alpha[pos: pos + T * lay.num_coefs].view(T, lay.num_coefs)
             pos += T * lay.num_coefs
             parts, c = [], 0
-            for name, gain, k in self.ops[i]:
+            for op, name, gain, k in self.ops[i]:
                 ak = a[:, c: c + k]
                 c += k
-                if not name:  # identity: the coefficients are the scaled weights
+                if op == "identity":
                     parts.append(gain * ak)
-                elif gain is None:
+                elif op == "dense":
                     parts.append(ak @ getattr(self, name).t())
-                elif name.startswith("fwht_"):
-                    d1 = getattr(self, f"{name}_d1")
-                    parts.append(gain * self._orthogonal(name, ak.reshape(T, d1.shape[0], -1)).reshape(T, -1))
+                elif op == "fast":
+                    count = getattr(self, f"{name}_d1").shape[0]
+                    parts.append(gain * self._orthogonal(name, ak.reshape(T, count, -1)).reshape(T, -1))
                 else:
                     B = getattr(self, name)
                     ag = ak.reshape(T, B.shape[0], B.shape[2])
@@ -275,6 +279,17 @@ class Subspace(torch.nn.Module):
             delta = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))[:, : lay.size]
             thetas.append(getattr(self, f"theta0_{i}") + delta)
         return thetas
+
+
+def _merged_singles(spec: SubspaceSpec, layer: int, singles: list[tuple[int, BlockGroup]],
+                    gains: list[float]) -> np.ndarray:
+    """Single blocks ``singles`` of ``layer`` as one block-diagonal float32 matrix, gains folded in."""
+    dense = np.zeros((sum(g.rows for _, g in singles), sum(g.dims for _, g in singles)), dtype=np.float64)
+    r = c = 0
+    for j, g in singles:
+        dense[r: r + g.rows, c: c + g.dims] = gains[j] * spec.basis_block(layer, j, 0, 1)[0]
+        r, c = r + g.rows, c + g.dims
+    return dense.astype(np.float32)
 
 
 def reconstruct(spec: SubspaceSpec, alpha: np.ndarray, max_entries: int = 1 << 22) -> list[torch.Tensor]:
