@@ -77,9 +77,22 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
     ~32). When the smoothed loss exceeds ``cfg.diverge_factor`` x its best value,
     alpha goes back to the best checkpoint, Adam restarts and the learning rate
     is halved for the rest of the fit. ``stats["restarts"]`` counts this.
+
+    The input layer's coefficients learn at ``cfg.first_layer_lr`` x ``lr``: Adam
+    moves every coefficient by about the learning rate per step, and a step of
+    the input layer shifts the phase of every sine by omega0 x (its weight
+    change), several times more than a hidden layer's step does.
     """
-    alpha = alpha.detach().clone().requires_grad_(True)
-    opt = torch.optim.Adam([alpha], lr=lr)
+    first = subspace.spec.group_sizes()[0]
+    # two leaves, input layer and the rest, so that each gets its own learning rate
+    parts = [alpha.detach()[:first].clone().requires_grad_(True),
+             alpha.detach()[first:].clone().requires_grad_(True)]
+    mults = (cfg.first_layer_lr, 1.0)
+
+    def new_adam() -> torch.optim.Adam:
+        return torch.optim.Adam([{"params": [p], "lr": lr * m} for p, m in zip(parts, mults)])
+
+    opt = new_adam()
     gen = torch.Generator(device=data.coords.device).manual_seed(cfg.seed)
     T = data.counts.shape[0]
     per_tile = max(1, min(cfg.batch_pixels // T, int(data.counts.max())))
@@ -87,9 +100,10 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
     warmup = min(cfg.warmup_steps, steps // 4) if steps_q is None else 0
     ema, best, best_alpha, scale, restarts = None, math.inf, alpha.detach().clone(), 1.0, 0
     for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = scale * _lr_at(step, steps, lr, warmup)
+        for group, m in zip(opt.param_groups, mults):
+            group["lr"] = m * scale * _lr_at(step, steps, lr, warmup)
         xy, y = data.sample(per_tile, gen)
+        alpha = torch.cat(parts)
         a = alpha if steps_q is None else fake_quantize(alpha, steps_q)
         pred = siren_forward(xy, split_params(subspace(a), shape), shape.omega0)
         loss = torch.mean((pred - y) ** 2)
@@ -101,8 +115,9 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
             best, best_alpha = ema, alpha.detach().clone()
         if (ema > cfg.diverge_factor * best or not math.isfinite(value)) and restarts < cfg.max_restarts:
             with torch.no_grad():
-                alpha.copy_(best_alpha)
-            opt = torch.optim.Adam([alpha], lr=lr)
+                parts[0].copy_(best_alpha[:first])
+                parts[1].copy_(best_alpha[first:])
+            opt = new_adam()
             scale, restarts, ema = 0.5 * scale, restarts + 1, best
             continue
         opt.step()
@@ -112,7 +127,7 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
         progress(steps % report_every, float("nan"))
     if stats is not None:
         stats["restarts"] = restarts
-    return alpha.detach()
+    return torch.cat(parts).detach()
 
 
 def group_sensitivity(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torch.Tensor,

@@ -153,7 +153,7 @@ def test_divergence_guard_recovers_from_a_bad_learning_rate(rgb_image):
     from pranc_codec.codec import tile_grid
     from pranc_codec.fit import TileData, fit_alpha
 
-    cfg = replace(FAST, fit=replace(FAST.fit, lr=0.6, diverge_factor=1.5, checkpoint_every=1))
+    cfg = replace(FAST, fit=replace(FAST.fit, lr=0.6, diverge_factor=1.5, checkpoint_every=1, first_layer_lr=1.0))
     spec = plan(cfg, *rgb_image.shape)
     sub = Subspace(spec)
     data = TileData.from_image(rgb_image, tile_grid(cfg, *rgb_image.shape[:2]))
@@ -172,3 +172,28 @@ def test_divergence_guard_recovers_from_a_bad_learning_rate(rgb_image):
     guarded, r1 = fitted_mse(3)
     assert r0 == 0 and r1 >= 1
     assert unguarded > 0.05 and guarded < 0.01
+
+
+def test_first_layer_learning_rate_multiplier(rgb_image):
+    """The input layer's coefficients move at first_layer_lr x lr: 0 freezes them
+    (and only them); a small multiplier moves them less than the default does."""
+    from pranc_codec.codec import tile_grid
+    from pranc_codec.fit import TileData, fit_alpha
+
+    spec = plan(FAST, *rgb_image.shape)
+    sub = Subspace(spec)
+    data = TileData.from_image(rgb_image, tile_grid(FAST, *rgb_image.shape[:2]))
+    first = spec.group_sizes()[0]
+    start = torch.full((spec.num_coefs,), 0.01)
+
+    def moved(mult: float) -> tuple[float, float]:
+        alpha = fit_alpha(sub, spec.shape, data, start, replace(FAST.fit, first_layer_lr=mult), steps=40,
+                          lr=FAST.fit.lr)
+        d = (alpha - start).abs()
+        return float(d[:first].max()), float(d[first:].mean())
+
+    frozen, rest0 = moved(0.0)
+    small, _ = moved(0.1)
+    full, rest1 = moved(1.0)
+    assert frozen == 0.0 and rest0 > 1e-3 and rest1 > 1e-3
+    assert 0.0 < small < 0.5 * full
