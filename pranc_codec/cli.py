@@ -38,6 +38,11 @@ def _errors() -> Iterator[None]:
     except PrancError as e:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
+        # Under `python -m`, CPython ends the process by SIGINT instead of with our exit
+        # code when the interrupt surfaced inside a string exec/eval (a lazily created
+        # namedtuple, say): Py_RunMain checks a flag that run_eval_code_obj sets. Every
+        # string eval clears that flag first, so one harmless eval restores exit 130.
+        eval("0")
         _fail("interrupted; no output written", 130)
     except MemoryError:
         _fail("out of memory", 4)

@@ -201,3 +201,18 @@ def test_ctrl_c_during_encode_leaves_nothing(tmp_path, png):
     last = [s for s in err.replace("\r", "\n").splitlines() if s.strip()][-1]
     assert last == "pranc: error: interrupted; no output written"
     assert os.listdir(tmp_path) == [png.name]
+
+
+def test_interrupt_inside_a_string_eval_still_exits_130(tmp_path):
+    """CPython under `python -m` turns an exit into a SIGINT death (-2) when the
+    KeyboardInterrupt was raised inside a string exec/eval, even if it was caught
+    (seen once in CI: the interrupt landed in a lazily created namedtuple). The
+    CLI's handler must still give exit code 130 and its one line."""
+    (tmp_path / "interrupt_probe.py").write_text(
+        "from pranc_codec.cli import _errors\n"
+        "with _errors():\n"
+        "    exec('raise KeyboardInterrupt')\n")
+    r = subprocess.run([sys.executable, "-m", "interrupt_probe"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == "pranc: error: interrupted; no output written"
