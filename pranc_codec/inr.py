@@ -70,21 +70,33 @@ def make_coords(height: int, width: int, dtype: torch.dtype = torch.float32,
 
 
 def siren_forward(coords: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]],
-                  omega0: float) -> torch.Tensor:
+                  omega0: float, fold: bool = False) -> torch.Tensor:
     """Evaluate the SIREN: coords (N, 2) -> colour (N, C), unclamped, ~[0, 1].
 
     ``layers`` holds (W (fan_out, fan_in), b (fan_out,)) per linear layer. With a
     leading tile dimension (coords (T, N, 2), W (T, fan_out, fan_in), b (T, fan_out))
     every tile is evaluated by its own network in one batched product.
+
+    ``fold`` multiplies omega0 into W and b (a few thousand numbers) instead of
+    into the activations (N x width per layer): the decoder's float32 pass uses
+    it (render). It rounds differently from the unfolded form, so the exact
+    float64 pass, which decides the pixels, and the encoder's fit keep the
+    unfolded one.
     """
     h = coords
     if coords.dim() == 3:
         for W, b in layers[:-1]:
-            h = torch.sin(omega0 * torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)))
+            if fold:
+                h = torch.sin(torch.baddbmm(omega0 * b.unsqueeze(1), h, omega0 * W.transpose(1, 2)))
+            else:
+                h = torch.sin(omega0 * torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)))
         W, b = layers[-1]
         return torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)) + 0.5
     for W, b in layers[:-1]:
-        h = torch.sin(omega0 * torch.addmm(b, h, W.t()))
+        if fold:
+            h = torch.sin(torch.addmm(omega0 * b, h, omega0 * W.t()))
+        else:
+            h = torch.sin(omega0 * torch.addmm(b, h, W.t()))
     W, b = layers[-1]
     return torch.addmm(b, h, W.t()) + 0.5
 
@@ -121,7 +133,7 @@ def render(thetas: list[torch.Tensor], shape: SirenShape, height: int, width: in
         for r0 in range(0, height, rows):
             r1 = min(height, r0 + rows)
             xy = make_coords(height, width, torch.float64, device, slice(r0, r1))
-            v = (siren_forward(xy.float(), layers32, shape.omega0) * 255).double()
+            v = (siren_forward(xy.float(), layers32, shape.omega0, fold=True) * 255).double()
             near = ((v - v.floor() - 0.5).abs() < EXACT_MARGIN).any(dim=1)
             if near.any():
                 v[near] = siren_forward(xy[near], layers64, shape.omega0) * 255
