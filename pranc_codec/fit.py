@@ -84,9 +84,9 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
     change), several times more than a hidden layer's step does.
     """
     first = subspace.spec.group_sizes()[0]
+    split = [first, alpha.numel() - first]
     # two leaves, input layer and the rest, so that each gets its own learning rate
-    parts = [alpha.detach()[:first].clone().requires_grad_(True),
-             alpha.detach()[first:].clone().requires_grad_(True)]
+    parts = [p.clone().requires_grad_(True) for p in alpha.detach().split(split)]
     mults = (cfg.first_layer_lr, 1.0)
 
     def new_adam() -> torch.optim.Adam:
@@ -112,11 +112,11 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
         value = float(loss.detach())
         ema = value if ema is None else 0.9 * ema + 0.1 * value
         if step % cfg.checkpoint_every == 0 and ema < best:
-            best, best_alpha = ema, alpha.detach().clone()
+            best, best_alpha = ema, alpha.detach()  # a fresh tensor every step (torch.cat)
         if (ema > cfg.diverge_factor * best or not math.isfinite(value)) and restarts < cfg.max_restarts:
             with torch.no_grad():
-                parts[0].copy_(best_alpha[:first])
-                parts[1].copy_(best_alpha[first:])
+                for p, b in zip(parts, best_alpha.split(split)):
+                    p.copy_(b)
             opt = new_adam()
             scale, restarts, ema = 0.5 * scale, restarts + 1, best
             continue

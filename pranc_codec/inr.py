@@ -84,21 +84,17 @@ def siren_forward(coords: torch.Tensor, layers: list[tuple[torch.Tensor, torch.T
     unfolded one.
     """
     h = coords
-    if coords.dim() == 3:
-        for W, b in layers[:-1]:
-            if fold:
-                h = torch.sin(torch.baddbmm(omega0 * b.unsqueeze(1), h, omega0 * W.transpose(1, 2)))
-            else:
-                h = torch.sin(omega0 * torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)))
-        W, b = layers[-1]
-        return torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2)) + 0.5
     for W, b in layers[:-1]:
-        if fold:
-            h = torch.sin(torch.addmm(omega0 * b, h, omega0 * W.t()))
-        else:
-            h = torch.sin(omega0 * torch.addmm(b, h, W.t()))
+        h = torch.sin(_affine(h, omega0 * W, omega0 * b) if fold else omega0 * _affine(h, W, b))
     W, b = layers[-1]
-    return torch.addmm(b, h, W.t()) + 0.5
+    return _affine(h, W, b) + 0.5
+
+
+def _affine(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """h W^T + b for h (N, fan_in), or per tile for h (T, N, fan_in) with W (T, fan_out, fan_in)."""
+    if h.dim() == 3:
+        return torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
+    return torch.addmm(b, h, W.t())
 
 
 def split_params(theta: list[torch.Tensor], shape: SirenShape) -> list[tuple[torch.Tensor, torch.Tensor]]:
