@@ -91,9 +91,10 @@ def plan(config: CodecConfig, height: int, width: int, channels: int) -> Subspac
     k_target = max(rate.min_coefs, budget_bits / rate.bits_per_coef / tiles)  # per tile
     n_target = int(k_target * expansion_fp / EXPANSION_ONE)
     w = config.width or width_for_params(n_target, net.hidden_layers, channels, net.min_width, net.max_width)
+    omega0 = net.omega0_wide if 0 < net.wide_from <= w else net.omega0
     # omega0 goes through float32 exactly as the header stores it
     shape = SirenShape(width=w, hidden_layers=net.hidden_layers, channels=channels,
-                       omega0=float(np.float32(net.omega0)))
+                       omega0=float(np.float32(omega0)))
     spec = SubspaceSpec(seed=config.seed & 0xFFFFFFFF, kind=basis.kind, chunk_size=basis.chunk_size,
                         expansion_fp=expansion_fp,
                         density_byte=int(min(256, max(1, round(basis.ternary_density * 256)))),

@@ -25,6 +25,11 @@ class NetworkConfig:
 
     hidden_layers: int = 4  # number of sin() layers (3 -> 4: +0.3 to +0.9 dB, ABLATIONS.md G)
     omega0: float = 30.0  # SIREN frequency factor (first and hidden layers)
+    # Wide networks (high rates) reach finer detail with a higher frequency factor:
+    # 45 instead of 30 gave +0.2 / +0.35 dB at width 64 (1 bpp) and lost at widths
+    # 21 and 31 (ABLATIONS.md J). Widths >= wide_from use omega0_wide; 0 = never.
+    omega0_wide: float = 45.0
+    wide_from: int = 56
     min_width: int = 8
     max_width: int = 512
     # The image is cut into tiles at most this many pixels a side, each with its
@@ -59,10 +64,13 @@ class FitConfig:
     lr: float = 0.1
     qat_lr: float = 1e-3
     warmup_steps: int = 50
+    final_lr: float = 0.05  # the cosine schedule ends at this fraction of lr
+    stratified: bool = False  # minibatch pixels: one per equal run of each tile, not i.i.d.
     # Learning-rate multiplier of the input layer's coefficients: a step there moves
     # every sine's phase by omega0 x the weight change; 1.0 -> 0.03 gave +0.3 dB at
     # 0.125 bpp and +2.2 to +3.2 dB at 1 bpp (ABLATIONS.md I).
     first_layer_lr: float = 0.03
+    last_layer_lr: float = 1.0  # the same for the linear head's coefficients
     # divergence guard (fit.py): restart from the best checkpoint at half the rate
     diverge_factor: float = 3.0  # smoothed loss over its best value that counts as divergence
     checkpoint_every: int = 25  # steps between best-alpha checkpoints

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -28,6 +28,10 @@ class TileData:
     coords: torch.Tensor
     target: torch.Tensor
     counts: torch.Tensor
+    rows: torch.Tensor = field(init=False, repr=False)  # (T * P, 2 + C): coords then target, for sampling
+
+    def __post_init__(self) -> None:
+        self.rows = torch.cat([self.coords, self.target], dim=2).view(-1, 2 + self.target.shape[2])
 
     @classmethod
     def from_image(cls, image: np.ndarray, grid: TileGrid, device: torch.device | str = "cpu") -> "TileData":
@@ -45,22 +49,27 @@ class TileData:
             counts.append(n)
         return cls(coords.to(device), target.to(device), torch.tensor(counts, device=device))
 
-    def sample(self, per_tile: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, per_tile: int, gen: torch.Generator,
+               stratified: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``per_tile`` random pixels of every tile: coords (T, b, 2), target (T, b, C)."""
-        T = self.counts.shape[0]
+        T, P = self.coords.shape[:2]
         u = torch.rand(T, per_tile, device=self.coords.device, generator=gen)
-        idx = (u * self.counts[:, None]).long().clamp_(max=self.coords.shape[1] - 1)
-        xy = torch.gather(self.coords, 1, idx[..., None].expand(-1, -1, 2))
-        y = torch.gather(self.target, 1, idx[..., None].expand(-1, -1, self.target.shape[2]))
-        return xy, y
+        if stratified:
+            # one pixel from each of per_tile equal runs of the tile's row-major pixels
+            u = (u + torch.arange(per_tile, device=u.device)) / per_tile
+        idx = (u * self.counts[:, None]).long().clamp_(max=P - 1)
+        idx += torch.arange(0, T * P, P, device=idx.device)[:, None]
+        # one row gather from (T*P, 2 + C): cheaper than two gathers with expanded indices
+        rows = self.rows.index_select(0, idx.view(-1)).view(T, per_tile, -1)
+        return rows[..., :2], rows[..., 2:]
 
 
-def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 5 % of ``base``."""
+def _lr_at(step: int, total: int, base: float, warmup: int, floor: float) -> float:
+    """Linear warm-up, then cosine decay to ``floor`` x ``base``."""
     if step < warmup:
         return base * (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
-    return base * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
+    return base * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torch.Tensor, cfg: FitConfig, *,
@@ -83,11 +92,11 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
     the input layer shifts the phase of every sine by omega0 x (its weight
     change), several times more than a hidden layer's step does.
     """
-    first = subspace.spec.group_sizes()[0]
-    split = [first, alpha.numel() - first]
-    # two leaves, input layer and the rest, so that each gets its own learning rate
+    sizes = subspace.spec.group_sizes()
+    split = [sizes[0], alpha.numel() - sizes[0] - sizes[-1], sizes[-1]]
+    # three leaves, input layer, hidden layers and head, each with its own learning rate
     parts = [p.clone().requires_grad_(True) for p in alpha.detach().split(split)]
-    mults = (cfg.first_layer_lr, 1.0)
+    mults = (cfg.first_layer_lr, 1.0, cfg.last_layer_lr)
 
     def new_adam() -> torch.optim.Adam:
         return torch.optim.Adam([{"params": [p], "lr": lr * m} for p, m in zip(parts, mults)])
@@ -101,11 +110,11 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
     ema, best, best_alpha, scale, restarts = None, math.inf, alpha.detach().clone(), 1.0, 0
     for step in range(steps):
         for group, m in zip(opt.param_groups, mults):
-            group["lr"] = m * scale * _lr_at(step, steps, lr, warmup)
-        xy, y = data.sample(per_tile, gen)
+            group["lr"] = m * scale * _lr_at(step, steps, lr, warmup, cfg.final_lr)
+        xy, y = data.sample(per_tile, gen, cfg.stratified)
         alpha = torch.cat(parts)
         a = alpha if steps_q is None else fake_quantize(alpha, steps_q)
-        pred = siren_forward(xy, split_params(subspace(a), shape), shape.omega0)
+        pred = siren_forward(xy, split_params(subspace(a), shape), shape.omega0, fold=True)
         loss = torch.mean((pred - y) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,7 +155,7 @@ def group_sensitivity(subspace: Subspace, shape: SirenShape, data: TileData, alp
 
     def mse(a: torch.Tensor) -> float:
         with torch.no_grad():
-            pred = siren_forward(xy, split_params(subspace(a), shape), shape.omega0)
+            pred = siren_forward(xy, split_params(subspace(a), shape), shape.omega0, fold=True)
             return float(torch.mean((pred.double() - y.double()) ** 2))
 
     base = mse(alpha)

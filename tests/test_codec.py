@@ -174,26 +174,67 @@ def test_divergence_guard_recovers_from_a_bad_learning_rate(rgb_image):
     assert unguarded > 0.05 and guarded < 0.01
 
 
-def test_first_layer_learning_rate_multiplier(rgb_image):
-    """The input layer's coefficients move at first_layer_lr x lr: 0 freezes them
-    (and only them); a small multiplier moves them less than the default does."""
+@pytest.mark.parametrize("field", ["first_layer_lr", "last_layer_lr"])
+def test_layer_learning_rate_multipliers(rgb_image, field):
+    """The input layer's (head's) coefficients move at first_layer_lr (last_layer_lr)
+    x lr: 0 freezes them and only them; a small multiplier moves them less than 1 does."""
     from pranc_codec.codec import tile_grid
     from pranc_codec.fit import TileData, fit_alpha
 
     spec = plan(FAST, *rgb_image.shape)
     sub = Subspace(spec)
     data = TileData.from_image(rgb_image, tile_grid(FAST, *rgb_image.shape[:2]))
-    first = spec.group_sizes()[0]
+    sizes = spec.group_sizes()
+    own = slice(0, sizes[0]) if field == "first_layer_lr" else slice(spec.num_coefs - sizes[-1], None)
+    others = torch.ones(spec.num_coefs, dtype=torch.bool)
+    others[own] = False
     start = torch.full((spec.num_coefs,), 0.01)
 
     def moved(mult: float) -> tuple[float, float]:
-        alpha = fit_alpha(sub, spec.shape, data, start, replace(FAST.fit, first_layer_lr=mult), steps=40,
+        alpha = fit_alpha(sub, spec.shape, data, start, replace(FAST.fit, **{field: mult}), steps=40,
                           lr=FAST.fit.lr)
         d = (alpha - start).abs()
-        return float(d[:first].max()), float(d[first:].mean())
+        return float(d[own].max()), float(d[others].mean())
 
     frozen, rest0 = moved(0.0)
     small, _ = moved(0.1)
     full, rest1 = moved(1.0)
     assert frozen == 0.0 and rest0 > 1e-3 and rest1 > 1e-3
     assert 0.0 < small < 0.5 * full
+
+
+def test_stratified_sampling_visits_every_pixel_once():
+    """With as many samples as pixels, stratified sampling draws each pixel of each
+    tile exactly once (i.i.d. sampling would repeat ~37 % of them), padding never."""
+    from pranc_codec.fit import TileData
+    from pranc_codec.tiling import TileGrid
+
+    image = np.arange(21 * 30 * 3, dtype=np.int64).reshape(21, 30, 3).astype(np.uint8)
+    grid = TileGrid(21, 30, 16)  # tiles of 150 and 165 pixels: the smaller ones are padded
+    data = TileData.from_image(image, grid)
+    gen = torch.Generator().manual_seed(0)
+    for t, n in enumerate(data.counts.tolist()):
+        xy, _ = data.sample(n, gen, stratified=True)
+        seen = {tuple(p) for p in xy[t].tolist()}
+        assert len(seen) == n == len({tuple(p) for p in data.coords[t, :n].tolist()})
+    n = int(data.counts[0])
+    xy, _ = data.sample(n, gen, stratified=False)
+    assert len({tuple(p) for p in xy[0].tolist()}) < 0.8 * n
+
+
+@pytest.mark.parametrize("width, wide_from, expected", [(32, 56, 30.0), (55, 56, 30.0), (56, 56, 45.0),
+                                                        (64, 56, 45.0), (64, 0, 30.0)])
+def test_wide_networks_use_the_higher_frequency_factor(width, wide_from, expected):
+    cfg = replace(FAST, width=width, network=replace(FAST.network, wide_from=wide_from))
+    assert plan(cfg, 512, 768, 3).shape.omega0 == expected
+
+
+def test_default_rate_points_choose_omega0_by_width():
+    """At 768x512 the default rates 0.125-0.5 bpp keep omega0 = 30; 1 bpp is wide."""
+    from pranc_codec.config import CodecConfig, RateConfig
+
+    def shape(bpp: float):
+        return plan(CodecConfig(rate=RateConfig(bpp=bpp)), 512, 768, 3).shape
+
+    assert [shape(b).omega0 for b in (0.125, 0.25, 0.5)] == [30.0] * 3
+    assert shape(1.0).omega0 == 45.0 and shape(1.0).width >= 56
