@@ -78,10 +78,10 @@ def siren_forward(coords: torch.Tensor, layers: list[tuple[torch.Tensor, torch.T
     every tile is evaluated by its own network in one batched product.
 
     ``fold`` multiplies omega0 into W and b (a few thousand numbers) instead of
-    into the activations (N x width per layer): the decoder's float32 pass uses
-    it (render). It rounds differently from the unfolded form, so the exact
-    float64 pass, which decides the pixels, and the encoder's fit keep the
-    unfolded one.
+    into the activations (N x width per layer, and again in the backward pass):
+    the fit and the decoder's float32 pass use it (12 % of a fitting step at
+    1 bpp). It rounds differently from the unfolded form, so the exact float64
+    pass, which decides the pixels (render), keeps the unfolded one.
     """
     h = coords
     for W, b in layers[:-1]:
