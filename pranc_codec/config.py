@@ -65,7 +65,6 @@ class FitConfig:
     qat_lr: float = 1e-3
     warmup_steps: int = 50
     final_lr: float = 0.05  # the cosine schedule ends at this fraction of lr
-    stratified: bool = False  # minibatch pixels: one per equal run of each tile, not i.i.d.
     # Learning-rate multiplier of the input layer's coefficients: a step there moves
     # every sine's phase by omega0 x the weight change; 1.0 -> 0.03 gave +0.3 dB at
     # 0.125 bpp and +2.2 to +3.2 dB at 1 bpp (ABLATIONS.md I).

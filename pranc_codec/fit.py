@@ -49,14 +49,10 @@ class TileData:
             counts.append(n)
         return cls(coords.to(device), target.to(device), torch.tensor(counts, device=device))
 
-    def sample(self, per_tile: int, gen: torch.Generator,
-               stratified: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, per_tile: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``per_tile`` random pixels of every tile: coords (T, b, 2), target (T, b, C)."""
         T, P = self.coords.shape[:2]
         u = torch.rand(T, per_tile, device=self.coords.device, generator=gen)
-        if stratified:
-            # one pixel from each of per_tile equal runs of the tile's row-major pixels
-            u = (u + torch.arange(per_tile, device=u.device)) / per_tile
         idx = (u * self.counts[:, None]).long().clamp_(max=P - 1)
         idx += torch.arange(0, T * P, P, device=idx.device)[:, None]
         # one row gather from (T*P, 2 + C): cheaper than two gathers with expanded indices
@@ -93,7 +89,7 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
     change), several times more than a hidden layer's step does.
     """
     sizes = subspace.spec.group_sizes()
-    split = [sizes[0], alpha.numel() - sizes[0] - sizes[-1], sizes[-1]]
+    split = [sizes[0], sum(sizes[1:-1]), sizes[-1]]
     # three leaves, input layer, hidden layers and head, each with its own learning rate
     parts = [p.clone().requires_grad_(True) for p in alpha.detach().split(split)]
     mults = (cfg.first_layer_lr, 1.0, cfg.last_layer_lr)
@@ -111,7 +107,7 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
     for step in range(steps):
         for group, m in zip(opt.param_groups, mults):
             group["lr"] = m * scale * _lr_at(step, steps, lr, warmup, cfg.final_lr)
-        xy, y = data.sample(per_tile, gen, cfg.stratified)
+        xy, y = data.sample(per_tile, gen)
         alpha = torch.cat(parts)
         a = alpha if steps_q is None else fake_quantize(alpha, steps_q)
         pred = siren_forward(xy, split_params(subspace(a), shape), shape.omega0, fold=True)

@@ -80,8 +80,9 @@ def siren_forward(coords: torch.Tensor, layers: list[tuple[torch.Tensor, torch.T
     ``fold`` multiplies omega0 into W and b (a few thousand numbers) instead of
     into the activations (N x width per layer, and again in the backward pass):
     the fit and the decoder's float32 pass use it (5-15 % of a 1 bpp fitting
-    step in a micro-benchmark, not measurable over a whole encode). It rounds differently from the unfolded form, so the exact float64
-    pass, which decides the pixels (render), keeps the unfolded one.
+    step in a micro-benchmark, not measurable over a whole encode). It rounds
+    differently from the unfolded form, so the exact float64 pass, which
+    decides the pixels (render), keeps the unfolded one.
     """
     h = coords
     for W, b in layers[:-1]:

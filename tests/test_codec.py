@@ -203,25 +203,6 @@ def test_layer_learning_rate_multipliers(rgb_image, field):
     assert 0.0 < small < 0.5 * full
 
 
-def test_stratified_sampling_visits_every_pixel_once():
-    """With as many samples as pixels, stratified sampling draws each pixel of each
-    tile exactly once (i.i.d. sampling would repeat ~37 % of them), padding never."""
-    from pranc_codec.fit import TileData
-    from pranc_codec.tiling import TileGrid
-
-    image = np.arange(21 * 30 * 3, dtype=np.int64).reshape(21, 30, 3).astype(np.uint8)
-    grid = TileGrid(21, 30, 16)  # tiles of 150 and 165 pixels: the smaller ones are padded
-    data = TileData.from_image(image, grid)
-    gen = torch.Generator().manual_seed(0)
-    for t, n in enumerate(data.counts.tolist()):
-        xy, _ = data.sample(n, gen, stratified=True)
-        seen = {tuple(p) for p in xy[t].tolist()}
-        assert len(seen) == n == len({tuple(p) for p in data.coords[t, :n].tolist()})
-    n = int(data.counts[0])
-    xy, _ = data.sample(n, gen, stratified=False)
-    assert len({tuple(p) for p in xy[0].tolist()}) < 0.8 * n
-
-
 @pytest.mark.parametrize("width, wide_from, expected", [(32, 56, 30.0), (55, 56, 30.0), (56, 56, 45.0),
                                                         (64, 56, 45.0), (64, 0, 30.0)])
 def test_wide_networks_use_the_higher_frequency_factor(width, wide_from, expected):
