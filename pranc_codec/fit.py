@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -21,17 +21,22 @@ Progress = Callable[[int, float], None]  # (steps done since last call, current 
 class TileData:
     """Pixels of every tile, padded to the largest tile.
 
-    coords: (T, P, 2) tile-local coordinates in [-1, 1]; target: (T, P, C) in [0, 1];
-    counts: (T,) real pixels per tile (rows past a tile's count are padding).
+    table: (T, P, 2 + C), per pixel its tile-local coordinates in [-1, 1] (the
+    first 2 columns, ``coords``) and its colour in [0, 1] (the rest, ``target``),
+    in one tensor so that a minibatch is one row gather; counts: (T,) real
+    pixels per tile (rows past a tile's count are padding).
     """
 
-    coords: torch.Tensor
-    target: torch.Tensor
+    table: torch.Tensor
     counts: torch.Tensor
-    rows: torch.Tensor = field(init=False, repr=False)  # (T * P, 2 + C): coords then target, for sampling
 
-    def __post_init__(self) -> None:
-        self.rows = torch.cat([self.coords, self.target], dim=2).view(-1, 2 + self.target.shape[2])
+    @property
+    def coords(self) -> torch.Tensor:
+        return self.table[..., :2]
+
+    @property
+    def target(self) -> torch.Tensor:
+        return self.table[..., 2:]
 
     @classmethod
     def from_image(cls, image: np.ndarray, grid: TileGrid, device: torch.device | str = "cpu") -> "TileData":
@@ -39,24 +44,22 @@ class TileData:
         c = image.shape[2]
         boxes = grid.boxes()
         P = max((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in boxes)
-        coords = torch.zeros(len(boxes), P, 2)
-        target = torch.zeros(len(boxes), P, c)
+        table = torch.zeros(len(boxes), P, 2 + c)
         counts = []
         for t, (y0, y1, x0, x1) in enumerate(boxes):
             n = (y1 - y0) * (x1 - x0)
-            coords[t, :n] = make_coords(y1 - y0, x1 - x0)
-            target[t, :n] = torch.from_numpy(image[y0:y1, x0:x1].reshape(-1, c).astype(np.float32) / 255.0)
+            table[t, :n, :2] = make_coords(y1 - y0, x1 - x0)
+            table[t, :n, 2:] = torch.from_numpy(image[y0:y1, x0:x1].reshape(-1, c).astype(np.float32) / 255.0)
             counts.append(n)
-        return cls(coords.to(device), target.to(device), torch.tensor(counts, device=device))
+        return cls(table.to(device), torch.tensor(counts, device=device))
 
     def sample(self, per_tile: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``per_tile`` random pixels of every tile: coords (T, b, 2), target (T, b, C)."""
-        T, P = self.coords.shape[:2]
-        u = torch.rand(T, per_tile, device=self.coords.device, generator=gen)
+        T, P = self.table.shape[:2]
+        u = torch.rand(T, per_tile, device=self.table.device, generator=gen)
         idx = (u * self.counts[:, None]).long().clamp_(max=P - 1)
         idx += torch.arange(0, T * P, P, device=idx.device)[:, None]
-        # one row gather from (T*P, 2 + C): cheaper than two gathers with expanded indices
-        rows = self.rows.index_select(0, idx.view(-1)).view(T, per_tile, -1)
+        rows = self.table.view(T * P, -1).index_select(0, idx.view(-1)).view(T, per_tile, -1)
         return rows[..., :2], rows[..., 2:]
 
 
@@ -98,15 +101,16 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
         return torch.optim.Adam([{"params": [p], "lr": lr * m} for p, m in zip(parts, mults)])
 
     opt = new_adam()
-    gen = torch.Generator(device=data.coords.device).manual_seed(cfg.seed)
+    gen = torch.Generator(device=data.table.device).manual_seed(cfg.seed)
     T = data.counts.shape[0]
     per_tile = max(1, min(cfg.batch_pixels // T, int(data.counts.max())))
     report_every = max(1, steps // 100)
     warmup = min(cfg.warmup_steps, steps // 4) if steps_q is None else 0
     ema, best, best_alpha, scale, restarts = None, math.inf, alpha.detach().clone(), 1.0, 0
     for step in range(steps):
+        rate = scale * _lr_at(step, steps, lr, warmup, cfg.final_lr)
         for group, m in zip(opt.param_groups, mults):
-            group["lr"] = m * scale * _lr_at(step, steps, lr, warmup, cfg.final_lr)
+            group["lr"] = m * rate
         xy, y = data.sample(per_tile, gen)
         alpha = torch.cat(parts)
         a = alpha if steps_q is None else fake_quantize(alpha, steps_q)
@@ -144,7 +148,7 @@ def group_sensitivity(subspace: Subspace, shape: SirenShape, data: TileData, alp
     first-order term, so h_g = dMSE / (n_g * probe^2 / 12) is the curvature the
     quantizer sees (MSE in [0, 1]^2 units per unit alpha^2).
     """
-    gen = torch.Generator(device=data.coords.device).manual_seed(seed)
+    gen = torch.Generator(device=data.table.device).manual_seed(seed)
     T = data.counts.shape[0]
     xy, y = data.sample(max(1, pixels // T), gen)
     cpu = torch.Generator().manual_seed(seed)
