@@ -48,8 +48,11 @@ def laplace_bits(v: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     """Code length (bits, summed) of values v under a unit-bin discretized Laplace of scale exp(log_b)."""
     b = torch.exp(log_b) + 1e-3
     a = v.abs()
-    inner = 1 - 0.5 * (torch.exp((a - 0.5) / b) + torch.exp(-(a + 0.5) / b))  # P for |v| < 0.5
-    outer = 0.5 * torch.exp(-(a - 0.5) / b) * (1 - torch.exp(-1 / b))  # P for |v| >= 0.5
+    # each branch sees only its own range: an overflow in the unused branch would
+    # still put 0 x inf = NaN into the gradient through torch.where
+    ai, ao = a.clamp(max=0.5), a.clamp(min=0.5)
+    inner = 1 - 0.5 * (torch.exp((ai - 0.5) / b) + torch.exp(-(ai + 0.5) / b))  # P for |v| < 0.5
+    outer = 0.5 * torch.exp(-(ao - 0.5) / b) * (1 - torch.exp(-1 / b))  # P for |v| >= 0.5
     p = torch.where(a < 0.5, inner, outer).clamp_min(1e-9)
     return -torch.log2(p).sum()
 
