@@ -24,9 +24,15 @@ counted at their empirical entropy, + 32 bits per level for the model's scale.
 PSNR and MS-SSIM (``pranc_codec.metrics``) are of the rendered, clamped, 8-bit
 output with those quantized weights.
 The files a codec would write would be a little larger (header, coder
-overhead, under 1 % for rANS at these sizes). Example:
+overhead, under 1 % for rANS at these sizes).
+
+With ``--bpp`` the rate weight starts at ``--lam`` and follows the target:
+after every rate evaluation of the noisy phase, lambda is multiplied by
+(rate of the rounded latents / their share of the target)^gain, a dual ascent
+on the rate constraint (it costs one more pass over the latents). Examples:
 
     python eval/probe_grid.py ../shared/data/kodak/kodim23.png --lam 2.5e-4
+    python eval/probe_grid.py ../shared/data/kodak/kodim23.png --bpp 0.5 --lam 2.5e-3
 """
 from __future__ import annotations
 
@@ -101,6 +107,8 @@ def main() -> None:
     ap.add_argument("--mlp-lr", type=float, default=0.01)
     ap.add_argument("--ste-frac", type=float, default=0.1)
     ap.add_argument("--rate-every", type=int, default=4)
+    ap.add_argument("--bpp", type=float, default=0.0, help="target bpp: lambda follows the rate (0 = fixed --lam)")
+    ap.add_argument("--gain", type=float, default=0.05, help="lambda controller gain per rate evaluation")
     ap.add_argument("--mlp-bits", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -121,6 +129,9 @@ def main() -> None:
     base = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(0)
     trace = []
+    lam = args.lam
+    n_mlp = sum(p.numel() for p in mlp.parameters())
+    latent_target = args.bpp - (n_mlp * args.mlp_bits + 32 * len(levels)) / (H * W)
     for step in range(args.steps):
         frac = step / args.steps
         for g, b0 in zip(opt.param_groups, base):
@@ -132,7 +143,12 @@ def main() -> None:
         loss = F.mse_loss(pred, target.index_select(0, idx))
         if ste or step % args.rate_every == 0:
             rate = sum(laplace_bits(y, log_b[i]) for i, y in enumerate(ys)) / (H * W)
-            loss = loss + args.lam * (1 if ste else args.rate_every) * rate
+            loss = loss + lam * (1 if ste else args.rate_every) * rate
+            if args.bpp and not ste:
+                # dual ascent on the rate constraint, on the rate of the rounded latents
+                with torch.no_grad():
+                    r = sum(float(laplace_bits(torch.round(y), log_b[i])) for i, y in enumerate(grids)) / (H * W)
+                lam *= math.exp(args.gain * math.log(max(r, 1e-6) / latent_target))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -153,7 +169,7 @@ def main() -> None:
                          for i in idx.split(65536)])
         decoded = torch.round(out.clamp(0, 1) * 255).to(torch.uint8).reshape(H, W, C).numpy()
     bits = latent_bits + mlp_bits + 32 * len(levels)
-    print(json.dumps(dict(image=args.image.stem, lam=args.lam, steps=args.steps, batch=args.batch, levels=levels,
+    print(json.dumps(dict(image=args.image.stem, lam=args.lam, lam_final=lam, bpp_target=args.bpp, steps=args.steps, batch=args.batch, levels=levels,
                           hidden=h, lr=args.lr, psnr=round(psnr(image, decoded), 2),
                           ms_ssim=round(ms_ssim(image, decoded), 4), bpp=round(bits / (H * W), 4),
                           latent_bpp=round(latent_bits / (H * W), 4), mlp_bpp=round(mlp_bits / (H * W), 4),
