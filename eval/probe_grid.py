@@ -31,6 +31,12 @@ after every rate evaluation of the noisy phase, lambda is multiplied by
 (rate of the rounded latents / their share of the target)^gain, a dual ascent
 on the rate constraint (it costs one more pass over the latents). Examples:
 
+With ``--context`` the Laplace scale of each latent of level l (all but the
+coarsest) is exp(a_l + c_l log(0.5 + |latent of level l+1 above it|)), a
+cross-scale context: a decoder that decodes coarse to fine knows it, and all
+latents of a level still decode in parallel (unlike a raster-order
+autoregressive model).
+
     python eval/probe_grid.py ../shared/data/kodak/kodim23.png --lam 2.5e-4
     python eval/probe_grid.py ../shared/data/kodak/kodim23.png --bpp 0.5 --lam 2.5e-3
 """
@@ -111,6 +117,8 @@ def main() -> None:
     ap.add_argument("--gain", type=float, default=0.05, help="lambda controller gain per rate evaluation")
     ap.add_argument("--mlp-bits", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--context", action="store_true",
+                    help="scale of each latent from the coarser level's magnitude at its place")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -121,10 +129,19 @@ def main() -> None:
     levels = list(range(args.first, args.first + args.levels))
     grids = [torch.zeros(math.ceil(H / 2 ** l), math.ceil(W / 2 ** l), requires_grad=True) for l in levels]
     log_b = torch.zeros(len(levels), requires_grad=True)
+    ctx_w = torch.zeros(len(levels), requires_grad=True)
+
+    def level_log_b(ys: list[torch.Tensor], i: int) -> torch.Tensor:
+        """Scale of level i's latents: from the coarser level's magnitudes (decoded first)."""
+        if not args.context or i == len(ys) - 1:
+            return log_b[i]
+        h_, w_ = ys[i].shape
+        up = ys[i + 1].abs().repeat_interleave(2, 0).repeat_interleave(2, 1)[:h_, :w_]
+        return log_b[i] + ctx_w[i] * torch.log(0.5 + up)
     h = args.hidden
     mlp = torch.nn.Sequential(torch.nn.Linear(len(levels), h), torch.nn.ReLU(), torch.nn.Linear(h, h), torch.nn.ReLU(),
                               torch.nn.Linear(h, C))
-    opt = torch.optim.Adam([{"params": grids + [log_b], "lr": args.lr},
+    opt = torch.optim.Adam([{"params": grids + [log_b, ctx_w], "lr": args.lr},
                             {"params": list(mlp.parameters()), "lr": args.mlp_lr}])
     base = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(0)
@@ -142,12 +159,13 @@ def main() -> None:
         pred = mlp(sample_levels(ys, levels, (idx // W).float(), (idx % W).float())) + 0.5
         loss = F.mse_loss(pred, target.index_select(0, idx))
         if ste or step % args.rate_every == 0:
-            rate = sum(laplace_bits(y, log_b[i]) for i, y in enumerate(ys)) / (H * W)
+            rate = sum(laplace_bits(y, level_log_b(ys, i)) for i, y in enumerate(ys)) / (H * W)
             loss = loss + lam * (1 if ste else args.rate_every) * rate
             if args.bpp and not ste:
                 # dual ascent on the rate constraint, on the rate of the rounded latents
                 with torch.no_grad():
-                    r = sum(float(laplace_bits(torch.round(y), log_b[i])) for i, y in enumerate(grids)) / (H * W)
+                    rq = [torch.round(g) for g in grids]
+                    r = sum(float(laplace_bits(y, level_log_b(rq, i))) for i, y in enumerate(rq)) / (H * W)
                 lam *= math.exp(args.gain * math.log(max(r, 1e-6) / latent_target))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -157,7 +175,7 @@ def main() -> None:
     fit_s = time.perf_counter() - t0
     with torch.no_grad():
         q = [torch.round(y) for y in grids]
-        latent_bits = sum(float(laplace_bits(y, log_b[i])) for i, y in enumerate(q))
+        latent_bits = sum(float(laplace_bits(y, level_log_b(q, i))) for i, y in enumerate(q))
         mlp_bits = 0.0
         for p in mlp.parameters():
             step_w = float(p.abs().max()) / 2 ** (args.mlp_bits - 1) or 1.0
@@ -169,7 +187,7 @@ def main() -> None:
                          for i in idx.split(65536)])
         decoded = torch.round(out.clamp(0, 1) * 255).to(torch.uint8).reshape(H, W, C).numpy()
     bits = latent_bits + mlp_bits + 32 * len(levels)
-    print(json.dumps(dict(image=args.image.stem, lam=args.lam, lam_final=lam, bpp_target=args.bpp, steps=args.steps, batch=args.batch, levels=levels,
+    print(json.dumps(dict(image=args.image.stem, lam=args.lam, lam_final=lam, context=args.context, ctx_w=[round(float(v), 3) for v in ctx_w.detach()], bpp_target=args.bpp, steps=args.steps, batch=args.batch, levels=levels,
                           hidden=h, lr=args.lr, psnr=round(psnr(image, decoded), 2),
                           ms_ssim=round(ms_ssim(image, decoded), 4), bpp=round(bits / (H * W), 4),
                           latent_bpp=round(latent_bits / (H * W), 4), mlp_bpp=round(mlp_bits / (H * W), 4),
