@@ -31,9 +31,9 @@ after every rate evaluation of the noisy phase, lambda is multiplied by
 (rate of the rounded latents / their share of the target)^gain, a dual ascent
 on the rate constraint (it costs one more pass over the latents). Examples:
 
-With ``--context`` the Laplace scale of each latent of level l (all but the
-coarsest) is exp(a_l + c_l log(0.5 + |latent of level l+1 above it|)), a
-cross-scale context: a decoder that decodes coarse to fine knows it, and all
+With ``--context N`` the Laplace scale of each latent of the N finest levels
+is exp(a_l + c_l log(0.5 + |latent of level l+1 above it|)), a cross-scale
+context: a decoder that decodes coarse to fine knows it, and all
 latents of a level still decode in parallel (unlike a raster-order
 autoregressive model).
 
@@ -117,8 +117,8 @@ def main() -> None:
     ap.add_argument("--gain", type=float, default=0.05, help="lambda controller gain per rate evaluation")
     ap.add_argument("--mlp-bits", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--context", action="store_true",
-                    help="scale of each latent from the coarser level's magnitude at its place")
+    ap.add_argument("--context", type=int, default=0, metavar="N",
+                    help="the N finest levels take each latent's scale from the coarser level's magnitude there")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -133,7 +133,7 @@ def main() -> None:
 
     def level_log_b(ys: list[torch.Tensor], i: int) -> torch.Tensor:
         """Scale of level i's latents: from the coarser level's magnitudes (decoded first)."""
-        if not args.context or i == len(ys) - 1:
+        if i >= min(args.context, len(ys) - 1):
             return log_b[i]
         h_, w_ = ys[i].shape
         up = ys[i + 1].abs().repeat_interleave(2, 0).repeat_interleave(2, 1)[:h_, :w_]
