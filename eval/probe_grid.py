@@ -29,13 +29,13 @@ overhead, under 1 % for rANS at these sizes).
 With ``--bpp`` the rate weight starts at ``--lam`` and follows the target:
 after every rate evaluation of the noisy phase, lambda is multiplied by
 (rate of the rounded latents / their share of the target)^gain, a dual ascent
-on the rate constraint (it costs one more pass over the latents). Examples:
+on the rate constraint (it costs one more pass over the latents).
 
 With ``--context N`` the Laplace scale of each latent of the N finest levels
 is exp(a_l + c_l log(0.5 + |latent of level l+1 above it|)), a cross-scale
 context: a decoder that decodes coarse to fine knows it, and all
 latents of a level still decode in parallel (unlike a raster-order
-autoregressive model).
+autoregressive model). Examples:
 
     python eval/probe_grid.py ../shared/data/kodak/kodim23.png --lam 2.5e-4
     python eval/probe_grid.py ../shared/data/kodak/kodim23.png --bpp 0.5 --lam 2.5e-3
