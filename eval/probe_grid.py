@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pranc_codec.fit import _lr_at
 from pranc_codec.image_io import read_image
 from pranc_codec.metrics import ms_ssim, psnr
 
@@ -138,6 +139,11 @@ def main() -> None:
         h_, w_ = ys[i].shape
         up = ys[i + 1].abs().repeat_interleave(2, 0).repeat_interleave(2, 1)[:h_, :w_]
         return log_b[i] + ctx_w[i] * torch.log(0.5 + up)
+
+    def level_bits(ys: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Code length (bits) of each level's latents under its scale model."""
+        return [laplace_bits(y, level_log_b(ys, i)) for i, y in enumerate(ys)]
+
     h = args.hidden
     mlp = torch.nn.Sequential(torch.nn.Linear(len(levels), h), torch.nn.ReLU(), torch.nn.Linear(h, h), torch.nn.ReLU(),
                               torch.nn.Linear(h, C))
@@ -150,32 +156,31 @@ def main() -> None:
     n_mlp = sum(p.numel() for p in mlp.parameters())
     latent_target = args.bpp - (n_mlp * args.mlp_bits + 32 * len(levels)) / (H * W)
     for step in range(args.steps):
-        frac = step / args.steps
         for g, b0 in zip(opt.param_groups, base):
-            g["lr"] = b0 * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
-        ste = frac >= 1 - args.ste_frac
+            g["lr"] = _lr_at(step, args.steps, b0, 0, 0.02)  # the codec's cosine schedule, no warm-up
+        ste = step / args.steps >= 1 - args.ste_frac
         ys = [y + (torch.round(y) - y).detach() if ste else y + torch.rand_like(y) - 0.5 for y in grids]
         idx = torch.randint(0, H * W, (args.batch,), generator=gen)
         pred = mlp(sample_levels(ys, levels, (idx // W).float(), (idx % W).float())) + 0.5
-        loss = F.mse_loss(pred, target.index_select(0, idx))
+        mse = F.mse_loss(pred, target.index_select(0, idx))
+        loss = mse
         if ste or step % args.rate_every == 0:
-            rate = sum(laplace_bits(y, level_log_b(ys, i)) for i, y in enumerate(ys)) / (H * W)
+            rate = sum(level_bits(ys)) / (H * W)
             loss = loss + lam * (1 if ste else args.rate_every) * rate
             if args.bpp and not ste:
                 # dual ascent on the rate constraint, on the rate of the rounded latents
                 with torch.no_grad():
-                    rq = [torch.round(g) for g in grids]
-                    r = sum(float(laplace_bits(y, level_log_b(rq, i))) for i, y in enumerate(rq)) / (H * W)
+                    r = sum(map(float, level_bits([torch.round(g) for g in grids]))) / (H * W)
                 lam *= math.exp(args.gain * math.log(max(r, 1e-6) / latent_target))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if (step + 1) % max(1, args.steps // 10) == 0:
-            trace.append(round(-10 * math.log10(F.mse_loss(pred, target.index_select(0, idx)).item()), 2))
+            trace.append(round(-10 * math.log10(mse.item()), 2))
     fit_s = time.perf_counter() - t0
     with torch.no_grad():
         q = [torch.round(y) for y in grids]
-        latent_bits = sum(float(laplace_bits(y, level_log_b(q, i))) for i, y in enumerate(q))
+        lat_bits = sum(map(float, level_bits(q)))
         mlp_bits = 0.0
         for p in mlp.parameters():
             step_w = float(p.abs().max()) / 2 ** (args.mlp_bits - 1) or 1.0
@@ -186,11 +191,13 @@ def main() -> None:
         out = torch.cat([mlp(sample_levels(q, levels, (i // W).float(), (i % W).float())) + 0.5
                          for i in idx.split(65536)])
         decoded = torch.round(out.clamp(0, 1) * 255).to(torch.uint8).reshape(H, W, C).numpy()
-    bits = latent_bits + mlp_bits + 32 * len(levels)
-    print(json.dumps(dict(image=args.image.stem, lam=args.lam, lam_final=lam, context=args.context, ctx_w=[round(float(v), 3) for v in ctx_w.detach()], bpp_target=args.bpp, steps=args.steps, batch=args.batch, levels=levels,
+    bits = lat_bits + mlp_bits + 32 * len(levels)
+    print(json.dumps(dict(image=args.image.stem, lam=args.lam, lam_final=lam, context=args.context,
+                          ctx_w=[round(float(v), 3) for v in ctx_w.detach()], bpp_target=args.bpp, steps=args.steps,
+                          batch=args.batch, levels=levels,
                           hidden=h, lr=args.lr, psnr=round(psnr(image, decoded), 2),
                           ms_ssim=round(ms_ssim(image, decoded), 4), bpp=round(bits / (H * W), 4),
-                          latent_bpp=round(latent_bits / (H * W), 4), mlp_bpp=round(mlp_bits / (H * W), 4),
+                          latent_bpp=round(lat_bits / (H * W), 4), mlp_bpp=round(mlp_bits / (H * W), 4),
                           batch_psnr_every_10pct=trace, encode_s=round(fit_s, 1))), flush=True)
 
 
