@@ -15,12 +15,14 @@ from .config import BasisKind
 from .entropy import MAX_BOUND, LaplaceModel
 from .errors import FormatError, LimitError
 from .inr import SirenShape
+from .latent import GridShape
 from .subspace import EXPANSION_ONE, SubspaceSpec
 from .tiling import TileGrid
 
 MAGIC = b"PRNC"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
+VERSION = 3  # SIREN files (net_kind 0)
+GRID_VERSION = 4  # latent-grid files (net_kind 1): their own layout after byte 11
+READABLE_VERSIONS = (1, 2, 3, 4)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -51,6 +53,20 @@ _CRC = struct.Struct("<I")
 
 FLAG_OFFSET = 0x01
 NET_SIREN = 0
+NET_GRID = 1
+
+# Version 4 (latent grid): magic, version, flags, width, height, channels, net_kind,
+# levels, hidden, hidden_layers; then per level (decay, bound), per MLP layer
+# (step, decay, bound); then the payload as segments, each a u32 length and a rANS stream.
+_GRID_FIXED = struct.Struct("<4sBBHHBBBHB")
+_LEVEL = struct.Struct("<HH")
+_LAYER = struct.Struct("<fHH")
+MAX_LEVELS = 12
+MAX_HIDDEN = 256
+# Latents are rANS-coded in segments of at most this many symbols, so decoding
+# holds the coder's Python lists for one segment at a time (~20 MB), not for
+# all 1.33 x pixels latents (an 8192^2 picture would need ~3 GB).
+SEGMENT_SYMBOLS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,106 @@ class Header:
     @property
     def grid(self) -> TileGrid:
         return TileGrid(self.height, self.width, self.tile_side)
+
+
+@dataclass(frozen=True)
+class GridHeader:
+    """Decoded header of a latent-grid file (version 4)."""
+
+    width: int
+    height: int
+    channels: int
+    shape: GridShape
+    level_models: tuple[LaplaceModel, ...]  # one per latent level, finest first
+    mlp_steps: tuple[float, ...]  # quantization step of each MLP layer (float32 values)
+    mlp_models: tuple[LaplaceModel, ...]
+
+    @property
+    def num_pixels(self) -> int:
+        return self.width * self.height
+
+    def segment_sizes(self) -> list[list[int]]:
+        """Symbols of each payload segment, per level (latents) and then the MLP's one segment."""
+        out = []
+        for h, w in self.shape.level_dims(self.height, self.width):
+            n = h * w
+            out.append([min(SEGMENT_SYMBOLS, n - i) for i in range(0, n, SEGMENT_SYMBOLS)])
+        return out + [[self.shape.num_params]]
+
+
+def grid_header_size(shape: GridShape) -> int:
+    """Bytes of a version-4 container besides the segments' streams (header, lengths, CRC)."""
+    return (_GRID_FIXED.size + shape.levels * _LEVEL.size + (shape.hidden_layers + 1) * _LAYER.size
+            + _LEN.size + _CRC.size)
+
+
+def pack_grid(header: GridHeader, segments: list[bytes]) -> bytes:
+    """Serialize a latent-grid file: header, length-prefixed segments, CRC32."""
+    s = header.shape
+    fixed = _GRID_FIXED.pack(MAGIC, GRID_VERSION, 0, header.width, header.height, header.channels, NET_GRID,
+                             s.levels, s.hidden, s.hidden_layers)
+    levels = b"".join(_LEVEL.pack(m.decay, m.bound) for m in header.level_models)
+    layers = b"".join(_LAYER.pack(st, m.decay, m.bound) for st, m in zip(header.mlp_steps, header.mlp_models))
+    payload = b"".join(_LEN.pack(len(seg)) + seg for seg in segments)
+    body = fixed + levels + layers + _LEN.pack(len(payload)) + payload
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def split_segments(header: GridHeader, payload: bytes) -> list[bytes]:
+    """The payload's segments, as many as ``header.segment_sizes()`` lists; checks every length."""
+    count = sum(len(sizes) for sizes in header.segment_sizes())
+    out, pos = [], 0
+    for _ in range(count):
+        _check(pos + _LEN.size <= len(payload), "truncated .prc payload (segment length missing)")
+        (n,) = _LEN.unpack_from(payload, pos)
+        pos += _LEN.size
+        _check(pos + n <= len(payload), "truncated .prc payload (segment runs past the end)")
+        out.append(payload[pos: pos + n])
+        pos += n
+    _check(pos == len(payload), f"{len(payload) - pos} stray bytes after the last payload segment")
+    return out
+
+
+def _parse_grid(data: bytes) -> tuple[GridHeader, bytes]:
+    """Fields of a version-4 file (the CRC is already checked)."""
+    _check(len(data) >= _GRID_FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
+    (_, _, flags, width, height, channels, net_kind, levels, hidden, hidden_layers) = _GRID_FIXED.unpack_from(data, 0)
+    _check(flags == 0, f"unknown header flags 0x{flags:02x}")
+    _check(1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE,
+           f"image size {width}x{height} outside 1..{MAX_SIDE}", LimitError)
+    _check(width * height <= MAX_PIXELS, f"image of {width}x{height} pixels exceeds {MAX_PIXELS} pixels", LimitError)
+    _check(channels in (1, 3), f"unsupported channel count {channels}")
+    _check(net_kind == NET_GRID, f"network kind {net_kind} in a version-4 file (expected {NET_GRID}, latent grid)")
+    _check(1 <= levels <= MAX_LEVELS, f"latent levels {levels} outside 1..{MAX_LEVELS}", LimitError)
+    _check(1 <= hidden <= MAX_HIDDEN, f"MLP width {hidden} outside 1..{MAX_HIDDEN}", LimitError)
+    _check(1 <= hidden_layers <= MAX_LAYERS, f"MLP layers {hidden_layers} outside 1..{MAX_LAYERS}", LimitError)
+    shape = GridShape(levels=levels, hidden=hidden, hidden_layers=hidden_layers, channels=channels)
+    _check(shape.num_params * width * height <= MAX_RENDER_MACS,
+           "network too large for the image size (rendering cost over the limit)", LimitError)
+    pos = _GRID_FIXED.size
+    n_layers = hidden_layers + 1
+    _check(len(data) >= pos + levels * _LEVEL.size + n_layers * _LAYER.size + _LEN.size + _CRC.size,
+           "truncated .prc file (header incomplete)")
+    level_models, steps, mlp_models = [], [], []
+    for _ in range(levels):
+        decay, bound = _LEVEL.unpack_from(data, pos)
+        pos += _LEVEL.size
+        _check(1 <= decay <= 65535 and bound <= MAX_BOUND, f"entropy model out of range (decay={decay}, bound={bound})")
+        level_models.append(LaplaceModel(decay, bound))
+    for _ in range(n_layers):
+        step, decay, bound = _LAYER.unpack_from(data, pos)
+        pos += _LAYER.size
+        _check(math.isfinite(step) and 0 < step <= 1e6, f"invalid MLP quantization step {step}")
+        _check(1 <= decay <= 65535 and bound <= MAX_BOUND, f"entropy model out of range (decay={decay}, bound={bound})")
+        steps.append(step)
+        mlp_models.append(LaplaceModel(decay, bound))
+    (payload_len,) = _LEN.unpack_from(data, pos)
+    pos += _LEN.size
+    _check(pos + payload_len + _CRC.size == len(data),
+           f"payload length {payload_len} does not match the file ({len(data) - pos - _CRC.size} bytes)")
+    header = GridHeader(width=width, height=height, channels=channels, shape=shape, level_models=tuple(level_models),
+                        mlp_steps=tuple(steps), mlp_models=tuple(mlp_models))
+    return header, bytes(data[pos: pos + payload_len])
 
 
 def header_size(n_groups: int) -> int:
@@ -100,17 +216,21 @@ def _check(cond: bool, msg: str, exc: type[Exception] = FormatError) -> None:
         raise exc(msg)
 
 
-def parse(data: bytes) -> tuple[Header, bytes]:
-    """Validate a ``.prc`` byte string and return (header, payload)."""
+def parse(data: bytes) -> tuple[Header | GridHeader, bytes]:
+    """Validate a ``.prc`` byte string and return (header, payload): a GridHeader for version 4."""
     _check(len(data) >= 5, f"not a .prc file (only {len(data)} bytes)")
     _check(data[:4] == MAGIC, "not a .prc file (bad magic bytes)")
     version = data[4]
     _check(version in READABLE_VERSIONS,
-           f"unsupported .prc format version {version} (this decoder reads versions 1 to {VERSION})")
+           f"unsupported .prc format version {version} (this decoder reads versions 1 to {GRID_VERSION})")
     group = _GROUP if version >= 2 else _GROUP_V1
-    _check(len(data) >= _FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
+    _check(len(data) >= min(_FIXED.size, _GRID_FIXED.size) + _LEN.size + _CRC.size,
+           "truncated .prc file (header incomplete)")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     _check(zlib.crc32(data[: -_CRC.size]) == crc, "corrupted or truncated .prc file (CRC mismatch)")
+    if version == GRID_VERSION:
+        return _parse_grid(data)
+    _check(len(data) >= _FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
 
     (_, _, flags, width, height, channels, seed, net_kind, hidden_layers, net_width, omega0,
      kind, density, chunk_size, expansion, delta, n_groups) = _FIXED.unpack_from(data, 0)

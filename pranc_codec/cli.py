@@ -87,6 +87,8 @@ def main() -> None:
 @click.option("--bpp", type=float, default=None, help="Target bits per pixel (default 0.25); the file lands within ±10%.")
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True,
               help="Trade encode time for quality.")
+@click.option("--model", type=click.Choice(["grid", "siren"]), default="grid", show_default=True,
+              help="grid: latent grids + small MLP (format v4); siren: the PRANC random-basis SIREN (format v3).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Basis seed (stored in the header).")
 @click.option("--width", "net_width", type=click.IntRange(1, 1024), default=None,
               help="Hidden width of the network (default: derived from --bpp).")
@@ -100,7 +102,7 @@ def main() -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def encode(input: str, output: str | None, bpp: float | None, preset: str, seed: int | None,
+def encode(input: str, output: str | None, bpp: float | None, preset: str, model: str, seed: int | None,
            net_width: int | None, layers: int | None, basis: str | None, expansion: float | None,
            steps: int | None, device: str, threads: int, force: bool, quiet: bool, as_json: bool) -> None:
     """Compress an image file into a .prc file."""
@@ -109,6 +111,11 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, seed:
         from .config import BasisKind, CodecConfig
         from .image_io import atomic_write, read_image
 
+        siren_only = {"--seed": seed, "--width": net_width, "--layers": layers, "--basis": basis,
+                      "--expansion": expansion}
+        given = [k for k, v in siren_only.items() if v is not None]
+        if model == "grid" and given:
+            raise InputError(f"{', '.join(given)} only apply to --model siren")
         out = Path(output) if output else Path(input).with_suffix(".prc")
         if out.exists() and not force:  # fail before minutes of fitting, not after
             raise InputError(f"{out}: already exists (use --force to overwrite)")
@@ -125,8 +132,8 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, seed:
         if expansion is not None:
             cfg = replace(cfg, basis=replace(cfg.basis, expansion=expansion))
         if steps is not None:
-            cfg = replace(cfg, fit=replace(cfg.fit, steps=steps))
-        cfg = replace(cfg, device=device, width=net_width,
+            cfg = replace(cfg, fit=replace(cfg.fit, steps=steps), grid=replace(cfg.grid, steps=steps))
+        cfg = replace(cfg, model=model, device=device, width=net_width,
                       fit=replace(cfg.fit, threads=threads or default_threads()))
         for n in notes:
             click.echo(f"pranc: warning: {n}", err=True)
@@ -139,8 +146,9 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, seed:
             click.echo(json.dumps({"input": str(input), "output": str(out), **s.to_dict()}))
         elif not quiet:
             ms = f"{s.ms_ssim:.4f}" if s.ms_ssim is not None else "n/a"
+            what = "latents and weights" if s.model == "grid" else "coefficients"
             click.echo(f"{out}: {s.bytes} bytes, {s.bpp:.4f} bpp, PSNR {s.psnr:.2f} dB, MS-SSIM {ms}, "
-                       f"{s.num_coefs} coefficients, {s.encode_seconds:.1f} s")
+                       f"{s.num_coefs} {what}, {s.encode_seconds:.1f} s")
 
 
 @main.command()
@@ -179,11 +187,24 @@ def info(input: str, as_json: bool) -> None:
         from .codec import read_header
         from .image_io import read_bytes
 
+        from .bitstream import GridHeader
+
         data = read_bytes(input)
         h = read_header(data)
+        if isinstance(h, GridHeader):
+            g = h.shape
+            fields = {
+                "file": input, "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
+                "width": h.width, "height": h.height, "channels": h.channels, "network": "grid",
+                "levels": g.levels, "latents": g.num_latents(h.height, h.width), "mlp_width": g.hidden,
+                "mlp_layers": g.hidden_layers, "num_params": g.num_params, "mlp_steps": list(h.mlp_steps),
+                "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.level_models + h.mlp_models],
+            }
+            _print_fields(fields, as_json)
+            return
         spec = h.spec
         fields = {
-            "file": input, "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
+            "file": input, "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
             "width": h.width, "height": h.height, "channels": h.channels, "seed": spec.seed,
             "network": "siren", "hidden_layers": spec.shape.hidden_layers, "net_width": spec.shape.width,
             "omega0": spec.shape.omega0, "num_params": spec.shape.num_params,
@@ -192,11 +213,15 @@ def info(input: str, as_json: bool) -> None:
             "offset": spec.offset, "num_coefs": spec.num_coefs, "delta": h.delta, "step_shifts": list(h.shifts),
             "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.models],
         }
-        if as_json:
-            click.echo(json.dumps(fields))
-        else:
-            for k, v in fields.items():
-                click.echo(f"{k:>16}: {v}")
+        _print_fields(fields, as_json)
+
+
+def _print_fields(fields: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(fields))
+    else:
+        for k, v in fields.items():
+            click.echo(f"{k:>16}: {v}")
 
 
 @main.command()

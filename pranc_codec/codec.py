@@ -13,8 +13,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import bitstream, entropy
-from .bitstream import Header
+from . import bitstream, entropy, grid_codec
+from .bitstream import GridHeader, Header
 from .config import BasisKind, CodecConfig
 from .errors import InputError, LimitError
 from .fit import fit_alpha, group_sensitivity
@@ -49,6 +49,7 @@ class EncodeStats:
     encode_seconds: float
     device: str
     fit_restarts: int = 0  # divergence-guard restarts during fitting (fit.py)
+    model: str = "siren"  # "grid" (format v4) or "siren" (format v3)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -152,6 +153,10 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         torch.set_num_threads(config.fit.threads)
     device = resolve_device(config.device)
     notes: list[str] = []
+    if config.model == "grid":
+        return _encode_grid(image, config, device, progress, t0)
+    if config.model != "siren":
+        raise InputError(f"unknown model {config.model!r} (grid or siren)")
 
     spec = plan(config, height, width, channels)
     grid = tile_grid(config, height, width)
@@ -203,12 +208,33 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         psnr=psnr(image, decoded), ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
         num_coefs=k, num_params=spec.shape.num_params, net_width=spec.shape.width, delta=delta,
         encode_seconds=time.perf_counter() - t0, device=str(device), warnings=notes,
-        fit_restarts=fit_stats.get("restarts", 0),
+        fit_restarts=fit_stats.get("restarts", 0), model="siren",
     )
     return EncodeResult(data=data, stats=stats)
 
 
-def read_header(data: bytes) -> Header:
+def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
+                 progress: ProgressFactory | None, t0: float) -> EncodeResult:
+    """The latent-grid path of :func:`encode` (grid_codec.py)."""
+    height, width, channels = image.shape
+    data, info = grid_codec.fit_and_code(image, config, device, progress)
+    target_bytes = config.rate.bpp * height * width / 8.0
+    rate_ok = abs(len(data) - target_bytes) <= config.rate.tolerance * target_bytes
+    notes = [] if rate_ok else [f"target {config.rate.bpp:g} bpp not reachable for this image "
+                                f"(got {8 * len(data) / (height * width):.4g} bpp)"]
+    decoded = decode(data)
+    stats = EncodeStats(
+        width=width, height=height, channels=channels, bytes=len(data),
+        bpp=8.0 * len(data) / (height * width), target_bpp=config.rate.bpp, rate_ok=rate_ok,
+        psnr=psnr(image, decoded), ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
+        num_coefs=info["num_latents"] + info["num_params"], num_params=info["num_params"],
+        net_width=config.grid.hidden, delta=1.0, encode_seconds=time.perf_counter() - t0, device=str(device),
+        model="grid", warnings=notes,
+    )
+    return EncodeResult(data=data, stats=stats)
+
+
+def read_header(data: bytes) -> Header | GridHeader:
     """Parse and validate the header only (no decoding)."""
     return bitstream.parse(data)[0]
 
@@ -220,6 +246,8 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     arithmetic and the network is evaluated in float64.
     """
     header, payload = bitstream.parse(data)
+    if isinstance(header, GridHeader):
+        return grid_codec.decode(header, payload)
     spec = header.spec
     sizes = spec.group_sizes()
     q = entropy.decode(payload, sizes, list(header.models))

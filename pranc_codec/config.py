@@ -79,6 +79,33 @@ class FitConfig:
 
 
 @dataclass(frozen=True)
+class GridConfig:
+    """The latent-grid network (latent.py) and its rate-distortion fit (grid_fit.py)."""
+
+    levels: int = 7  # latent grids, full resolution down to 1/64
+    hidden: int = 32  # MLP width
+    hidden_layers: int = 2
+    steps: int = 2400  # 1600 steps: -0.14 / -0.22 dB (ABLATIONS.md K10)
+    batch_pixels: int = 16384
+    lr: float = 0.05  # latents (and their entropy-model scales); 0.1 stalls (ABLATIONS.md K)
+    mlp_lr: float = 0.01
+    final_lr: float = 0.02  # the cosine schedule ends at this fraction of lr
+    ste_frac: float = 0.1  # last fraction of steps on rounded latents; 0.2 lost 0.33 dB
+    rate_every: int = 8
+    # Starting rate weight: lambda = lam_ref x (bpp / bpp_ref)^(-lam_exponent), the
+    # relation measured on Kodak (ABLATIONS.md K); the controller then follows the target.
+    lam_ref: float = 2.5e-3
+    bpp_ref: float = 0.48
+    lam_exponent: float = 1.5
+    gain: float = 0.05  # lambda controller gain per rate evaluation
+    # The MLP's weights are quantized with step max|w| / 2^(bits-1) per layer; the
+    # encoder picks the bits in this range that minimise MSE + lambda x rate.
+    mlp_bits: tuple[int, ...] = (6, 7, 8, 9, 10, 11, 12)
+    mlp_bits_estimate: float = 8.0  # coded bits per MLP weight assumed when budgeting the latents
+    seed: int = 0  # initialisation and minibatches (encoder only)
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     """How the quantization step is shaped across coefficient groups (quantization.py)."""
 
@@ -103,6 +130,11 @@ PRESETS: dict[str, dict[str, int]] = {
     "default": {},
     "slow": {"steps": 8000, "qat_steps": 400},
 }
+GRID_PRESETS: dict[str, dict[str, int]] = {  # GridConfig overrides of the same presets
+    "fast": {"steps": 800},
+    "default": {},
+    "slow": {"steps": 6000},
+}
 
 
 @dataclass(frozen=True)
@@ -114,6 +146,9 @@ class CodecConfig:
     basis: BasisConfig = field(default_factory=BasisConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    # "grid": latent grids + MLP (format v4, the default); "siren": the PRANC SIREN (format v3)
+    model: str = "grid"
     seed: int = 2023
     device: str = "auto"  # auto | cpu | cuda
     width: int | None = None  # force the hidden width instead of deriving it from bpp
@@ -121,7 +156,7 @@ class CodecConfig:
     def with_preset(self, name: str) -> "CodecConfig":
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        return replace(self, fit=replace(self.fit, **PRESETS[name]))
+        return replace(self, fit=replace(self.fit, **PRESETS[name]), grid=replace(self.grid, **GRID_PRESETS[name]))
 
 
 def apply_overrides(config: CodecConfig, assignments: list[str]) -> CodecConfig:

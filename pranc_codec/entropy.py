@@ -87,21 +87,30 @@ def quantized_cdf(model: LaplaceModel) -> tuple[int, ...]:
     return tuple(_cxx().pmf_to_quantized_cdf(pmf, 16))
 
 
+def _bits(sum_mag: float, count: int, decay: int, bound: int) -> float:
+    """Ideal code length of ``count`` integers with sum of magnitudes ``sum_mag`` under (decay, bound)."""
+    r = decay / 65536.0
+    z = 1.0 + 2.0 * r * (1.0 - r**bound) / (1.0 - r)
+    return -sum_mag * math.log2(r) + count * math.log2(z)
+
+
 def fit_model(q: np.ndarray) -> LaplaceModel:
     """Choose K and the decay that minimise the ideal code length of integers ``q``."""
     mags = np.abs(q.astype(np.int64))
     bound = int(min(mags.max(initial=0), MAX_BOUND))
-    hist = np.bincount(np.minimum(mags, bound), minlength=bound + 1).astype(np.float64)
-    a = np.arange(bound + 1, dtype=np.float64)
-    sum_mag = float((hist * a).sum())
+    sum_mag = float(np.minimum(mags, bound).sum())
     best = (math.inf, 1)
     for decay in np.unique(np.clip(np.round(65536 * np.exp(-np.exp(np.linspace(-9, 3, 400)))), 1, 65535)):
-        r = decay / 65536.0
-        z = 1.0 + 2.0 * r * (1.0 - r**bound) / (1.0 - r)
-        bits = -sum_mag * math.log2(r) + mags.size * math.log2(z)
+        bits = _bits(sum_mag, mags.size, int(decay), bound)
         if bits < best[0]:
             best = (bits, int(decay))
     return LaplaceModel(decay=best[1], bound=bound)
+
+
+def code_length(q: np.ndarray, model: LaplaceModel) -> float:
+    """Ideal code length (bits) of integers ``q`` under ``model`` (escapes counted as the bound)."""
+    mags = np.minimum(np.abs(q.astype(np.int64)), model.bound)
+    return _bits(float(mags.sum()), mags.size, model.decay, model.bound)
 
 
 def _tables(models: list[LaplaceModel]) -> tuple[list[list[int]], list[int], list[int]]:

@@ -127,14 +127,17 @@ def registry(bpp: list[float] | None = None, qualities: list[float] | None = Non
     qualities = [int(q) for q in (qualities or QUALITIES)]
     base = apply_overrides(CodecConfig().with_preset(preset), overrides or [])
 
+    siren = apply_overrides(base, ["model=siren"])
+
     def direct(bits: float) -> CodecConfig:
-        return apply_overrides(base, ["basis.kind=IDENTITY", f"rate.bits_per_coef={bits}"])
+        return apply_overrides(siren, ["basis.kind=IDENTITY", f"rate.bits_per_coef={bits}"])
 
     codecs: list[Codec] = [
-        PrancCodec("pranc", f"pranc ({preset} preset)", bpp, base),
-        PrancCodec("direct", "direct-weight INR: pranc's network, fit, quantizer and coder, weights coded directly "
-                   f"at pranc's {base.rate.bits_per_coef:g} bits/coefficient budget", bpp,
-                   apply_overrides(base, ["basis.kind=IDENTITY"])),
+        PrancCodec("pranc", f"pranc ({preset} preset, {base.model} model)", bpp, base),
+        PrancCodec("siren", f"pranc --model siren: the PRANC random-basis SIREN ({preset} preset)", bpp, siren),
+        PrancCodec("direct", "direct-weight INR: the siren model's network, fit, quantizer and coder, weights coded "
+                   f"directly at its {base.rate.bits_per_coef:g} bits/coefficient budget", bpp,
+                   apply_overrides(siren, ["basis.kind=IDENTITY"])),
         PrancCodec("direct-16", "direct-weight INR: same network, fit and coder; ~16 bits/weight", bpp, direct(16)),
         PrancCodec("direct-8", "direct-weight INR: same network, fit and coder; ~8 bits/weight", bpp, direct(8)),
         PillowCodec("jpeg", "JPEG", "JPEG (Pillow, default 4:2:0)", qualities),

@@ -1,0 +1,137 @@
+"""Encoding and decoding of latent-grid files (format version 4); ``codec.py`` dispatches here.
+
+Encoder: fit latents and MLP for the target rate (grid_fit.py), round the
+latents, quantize the MLP at the bit depth that minimises MSE + lambda x rate,
+entropy-code everything with one Laplace model per latent level and per MLP
+layer (entropy.py), and pack (bitstream.py). Decoder: the reverse, then
+:func:`latent.render`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import bitstream, entropy
+from .bitstream import GridHeader
+from .config import CodecConfig
+from .latent import GridShape, mlp_forward, render, split_params
+
+
+@dataclass
+class GridCode:
+    """Everything that goes into the file: integer symbols, MLP steps, and the models fitted to them."""
+
+    latents: list[np.ndarray]  # int32 (h_l, w_l) per level
+    mlp_q: list[np.ndarray]  # int32 (n_l,) per MLP layer
+    mlp_steps: list[float]  # float32 values
+
+
+def shape_for(config: CodecConfig, channels: int) -> GridShape:
+    g = config.grid
+    return GridShape(levels=g.levels, hidden=g.hidden, hidden_layers=g.hidden_layers, channels=channels)
+
+
+def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
+    """Symbols -> ``.prc`` bytes (fits one Laplace model per level and per MLP layer)."""
+    level_models = [entropy.fit_model(q.reshape(-1)) for q in code.latents]
+    mlp_models = [entropy.fit_model(q) for q in code.mlp_q]
+    header = GridHeader(width=width, height=height, channels=shape.channels, shape=shape,
+                        level_models=tuple(level_models), mlp_steps=tuple(code.mlp_steps),
+                        mlp_models=tuple(mlp_models))
+    segments = []
+    for q, model, sizes in zip(code.latents, level_models, header.segment_sizes()):
+        flat = q.reshape(-1)
+        for i in range(0, flat.size, bitstream.SEGMENT_SYMBOLS):
+            part = flat[i: i + bitstream.SEGMENT_SYMBOLS]
+            segments.append(entropy.encode(part, [part.size], [model]))
+    segments.append(entropy.encode(np.concatenate(code.mlp_q), [q.size for q in code.mlp_q], mlp_models))
+    return bitstream.pack_grid(header, segments)
+
+
+def decode(header: GridHeader, payload: bytes) -> np.ndarray:
+    """Payload of a version-4 file -> uint8 (H, W, C)."""
+    shape = header.shape
+    segments = iter(bitstream.split_segments(header, payload))
+    sizes = header.segment_sizes()
+    latents = []
+    for (h, w), model, seg_sizes in zip(shape.level_dims(header.height, header.width), header.level_models, sizes):
+        q = np.empty(h * w, dtype=np.int32)
+        pos = 0
+        for n in seg_sizes:
+            q[pos: pos + n] = entropy.decode(next(segments), [n], [model])
+            pos += n
+        latents.append(torch.from_numpy(q.reshape(h, w)))
+    layer_sizes = shape.layer_sizes()
+    mlp_q = entropy.decode(next(segments), layer_sizes, list(header.mlp_models))
+    weights, pos = [], 0
+    for n, step in zip(layer_sizes, header.mlp_steps):
+        # one correctly rounded multiplication per weight: the same on every machine
+        weights.append(torch.from_numpy(mlp_q[pos: pos + n].astype(np.float64) * float(step)))
+        pos += n
+    return render(latents, weights, shape, header.height, header.width).numpy()
+
+
+def quantize_mlp(weights: list[torch.Tensor], bits: int) -> tuple[list[np.ndarray], list[float]]:
+    """Per layer: step = max|w| / 2^(bits-1) (as float32), symbols round(w / step)."""
+    qs, steps = [], []
+    for w in weights:
+        w64 = w.detach().double().cpu().numpy()
+        step = float(np.float32(max(float(np.abs(w64).max()), 1e-12) / 2 ** (bits - 1)))
+        qs.append(np.rint(w64 / step).astype(np.int32))
+        steps.append(step)
+    return qs, steps
+
+
+def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[torch.Tensor], shape: GridShape,
+                    bit_choices: tuple[int, ...], lam: float, pixels: int) -> int:
+    """Bit depth of the MLP that minimises MSE + lambda x (its bits per pixel).
+
+    feats: (P, levels) float32 features of the rounded latents at P pixels;
+    target: (P, C) in [0, 1]. Bits are the ideal code length under the fitted
+    Laplace models, over ``pixels`` pixels of the image.
+    """
+    best, best_cost = bit_choices[0], float("inf")
+    for bits in bit_choices:
+        qs, steps = quantize_mlp(weights, bits)
+        wq = [torch.from_numpy(q.astype(np.float32) * s) for q, s in zip(qs, steps)]
+        with torch.no_grad():
+            mse = float(torch.mean((mlp_forward(feats, split_params(wq, shape)) - target) ** 2))
+        nbits = sum(entropy.code_length(q, entropy.fit_model(q)) for q in qs)
+        cost = mse + lam * nbits / pixels
+        if cost < best_cost:
+            best, best_cost = bits, cost
+    return best
+
+
+def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
+                 progress=None) -> tuple[bytes, dict]:
+    """uint8 (H, W, C) -> ``.prc`` bytes and what the encoder measured (lambda, MLP bits, seconds)."""
+    from .grid_fit import fit_grid
+    from .latent import sample_levels
+
+    height, width, channels = image.shape
+    cfg = config.grid
+    shape = shape_for(config, channels)
+    n = height * width
+    target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
+    overhead = 8 * bitstream.grid_header_size(shape) + 32 * sum(map(len, GridHeader(
+        width, height, channels, shape, (), (), ()).segment_sizes()))
+    latent_bpp = config.rate.bpp - (overhead + cfg.mlp_bits_estimate * shape.num_params) / n
+    t0 = time.perf_counter()
+    cb = progress("fit", cfg.steps) if progress else None
+    fit = fit_grid(target, shape, cfg, max(latent_bpp, 1e-3), progress=cb)
+    fit_s = time.perf_counter() - t0
+    latents = [torch.round(g).cpu() for g in fit.latents]
+    idx = torch.arange(n)
+    with torch.no_grad():
+        feats = sample_levels(latents, (idx // width).float(), (idx % width).float()).t().contiguous()
+    bits = choose_mlp_bits(feats, target.reshape(-1, channels).cpu(), [w.cpu() for w in fit.weights], shape,
+                           cfg.mlp_bits, fit.lam, n)
+    mlp_q, steps = quantize_mlp(fit.weights, bits)
+    code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps)
+    data = pack(code, shape, height, width)
+    return data, {"lambda": fit.lam, "mlp_bits": bits, "fit_seconds": fit_s,
+                  "num_latents": shape.num_latents(height, width), "num_params": shape.num_params}
