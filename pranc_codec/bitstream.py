@@ -63,9 +63,9 @@ _LEVEL = struct.Struct("<HH")
 _LAYER = struct.Struct("<fHH")
 MAX_LEVELS = 12
 MAX_HIDDEN = 256
-# Latents are rANS-coded in segments of at most this many symbols, so decoding
-# holds the coder's Python lists for one segment at a time (~20 MB), not for
-# all 1.33 x pixels latents (an 8192^2 picture would need ~3 GB).
+# The symbols (latents, then MLP weights) are rANS-coded in segments of at most
+# this many, so decoding holds the coder's Python lists for one segment at a
+# time (~20 MB), not for all 1.33 x pixels latents (~3 GB at 8192^2).
 SEGMENT_SYMBOLS = 1 << 18
 
 
@@ -107,13 +107,23 @@ class GridHeader:
     def num_pixels(self) -> int:
         return self.width * self.height
 
-    def segment_sizes(self) -> list[list[int]]:
-        """Symbols of each payload segment, per level (latents) and then the MLP's one segment."""
-        out = []
-        for h, w in self.shape.level_dims(self.height, self.width):
-            n = h * w
-            out.append([min(SEGMENT_SYMBOLS, n - i) for i in range(0, n, SEGMENT_SYMBOLS)])
-        return out + [[self.shape.num_params]]
+    def group_sizes(self) -> list[int]:
+        """Symbols per entropy-model group: the latents of each level (finest first), then each MLP layer."""
+        return [h * w for h, w in self.shape.level_dims(self.height, self.width)] + self.shape.layer_sizes()
+
+    def segment_bounds(self) -> list[int]:
+        """Cut points of the symbol sequence into payload segments (as even as possible)."""
+        return segment_bounds(sum(self.group_sizes()))
+
+
+def segment_bounds(total: int) -> list[int]:
+    """0 = b_0 < ... < b_n = total with n = ceil(total / SEGMENT_SYMBOLS) and even segments.
+
+    Even cuts keep every segment at >= 2 symbols (total >= 5 for any valid
+    header): CompressAI's rANS encoder frees memory twice on a 1-symbol stream.
+    """
+    n = max(1, -(-total // SEGMENT_SYMBOLS))
+    return [i * total // n for i in range(n + 1)]
 
 
 def grid_header_size(shape: GridShape) -> int:
@@ -135,8 +145,8 @@ def pack_grid(header: GridHeader, segments: list[bytes]) -> bytes:
 
 
 def split_segments(header: GridHeader, payload: bytes) -> list[bytes]:
-    """The payload's segments, as many as ``header.segment_sizes()`` lists; checks every length."""
-    count = sum(len(sizes) for sizes in header.segment_sizes())
+    """The payload's segments, as many as ``header.segment_bounds()`` defines; checks every length."""
+    count = len(header.segment_bounds()) - 1
     out, pos = [], 0
     for _ in range(count):
         _check(pos + _LEN.size <= len(payload), "truncated .prc payload (segment length missing)")

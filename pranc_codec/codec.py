@@ -228,7 +228,7 @@ def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
         bpp=8.0 * len(data) / (height * width), target_bpp=config.rate.bpp, rate_ok=rate_ok,
         psnr=psnr(image, decoded), ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
         num_coefs=info["num_latents"] + info["num_params"], num_params=info["num_params"],
-        net_width=config.grid.hidden, delta=1.0, encode_seconds=time.perf_counter() - t0, device=str(device),
+        net_width=info["hidden"], delta=1.0, encode_seconds=time.perf_counter() - t0, device=str(device),
         model="grid", warnings=notes,
     )
     return EncodeResult(data=data, stats=stats)

@@ -83,7 +83,12 @@ class GridConfig:
     """The latent-grid network (latent.py) and its rate-distortion fit (grid_fit.py)."""
 
     levels: int = 7  # latent grids, full resolution down to 1/64
-    hidden: int = 32  # MLP width
+    hidden: int = 32  # MLP width (at most; see mlp_share)
+    min_hidden: int = 4
+    # The MLP's coded size (num_params x mlp_bits_estimate) may take at most this
+    # share of the bit budget; small pictures get a narrower MLP (a 40x56 image at
+    # 2 bpp has 4,480 bits, while the 1,411-weight default MLP alone takes ~11,000).
+    mlp_share: float = 0.25
     hidden_layers: int = 2
     steps: int = 2400  # 1600 steps: -0.14 / -0.22 dB (ABLATIONS.md K10)
     batch_pixels: int = 16384
@@ -97,7 +102,7 @@ class GridConfig:
     lam_ref: float = 2.5e-3
     bpp_ref: float = 0.48
     lam_exponent: float = 1.5
-    gain: float = 0.05  # lambda controller gain per rate evaluation
+    gain: float = 0.1  # lambda controller gain per rate evaluation (0.05 per 4 steps in ABLATIONS.md K9)
     # The MLP's weights are quantized with step max|w| / 2^(bits-1) per layer; the
     # encoder picks the bits in this range that minimise MSE + lambda x rate.
     mlp_bits: tuple[int, ...] = (6, 7, 8, 9, 10, 11, 12)

@@ -119,7 +119,10 @@ def _tables(models: list[LaplaceModel]) -> tuple[list[list[int]], list[int], lis
 
 
 def encode(q: np.ndarray, group_sizes: list[int], models: list[LaplaceModel]) -> bytes:
-    """rANS-code integer symbols ``q`` (k,), group g using ``models[g]``."""
+    """rANS-code integer symbols ``q`` (k,), group g using ``models[g]``; k >= 2."""
+    if q.size < 2:
+        # CompressAI's RansEncoder frees memory twice on a 1-symbol stream (abort, seen in 1.2.x)
+        raise ValueError("entropy.encode needs at least 2 symbols")
     indexes = np.repeat(np.arange(len(group_sizes), dtype=np.int32), group_sizes).tolist()
     cdfs, sizes, offsets = _tables(models)
     return _ans().RansEncoder().encode_with_indexes(q.astype(np.int32).tolist(), indexes, cdfs, sizes, offsets)

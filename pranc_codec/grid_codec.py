@@ -29,9 +29,27 @@ class GridCode:
     mlp_steps: list[float]  # float32 values
 
 
-def shape_for(config: CodecConfig, channels: int) -> GridShape:
+def plan(config: CodecConfig, height: int, width: int, channels: int) -> GridShape:
+    """The network for this picture and budget: the configured levels (no grid below 1 x 1 pixel) and
+    the widest MLP, up to ``grid.hidden``, whose expected coded size fits ``grid.mlp_share`` of the budget."""
     g = config.grid
-    return GridShape(levels=g.levels, hidden=g.hidden, hidden_layers=g.hidden_layers, channels=channels)
+    levels = max(1, min(g.levels, (max(height, width) - 1).bit_length() + 1))
+    budget = g.mlp_share * config.rate.bpp * height * width / g.mlp_bits_estimate
+
+    def shape(h: int) -> GridShape:
+        return GridShape(levels=levels, hidden=h, hidden_layers=g.hidden_layers, channels=channels)
+
+    hidden = max([h for h in range(g.min_hidden, g.hidden + 1) if shape(h).num_params <= budget], default=g.min_hidden)
+    return shape(hidden)
+
+
+def _segment_counts(group_sizes: list[int], a: int, b: int) -> list[int]:
+    """Symbols of each group that fall in [a, b) of the concatenated sequence."""
+    out, start = [], 0
+    for n in group_sizes:
+        out.append(max(0, min(b, start + n) - max(a, start)))
+        start += n
+    return out
 
 
 def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
@@ -41,36 +59,29 @@ def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
     header = GridHeader(width=width, height=height, channels=shape.channels, shape=shape,
                         level_models=tuple(level_models), mlp_steps=tuple(code.mlp_steps),
                         mlp_models=tuple(mlp_models))
-    segments = []
-    for q, model, sizes in zip(code.latents, level_models, header.segment_sizes()):
-        flat = q.reshape(-1)
-        for i in range(0, flat.size, bitstream.SEGMENT_SYMBOLS):
-            part = flat[i: i + bitstream.SEGMENT_SYMBOLS]
-            segments.append(entropy.encode(part, [part.size], [model]))
-    segments.append(entropy.encode(np.concatenate(code.mlp_q), [q.size for q in code.mlp_q], mlp_models))
+    symbols = np.concatenate([q.reshape(-1) for q in code.latents] + list(code.mlp_q))
+    models = level_models + mlp_models
+    sizes = header.group_sizes()
+    bounds = header.segment_bounds()
+    segments = [entropy.encode(symbols[a:b], _segment_counts(sizes, a, b), models) for a, b in zip(bounds, bounds[1:])]
     return bitstream.pack_grid(header, segments)
 
 
 def decode(header: GridHeader, payload: bytes) -> np.ndarray:
     """Payload of a version-4 file -> uint8 (H, W, C)."""
     shape = header.shape
-    segments = iter(bitstream.split_segments(header, payload))
-    sizes = header.segment_sizes()
-    latents = []
-    for (h, w), model, seg_sizes in zip(shape.level_dims(header.height, header.width), header.level_models, sizes):
-        q = np.empty(h * w, dtype=np.int32)
-        pos = 0
-        for n in seg_sizes:
-            q[pos: pos + n] = entropy.decode(next(segments), [n], [model])
-            pos += n
-        latents.append(torch.from_numpy(q.reshape(h, w)))
-    layer_sizes = shape.layer_sizes()
-    mlp_q = entropy.decode(next(segments), layer_sizes, list(header.mlp_models))
-    weights, pos = [], 0
-    for n, step in zip(layer_sizes, header.mlp_steps):
-        # one correctly rounded multiplication per weight: the same on every machine
-        weights.append(torch.from_numpy(mlp_q[pos: pos + n].astype(np.float64) * float(step)))
-        pos += n
+    segments = bitstream.split_segments(header, payload)
+    sizes = header.group_sizes()
+    bounds = header.segment_bounds()
+    models = list(header.level_models + header.mlp_models)
+    symbols = np.empty(bounds[-1], dtype=np.int32)
+    for seg, a, b in zip(segments, bounds, bounds[1:]):
+        symbols[a:b] = entropy.decode(seg, _segment_counts(sizes, a, b), models)
+    parts = np.split(symbols, np.cumsum(sizes)[:-1])
+    latents = [torch.from_numpy(q.reshape(h, w)) for q, (h, w) in zip(parts, shape.level_dims(header.height, header.width))]
+    # one correctly rounded multiplication per weight: the same on every machine
+    weights = [torch.from_numpy(q.astype(np.float64) * float(step))
+               for q, step in zip(parts[shape.levels:], header.mlp_steps)]
     return render(latents, weights, shape, header.height, header.width).numpy()
 
 
@@ -114,11 +125,11 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
 
     height, width, channels = image.shape
     cfg = config.grid
-    shape = shape_for(config, channels)
+    shape = plan(config, height, width, channels)
     n = height * width
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
-    overhead = 8 * bitstream.grid_header_size(shape) + 32 * sum(map(len, GridHeader(
-        width, height, channels, shape, (), (), ()).segment_sizes()))
+    overhead = 8 * bitstream.grid_header_size(shape) + 32 * (len(GridHeader(
+        width, height, channels, shape, (), (), ()).segment_bounds()) - 1)
     latent_bpp = config.rate.bpp - (overhead + cfg.mlp_bits_estimate * shape.num_params) / n
     t0 = time.perf_counter()
     cb = progress("fit", cfg.steps) if progress else None
@@ -133,5 +144,5 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     mlp_q, steps = quantize_mlp(fit.weights, bits)
     code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps)
     data = pack(code, shape, height, width)
-    return data, {"lambda": fit.lam, "mlp_bits": bits, "fit_seconds": fit_s,
+    return data, {"lambda": fit.lam, "mlp_bits": bits, "fit_seconds": fit_s, "hidden": shape.hidden,
                   "num_latents": shape.num_latents(height, width), "num_params": shape.num_params}

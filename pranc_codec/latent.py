@@ -168,6 +168,8 @@ def render(latents: list[torch.Tensor], weights: list[torch.Tensor], shape: Grid
             near = ((v - v.floor() - 0.5).abs() < EXACT_MARGIN).any(dim=1)
             if near.any():
                 v[near] = _mlp64(feats[near], layers64) * 255
+            # a tampered file can drive the MLP to inf - inf; NaN would have no defined uint8 value
+            v = torch.nan_to_num(v, nan=0.0)
             out[p0: p0 + len(idx)] = torch.round(v.clamp(0, 255)).to(torch.uint8)
     return out.view(height, width, shape.channels)
 

@@ -23,7 +23,9 @@ def smooth_image(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
     return np.clip(np.rint(np.stack(chans, -1) * 255), 0, 255).astype(np.uint8)
 
 
-FAST = CodecConfig(rate=RateConfig(bpp=2.0), fit=FitConfig(steps=300, qat_steps=20, batch_pixels=4096, threads=2))
+# the SIREN model (format v3); the latent-grid model has its own fixtures in test_grid.py
+FAST = CodecConfig(rate=RateConfig(bpp=2.0), fit=FitConfig(steps=300, qat_steps=20, batch_pixels=4096, threads=2),
+                   model="siren")
 
 
 def fast_config(**rate) -> CodecConfig:
