@@ -7,7 +7,9 @@ stands in for rounding, then the last ``ste_frac`` of the steps see the rounded
 latents (straight-through gradient). ``lambda`` follows the target bpp: after
 each rate evaluation of the noisy phase it is multiplied by
 (rate of the rounded latents / their budget)^gain, a dual ascent on the rate
-constraint that lands within a few per cent of the target (ABLATIONS.md K9).
+constraint that lands within a few per cent of the target (ABLATIONS.md K9);
+the rate it follows is the entropy of the rounded latents, and each update is
+at most a factor exp(gain).
 """
 from __future__ import annotations
 
@@ -28,19 +30,34 @@ Progress = Callable[[int, float], None]  # (steps done since last call, current 
 def laplace_bits(v: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     """Code length (bits, summed) of values v under a unit-bin discretized Laplace of scale exp(log_b).
 
-    With a = |v|, e = exp(-|a - 1/2| / b) and c = exp(-1 / b):
-    P = e (1 - c) / 2 for a >= 1/2, and 1 - (e + c / e) / 2 for a < 1/2 (the zero
-    bin); one exp and one log per value (4x fewer transcendentals than the CDFs).
+    With a = |v| and b the scale: -log2 P = (a - 1/2) / (b ln 2) - log2((1 - exp(-1/b)) / 2)
+    for a >= 1/2 (linear in a: no exp per value), and
+    -log2(1 - (exp(-(1/2 - a) / b) + exp(-(1/2 + a) / b)) / 2) in the zero bin.
     """
     b = torch.exp(log_b) + 1e-3
     a = v.abs()
-    d = a - 0.5
-    e = torch.exp(-d.abs() / b)
-    c = torch.exp(-1 / b)
-    outer = d / (b * math.log(2)) - torch.log2(0.5 * (1 - c))  # -log2 P for |v| >= 1/2, linear in a
-    # e >= c in the zero bin, so p_zero >= (1 - sqrt(c))^2 > 0; the clamp guards rounding only
-    inner = -torch.log2((1 - 0.5 * (e + c / e)).clamp_min(1e-9))
-    return torch.where(d < 0, inner, outer).sum()
+    outer = (a - 0.5) / (b * math.log(2)) - torch.log2(0.5 * (1 - torch.exp(-1 / b)))
+    # the zero bin's formula only ever sees a <= 1/2, where both exponents are <= 0: no
+    # overflow, and no 0/0 (an overflow in the unused branch of torch.where still puts
+    # 0 x inf = NaN into the gradient)
+    ai = a.clamp(max=0.5)
+    p0 = 1 - 0.5 * (torch.exp((ai - 0.5) / b) + torch.exp(-(ai + 0.5) / b))
+    inner = -torch.log2(p0.clamp_min(1e-9))
+    return torch.where(a < 0.5, inner, outer).sum()
+
+
+def entropy_bits(g: torch.Tensor) -> float:
+    """Zeroth-order entropy (bits, summed) of round(g): what the coder's fitted model will about cost.
+
+    The lambda controller measures the rate with this, not with the learned scales,
+    which lag behind at the start (with b = 1 an all-zero grid costs 1.35 bits a
+    latent, and lambda shot up 30-fold at 0.125 bpp before the scales caught up).
+    """
+    with torch.no_grad():
+        q = torch.round(g).to(torch.int64).reshape(-1)
+        counts = torch.bincount(q - q.min()).double()
+        counts = counts[counts > 0]
+        return float(-(counts * torch.log2(counts / q.numel())).sum())
 
 
 @dataclass
@@ -101,10 +118,12 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
         if ste or step % cfg.rate_every == 0:
             loss = loss + lam * (1 if ste else cfg.rate_every) * bits(ys) / n
             if not ste:
-                with torch.no_grad():
-                    r = float(bits([torch.round(g) for g in grids])) / n
-                lam *= math.exp(cfg.gain * math.log(max(r, 1e-6) / max(latent_bpp, 1e-6)))
+                r = sum(entropy_bits(g) for g in grids) / n
+                step_log = math.log(max(r, 1e-6) / max(latent_bpp, 1e-6))
+                lam *= math.exp(cfg.gain * max(-1.0, min(1.0, step_log)))
         opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):  # never let one bad step poison the latents (they are the file)
+            continue
         loss.backward()
         opt.step()
         if progress is not None and (step + 1) % report_every == 0:

@@ -15,7 +15,7 @@ from pranc_codec.cli import main
 
 from .conftest import smooth_image
 
-FAST_ARGS = ["--steps", "120", "--threads", "2", "--bpp", "2", "-q"]
+FAST_ARGS = ["--model", "siren", "--steps", "120", "--threads", "1", "--bpp", "2", "-q"]
 
 
 @pytest.fixture()
@@ -65,13 +65,34 @@ def test_encode_decode_info_round_trip(runner, tmp_path, png, prc):
 def test_encode_json_reports_decoder_psnr(runner, tmp_path, png):
     out = tmp_path / "j.prc"
     r = runner.invoke(main, ["encode", str(png), "-o", str(out), "--json", "--steps", "120", "--bpp", "2",
-                             "--seed", "7", "--basis", "ternary"])
+                             "--model", "siren", "--seed", "7", "--basis", "ternary"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.output)
     assert s["bytes"] == out.stat().st_size and s["rate_ok"]
     from pranc_codec import decode
     from pranc_codec.metrics import psnr
     assert psnr(np.asarray(Image.open(png)), decode(out.read_bytes())) == s["psnr"]
+
+
+def test_default_model_is_the_latent_grid(runner, tmp_path, png):
+    out = tmp_path / "g.prc"
+    r = runner.invoke(main, ["encode", str(png), "-o", str(out), "--json", "--steps", "150", "--bpp", "3"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["model"] == "grid" and s["bytes"] == out.stat().st_size
+    r = runner.invoke(main, ["info", str(out), "--json"])
+    h = json.loads(r.output)
+    assert (h["network"], h["version"], h["width"], h["height"]) == ("grid", 4, 56, 40)
+    assert h["latents"] == sum(-(-40 // 2**l) * -(-56 // 2**l) for l in range(h["levels"]))
+    r = runner.invoke(main, ["decode", str(out), "-o", str(tmp_path / "g.png"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["channels"] == 3
+
+
+def test_siren_options_with_the_grid_model_are_refused(runner, tmp_path, png):
+    line = _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "x.prc"), "--basis",
+                                                "ternary"]), 2)
+    assert "--basis only apply to --model siren" in line
+    assert not (tmp_path / "x.prc").exists()
 
 
 def test_missing_input(runner, tmp_path):

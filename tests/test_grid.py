@@ -45,7 +45,8 @@ def test_round_trip_is_what_the_encoder_measured(grid_image, grid_encoded):
     from pranc_codec.metrics import psnr
     assert psnr(grid_image, out) == s.psnr
     assert s.model == "grid" and s.bytes == len(grid_encoded.data)
-    assert s.psnr > 30.0, s  # a smooth picture at 3 bpp
+    flat = np.broadcast_to(grid_image.reshape(-1, 3).mean(0).round().astype(np.uint8), grid_image.shape)
+    assert s.psnr > psnr(grid_image, np.ascontiguousarray(flat)) + 10.0  # the fit did its job
 
 
 def test_header_fields_and_repacking(grid_encoded):
@@ -71,7 +72,7 @@ def test_golden_file_and_pixels():
     data = pack(code, shape, 37, 53)
     out = decode(data)
     assert hashlib.sha256(data).hexdigest()[:16] == "7d813a387b572436"
-    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "GOLDEN_PIXELS"
+    assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "7fd041b19821e1a9"
 
 
 def test_fast_pass_equals_the_float64_reference_everywhere():
