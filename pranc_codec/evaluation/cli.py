@@ -60,10 +60,12 @@ def _floats(text: str | None) -> list[float] | None:
 @click.option("--method", type=click.Choice(["pchip", "cubic"]), default="pchip", show_default=True,
               help="Bjøntegaard interpolation.")
 @click.option("--cached-only", is_flag=True, help="Measure nothing; report what the cache holds.")
+@click.option("--compare", "compare", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="A curve measured in an earlier run (<codec>.json) to draw and tabulate too (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the aggregated curves as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, preset, overrides, name, jobs,
-                 threads, out, cache, method, cached_only, as_json, quiet) -> None:
+                 threads, out, cache, method, cached_only, compare, as_json, quiet) -> None:
     """Measure rate–distortion of pranc and reference codecs; write curves, tables and a figure."""
     from .codecs import registry
     from .report import bd_table, plot, points_table
@@ -133,7 +135,13 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
         (out_dir / f"{c['name']}.json").write_text(json.dumps(c, indent=1))
     _write_per_image(out_dir / "per_image.csv", [r for r in records if r["codec"] in points and r["point"] in points[r["codec"]]])
     published = load_curves(anchor_dir) if anchor_dir and anchor_dir.is_dir() else []
-    plot(curves, published, out_dir / "rd.png",
+    earlier = []
+    for path in compare:
+        c = json.loads(Path(path).read_text())
+        c["name"] = f"{c['name']} [{Path(path).parent.name}]"  # e.g. "pranc [results-siren]"
+        c["earlier"] = str(path)
+        earlier.append(c)
+    plot(curves + earlier, published, out_dir / "rd.png",
          title=f"{data_dir.name}: {len(items)} images" + (f", {crop_wh[0]}x{crop_wh[1]} crops" if crop_wh else ""))
     md = [f"# Rate–distortion: {len(items)} images from `{data_dir.name}`"
           + (f" ({crop_wh[0]}x{crop_wh[1]} centre crops)" if crop_wh else ""), "",
@@ -145,7 +153,15 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
         ref = next((c for c in published if c["file"] == "jpeg.json"), None)
     if ref is not None:
         md += ["## BD-rate against " + ref["name"] + ("" if ref.get("file") else " (measured here)"), "",
-               bd_table([c for c in curves if c is not ref] + published, ref, method), ""]
+               bd_table([c for c in curves if c is not ref] + earlier + published, ref, method), ""]
+    main_curve = next((c for c in curves if c["name"] == "pranc" and c["results"].get("bpp")), None)
+    if main_curve is not None and earlier:
+        md += ["## BD-rate of pranc against the earlier runs", "",
+               "\n".join(f"- `{c['earlier']}`: {c['description']}" for c in earlier), "",
+               bd_table([main_curve], earlier[0], method)]
+        for c in earlier[1:]:
+            md += [bd_table([main_curve], c, method).split("\n", 2)[2]]
+        md += [""]
     pub_jpeg = next((c for c in published if c["file"] == "jpeg.json"), None)
     check = _jpeg_check(curves, pub_jpeg) if pub_jpeg and not crop_wh and len(items) == 24 else None
     if check:
