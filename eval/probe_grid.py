@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pranc_codec.fit import _lr_at
+from pranc_codec.fit import lr_at
 from pranc_codec.image_io import read_image
 from pranc_codec.metrics import ms_ssim, psnr
 
@@ -157,7 +157,7 @@ def main() -> None:
     latent_target = args.bpp - (n_mlp * args.mlp_bits + 32 * len(levels)) / (H * W)
     for step in range(args.steps):
         for g, b0 in zip(opt.param_groups, base):
-            g["lr"] = _lr_at(step, args.steps, b0, 0, 0.02)  # the codec's cosine schedule, no warm-up
+            g["lr"] = lr_at(step, args.steps, b0, 0, 0.02)  # the codec's cosine schedule, no warm-up
         ste = step / args.steps >= 1 - args.ste_frac
         ys = [y + (torch.round(y) - y).detach() if ste else y + torch.rand_like(y) - 0.5 for y in grids]
         idx = torch.randint(0, H * W, (args.batch,), generator=gen)
