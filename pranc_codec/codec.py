@@ -42,7 +42,7 @@ class EncodeStats:
     rate_ok: bool  # within the rate tolerance of the target
     psnr: float
     ms_ssim: float | None
-    num_coefs: int
+    num_coefs: int  # coded values: alpha (siren), or latents + MLP weights (grid)
     num_params: int
     net_width: int
     delta: float
@@ -217,7 +217,7 @@ def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress: ProgressFactory | None, t0: float) -> EncodeResult:
     """The latent-grid path of :func:`encode` (grid_codec.py)."""
     height, width, channels = image.shape
-    data, info = grid_codec.fit_and_code(image, config, device, progress)
+    data, shape = grid_codec.fit_and_code(image, config, device, progress)
     target_bytes = config.rate.bpp * height * width / 8.0
     rate_ok = abs(len(data) - target_bytes) <= config.rate.tolerance * target_bytes
     notes = [] if rate_ok else [f"target {config.rate.bpp:g} bpp not reachable for this image "
@@ -227,8 +227,8 @@ def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
         width=width, height=height, channels=channels, bytes=len(data),
         bpp=8.0 * len(data) / (height * width), target_bpp=config.rate.bpp, rate_ok=rate_ok,
         psnr=psnr(image, decoded), ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
-        num_coefs=info["num_latents"] + info["num_params"], num_params=info["num_params"],
-        net_width=info["hidden"], delta=1.0, encode_seconds=time.perf_counter() - t0, device=str(device),
+        num_coefs=shape.num_latents(height, width) + shape.num_params, num_params=shape.num_params,
+        net_width=shape.hidden, delta=1.0, encode_seconds=time.perf_counter() - t0, device=str(device),
         model="grid", warnings=notes,
     )
     return EncodeResult(data=data, stats=stats)

@@ -63,7 +63,7 @@ class TileData:
         return rows[..., :2], rows[..., 2:]
 
 
-def _lr_at(step: int, total: int, base: float, warmup: int, floor: float) -> float:
+def lr_at(step: int, total: int, base: float, warmup: int, floor: float) -> float:
     """Linear warm-up, then cosine decay to ``floor`` x ``base``."""
     if step < warmup:
         return base * (step + 1) / warmup
@@ -108,7 +108,7 @@ def fit_alpha(subspace: Subspace, shape: SirenShape, data: TileData, alpha: torc
     warmup = min(cfg.warmup_steps, steps // 4) if steps_q is None else 0
     ema, best, best_alpha, scale, restarts = None, math.inf, alpha.detach().clone(), 1.0, 0
     for step in range(steps):
-        rate = scale * _lr_at(step, steps, lr, warmup, cfg.final_lr)
+        rate = scale * lr_at(step, steps, lr, warmup, cfg.final_lr)
         for group, m in zip(opt.param_groups, mults):
             group["lr"] = m * rate
         xy, y = data.sample(per_tile, gen)

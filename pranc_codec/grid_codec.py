@@ -8,7 +8,6 @@ layer (entropy.py), and pack (bitstream.py). Decoder: the reverse, then
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +16,8 @@ import torch
 from . import bitstream, entropy
 from .bitstream import GridHeader
 from .config import CodecConfig
-from .latent import GridShape, mlp_forward, render, split_params
+from .grid_fit import fit_grid
+from .latent import GridShape, mlp_forward, render, sample_levels, split_params
 
 
 @dataclass
@@ -118,23 +118,18 @@ def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[tor
 
 
 def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
-                 progress=None) -> tuple[bytes, dict]:
-    """uint8 (H, W, C) -> ``.prc`` bytes and what the encoder measured (lambda, MLP bits, seconds)."""
-    from .grid_fit import fit_grid
-    from .latent import sample_levels
-
+                 progress=None) -> tuple[bytes, GridShape]:
+    """uint8 (H, W, C) -> ``.prc`` bytes, and the network shape it used."""
     height, width, channels = image.shape
     cfg = config.grid
     shape = plan(config, height, width, channels)
     n = height * width
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
-    overhead = 8 * bitstream.grid_header_size(shape) + 32 * (len(GridHeader(
-        width, height, channels, shape, (), (), ()).segment_bounds()) - 1)
+    segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
+    overhead = 8 * bitstream.grid_header_size(shape) + 32 * segments
     latent_bpp = config.rate.bpp - (overhead + cfg.mlp_bits_estimate * shape.num_params) / n
-    t0 = time.perf_counter()
     cb = progress("fit", cfg.steps) if progress else None
     fit = fit_grid(target, shape, cfg, max(latent_bpp, 1e-3), progress=cb)
-    fit_s = time.perf_counter() - t0
     latents = [torch.round(g).cpu() for g in fit.latents]
     idx = torch.arange(n)
     with torch.no_grad():
@@ -143,6 +138,4 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
                            cfg.mlp_bits, fit.lam, n)
     mlp_q, steps = quantize_mlp(fit.weights, bits)
     code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps)
-    data = pack(code, shape, height, width)
-    return data, {"lambda": fit.lam, "mlp_bits": bits, "fit_seconds": fit_s, "hidden": shape.hidden,
-                  "num_latents": shape.num_latents(height, width), "num_params": shape.num_params}
+    return pack(code, shape, height, width), shape

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import GridConfig
-from .fit import _lr_at
+from .fit import lr_at
 from .latent import GridShape, init_mlp, mlp_forward_t, sample_levels, split_params
 
 Progress = Callable[[int, float], None]  # (steps done since last call, current loss)
@@ -104,7 +104,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
 
     for step in range(cfg.steps):
         for g, b0 in zip(opt.param_groups, base):
-            g["lr"] = _lr_at(step, cfg.steps, b0, 0, cfg.final_lr)
+            g["lr"] = lr_at(step, cfg.steps, b0, 0, cfg.final_lr)
         ste = step >= ste_from
         if ste:
             ys = [y + (torch.round(y) - y).detach() for y in grids]

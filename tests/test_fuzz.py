@@ -4,6 +4,7 @@ import struct
 import zlib
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,3 +47,27 @@ def test_valid_header_with_arbitrary_payload(rgb_encoded, junk):
 
     header, _ = bitstream.parse(rgb_encoded.data)
     _decode_or_clean_error(bitstream.pack(header, junk))
+
+
+@pytest.fixture(scope="module")
+def grid_file() -> bytes:
+    """A small latent-grid file (format version 4)."""
+    from pranc_codec import CodecConfig, encode
+    from pranc_codec.config import apply_overrides
+
+    img = (np.random.RandomState(1).rand(20, 28, 3) * 255).astype(np.uint8)
+    return encode(img, apply_overrides(CodecConfig(), ["rate.bpp=4", "grid.steps=60", "grid.batch_pixels=256"])).data
+
+
+@SETTINGS
+@given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
+       fix_crc=st.booleans(), cut=st.integers(0, 10_000))
+def test_grid_file_edits_and_truncations(grid_file, edits, fix_crc, cut):
+    assert grid_file[4] == 4
+    b = bytearray(grid_file)
+    for pos, val in edits:
+        b[pos % (len(b) - 4)] = val
+    if fix_crc:
+        b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
+    _decode_or_clean_error(bytes(b))
+    _decode_or_clean_error(bytes(b[: cut % len(b)]))

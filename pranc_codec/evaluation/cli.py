@@ -155,13 +155,9 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
         md += ["## BD-rate against " + ref["name"] + ("" if ref.get("file") else " (measured here)"), "",
                bd_table([c for c in curves if c is not ref] + earlier + published, ref, method), ""]
     main_curve = next((c for c in curves if c["name"] == "pranc" and c["results"].get("bpp")), None)
-    if main_curve is not None and earlier:
-        md += ["## BD-rate of pranc against the earlier runs", "",
-               "\n".join(f"- `{c['earlier']}`: {c['description']}" for c in earlier), "",
-               bd_table([main_curve], earlier[0], method)]
-        for c in earlier[1:]:
-            md += [bd_table([main_curve], c, method).split("\n", 2)[2]]
-        md += [""]
+    for c in earlier if main_curve is not None else []:
+        md += [f"## BD-rate of pranc against `{c['earlier']}`", "", c["description"], "",
+               bd_table([main_curve], c, method), ""]
     pub_jpeg = next((c for c in published if c["file"] == "jpeg.json"), None)
     check = _jpeg_check(curves, pub_jpeg) if pub_jpeg and not crop_wh and len(items) == 24 else None
     if check:
