@@ -103,6 +103,12 @@ class GridConfig:
     bpp_ref: float = 0.48
     lam_exponent: float = 1.5
     gain: float = 0.1  # lambda controller gain per rate evaluation (0.05 per 4 steps in ABLATIONS.md K9)
+    # Collapse guard: a fit whose MSE is over half that of the flat mean-colour picture
+    # (within 3 dB of it) is redone once at retry_lr_factor x the learning rates, with
+    # lambda kept within retry_lam_range of its start. Seen with lr 0.08 at 0.125 bpp:
+    # lambda wound up 10^7-fold and every latent died (ABLATIONS.md L14).
+    retry_lr_factor: float = 0.5
+    retry_lam_range: float = 16.0
     # The MLP's weights are quantized with step max|w| / 2^(bits-1) per layer; the
     # encoder picks the bits in this range that minimise MSE + lambda x rate.
     mlp_bits: tuple[int, ...] = (6, 7, 8, 9, 10, 11, 12)

@@ -8,7 +8,8 @@ layer (entropy.py), and pack (bitstream.py). Decoder: the reverse, then
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ import torch
 from . import bitstream, entropy
 from .bitstream import GridHeader
 from .config import CodecConfig
-from .grid_fit import fit_grid
+from .grid_fit import GridFit, fit_grid
 from .latent import GridShape, mlp_forward, render, sample_levels, split_params
 
 
@@ -117,6 +118,23 @@ def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[tor
     return best
 
 
+def _features(fit: GridFit, width: int, n: int) -> torch.Tensor:
+    """(n, levels) float32 features of the rounded latents at every pixel."""
+    idx = torch.arange(n)
+    with torch.no_grad():
+        rounded = [torch.round(g).cpu() for g in fit.latents]
+        return sample_levels(rounded, (idx // width).float(), (idx % width).float()).t().contiguous()
+
+
+def _collapsed(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: GridShape) -> bool:
+    """True when the fit is within 3 dB of the flat mean-colour picture (or not finite): it failed."""
+    with torch.no_grad():
+        pred = mlp_forward(feats, split_params([w.cpu() for w in fit.weights], shape))
+        mse = float(torch.mean((pred - target) ** 2))
+        flat = float(torch.mean((target - target.mean(0)) ** 2))
+    return not math.isfinite(mse) or mse > 0.5 * flat
+
+
 def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress=None) -> tuple[bytes, GridShape]:
     """uint8 (H, W, C) -> ``.prc`` bytes, and the network shape it used."""
@@ -130,10 +148,13 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     latent_bpp = config.rate.bpp - (overhead + cfg.mlp_bits_estimate * shape.num_params) / n
     cb = progress("fit", cfg.steps) if progress else None
     fit = fit_grid(target, shape, cfg, max(latent_bpp, 1e-3), progress=cb)
+    feats = _features(fit, width, n)
+    if _collapsed(feats, target.reshape(-1, channels).cpu(), fit, shape):
+        cb = progress("fit (retry)", cfg.steps) if progress else None
+        retry = replace(cfg, lr=cfg.lr * cfg.retry_lr_factor, mlp_lr=cfg.mlp_lr * cfg.retry_lr_factor)
+        fit = fit_grid(target, shape, retry, max(latent_bpp, 1e-3), progress=cb, lam_range=cfg.retry_lam_range)
+        feats = _features(fit, width, n)
     latents = [torch.round(g).cpu() for g in fit.latents]
-    idx = torch.arange(n)
-    with torch.no_grad():
-        feats = sample_levels(latents, (idx // width).float(), (idx % width).float()).t().contiguous()
     bits = choose_mlp_bits(feats, target.reshape(-1, channels).cpu(), [w.cpu() for w in fit.weights], shape,
                            cfg.mlp_bits, fit.lam, n)
     mlp_q, steps = quantize_mlp(fit.weights, bits)

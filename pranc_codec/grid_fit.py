@@ -75,8 +75,11 @@ def initial_lambda(cfg: GridConfig, bpp: float) -> float:
 
 
 def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp: float,
-             progress: Progress | None = None) -> GridFit:
-    """Fit latents and MLP to ``image`` (H, W, C) float in [0, 1] for ``latent_bpp`` bits per pixel of latents."""
+             progress: Progress | None = None, lam_range: float | None = None) -> GridFit:
+    """Fit latents and MLP to ``image`` (H, W, C) float in [0, 1] for ``latent_bpp`` bits per pixel of latents.
+
+    ``lam_range``: keep lambda within [start / lam_range, start x lam_range] (None: unbounded).
+    """
     H, W, C = image.shape
     device = image.device
     target = image.reshape(-1, C).t().contiguous()  # (C, H W), the fitting layout
@@ -88,7 +91,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     opt = torch.optim.Adam([{"params": grids + [log_b], "lr": cfg.lr}, {"params": weights, "lr": cfg.mlp_lr}],
                            fused=True)  # one kernel per tensor: 3.1 -> 0.5 ms a step on Kodak
     base = [g["lr"] for g in opt.param_groups]
-    lam = initial_lambda(cfg, latent_bpp)
+    lam = lam0 = initial_lambda(cfg, latent_bpp)
     batch = min(cfg.batch_pixels, n)
     report_every = max(1, cfg.steps // 100)
     ste_from = int(cfg.steps * (1 - cfg.ste_frac))
@@ -121,6 +124,8 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
                 r = sum(entropy_bits(g) for g in grids) / n
                 step_log = math.log(max(r, 1e-6) / max(latent_bpp, 1e-6))
                 lam *= math.exp(cfg.gain * max(-1.0, min(1.0, step_log)))
+                if lam_range is not None:
+                    lam = min(max(lam, lam0 / lam_range), lam0 * lam_range)
         opt.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):  # never let one bad step poison the latents (they are the file)
             continue

@@ -228,3 +228,27 @@ def test_rate_term_is_the_discretized_laplace_code_length():
     want = -torch.log2(cdf(a + 0.5) - cdf(a - 0.5)).sum()
     got = laplace_bits(v, torch.tensor(math.log(b - 1e-3), dtype=torch.float64))
     assert float(got) == pytest.approx(float(want), rel=1e-9)
+
+
+def test_a_collapsed_fit_is_redone_gently(monkeypatch, grid_image):
+    """A fit no better than the flat mean colour is redone once, slower and with lambda bounded."""
+    import pranc_codec.grid_codec as gc
+    from pranc_codec.grid_fit import GridFit
+
+    calls = []
+    real = gc.fit_grid
+
+    def fake(image, shape, cfg, latent_bpp, progress=None, lam_range=None):
+        calls.append((cfg.lr, cfg.mlp_lr, lam_range))
+        if len(calls) == 1:  # a dead network: zero latents and weights, mid-grey everywhere
+            h, w = image.shape[:2]
+            return GridFit([torch.zeros(a, b) for a, b in shape.level_dims(h, w)],
+                           [torch.zeros(n) for n in shape.layer_sizes()], 1.0)
+        return real(image, shape, cfg, latent_bpp, progress, lam_range)
+
+    monkeypatch.setattr(gc, "fit_grid", fake)
+    res = encode(grid_image, GRID_FAST)
+    g = GRID_FAST.grid
+    assert calls == [(g.lr, g.mlp_lr, None), (g.lr * g.retry_lr_factor, g.mlp_lr * g.retry_lr_factor,
+                                              g.retry_lam_range)]
+    assert res.stats.psnr > 25.0
