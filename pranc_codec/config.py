@@ -93,6 +93,11 @@ class GridConfig:
     steps: int = 2400  # 1600 steps: -0.14 / -0.22 dB (ABLATIONS.md K10)
     batch_pixels: int = 16384
     lr: float = 0.05  # latents (and their entropy-model scales); 0.1 stalls (ABLATIONS.md K)
+    # High rates want larger latents sooner: from high_rate_bpp on, the latents learn at
+    # lr_high (+0.45 to +0.6 dB on three of four images at 1 bpp, level on the fourth;
+    # at 0.125 bpp the same rate collapsed the fit, ABLATIONS.md L13-L14).
+    lr_high: float = 0.08
+    high_rate_bpp: float = 0.75
     mlp_lr: float = 0.01
     final_lr: float = 0.02  # the cosine schedule ends at this fraction of lr
     ste_frac: float = 0.1  # last fraction of steps on rounded latents; 0.2 lost 0.33 dB

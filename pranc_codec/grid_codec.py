@@ -140,6 +140,8 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     """uint8 (H, W, C) -> ``.prc`` bytes, and the network shape it used."""
     height, width, channels = image.shape
     cfg = config.grid
+    if config.rate.bpp >= cfg.high_rate_bpp:
+        cfg = replace(cfg, lr=cfg.lr_high)
     shape = plan(config, height, width, channels)
     n = height * width
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
