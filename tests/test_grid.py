@@ -249,6 +249,8 @@ def test_a_collapsed_fit_is_redone_gently(monkeypatch, grid_image):
     monkeypatch.setattr(gc, "fit_grid", fake)
     res = encode(grid_image, GRID_FAST)
     g = GRID_FAST.grid
-    assert calls == [(g.lr, g.mlp_lr, None), (g.lr * g.retry_lr_factor, g.mlp_lr * g.retry_lr_factor,
-                                              g.retry_lam_range)]
+    lr = g.lr_high if GRID_FAST.rate.bpp >= g.high_rate_bpp else g.lr  # 3 bpp: the high-rate latent lr
+    assert lr == g.lr_high
+    assert calls == [(lr, g.mlp_lr, None), (lr * g.retry_lr_factor, g.mlp_lr * g.retry_lr_factor,
+                                            g.retry_lam_range)]
     assert res.stats.psnr > 25.0
