@@ -147,18 +147,18 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
     segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
     overhead = 8 * bitstream.grid_header_size(shape) + 32 * segments
-    latent_bpp = config.rate.bpp - (overhead + cfg.mlp_bits_estimate * shape.num_params) / n
+    latent_bpp = max(1e-3, config.rate.bpp - (overhead + cfg.mlp_bits_estimate * shape.num_params) / n)
+    pixels = target.reshape(-1, channels).cpu()
     cb = progress("fit", cfg.steps) if progress else None
-    fit = fit_grid(target, shape, cfg, max(latent_bpp, 1e-3), progress=cb)
+    fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb)
     feats = _features(fit, width, n)
-    if _collapsed(feats, target.reshape(-1, channels).cpu(), fit, shape):
+    if _collapsed(feats, pixels, fit, shape):
         cb = progress("fit (retry)", cfg.steps) if progress else None
         retry = replace(cfg, lr=cfg.lr * cfg.retry_lr_factor, mlp_lr=cfg.mlp_lr * cfg.retry_lr_factor)
-        fit = fit_grid(target, shape, retry, max(latent_bpp, 1e-3), progress=cb, lam_range=cfg.retry_lam_range)
+        fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range)
         feats = _features(fit, width, n)
     latents = [torch.round(g).cpu() for g in fit.latents]
-    bits = choose_mlp_bits(feats, target.reshape(-1, channels).cpu(), [w.cpu() for w in fit.weights], shape,
-                           cfg.mlp_bits, fit.lam, n)
+    bits = choose_mlp_bits(feats, pixels, [w.cpu() for w in fit.weights], shape, cfg.mlp_bits, fit.lam, n)
     mlp_q, steps = quantize_mlp(fit.weights, bits)
     code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps)
     return pack(code, shape, height, width), shape
