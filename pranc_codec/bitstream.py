@@ -159,15 +159,20 @@ def split_segments(header: GridHeader, payload: bytes) -> list[bytes]:
     return out
 
 
+def _check_image(width: int, height: int, channels: int) -> None:
+    """The picture's fields, common to every layout."""
+    _check(1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE,
+           f"image size {width}x{height} outside 1..{MAX_SIDE}", LimitError)
+    _check(width * height <= MAX_PIXELS, f"image of {width}x{height} pixels exceeds {MAX_PIXELS} pixels", LimitError)
+    _check(channels in (1, 3), f"unsupported channel count {channels}")
+
+
 def _parse_grid(data: bytes) -> tuple[GridHeader, bytes]:
     """Fields of a version-4 file (the CRC is already checked)."""
     _check(len(data) >= _GRID_FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
     (_, _, flags, width, height, channels, net_kind, levels, hidden, hidden_layers) = _GRID_FIXED.unpack_from(data, 0)
     _check(flags == 0, f"unknown header flags 0x{flags:02x}")
-    _check(1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE,
-           f"image size {width}x{height} outside 1..{MAX_SIDE}", LimitError)
-    _check(width * height <= MAX_PIXELS, f"image of {width}x{height} pixels exceeds {MAX_PIXELS} pixels", LimitError)
-    _check(channels in (1, 3), f"unsupported channel count {channels}")
+    _check_image(width, height, channels)
     _check(net_kind == NET_GRID, f"network kind {net_kind} in a version-4 file (expected {NET_GRID}, latent grid)")
     _check(1 <= levels <= MAX_LEVELS, f"latent levels {levels} outside 1..{MAX_LEVELS}", LimitError)
     _check(1 <= hidden <= MAX_HIDDEN, f"MLP width {hidden} outside 1..{MAX_HIDDEN}", LimitError)
@@ -246,10 +251,7 @@ def parse(data: bytes) -> tuple[Header | GridHeader, bytes]:
      kind, density, chunk_size, expansion, delta, n_groups) = _FIXED.unpack_from(data, 0)
 
     _check(flags & ~FLAG_OFFSET == 0, f"unknown header flags 0x{flags:02x}")
-    _check(1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE,
-           f"image size {width}x{height} outside 1..{MAX_SIDE}", LimitError)
-    _check(width * height <= MAX_PIXELS, f"image of {width}x{height} pixels exceeds {MAX_PIXELS} pixels", LimitError)
-    _check(channels in (1, 3), f"unsupported channel count {channels}")
+    _check_image(width, height, channels)
     _check(net_kind == NET_SIREN, f"unknown network kind {net_kind}")
     _check(1 <= hidden_layers <= MAX_LAYERS, f"hidden layers {hidden_layers} outside 1..{MAX_LAYERS}", LimitError)
     _check(1 <= net_width <= MAX_WIDTH, f"network width {net_width} outside 1..{MAX_WIDTH}", LimitError)

@@ -152,7 +152,6 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     if config.fit.threads > 0:
         torch.set_num_threads(config.fit.threads)
     device = resolve_device(config.device)
-    notes: list[str] = []
     if config.model == "grid":
         return _encode_grid(image, config, device, progress, t0)
     if config.model != "siren":
@@ -195,29 +194,23 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         if abs(len(data) - target_bytes) > tol * target_bytes:
             delta, data = _search_delta(spec, alpha.cpu().numpy(), shifts, target_bytes, grid)
 
-    rate_ok = abs(len(data) - target_bytes) <= tol * target_bytes
-    if not rate_ok:
-        notes.append(f"target {config.rate.bpp:g} bpp not reachable for this image "
-                     f"(got {8 * len(data) / (height * width):.4g} bpp)")
-
-    # Measure exactly what the decoder will produce.
-    decoded = decode(data)
-    stats = EncodeStats(
-        width=width, height=height, channels=channels, bytes=len(data),
-        bpp=8.0 * len(data) / (height * width), target_bpp=config.rate.bpp, rate_ok=rate_ok,
-        psnr=psnr(image, decoded), ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
-        num_coefs=k, num_params=spec.shape.num_params, net_width=spec.shape.width, delta=delta,
-        encode_seconds=time.perf_counter() - t0, device=str(device), warnings=notes,
-        fit_restarts=fit_stats.get("restarts", 0), model="siren",
-    )
-    return EncodeResult(data=data, stats=stats)
+    return _finish(image, data, config, device, t0, num_coefs=k, num_params=spec.shape.num_params,
+                   net_width=spec.shape.width, delta=delta, fit_restarts=fit_stats.get("restarts", 0), model="siren")
 
 
 def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress: ProgressFactory | None, t0: float) -> EncodeResult:
     """The latent-grid path of :func:`encode` (grid_codec.py)."""
-    height, width, channels = image.shape
     data, shape = grid_codec.fit_and_code(image, config, device, progress)
+    height, width = image.shape[:2]
+    return _finish(image, data, config, device, t0, num_coefs=shape.num_latents(height, width) + shape.num_params,
+                   num_params=shape.num_params, net_width=shape.hidden, delta=1.0, model="grid")
+
+
+def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.device, t0: float,
+            **network: object) -> EncodeResult:
+    """Check the rate and measure exactly what the decoder will produce; ``network``: the model's stats fields."""
+    height, width, channels = image.shape
     target_bytes = config.rate.bpp * height * width / 8.0
     rate_ok = abs(len(data) - target_bytes) <= config.rate.tolerance * target_bytes
     notes = [] if rate_ok else [f"target {config.rate.bpp:g} bpp not reachable for this image "
@@ -227,9 +220,7 @@ def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
         width=width, height=height, channels=channels, bytes=len(data),
         bpp=8.0 * len(data) / (height * width), target_bpp=config.rate.bpp, rate_ok=rate_ok,
         psnr=psnr(image, decoded), ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
-        num_coefs=shape.num_latents(height, width) + shape.num_params, num_params=shape.num_params,
-        net_width=shape.hidden, delta=1.0, encode_seconds=time.perf_counter() - t0, device=str(device),
-        model="grid", warnings=notes,
+        encode_seconds=time.perf_counter() - t0, device=str(device), warnings=notes, **network,
     )
     return EncodeResult(data=data, stats=stats)
 

@@ -19,6 +19,7 @@ from .bitstream import GridHeader
 from .config import CodecConfig
 from .grid_fit import GridFit, fit_grid
 from .latent import GridShape, mlp_forward, render, sample_levels, split_params
+from .quantization import dequantize, quantize
 
 
 @dataclass
@@ -81,8 +82,7 @@ def decode(header: GridHeader, payload: bytes) -> np.ndarray:
     parts = np.split(symbols, np.cumsum(sizes)[:-1])
     latents = [torch.from_numpy(q.reshape(h, w)) for q, (h, w) in zip(parts, shape.level_dims(header.height, header.width))]
     # one correctly rounded multiplication per weight: the same on every machine
-    weights = [torch.from_numpy(q.astype(np.float64) * float(step))
-               for q, step in zip(parts[shape.levels:], header.mlp_steps)]
+    weights = [torch.from_numpy(dequantize(q, float(step))) for q, step in zip(parts[shape.levels:], header.mlp_steps)]
     return render(latents, weights, shape, header.height, header.width).numpy()
 
 
@@ -92,20 +92,21 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int) -> tuple[list[np.ndarra
     for w in weights:
         w64 = w.detach().double().cpu().numpy()
         step = float(np.float32(max(float(np.abs(w64).max()), 1e-12) / 2 ** (bits - 1)))
-        qs.append(np.rint(w64 / step).astype(np.int32))
+        qs.append(quantize(w64, step))
         steps.append(step)
     return qs, steps
 
 
 def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[torch.Tensor], shape: GridShape,
-                    bit_choices: tuple[int, ...], lam: float, pixels: int) -> int:
-    """Bit depth of the MLP that minimises MSE + lambda x (its bits per pixel).
+                    bit_choices: tuple[int, ...], lam: float,
+                    pixels: int) -> tuple[int, list[np.ndarray], list[float]]:
+    """Bit depth of the MLP that minimises MSE + lambda x (its bits per pixel), with its symbols and steps.
 
     feats: (P, levels) float32 features of the rounded latents at P pixels;
     target: (P, C) in [0, 1]. Bits are the ideal code length under the fitted
     Laplace models, over ``pixels`` pixels of the image.
     """
-    best, best_cost = bit_choices[0], float("inf")
+    best, best_cost = None, float("inf")
     for bits in bit_choices:
         qs, steps = quantize_mlp(weights, bits)
         wq = [torch.from_numpy(q.astype(np.float32) * s) for q, s in zip(qs, steps)]
@@ -113,17 +114,16 @@ def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[tor
             mse = float(torch.mean((mlp_forward(feats, split_params(wq, shape)) - target) ** 2))
         nbits = sum(entropy.code_length(q, entropy.fit_model(q)) for q in qs)
         cost = mse + lam * nbits / pixels
-        if cost < best_cost:
-            best, best_cost = bits, cost
+        if best is None or cost < best_cost:
+            best, best_cost = (bits, qs, steps), cost
     return best
 
 
-def _features(fit: GridFit, width: int, n: int) -> torch.Tensor:
-    """(n, levels) float32 features of the rounded latents at every pixel."""
+def _features(latents: list[torch.Tensor], width: int, n: int) -> torch.Tensor:
+    """(n, levels) float32 features of the (rounded) latents at every pixel."""
     idx = torch.arange(n)
     with torch.no_grad():
-        rounded = [torch.round(g).cpu() for g in fit.latents]
-        return sample_levels(rounded, (idx // width).float(), (idx % width).float()).t().contiguous()
+        return sample_levels(latents, (idx // width).float(), (idx % width).float()).t().contiguous()
 
 
 def _collapsed(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: GridShape) -> bool:
@@ -151,14 +151,14 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     pixels = target.reshape(-1, channels).cpu()
     cb = progress("fit", cfg.steps) if progress else None
     fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb)
-    feats = _features(fit, width, n)
+    latents = [torch.round(g).cpu() for g in fit.latents]
+    feats = _features(latents, width, n)
     if _collapsed(feats, pixels, fit, shape):
         cb = progress("fit (retry)", cfg.steps) if progress else None
         retry = replace(cfg, lr=cfg.lr * cfg.retry_lr_factor, mlp_lr=cfg.mlp_lr * cfg.retry_lr_factor)
         fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range)
-        feats = _features(fit, width, n)
-    latents = [torch.round(g).cpu() for g in fit.latents]
-    bits = choose_mlp_bits(feats, pixels, [w.cpu() for w in fit.weights], shape, cfg.mlp_bits, fit.lam, n)
-    mlp_q, steps = quantize_mlp(fit.weights, bits)
+        latents = [torch.round(g).cpu() for g in fit.latents]
+        feats = _features(latents, width, n)
+    _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in fit.weights], shape, cfg.mlp_bits, fit.lam, n)
     code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps)
     return pack(code, shape, height, width), shape
