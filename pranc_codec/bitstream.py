@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 
 from .config import BasisKind
+from .context import MAX_BUCKETS, PASSES
 from .entropy import MAX_BOUND, LaplaceModel
 from .errors import FormatError, LimitError
 from .inr import SirenShape
@@ -21,8 +22,9 @@ from .tiling import TileGrid
 
 MAGIC = b"PRNC"
 VERSION = 3  # SIREN files (net_kind 0)
-GRID_VERSION = 4  # latent-grid files (net_kind 1): their own layout after byte 11
-READABLE_VERSIONS = (1, 2, 3, 4)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
+GRID_VERSION = 5  # latent-grid files (net_kind 1): their own layout after byte 11; 5 adds context coding
+GRID_VERSIONS = (4, 5)
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -59,7 +61,8 @@ NET_GRID = 1
 # levels, hidden, hidden_layers; then per level (decay, bound), per MLP layer
 # (step, decay, bound); then the payload as segments, each a u32 length and a rANS stream.
 _GRID_FIXED = struct.Struct("<4sBBHHBBBHB")
-_LEVEL = struct.Struct("<HH")
+_LEVEL = struct.Struct("<HH")  # also one bucket's model in version 5
+_BUCKETS = struct.Struct("<B")  # version 5: buckets of one (level, pass)
 _LAYER = struct.Struct("<fHH")
 MAX_LEVELS = 12
 MAX_HIDDEN = 256
@@ -93,15 +96,22 @@ class Header:
 
 @dataclass(frozen=True)
 class GridHeader:
-    """Decoded header of a latent-grid file (version 4)."""
+    """Decoded header of a latent-grid file (version 4 or 5)."""
 
     width: int
     height: int
     channels: int
     shape: GridShape
-    level_models: tuple[LaplaceModel, ...]  # one per latent level, finest first
+    # version 4: one model per latent level, finest first; version 5: the buckets'
+    # models of every (level, pass), levels finest first, passes in order
+    level_models: tuple[LaplaceModel, ...]
     mlp_steps: tuple[float, ...]  # quantization step of each MLP layer (float32 values)
     mlp_models: tuple[LaplaceModel, ...]
+    buckets: tuple[int, ...] = ()  # version 5: bucket count of every (level, pass), same order; () in version 4
+
+    @property
+    def version(self) -> int:
+        return 5 if self.buckets else 4
 
     @property
     def num_pixels(self) -> int:
@@ -126,18 +136,28 @@ def segment_bounds(total: int) -> list[int]:
     return [i * total // n for i in range(n + 1)]
 
 
-def grid_header_size(shape: GridShape) -> int:
-    """Bytes of a version-4 container besides the segments' streams (header, lengths, CRC)."""
-    return (_GRID_FIXED.size + shape.levels * _LEVEL.size + (shape.hidden_layers + 1) * _LAYER.size
-            + _LEN.size + _CRC.size)
+def grid_header_size(shape: GridShape, n_models: int | None = None) -> int:
+    """Bytes of a latent-grid container besides the segments' streams (header, lengths, CRC).
+
+    n_models: the latents' models in a version-5 file (None: a version-4 file, one per level).
+    """
+    latent_fields = shape.levels * _LEVEL.size if n_models is None else (
+        shape.levels * PASSES * _BUCKETS.size + n_models * _LEVEL.size)
+    return _GRID_FIXED.size + latent_fields + (shape.hidden_layers + 1) * _LAYER.size + _LEN.size + _CRC.size
 
 
 def pack_grid(header: GridHeader, segments: list[bytes]) -> bytes:
-    """Serialize a latent-grid file: header, length-prefixed segments, CRC32."""
+    """Serialize a latent-grid file (the version ``header.version``): header, length-prefixed segments, CRC32."""
     s = header.shape
-    fixed = _GRID_FIXED.pack(MAGIC, GRID_VERSION, 0, header.width, header.height, header.channels, NET_GRID,
+    fixed = _GRID_FIXED.pack(MAGIC, header.version, 0, header.width, header.height, header.channels, NET_GRID,
                              s.levels, s.hidden, s.hidden_layers)
-    levels = b"".join(_LEVEL.pack(m.decay, m.bound) for m in header.level_models)
+    if header.buckets:
+        models = iter(header.level_models)
+        levels = b"".join(_BUCKETS.pack(n) + b"".join(_LEVEL.pack(m.decay, m.bound)
+                                                      for m in (next(models) for _ in range(n)))
+                          for n in header.buckets)
+    else:
+        levels = b"".join(_LEVEL.pack(m.decay, m.bound) for m in header.level_models)
     layers = b"".join(_LAYER.pack(st, m.decay, m.bound) for st, m in zip(header.mlp_steps, header.mlp_models))
     payload = b"".join(_LEN.pack(len(seg)) + seg for seg in segments)
     body = fixed + levels + layers + _LEN.pack(len(payload)) + payload
@@ -167,13 +187,14 @@ def _check_image(width: int, height: int, channels: int) -> None:
     _check(channels in (1, 3), f"unsupported channel count {channels}")
 
 
-def _parse_grid(data: bytes) -> tuple[GridHeader, bytes]:
-    """Fields of a version-4 file (the CRC is already checked)."""
+def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
+    """Fields of a version-4 or version-5 file (the CRC is already checked)."""
     _check(len(data) >= _GRID_FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
     (_, _, flags, width, height, channels, net_kind, levels, hidden, hidden_layers) = _GRID_FIXED.unpack_from(data, 0)
     _check(flags == 0, f"unknown header flags 0x{flags:02x}")
     _check_image(width, height, channels)
-    _check(net_kind == NET_GRID, f"network kind {net_kind} in a version-4 file (expected {NET_GRID}, latent grid)")
+    _check(net_kind == NET_GRID,
+           f"network kind {net_kind} in a version-{version} file (expected {NET_GRID}, latent grid)")
     _check(1 <= levels <= MAX_LEVELS, f"latent levels {levels} outside 1..{MAX_LEVELS}", LimitError)
     _check(1 <= hidden <= MAX_HIDDEN, f"MLP width {hidden} outside 1..{MAX_HIDDEN}", LimitError)
     _check(1 <= hidden_layers <= MAX_LAYERS, f"MLP layers {hidden_layers} outside 1..{MAX_LAYERS}", LimitError)
@@ -182,14 +203,27 @@ def _parse_grid(data: bytes) -> tuple[GridHeader, bytes]:
            "network too large for the image size (rendering cost over the limit)", LimitError)
     pos = _GRID_FIXED.size
     n_layers = hidden_layers + 1
-    _check(len(data) >= pos + levels * _LEVEL.size + n_layers * _LAYER.size + _LEN.size + _CRC.size,
-           "truncated .prc file (header incomplete)")
-    level_models, steps, mlp_models = [], [], []
-    for _ in range(levels):
+    tail = n_layers * _LAYER.size + _LEN.size + _CRC.size
+    level_models, steps, mlp_models, buckets = [], [], [], []
+
+    def model() -> None:
+        nonlocal pos
+        _check(len(data) >= pos + _LEVEL.size + tail, "truncated .prc file (header incomplete)")
         decay, bound = _LEVEL.unpack_from(data, pos)
         pos += _LEVEL.size
         _check(1 <= decay <= 65535 and bound <= MAX_BOUND, f"entropy model out of range (decay={decay}, bound={bound})")
         level_models.append(LaplaceModel(decay, bound))
+
+    for _ in range(levels * PASSES if version == 5 else levels):
+        if version == 5:
+            _check(len(data) >= pos + _BUCKETS.size + tail, "truncated .prc file (header incomplete)")
+            (n,) = _BUCKETS.unpack_from(data, pos)
+            pos += _BUCKETS.size
+            _check(1 <= n <= MAX_BUCKETS, f"context bucket count {n} outside 1..{MAX_BUCKETS}")
+            buckets.append(n)
+        for _ in range(buckets[-1] if version == 5 else 1):
+            model()
+    _check(len(data) >= pos + tail, "truncated .prc file (header incomplete)")
     for _ in range(n_layers):
         step, decay, bound = _LAYER.unpack_from(data, pos)
         pos += _LAYER.size
@@ -202,7 +236,7 @@ def _parse_grid(data: bytes) -> tuple[GridHeader, bytes]:
     _check(pos + payload_len + _CRC.size == len(data),
            f"payload length {payload_len} does not match the file ({len(data) - pos - _CRC.size} bytes)")
     header = GridHeader(width=width, height=height, channels=channels, shape=shape, level_models=tuple(level_models),
-                        mlp_steps=tuple(steps), mlp_models=tuple(mlp_models))
+                        mlp_steps=tuple(steps), mlp_models=tuple(mlp_models), buckets=tuple(buckets))
     return header, bytes(data[pos: pos + payload_len])
 
 
@@ -243,8 +277,8 @@ def parse(data: bytes) -> tuple[Header | GridHeader, bytes]:
            "truncated .prc file (header incomplete)")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     _check(zlib.crc32(data[: -_CRC.size]) == crc, "corrupted or truncated .prc file (CRC mismatch)")
-    if version == GRID_VERSION:
-        return _parse_grid(data)
+    if version in GRID_VERSIONS:
+        return _parse_grid(data, version)
     _check(len(data) >= _FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
 
     (_, _, flags, width, height, channels, seed, net_kind, hidden_layers, net_width, omega0,

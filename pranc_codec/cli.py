@@ -200,6 +200,8 @@ def info(input: str, as_json: bool) -> None:
                 "mlp_layers": g.hidden_layers, "num_params": g.num_params, "mlp_steps": list(h.mlp_steps),
                 "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.level_models + h.mlp_models],
             }
+            if h.buckets:  # version 5: context buckets of every (level, pass), finest level first
+                fields["context_buckets"] = list(h.buckets)
             _print_fields(fields, as_json)
             return
         spec = h.spec

@@ -102,6 +102,7 @@ class GridConfig:
     final_lr: float = 0.02  # the cosine schedule ends at this fraction of lr
     ste_frac: float = 0.1  # last fraction of steps on rounded latents; 0.2 lost 0.33 dB
     rate_every: int = 8
+    context_every: int = 64  # steps between measurements of the context coder's saving (a multiple of rate_every)
     # Starting rate weight: lambda = lam_ref x (bpp / bpp_ref)^(-lam_exponent), the
     # relation measured on Kodak (ABLATIONS.md K); the controller then follows the target.
     lam_ref: float = 2.5e-3
@@ -118,6 +119,7 @@ class GridConfig:
     # encoder picks the bits in this range that minimise MSE + lambda x rate.
     mlp_bits: tuple[int, ...] = (6, 7, 8, 9, 10, 11, 12)
     mlp_bits_estimate: float = 8.0  # coded bits per MLP weight assumed when budgeting the latents
+    buckets_estimate: float = 2.0  # context buckets per (level, pass) assumed when budgeting the header
     seed: int = 0  # initialisation and minibatches (encoder only)
 
 

@@ -1,22 +1,23 @@
 """Context model of the latent grids: the order they are coded in and each symbol's context (format version 5).
 
-The grids are coded coarsest level first, each level in three passes over
-its positions (row i, column j):
+A level's positions (row i, column j) fall into four sublattices, coded in
+this order, each row-major over its own positions, coarsest level first:
 
-- pass 0: i and j even. Context: |parent|, the magnitude of the latent of
-  the next coarser level at (i // 2, j // 2) (0 on the coarsest level);
-  mean 0.
-- pass 1: i and j odd. Neighbours: the four diagonal ones, all of pass 0.
-- pass 2: i + j odd. Neighbours: the four direct ones, all of passes 0-1.
+- S0, i and j even. Context: |parent|, the magnitude of the latent of the
+  next coarser level at (i // 2, j // 2) (0 on the coarsest level); mean 0.
+- S1, i and j odd. Neighbours: the four diagonal ones, all in S0.
+- S2, i even and j odd, then S3, i odd and j even. Neighbours: the four
+  direct ones, all in S0 and S1.
 
-In passes 1-2 the predicted mean is mu = round half up of the mean of the
+In S1-S3 the predicted mean is mu = round half up of the mean of the
 in-bounds neighbours, the coded symbol is q - mu, and the context is the sum
-of the neighbours' magnitudes. A context c selects bucket
+of the neighbours' magnitudes. The symbols form three passes with their own
+models: S0, S1, and S2 with S3. A context c selects bucket
 min(#{e in EDGES : e <= c}, B - 1), where B (1..MAX_BUCKETS) is chosen by the
 encoder per level and pass and stored in the header; each bucket has its own
 Laplace model (entropy.py).
 
-Everything is integer arithmetic on int64 tensors (values clipped to
+Everything is integer arithmetic on integer tensors (values clipped to
 +-CLIP first), so encoder and decoder compute the same contexts on any
 machine or device. On four Kodak fits this coded the same latents in 5-28 %
 fewer bits than one model per level (eval/ABLATIONS.md, section M).
@@ -24,72 +25,82 @@ fewer bits than one model per level (eval/ABLATIONS.md, section M).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-PASSES = 3
+PASSES = 3  # model groups per level: S0, S1, S2 + S3
+SUBLATTICES = ((0, 0), (1, 1), (0, 1), (1, 0))  # (row, column) offset of S0 .. S3
+PASS_OF = (0, 1, 2, 2)
 EDGES = (1, 2, 3, 4, 6, 8, 12, 16, 24)  # bucket edges on the context (sum of neighbour magnitudes)
 MAX_BUCKETS = len(EDGES) + 1
-CLIP = 1 << 24  # latents are clipped to +-CLIP for contexts: sums of four stay far inside int64
+CLIP = 1 << 24  # latents are clipped to +-CLIP for contexts: sums of four fit in int32
 
-_DIAGONAL = ((-1, -1), (-1, 1), (1, -1), (1, 1))
-_DIRECT = ((-1, 0), (1, 0), (0, -1), (0, 1))
-
-
-def pass_mask(height: int, width: int, p: int) -> torch.Tensor:
-    """Bool (height, width): the positions coded in pass ``p``."""
-    i = torch.arange(height).view(-1, 1) % 2
-    j = torch.arange(width).view(1, -1) % 2
-    if p == 0:
-        return (i == 0) & (j == 0)
-    if p == 1:
-        return (i == 1) & (j == 1)
-    return (i + j) == 1
+# Neighbours of S1 .. S3 as (sublattice, row shift, column shift) in sublattice
+# coordinates: S1[a, b] = q[2a+1, 2b+1] has diagonal neighbours S0[a, b], S0[a, b+1],
+# S0[a+1, b], S0[a+1, b+1], and so on.
+NEIGHBOURS = {
+    1: ((0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)),
+    2: ((1, -1, 0), (1, 0, 0), (0, 0, 0), (0, 0, 1)),
+    3: ((0, 0, 0), (0, 1, 0), (1, 0, -1), (1, 0, 0)),
+}
 
 
-def neighbour_sums(values: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sum, sum of magnitudes and count of the in-bounds neighbours of pass ``p`` (1 or 2), at every position.
+def split(q: torch.Tensor) -> list[torch.Tensor]:
+    """The four sublattices of a level (h, w): views q[r::2, c::2] in coding order."""
+    return [q[r::2, c::2] for r, c in SUBLATTICES]
 
-    values: (h, w), any dtype; positions outside the grid contribute nothing.
-    Returns three (h, w) tensors (count as values' dtype).
+
+def sublattice_dims(height: int, width: int) -> list[tuple[int, int]]:
+    """(rows, cols) of S0 .. S3 of an h x w level."""
+    return [((height - r + 1) // 2, (width - c + 1) // 2) for r, c in SUBLATTICES]
+
+
+def _padded(x: torch.Tensor) -> torch.Tensor:
+    return F.pad(x.unsqueeze(0), (1, 1, 1, 1)).squeeze(0)
+
+
+def neighbours(subs: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sum, sum of magnitudes and count of the in-bounds neighbours of every position of S_k (k = 1..3).
+
+    subs: the level's sublattices S0 .. S3, any dtype (only S_k's shape and the
+    neighbours' values are read). Returns three tensors of S_k's shape (count in subs' dtype).
+    Neighbour (src, di, dj) of S_k[a, b] is S_src[a + di, b + dj], or nothing outside S_src.
     """
-    h, w = values.shape
-    padded = torch.nn.functional.pad(values.unsqueeze(0), (1, 1, 1, 1)).squeeze(0)
-    ones = torch.nn.functional.pad(torch.ones_like(values).unsqueeze(0), (1, 1, 1, 1)).squeeze(0)
-    total = torch.zeros_like(values)
-    mags = torch.zeros_like(values)
-    count = torch.zeros_like(values)
-    for di, dj in (_DIAGONAL if p == 1 else _DIRECT):
-        window = (slice(1 + di, 1 + di + h), slice(1 + dj, 1 + dj + w))
-        total += padded[window]
-        mags += padded[window].abs()
-        count += ones[window]
+    rows, cols = subs[k].shape
+    sources = {src for src, _, _ in NEIGHBOURS[k]}
+    padded = {src: _padded(subs[src]) for src in sources}
+    inside = {src: _padded(torch.ones_like(subs[src])) for src in sources}
+    total = mags = count = 0
+    for src, di, dj in NEIGHBOURS[k]:
+        window = (slice(1 + di, 1 + di + rows), slice(1 + dj, 1 + dj + cols))
+        v = padded[src][window]
+        total = total + v
+        mags = mags + v.abs()
+        count = count + inside[src][window]
     return total, mags, count
 
 
-def contexts(known: torch.Tensor, parent: torch.Tensor | None, p: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and context of pass ``p``'s positions (row-major), from the values already known.
+def contexts(subs: list[torch.Tensor], parent: torch.Tensor | None, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and context of S_k's positions, from the sublattices already known (S0 .. S_{k-1}).
 
-    known: int64 (h, w), the level's latents of earlier passes (others are ignored);
-    parent: int64 (ceil(h / 2), ceil(w / 2)) or larger, the next coarser level, or None.
-    Returns (mu, c), int64 (n_p,) each.
+    subs: int64 sublattices S0 .. S3 of the level (:func:`split`; the values of S_k and
+    later are not read); parent: int64 grid of the next coarser level (S0's shape), or
+    None. Returns (mu, c), int64 of S_k's shape.
     """
-    h, w = known.shape
-    mask = pass_mask(h, w, p)
-    if p == 0:
-        if parent is None:
-            c = torch.zeros(h, w, dtype=torch.int64)
-        else:
-            c = parent.clamp(-CLIP, CLIP).abs().repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w]
-        c = c[mask]
+    if k == 0:
+        c = torch.zeros_like(subs[0]) if parent is None else parent.clamp(-CLIP, CLIP).abs()
         return torch.zeros_like(c), c
-    earlier = pass_mask(h, w, 0) | (pass_mask(h, w, 1) if p == 2 else torch.zeros_like(mask))
-    vals = torch.where(earlier, known.clamp(-CLIP, CLIP), torch.zeros_like(known))
-    total, mags, count = neighbour_sums(vals, p)
-    total, mags, count = total[mask], mags[mask], count[mask].clamp_min(1)
+    # int32 halves the memory of the big levels; with |values| <= 2^24, every sum below fits
+    known = [s.clamp(-CLIP, CLIP).to(torch.int32) if i < k else s for i, s in enumerate(subs)]
+    total, mags, count = neighbours(known, k)
+    total, count = total.long(), count.long().clamp_min(1)
     mu = torch.div(2 * total + count, 2 * count, rounding_mode="floor")  # round half up of total / count
-    return mu, mags
+    return mu, mags.long()
+
+
+# bucket of every context 0 .. EDGES[-1] (a table lookup is 5x faster than bucketize)
+_BUCKET_OF = torch.bucketize(torch.arange(EDGES[-1] + 1), torch.tensor(EDGES), right=True)
 
 
 def buckets(c: torch.Tensor, n_buckets: int) -> torch.Tensor:
-    """Bucket of each context: #edges <= c, capped at n_buckets - 1 (int64)."""
-    edges = torch.tensor(EDGES, dtype=c.dtype)
-    return torch.bucketize(c, edges, right=True).clamp_max(n_buckets - 1)
+    """Bucket of each context c >= 0: #edges <= c, capped at n_buckets - 1 (int64, c's shape)."""
+    return _BUCKET_OF[c.clamp_max(EDGES[-1])].clamp_max(n_buckets - 1)

@@ -120,12 +120,26 @@ def _tables(models: list[LaplaceModel]) -> tuple[list[list[int]], list[int], lis
 
 def encode(q: np.ndarray, group_sizes: list[int], models: list[LaplaceModel]) -> bytes:
     """rANS-code integer symbols ``q`` (k,), group g using ``models[g]``; k >= 2."""
+    return encode_indexed(q, np.repeat(np.arange(len(group_sizes), dtype=np.int32), group_sizes), models)
+
+
+def encode_indexed(q: np.ndarray, indexes: np.ndarray, models: list[LaplaceModel]) -> bytes:
+    """rANS-code integer symbols ``q`` (k,), symbol i using ``models[indexes[i]]``; k >= 2."""
     if q.size < 2:
         # CompressAI's RansEncoder frees memory twice on a 1-symbol stream (abort, seen in 1.2.x)
         raise ValueError("entropy.encode needs at least 2 symbols")
-    indexes = np.repeat(np.arange(len(group_sizes), dtype=np.int32), group_sizes).tolist()
     cdfs, sizes, offsets = _tables(models)
-    return _ans().RansEncoder().encode_with_indexes(q.astype(np.int32).tolist(), indexes, cdfs, sizes, offsets)
+    return _ans().RansEncoder().encode_with_indexes(q.astype(np.int32).tolist(), np.asarray(indexes, np.int32).tolist(),
+                                                    cdfs, sizes, offsets)
+
+
+def _padded(payload: bytes, k: int) -> bytes:
+    # The C++ decoder does not bounds-check its input. A symbol reads at most one
+    # 32-bit word, and an escape's bypass length is a sum of 4-bit fields, each of
+    # which can make it read at most 15 further nibbles; so reads stay below
+    # 16 * len(payload) + 16 * k bytes for k symbols, and once in the zero padding
+    # every escape ends at once. The padding keeps a tampered stream inside this buffer.
+    return bytes(payload) + bytes(16 * len(payload) + 16 * k + 64)
 
 
 def decode(payload: bytes, group_sizes: list[int], models: list[LaplaceModel]) -> np.ndarray:
@@ -135,11 +149,45 @@ def decode(payload: bytes, group_sizes: list[int], models: list[LaplaceModel]) -
     k = int(sum(group_sizes))
     indexes = np.repeat(np.arange(len(group_sizes), dtype=np.int32), group_sizes).tolist()
     cdfs, sizes, offsets = _tables(models)
-    # The C++ decoder does not bounds-check its input. A symbol reads at most one
-    # 32-bit word, and an escape's bypass length is a sum of 4-bit fields, each of
-    # which can make it read at most 15 further nibbles; so reads stay below
-    # 16 * len(payload) + 16 * k bytes, and once in the zero padding every escape
-    # ends at once. The padding keeps a tampered stream inside this buffer.
-    padded = bytes(payload) + bytes(16 * len(payload) + 16 * k + 64)
-    out = _ans().RansDecoder().decode_with_indexes(padded, indexes, cdfs, sizes, offsets)
+    out = _ans().RansDecoder().decode_with_indexes(_padded(payload, k), indexes, cdfs, sizes, offsets)
     return np.asarray(out, dtype=np.int32)
+
+
+class SegmentReader:
+    """Reads symbols in order from consecutive rANS segments (each one :func:`encode_indexed` stream).
+
+    Lets a decoder ask for the next symbols only once it knows their models
+    (context coding): ``read(indexes)`` returns the next ``len(indexes)``
+    symbols, crossing segment ends as ``bounds`` says (segment i holds symbols
+    bounds[i] .. bounds[i+1]-1). Never reads outside its buffers.
+    """
+
+    def __init__(self, segments: list[bytes], bounds: list[int], models: list[LaplaceModel]):
+        for m in models:
+            m.validate()
+        self._segments, self._bounds = segments, bounds
+        self._cdfs, self._sizes, self._offsets = _tables(models)
+        self._n_models = len(models)
+        self._pos, self._seg, self._dec = 0, -1, None
+
+    def read(self, indexes: np.ndarray) -> np.ndarray:
+        """The next len(indexes) symbols, int32; symbol i under model indexes[i]."""
+        indexes = np.asarray(indexes, dtype=np.int64)
+        if indexes.size and (indexes.min() < 0 or indexes.max() >= self._n_models):
+            raise FormatError("entropy model index out of range")
+        if self._pos + indexes.size > self._bounds[-1]:
+            raise FormatError("more symbols requested than the payload holds")
+        out = np.empty(indexes.size, dtype=np.int32)
+        done = 0
+        while done < indexes.size:
+            while self._seg < 0 or self._pos >= self._bounds[self._seg + 1]:
+                self._seg += 1
+                seg_len = self._bounds[self._seg + 1] - self._bounds[self._seg]
+                self._dec = _ans().RansDecoder()
+                self._dec.set_stream(_padded(self._segments[self._seg], seg_len))
+            n = min(indexes.size - done, self._bounds[self._seg + 1] - self._pos)
+            out[done: done + n] = self._dec.decode_stream(indexes[done: done + n].astype(np.int32).tolist(),
+                                                          self._cdfs, self._sizes, self._offsets)
+            done += n
+            self._pos += n
+        return out

@@ -1,10 +1,12 @@
-"""Encoding and decoding of latent-grid files (format version 4); ``codec.py`` dispatches here.
+"""Encoding and decoding of latent-grid files (format versions 4 and 5); ``codec.py`` dispatches here.
 
 Encoder: fit latents and MLP for the target rate (grid_fit.py), round the
 latents, quantize the MLP at the bit depth that minimises MSE + lambda x rate,
-entropy-code everything with one Laplace model per latent level and per MLP
-layer (entropy.py), and pack (bitstream.py). Decoder: the reverse, then
-:func:`latent.render`.
+entropy-code the latents in context order (context.py: one Laplace model per
+context bucket of each level and pass) and the MLP with one model per layer
+(entropy.py), and pack (bitstream.py). Decoder: the reverse, then
+:func:`latent.render`. Version-4 files (one model per level, no contexts) are
+still decoded.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import numpy as np
 import torch
 
 from . import bitstream, entropy
-from .bitstream import GridHeader
+from .bitstream import _LEVEL, GridHeader
 from .config import CodecConfig
+from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
 from .grid_fit import GridFit, fit_grid
 from .latent import GridShape, mlp_forward, render, sample_levels, split_params
 from .quantization import dequantize, quantize
@@ -54,25 +57,68 @@ def _segment_counts(group_sizes: list[int], a: int, b: int) -> list[int]:
     return out
 
 
+def _coding_order(levels: int) -> list[tuple[int, int]]:
+    """(level, sublattice) in the order the latents are coded: coarsest level first."""
+    return [(l, k) for l in reversed(range(levels)) for k in range(len(SUBLATTICES))]
+
+
+def _model_offsets(bucket_counts: tuple[int, ...], levels: int) -> dict[tuple[int, int], int]:
+    """Index of the first bucket model of each (level, pass) in the header's order (finest level first)."""
+    starts = np.concatenate([[0], np.cumsum(bucket_counts)]).tolist()
+    return {(l, p): starts[l * PASSES + p] for l in range(levels) for p in range(PASSES)}
+
+
+def _choose_buckets(symbols: np.ndarray, ctx: torch.Tensor) -> list[entropy.LaplaceModel]:
+    """The bucket count (1..MAX_BUCKETS) that minimises coded bits plus header bits, and its models."""
+    best, best_bits = None, math.inf
+    for n in range(1, MAX_BUCKETS + 1):
+        b = buckets(ctx, n).numpy()
+        parts = [symbols[b == k] for k in range(n)]
+        models = [entropy.fit_model(q) for q in parts]
+        bits = sum(entropy.code_length(q, m) for q, m in zip(parts, models)) + 8 * _LEVEL.size * n
+        if bits < best_bits:
+            best, best_bits = models, bits
+    return best
+
+
 def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
-    """Symbols -> ``.prc`` bytes (fits one Laplace model per level and per MLP layer)."""
-    level_models = [entropy.fit_model(q.reshape(-1)) for q in code.latents]
+    """Symbols -> version-5 ``.prc`` bytes (fits the context buckets' and the MLP layers' models)."""
+    lat = [torch.from_numpy(q.astype(np.int64)) for q in code.latents]
+    coded: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]] = {}  # (level, sublattice) -> symbols, contexts
+    for l, k in _coding_order(shape.levels):
+        subs = split(lat[l])
+        mu, ctx = contexts(subs, lat[l + 1] if l + 1 < shape.levels else None, k)
+        coded[l, k] = (subs[k] - mu).reshape(-1).numpy().astype(np.int32), ctx.reshape(-1)
+    chosen: dict[tuple[int, int], list[entropy.LaplaceModel]] = {}  # (level, pass) -> bucket models
+    for l in range(shape.levels):
+        for p in range(PASSES):
+            ks = [k for k in range(len(SUBLATTICES)) if PASS_OF[k] == p]
+            chosen[l, p] = _choose_buckets(np.concatenate([coded[l, k][0] for k in ks]),
+                                           torch.cat([coded[l, k][1] for k in ks]))
+    header_order = [(l, p) for l in range(shape.levels) for p in range(PASSES)]
+    level_models = [m for key in header_order for m in chosen[key]]
     mlp_models = [entropy.fit_model(q) for q in code.mlp_q]
     header = GridHeader(width=width, height=height, channels=shape.channels, shape=shape,
                         level_models=tuple(level_models), mlp_steps=tuple(code.mlp_steps),
-                        mlp_models=tuple(mlp_models))
-    symbols = np.concatenate([q.reshape(-1) for q in code.latents] + list(code.mlp_q))
+                        mlp_models=tuple(mlp_models), buckets=tuple(len(chosen[key]) for key in header_order))
+    offsets = _model_offsets(header.buckets, shape.levels)
+    symbols, indexes = [], []
+    for l, k in _coding_order(shape.levels):
+        sym, ctx = coded[l, k]
+        symbols.append(sym)
+        indexes.append(offsets[l, PASS_OF[k]] + buckets(ctx, len(chosen[l, PASS_OF[k]])).numpy())
+    for j, q in enumerate(code.mlp_q):
+        symbols.append(q)
+        indexes.append(np.full(q.size, len(level_models) + j))
+    symbols, indexes = np.concatenate(symbols), np.concatenate(indexes)
     models = level_models + mlp_models
-    sizes = header.group_sizes()
     bounds = header.segment_bounds()
-    segments = [entropy.encode(symbols[a:b], _segment_counts(sizes, a, b), models) for a, b in zip(bounds, bounds[1:])]
+    segments = [entropy.encode_indexed(symbols[a:b], indexes[a:b], models) for a, b in zip(bounds, bounds[1:])]
     return bitstream.pack_grid(header, segments)
 
 
-def decode(header: GridHeader, payload: bytes) -> np.ndarray:
-    """Payload of a version-4 file -> uint8 (H, W, C)."""
-    shape = header.shape
-    segments = bitstream.split_segments(header, payload)
+def _read_v4(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+    """Latents (int32 grids) and MLP symbols of a version-4 payload."""
     sizes = header.group_sizes()
     bounds = header.segment_bounds()
     models = list(header.level_models + header.mlp_models)
@@ -80,10 +126,36 @@ def decode(header: GridHeader, payload: bytes) -> np.ndarray:
     for seg, a, b in zip(segments, bounds, bounds[1:]):
         symbols[a:b] = entropy.decode(seg, _segment_counts(sizes, a, b), models)
     parts = np.split(symbols, np.cumsum(sizes)[:-1])
-    latents = [torch.from_numpy(q.reshape(h, w)) for q, (h, w) in zip(parts, shape.level_dims(header.height, header.width))]
+    dims = header.shape.level_dims(header.height, header.width)
+    return [torch.from_numpy(q.reshape(h, w)) for q, (h, w) in zip(parts, dims)], parts[len(dims):]
+
+
+def _read_v5(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+    """Latents (int64 grids) and MLP symbols of a version-5 payload, decoded sublattice by sublattice."""
+    shape = header.shape
+    models = list(header.level_models + header.mlp_models)
+    reader = entropy.SegmentReader(segments, header.segment_bounds(), models)
+    offsets = _model_offsets(header.buckets, shape.levels)
+    lat = [torch.zeros(d, dtype=torch.int64) for d in shape.level_dims(header.height, header.width)]
+    for l, k in _coding_order(shape.levels):
+        subs = split(lat[l])  # views: writing S_k fills the level
+        mu, ctx = contexts(subs, lat[l + 1] if l + 1 < shape.levels else None, k)
+        p = PASS_OF[k]
+        idx = offsets[l, p] + buckets(ctx, header.buckets[l * PASSES + p]).reshape(-1)
+        subs[k].copy_(torch.from_numpy(reader.read(idx.numpy())).long().view_as(mu) + mu)
+    n_latent_models = len(header.level_models)
+    mlp = [reader.read(np.full(n, n_latent_models + j)) for j, n in enumerate(shape.layer_sizes())]
+    return lat, mlp
+
+
+def decode(header: GridHeader, payload: bytes) -> np.ndarray:
+    """Payload of a version-4 or version-5 file -> uint8 (H, W, C)."""
+    shape = header.shape
+    segments = bitstream.split_segments(header, payload)
+    latents, mlp_q = (_read_v5 if header.version == 5 else _read_v4)(header, segments)
     # one correctly rounded multiplication per weight: the same on every machine
-    weights = [torch.from_numpy(dequantize(q, float(step))) for q, step in zip(parts[shape.levels:], header.mlp_steps)]
-    return render(latents, weights, shape, header.height, header.width).numpy()
+    weights = [torch.from_numpy(dequantize(q, float(step))) for q, step in zip(mlp_q, header.mlp_steps)]
+    return render([g.double() for g in latents], weights, shape, header.height, header.width).numpy()
 
 
 def quantize_mlp(weights: list[torch.Tensor], bits: int) -> tuple[list[np.ndarray], list[float]]:
@@ -146,7 +218,8 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     n = height * width
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
     segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
-    overhead = 8 * bitstream.grid_header_size(shape) + 32 * segments
+    n_models = round(cfg.buckets_estimate * shape.levels * PASSES)
+    overhead = 8 * bitstream.grid_header_size(shape, n_models) + 32 * segments
     latent_bpp = max(1e-3, config.rate.bpp - (overhead + cfg.mlp_bits_estimate * shape.num_params) / n)
     pixels = target.reshape(-1, channels).cpu()
     cb = progress("fit", cfg.steps) if progress else None

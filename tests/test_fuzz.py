@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pranc_codec import PrancError, decode
+from pranc_codec import PrancError, bitstream, decode
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -51,7 +51,7 @@ def test_valid_header_with_arbitrary_payload(rgb_encoded, junk):
 
 @pytest.fixture(scope="module")
 def grid_file() -> bytes:
-    """A small latent-grid file (format version 4)."""
+    """A small latent-grid file (the current format version)."""
     from pranc_codec import CodecConfig, encode
     from pranc_codec.config import apply_overrides
 
@@ -63,7 +63,7 @@ def grid_file() -> bytes:
 @given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
        fix_crc=st.booleans(), cut=st.integers(0, 10_000))
 def test_grid_file_edits_and_truncations(grid_file, edits, fix_crc, cut):
-    assert grid_file[4] == 4
+    assert grid_file[4] == bitstream.GRID_VERSION
     b = bytearray(grid_file)
     for pos, val in edits:
         b[pos % (len(b) - 4)] = val

@@ -1,9 +1,10 @@
-"""The latent-grid model (format version 4): round trip, rate control, exact decoding, container checks."""
+"""The latent-grid model (format versions 4 and 5): round trip, rate control, exact decoding, container checks."""
 import hashlib
 import math
 import struct
 import zlib
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def test_round_trip_is_what_the_encoder_measured(grid_image, grid_encoded):
 
 def test_header_fields_and_repacking(grid_encoded):
     d = grid_encoded.data
-    assert d[:4] == b"PRNC" and d[4] == bitstream.GRID_VERSION == 4
+    assert d[:4] == b"PRNC" and d[4] == bitstream.GRID_VERSION == 5
     header, payload = bitstream.parse(d)
     assert isinstance(header, bitstream.GridHeader)
     assert (header.width, header.height, header.channels) == (64, 48, 3)
@@ -60,7 +61,8 @@ def test_header_fields_and_repacking(grid_encoded):
                                                     header.shape.hidden, header.shape.hidden_layers)
     segs = bitstream.split_segments(header, payload)
     assert bitstream.pack_grid(header, segs) == d
-    assert len(d) == bitstream.grid_header_size(header.shape) + sum(4 + len(s) for s in segs)
+    assert len(d) == bitstream.grid_header_size(header.shape, len(header.level_models)) + sum(4 + len(s) for s in segs)
+    assert len(header.buckets) == 3 * header.shape.levels and sum(header.buckets) == len(header.level_models)
 
 
 def test_golden_file_and_pixels():
@@ -72,8 +74,20 @@ def test_golden_file_and_pixels():
     code, shape = _synthetic()
     data = pack(code, shape, 37, 53)
     out = decode(data)
-    assert hashlib.sha256(data).hexdigest()[:16] == "7d813a387b572436"
+    assert hashlib.sha256(data).hexdigest()[:16] == "a22c7d43bdf4a852"
     assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "7fd041b19821e1a9"
+
+
+def test_version4_files_still_decode_to_the_same_pixels():
+    """tests/data/golden_v4.prc is the same code written by the version-4 encoder (one model per level)."""
+    data = (Path(__file__).parent / "data" / "golden_v4.prc").read_bytes()
+    assert data[4] == 4 and hashlib.sha256(data).hexdigest()[:16] == "7d813a387b572436"
+    header, _ = bitstream.parse(data)
+    assert header.version == 4 and header.buckets == ()
+    assert bitstream.pack_grid(header, bitstream.split_segments(header, bitstream.parse(data)[1])) == data
+    code, shape = _synthetic()
+    assert np.array_equal(decode(data), decode(pack(code, shape, 37, 53)))
+    assert hashlib.sha256(decode(data).tobytes()).hexdigest()[:16] == "7fd041b19821e1a9"
 
 
 def test_fast_pass_equals_the_float64_reference_everywhere():

@@ -1,0 +1,113 @@
+"""The latents' context model (context.py) and its coding in format version 5 (grid_codec.py)."""
+import numpy as np
+import pytest
+import torch
+
+from pranc_codec import bitstream, entropy
+from pranc_codec.context import CLIP, EDGES, MAX_BUCKETS, NEIGHBOURS, buckets, contexts, split, sublattice_dims
+from pranc_codec.grid_codec import GridCode, _read_v5, pack
+from pranc_codec.grid_fit import entropy_bits
+from pranc_codec.latent import GridShape
+
+SIDES = [(1, 1), (1, 2), (2, 1), (2, 2), (3, 3), (3, 5), (4, 7), (7, 4), (9, 16)]
+
+
+@pytest.mark.parametrize("h,w", SIDES)
+def test_sublattices_cover_each_position_once(h, w):
+    q = torch.arange(h * w).view(h, w)
+    subs = split(q)
+    assert [tuple(s.shape) for s in subs] == sublattice_dims(h, w)
+    assert sorted(torch.cat([s.reshape(-1) for s in subs]).tolist()) == list(range(h * w))
+
+
+def _brute_neighbours(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean (rounded half up), magnitude sum and position of every S_k entry, straight from the definition."""
+    h, w = q.shape
+    r0, c0 = [(0, 0), (1, 1), (0, 1), (1, 0)][k]
+    offs = [(-1, -1), (-1, 1), (1, -1), (1, 1)] if k == 1 else [(-1, 0), (1, 0), (0, -1), (0, 1)]
+    mus, mags = [], []
+    for i in range(r0, h, 2):
+        for j in range(c0, w, 2):
+            vals = [int(q[i + a, j + b]) for a, b in offs if 0 <= i + a < h and 0 <= j + b < w]
+            n = max(len(vals), 1)
+            mus.append(int(np.floor(sum(vals) / n + 0.5)))
+            mags.append(sum(abs(v) for v in vals))
+    return np.array(mus), np.array(mags)
+
+
+@pytest.mark.parametrize("h,w", SIDES)
+def test_means_and_contexts_match_the_definition(h, w):
+    rs = np.random.RandomState(h * 31 + w)
+    q = rs.randint(-9, 10, size=(h, w)).astype(np.int64)
+    subs = split(torch.from_numpy(q))
+    for k in (1, 2, 3):
+        mu, c = contexts(subs, None, k)
+        want_mu, want_c = _brute_neighbours(q, k)
+        assert mu.reshape(-1).tolist() == want_mu.tolist() and c.reshape(-1).tolist() == want_c.tolist()
+
+
+def test_contexts_read_only_earlier_sublattices():
+    """What the decoder has not decoded yet (S_k and later) must not change S_k's contexts."""
+    rs = np.random.RandomState(1)
+    q = torch.from_numpy(rs.randint(-5, 6, size=(9, 12)).astype(np.int64))
+    parent = torch.from_numpy(rs.randint(-5, 6, size=(5, 6)).astype(np.int64))
+    for k in range(4):
+        other = q.clone()
+        for j in range(k, 4):
+            split(other)[j].copy_(torch.from_numpy(rs.randint(-50, 50, size=tuple(split(q)[j].shape))))
+        a, b = contexts(split(q), parent, k), contexts(split(other), parent, k)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), k
+    mu, c = contexts(split(q), parent, 0)
+    assert torch.equal(c, parent.abs()) and not mu.any()
+
+
+def test_neighbours_of_each_sublattice_are_earlier_ones():
+    assert all(src < k for k, nb in NEIGHBOURS.items() for src, _, _ in nb)
+
+
+def test_buckets():
+    c = torch.tensor([0, 1, 2, 3, 4, 5, 6, 11, 12, 23, 24, 10**6])
+    assert buckets(c, MAX_BUCKETS).tolist() == [0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 9]
+    assert buckets(c, 3).tolist() == [0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]
+    assert buckets(c, 1).tolist() == [0] * 12
+    assert len(EDGES) + 1 == MAX_BUCKETS
+
+
+def _smooth_code(h: int, w: int, levels: int = 4, seed: int = 0, amp: float = 6.0) -> tuple[GridCode, GridShape]:
+    """Latents that are smooth within a level (what a fit produces where the picture is smooth)."""
+    rs = np.random.RandomState(seed)
+    shape = GridShape(levels=levels, hidden=8, hidden_layers=2, channels=3)
+    lat = []
+    for a, b in shape.level_dims(h, w):
+        coarse = torch.from_numpy(rs.randn(1, 1, a // 4 + 2, b // 4 + 2))
+        field = torch.nn.functional.interpolate(coarse, size=(a, b), mode="bilinear", align_corners=False)
+        lat.append(np.rint(amp * field[0, 0].numpy() + 0.7 * rs.randn(a, b)).astype(np.int32))
+    mlp = [np.rint(rs.laplace(0, 40.0, size=n)).astype(np.int32) for n in shape.layer_sizes()]
+    return GridCode(lat, mlp, [1 / 64, 1 / 128, 1 / 256]), shape
+
+
+@pytest.mark.parametrize("h,w", SIDES + [(37, 53), (64, 96)])
+def test_version5_round_trip_restores_every_symbol(h, w):
+    code, shape = _smooth_code(h, w, levels=min(4, max(h, w).bit_length()), seed=h + w)
+    code.latents[0].flat[0] = 3 * CLIP  # far beyond the entropy models' bound and the contexts' clip
+    data = pack(code, shape, h, w)
+    header, payload = bitstream.parse(data)
+    assert data[4] == bitstream.GRID_VERSION == 5 and header.version == 5
+    lat, mlp = _read_v5(header, bitstream.split_segments(header, payload))
+    for got, want in zip(lat, code.latents):
+        assert np.array_equal(got.numpy(), want)
+    for got, want in zip(mlp, code.mlp_q):
+        assert np.array_equal(got, want)
+
+
+def test_context_coding_beats_one_model_per_level_on_smooth_latents():
+    code, shape = _smooth_code(96, 128)
+    data = pack(code, shape, 96, 128)
+    header, _ = bitstream.parse(data)
+    per_level = sum(entropy.code_length(q.reshape(-1), entropy.fit_model(q.reshape(-1))) for q in code.latents)
+    mlp = sum(entropy.code_length(q, entropy.fit_model(q)) for q in code.mlp_q)
+    context_coded = 8 * len(data) - 8 * bitstream.grid_header_size(shape, len(header.level_models)) - mlp
+    assert context_coded < 0.85 * per_level, (context_coded, per_level)
+    # and the fit's rate estimate follows what the coder writes
+    estimate = entropy_bits([torch.from_numpy(q.astype(np.float32)) for q in code.latents])
+    assert abs(estimate - context_coded) < 0.1 * context_coded, (estimate, context_coded)
