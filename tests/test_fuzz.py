@@ -71,3 +71,21 @@ def test_grid_file_edits_and_truncations(grid_file, edits, fix_crc, cut):
         b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
     _decode_or_clean_error(bytes(b))
     _decode_or_clean_error(bytes(b[: cut % len(b)]))
+
+
+@SETTINGS
+@given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
+       fix_crc=st.booleans(), cut=st.integers(0, 10_000))
+def test_version4_file_edits_and_truncations(edits, fix_crc, cut):
+    """The older grid layout, still read, gets the same guarantees."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent / "data" / "golden_v4.prc").read_bytes()
+    assert data[4] == 4
+    b = bytearray(data)
+    for pos, val in edits:
+        b[pos % (len(b) - 4)] = val
+    if fix_crc:
+        b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
+    _decode_or_clean_error(bytes(b))
+    _decode_or_clean_error(bytes(b[: cut % len(b)]))
