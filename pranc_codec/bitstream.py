@@ -62,6 +62,7 @@ NET_GRID = 1
 # (step, decay, bound); then the payload as segments, each a u32 length and a rANS stream.
 _GRID_FIXED = struct.Struct("<4sBBHHBBBHB")
 _LEVEL = struct.Struct("<HH")  # also one bucket's model in version 5
+MODEL_BITS = 8 * _LEVEL.size  # header bits of one Laplace model (decay, bound)
 _BUCKETS = struct.Struct("<B")  # version 5: buckets of one (level, pass)
 _LAYER = struct.Struct("<fHH")
 MAX_LEVELS = 12

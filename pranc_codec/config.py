@@ -99,10 +99,17 @@ class GridConfig:
     lr_high: float = 0.08
     high_rate_bpp: float = 0.75
     mlp_lr: float = 0.01
+    # and the MLP at mlp_lr_high: +0.1 dB at 1 bpp on two images, but -0.4 dB on one at
+    # 0.25 bpp (ABLATIONS.md N)
+    mlp_lr_high: float = 0.02
     final_lr: float = 0.02  # the cosine schedule ends at this fraction of lr
     ste_frac: float = 0.1  # last fraction of steps on rounded latents; 0.2 lost 0.33 dB
-    rate_every: int = 8
-    context_every: int = 64  # steps between measurements of the context coder's saving (a multiple of rate_every)
+    rate_every: int = 8  # steps between rate terms (weighted x rate_every) in the noisy phase
+    ste_rate_every: int = 8  # the same in the straight-through phase (1: -0.03 to +0.05 dB, 7 s slower; ABLATIONS N)
+    # rate term under the coder's context model (means and buckets from the neighbours,
+    # ABLATIONS.md N: +0.1 to +0.2 dB at 3-7 % less rate); False: one Laplace per level
+    context_rate: bool = True
+    context_every: int = 64  # steps between refreshes of the coder's means, buckets and rate (a multiple of both)
     # Starting rate weight: lambda = lam_ref x (bpp / bpp_ref)^(-lam_exponent), the
     # relation measured on Kodak (ABLATIONS.md K); the controller then follows the target.
     lam_ref: float = 2.5e-3
@@ -119,7 +126,6 @@ class GridConfig:
     # encoder picks the bits in this range that minimise MSE + lambda x rate.
     mlp_bits: tuple[int, ...] = (6, 7, 8, 9, 10, 11, 12)
     mlp_bits_estimate: float = 8.0  # coded bits per MLP weight assumed when budgeting the latents
-    buckets_estimate: float = 2.0  # context buckets per (level, pass) assumed when budgeting the header
     seed: int = 0  # initialisation and minibatches (encoder only)
 
 

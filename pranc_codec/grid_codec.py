@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import bitstream, entropy
-from .bitstream import _LEVEL, GridHeader
+from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
 from .grid_fit import GridFit, fit_grid
@@ -75,7 +75,7 @@ def _choose_buckets(symbols: np.ndarray, ctx: torch.Tensor) -> list[entropy.Lapl
         b = buckets(ctx, n).numpy()
         parts = [symbols[b == k] for k in range(n)]
         models = [entropy.fit_model(q) for q in parts]
-        bits = sum(entropy.code_length(q, m) for q, m in zip(parts, models)) + 8 * _LEVEL.size * n
+        bits = sum(entropy.code_length(q, m) for q, m in zip(parts, models)) + MODEL_BITS * n
         if bits < best_bits:
             best, best_bits = models, bits
     return best
@@ -213,13 +213,13 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     height, width, channels = image.shape
     cfg = config.grid
     if config.rate.bpp >= cfg.high_rate_bpp:
-        cfg = replace(cfg, lr=cfg.lr_high)
+        cfg = replace(cfg, lr=cfg.lr_high, mlp_lr=cfg.mlp_lr_high)
     shape = plan(config, height, width, channels)
     n = height * width
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
     segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
-    n_models = round(cfg.buckets_estimate * shape.levels * PASSES)
-    overhead = 8 * bitstream.grid_header_size(shape, n_models) + 32 * segments
+    # the latents' bucket models are counted in their rate (grid_fit.context_state), not here
+    overhead = 8 * bitstream.grid_header_size(shape, 0) + 32 * segments
     latent_bpp = max(1e-3, config.rate.bpp - (overhead + cfg.mlp_bits_estimate * shape.num_params) / n)
     pixels = target.reshape(-1, channels).cpu()
     cb = progress("fit", cfg.steps) if progress else None

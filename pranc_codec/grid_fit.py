@@ -20,46 +20,104 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .bitstream import MODEL_BITS
 from .config import GridConfig
-from .context import MAX_BUCKETS, buckets, contexts, split
+from .context import MAX_BUCKETS, PASS_OF, PASSES, buckets, contexts, split
 from .fit import lr_at
 from .latent import GridShape, init_mlp, mlp_forward_t, sample_levels, split_params
 
 Progress = Callable[[int, float], None]  # (steps done since last call, current loss)
 
 
-def laplace_bits(v: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-    """Code length (bits, summed) of values v under a unit-bin discretized Laplace of scale exp(log_b).
+_LN2 = math.log(2)
 
-    With a = |v| and b the scale: -log2 P = (a - 1/2) / (b ln 2) - log2((1 - exp(-1/b)) / 2)
-    for a >= 1/2 (linear in a: no exp per value), and
-    -log2(1 - (exp(-(1/2 - a) / b) + exp(-(1/2 + a) / b)) / 2) in the zero bin.
+
+class _LaplaceBits(torch.autograd.Function):
+    """Forward and backward of :func:`laplace_bits` in one pass over the values.
+
+    Autograd's version of the same formula took 23 ms (forward and backward) for
+    Kodak's finest level, a third of a fitting step's cost at a rate evaluation;
+    the derivatives written out take a fraction of that (eval/ABLATIONS.md N).
     """
-    b = torch.exp(log_b) + 1e-3
-    a = v.abs()
-    outer = (a - 0.5) / (b * math.log(2)) - torch.log2(0.5 * (1 - torch.exp(-1 / b)))
-    # the zero bin's formula only ever sees a <= 1/2, where both exponents are <= 0: no
-    # overflow, and no 0/0 (an overflow in the unused branch of torch.where still puts
-    # 0 x inf = NaN into the gradient)
-    ai = a.clamp(max=0.5)
-    p0 = 1 - 0.5 * (torch.exp((ai - 0.5) / b) + torch.exp(-(ai + 0.5) / b))
-    inner = -torch.log2(p0.clamp_min(1e-9))
-    return torch.where(a < 0.5, inner, outer).sum()
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, log_b: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        # With ai = min(a, 1/2), the zero bin's formula at ai = 1/2 is the outer one's
+        # constant, and both its derivatives there are the outer ones': so
+        # bits = zero_bin(ai) + (a - ai) / (b ln 2) everywhere, with no branch (torch.where
+        # cost 1.1 ms a call on 393k values, three times an exp).
+        with torch.no_grad():
+            scale = torch.exp(log_b.reshape(-1)) + 1e-3  # (K,)
+            inv = 1 / scale
+            ib = torch.take(inv, index) if index is not None else inv.expand_as(v)
+            a = v.abs()
+            ai = a.clamp(max=0.5)
+            excess = a - ai
+            # a <= 1/2: both exponents are <= 0, no overflow and no 0/0
+            e1 = torch.exp((ai - 0.5) * ib)
+            e2 = torch.exp((ai + 0.5) * -ib)
+            half_sum = 0.5 * (e1 + e2)
+            p0 = (1 - half_sum).clamp_min_(1e-9)
+            bits = torch.log1p(-half_sum.clamp_max_(1 - 1e-9)).mul_(-1 / _LN2) + excess * ib / _LN2
+            ib_p = ib / (2 * _LN2 * p0)
+            g_v = (e1 - e2).mul_(ib_p).mul_(torch.sign(v))  # d bits / d v
+            # d bits / d scale
+            g_b = (e1 * (0.5 - ai) + e2 * (ai + 0.5)).mul_(ib_p) - excess * ib / _LN2
+            g_b = g_b.mul_(ib)
+            if index is not None:
+                g_scale = torch.bincount(index.reshape(-1), weights=g_b.reshape(-1), minlength=scale.numel())
+            else:
+                g_scale = g_b.sum(dtype=torch.float64).reshape(1)
+            g_log_b = (g_scale.to(scale.dtype) * (scale - 1e-3)).reshape(log_b.shape)
+            ctx.save_for_backward(g_v, g_log_b)
+            return bits.sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        g_v, g_log_b = ctx.saved_tensors
+        return grad * g_v, grad * g_log_b, None
 
 
-def _conditional_entropy(q: torch.Tensor, b: torch.Tensor) -> float:
-    """Empirical entropy (bits, summed) of int64 symbols q (n,) given int64 buckets b (n,)."""
-    if q.numel() == 0:
-        return 0.0
-    span = int(q.max() - q.min()) + 1
-    joint = torch.bincount(b * span + (q - q.min())).double()
-    per_bucket = torch.bincount(b).double()
-    joint, per_bucket = joint[joint > 0], per_bucket[per_bucket > 0]
-    return float((per_bucket * torch.log2(per_bucket)).sum() - (joint * torch.log2(joint)).sum())
+def laplace_bits(v: torch.Tensor, log_b: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """Code length (bits, summed) of values v under unit-bin discretized Laplaces of scale exp(log_b) + 1e-3.
+
+    log_b: a scalar (one model for all of v) or a (K,) table with ``index``
+    (int64, v's shape) choosing each value's model. With a = |v| and b the scale:
+    -log2 P = (a - 1/2) / (b ln 2) - log2((1 - exp(-1/b)) / 2) for a >= 1/2 (linear
+    in a), and -log2(1 - (exp(-(1/2 - a) / b) + exp(-(1/2 + a) / b)) / 2) in the zero bin.
+    """
+    return _LaplaceBits.apply(v, log_b, index)
+
+
+def geometric_bits(count: torch.Tensor, sum_mag: torch.Tensor) -> torch.Tensor:
+    """Code length (bits) of ``count`` integers whose magnitudes sum to ``sum_mag`` under entropy.py's
+    two-sided geometric law P(q) ~ r^|q| with its best decay (without the bound): float64, elementwise.
+
+    Minimising -S log r + n log((1 + r) / (1 - r)) over r gives r = (sqrt(1 + m^2) - 1) / m
+    for the mean magnitude m = S / n, clamped to the decays the header can hold.
+    """
+    m = sum_mag / count.clamp_min(1)
+    r = ((1 + m * m).sqrt() - 1) / m.clamp_min(1e-12)
+    r = r.clamp(1 / 65536, 65535 / 65536)
+    return -sum_mag * torch.log2(r) + count * torch.log2((1 + r) / (1 - r))
+
+
+def _pass_bits(count: torch.Tensor, sum_mag: torch.Tensor) -> float:
+    """Bits of one (level, pass) as the coder codes it: the bucket count n (1..MAX_BUCKETS) minimising
+    the symbols' code length plus n models in the header, buckets n-1 and above merged.
+
+    count, sum_mag: (MAX_BUCKETS,) float64 per finest bucket.
+    """
+    best = math.inf
+    for n in range(1, MAX_BUCKETS + 1):
+        c = torch.cat([count[: n - 1], count[n - 1:].sum().reshape(1)])
+        m = torch.cat([sum_mag[: n - 1], sum_mag[n - 1:].sum().reshape(1)])
+        best = min(best, float(geometric_bits(c, m).sum()) + MODEL_BITS * n)
+    return best
 
 
 def zeroth_order_bits(grids: list[torch.Tensor]) -> float:
-    """Zeroth-order entropy (bits, summed over levels) of the rounded latents: 5x cheaper than entropy_bits."""
+    """Zeroth-order entropy (bits, summed over levels) of the rounded latents: 5x cheaper than latent_bits."""
     bits = 0.0
     with torch.no_grad():
         for g in grids:
@@ -70,27 +128,73 @@ def zeroth_order_bits(grids: list[torch.Tensor]) -> float:
     return bits
 
 
-def entropy_bits(grids: list[torch.Tensor]) -> float:
-    """Bits (summed) of the rounded latents under the coder's context model, as empirical entropies.
+@dataclass
+class ContextState:
+    """The coder's view of the rounded latents, for the rate term: per level and sublattice
+    S_k (context.py), the predicted mean mu (float32) and the context bucket (int64), of S_k's shape."""
 
-    Every sublattice of every level counts the entropy of its symbols given the finest
-    context buckets (context.py): about what the coder's fitted models will cost.
-    The lambda controller measures the rate with this (through the ratio to
-    :func:`zeroth_order_bits`, refreshed every ``context_every`` steps, as it
-    costs ~30 ms on Kodak), not with the learned scales, which lag behind at the
-    start (with b = 1 an all-zero grid costs 1.35 bits a latent, and lambda
-    shot up 30-fold at 0.125 bpp before the scales caught up).
+    mu: list[list[torch.Tensor]]
+    bucket: list[list[torch.Tensor]]
+    bits: float  # the coder's code length of the rounded latents, bucket models included (bits)
+
+
+def context_state(grids: list[torch.Tensor]) -> ContextState:
+    """Means, buckets and code length of the rounded latents under the coder's context model.
+
+    The code length is what grid_codec.pack will spend on them: per level and pass,
+    the geometric law of best decay in each bucket, the bucket count that
+    minimises bits plus header, and the models' header fields. The lambda
+    controller measures the rate with this (through the ratio to
+    :func:`zeroth_order_bits`, refreshed every ``context_every`` steps), not
+    with the learned scales, which lag behind at the start (with b = 1 an
+    all-zero grid costs 1.35 bits a latent, and lambda shot up 30-fold at
+    0.125 bpp before the scales caught up). The empirical conditional entropy it
+    replaced was 4-6 % below the coder's size, and the files overshot
+    (eval/ABLATIONS.md N).
     """
     with torch.no_grad():
+        device = grids[0].device
         lat = [torch.round(g).to(torch.int64).cpu() for g in grids]
-        bits = 0.0
+        bits, mus, bks = 0.0, [], []
         for l, q in enumerate(lat):
             subs = split(q)
             parent = lat[l + 1] if l + 1 < len(lat) else None
+            mus.append([])
+            bks.append([])
+            count = torch.zeros(PASSES, MAX_BUCKETS, dtype=torch.float64)
+            sum_mag = torch.zeros(PASSES, MAX_BUCKETS, dtype=torch.float64)
             for k in range(len(subs)):
                 mu, ctx = contexts(subs, parent, k)
-                bits += _conditional_entropy((subs[k] - mu).reshape(-1), buckets(ctx, MAX_BUCKETS).reshape(-1))
-        return bits
+                b = buckets(ctx, MAX_BUCKETS)
+                flat = b.reshape(-1)
+                count[PASS_OF[k]] += torch.bincount(flat, minlength=MAX_BUCKETS)
+                sum_mag[PASS_OF[k]] += torch.bincount(flat, weights=(subs[k] - mu).abs().reshape(-1).double(),
+                                                      minlength=MAX_BUCKETS)
+                mus[-1].append(mu.to(device=device, dtype=torch.float32))
+                bks[-1].append(b.to(device))
+            bits += sum(_pass_bits(count[p], sum_mag[p]) for p in range(PASSES))
+        return ContextState(mus, bks, bits)
+
+
+def latent_bits(grids: list[torch.Tensor]) -> float:
+    """The coder's code length (bits) of the rounded latents, models included: :func:`context_state`'s ``bits``."""
+    return context_state(grids).bits
+
+
+def context_bits(ys: list[torch.Tensor], log_b: torch.Tensor, state: ContextState) -> torch.Tensor:
+    """Differentiable code length (bits) of latents ys under the coder's context model.
+
+    ys: (h_l, w_l) per level (noisy or straight-through rounded); log_b: (levels,
+    PASSES, MAX_BUCKETS) learned log-scales, one Laplace per bucket as the coder
+    fits them. The means and buckets are the coder's, from ``state`` (the rounded
+    latents), held fixed between refreshes: the gradient pulls each latent
+    towards its predicted mean, harder where its context says the picture is flat.
+    """
+    total = 0.0
+    for l, y in enumerate(ys):
+        for k, s in enumerate(split(y)):
+            total = total + laplace_bits(s - state.mu[l][k], log_b[l, PASS_OF[k]], state.bucket[l][k])
+    return total
 
 
 @dataclass
@@ -120,7 +224,9 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     gen = torch.Generator().manual_seed(cfg.seed)
     grids = [torch.zeros(h, w, device=device, requires_grad=True) for h, w in shape.level_dims(H, W)]
     weights = [p.to(device).requires_grad_(True) for p in init_mlp(shape, gen)]
-    log_b = torch.zeros(shape.levels, device=device, requires_grad=True)
+    ctx_rate = cfg.context_rate
+    log_b = torch.zeros((shape.levels, PASSES, MAX_BUCKETS) if ctx_rate else shape.levels, device=device,
+                        requires_grad=True)
     opt = torch.optim.Adam([{"params": grids + [log_b], "lr": cfg.lr}, {"params": weights, "lr": cfg.mlp_lr}],
                            fused=True)  # one kernel per tensor: 3.1 -> 0.5 ms a step on Kodak
     base = [g["lr"] for g in opt.param_groups]
@@ -136,7 +242,11 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     total = sum(sizes)
     noise_buf = (torch.rand(2 * total, generator=gen) - 0.5).to(device)
 
+    state: ContextState | None = None  # set at step 0
+
     def bits(ys: list[torch.Tensor]) -> torch.Tensor:
+        if ctx_rate:
+            return context_bits(ys, log_b, state)
         return sum(laplace_bits(y, log_b[i]) for i, y in enumerate(ys))
 
     for step in range(cfg.steps):
@@ -152,12 +262,15 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
         pred = mlp_forward_t(sample_levels(ys, (idx // W).float(), (idx % W).float()), split_params(weights, shape))
         loss = F.mse_loss(pred, target.index_select(1, idx))
         value = float(loss.detach())
-        if ste or step % cfg.rate_every == 0:
-            loss = loss + lam * (1 if ste else cfg.rate_every) * bits(ys) / n
+        every = cfg.ste_rate_every if ste else cfg.rate_every
+        if step % every == 0:
+            if step % cfg.context_every == 0:
+                state = context_state(grids)
+            loss = loss + lam * every * bits(ys) / n
             if not ste:
                 zeroth = zeroth_order_bits(grids)
                 if step % cfg.context_every == 0:
-                    context_ratio = entropy_bits(grids) / max(zeroth, 1.0)
+                    context_ratio = state.bits / max(zeroth, 1.0)
                 r = zeroth * context_ratio / n
                 step_log = math.log(max(r, 1e-6) / max(latent_bpp, 1e-6))
                 lam *= math.exp(cfg.gain * max(-1.0, min(1.0, step_log)))

@@ -263,8 +263,19 @@ def test_a_collapsed_fit_is_redone_gently(monkeypatch, grid_image):
     monkeypatch.setattr(gc, "fit_grid", fake)
     res = encode(grid_image, GRID_FAST)
     g = GRID_FAST.grid
-    lr = g.lr_high if GRID_FAST.rate.bpp >= g.high_rate_bpp else g.lr  # 3 bpp: the high-rate latent lr
-    assert lr == g.lr_high
-    assert calls == [(lr, g.mlp_lr, None), (lr * g.retry_lr_factor, g.mlp_lr * g.retry_lr_factor,
-                                            g.retry_lam_range)]
+    assert GRID_FAST.rate.bpp >= g.high_rate_bpp  # 3 bpp: the high-rate learning rates
+    lr, mlp_lr = g.lr_high, g.mlp_lr_high
+    assert calls == [(lr, mlp_lr, None), (lr * g.retry_lr_factor, mlp_lr * g.retry_lr_factor, g.retry_lam_range)]
     assert res.stats.psnr > 25.0
+
+
+def test_rate_term_gradients_are_exact():
+    """The hand-written derivatives of the code length (values and per-model scales) against finite differences."""
+    from pranc_codec.grid_fit import laplace_bits
+
+    g = torch.Generator().manual_seed(0)
+    v = (torch.randn(300, generator=g, dtype=torch.float64) * 2).requires_grad_(True)
+    index = torch.randint(0, 4, (300,), generator=g)
+    table = torch.tensor([-2.0, -0.3, 0.5, 2.5], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, t: laplace_bits(x, t, index), (v, table))
+    assert torch.autograd.gradcheck(lambda x, t: laplace_bits(x, t), (v, table[1:2].detach().clone().requires_grad_()))
