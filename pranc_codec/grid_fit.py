@@ -1,15 +1,19 @@
 """The fitting loop of the latent-grid network: rate-distortion training of latents and MLP.
 
 Loss = MSE (colour in [0, 1]) + lambda x rate (bits per pixel), where rate is
-the code length of the latents under one zero-mean discretized Laplace per level
-with a learned scale: the model ``entropy.py`` codes them with. Uniform noise
-stands in for rounding, then the last ``ste_frac`` of the steps see the rounded
-latents (straight-through gradient). ``lambda`` follows the target bpp: after
-each rate evaluation of the noisy phase it is multiplied by
+the code length of the latents under the coder's context model (context.py):
+each latent's discretized Laplace is centred on the mean its neighbours
+predict, with a learned scale per (level, pass, context bucket). The means and
+buckets are the coder's, computed from the rounded latents every
+``context_every`` steps (:func:`context_state`). Uniform noise stands in for
+rounding, then the last ``ste_frac`` of the steps see the rounded latents
+(straight-through gradient). ``lambda`` follows the target bpp: after each
+rate evaluation of the noisy phase it is multiplied by
 (rate of the rounded latents / their budget)^gain, a dual ascent on the rate
-constraint that lands within a few per cent of the target (ABLATIONS.md K9);
-the rate it follows is the entropy of the rounded latents, and each update is
-at most a factor exp(gain).
+constraint (ABLATIONS.md K9); the rate it follows is the coder's code length
+of the rounded latents, bucket models included, and each update is at most a
+factor exp(gain). ``context_rate = False`` gives the older rate term, one
+zero-mean Laplace per level (format version 4's model).
 """
 from __future__ import annotations
 
