@@ -28,6 +28,17 @@ def test_truncation(rgb_encoded, cut):
     _decode_or_clean_error(rgb_encoded.data[: cut % len(rgb_encoded.data)])
 
 
+def _edit_and_cut(data: bytes, edits: list[tuple[int, int]], fix_crc: bool, cut: int) -> None:
+    """Overwrite bytes (CRC excluded; optionally re-sealed), then decode the edited file and a prefix of it."""
+    b = bytearray(data)
+    for pos, val in edits:
+        b[pos % (len(b) - 4)] = val
+    if fix_crc:
+        b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
+    _decode_or_clean_error(bytes(b))
+    _decode_or_clean_error(bytes(b[: cut % len(b)]))
+
+
 @SETTINGS
 @given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
        fix_crc=st.booleans())
@@ -64,13 +75,7 @@ def grid_file() -> bytes:
        fix_crc=st.booleans(), cut=st.integers(0, 10_000))
 def test_grid_file_edits_and_truncations(grid_file, edits, fix_crc, cut):
     assert grid_file[4] == bitstream.GRID_VERSION
-    b = bytearray(grid_file)
-    for pos, val in edits:
-        b[pos % (len(b) - 4)] = val
-    if fix_crc:
-        b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
-    _decode_or_clean_error(bytes(b))
-    _decode_or_clean_error(bytes(b[: cut % len(b)]))
+    _edit_and_cut(grid_file, edits, fix_crc, cut)
 
 
 @SETTINGS
@@ -82,10 +87,4 @@ def test_version4_file_edits_and_truncations(edits, fix_crc, cut):
 
     data = (Path(__file__).parent / "data" / "golden_v4.prc").read_bytes()
     assert data[4] == 4
-    b = bytearray(data)
-    for pos, val in edits:
-        b[pos % (len(b) - 4)] = val
-    if fix_crc:
-        b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
-    _decode_or_clean_error(bytes(b))
-    _decode_or_clean_error(bytes(b[: cut % len(b)]))
+    _edit_and_cut(data, edits, fix_crc, cut)
