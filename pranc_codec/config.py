@@ -109,6 +109,12 @@ class GridConfig:
     # rate term under the coder's context model (means and buckets from the neighbours,
     # ABLATIONS.md N: +0.1 to +0.2 dB at 3-7 % less rate); False: one Laplace per level
     context_rate: bool = True
+    # Squared errors weighted per pixel by SSIM's contrast masking (grid_fit.structure_weights):
+    # 0 = plain MSE, 1 = the weights alone. 0.7 on eight Kodak images: MS-SSIM +0.0025 / +0.0076
+    # at -0.41 / -0.24 dB PSNR (1 / 0.25 bpp); 1.0 lost 1.65 dB at 1 bpp (ABLATIONS.md O).
+    # The weights are capped at structure_cap x their mean (a flat patch in a busy picture).
+    structure_mix: float = 0.7
+    structure_cap: float = 8.0
     context_every: int = 64  # steps between refreshes of the coder's means, buckets and rate (a multiple of both)
     # Starting rate weight: lambda = lam_ref x (bpp / bpp_ref)^(-lam_exponent), the
     # relation measured on Kodak (ABLATIONS.md K); the controller then follows the target.

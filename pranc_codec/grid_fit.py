@@ -1,6 +1,8 @@
 """The fitting loop of the latent-grid network: rate-distortion training of latents and MLP.
 
-Loss = MSE (colour in [0, 1]) + lambda x rate (bits per pixel), where rate is
+Loss = weighted MSE (colour in [0, 1]) + lambda x rate (bits per pixel). Each
+pixel's squared error is weighted by how much MS-SSIM would notice it, mixed
+with plain MSE (:func:`structure_weights`, ``structure_mix``). The rate is
 the code length of the latents under the coder's context model (context.py):
 each latent's discretized Laplace is centred on the mean its neighbours
 predict, with a learned scale per (level, pass, context bucket). The means and
@@ -201,6 +203,43 @@ def context_bits(ys: list[torch.Tensor], log_b: torch.Tensor, state: ContextStat
     return total
 
 
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # the scales' exponents (Wang et al. 2003)
+SSIM_C2 = 0.03 ** 2  # SSIM's contrast constant for colour in [0, 1]
+
+
+def _gaussian_blur(x: torch.Tensor) -> torch.Tensor:
+    """SSIM's window (11 taps, sigma 1.5) over (1, C, H, W), borders replicated so the size is kept."""
+    g = torch.exp(-(torch.arange(11, dtype=x.dtype, device=x.device) - 5) ** 2 / (2 * 1.5 ** 2))
+    g = g / g.sum()
+    C = x.shape[1]
+    x = F.conv2d(F.pad(x, (5, 5, 0, 0), mode="replicate"), g.view(1, 1, 1, 11).expand(C, 1, 1, 11), groups=C)
+    return F.conv2d(F.pad(x, (0, 0, 5, 5), mode="replicate"), g.view(1, 1, 11, 1).expand(C, 1, 11, 1), groups=C)
+
+
+def structure_weights(image: torch.Tensor, mix: float, cap: float) -> torch.Tensor:
+    """Per-pixel weights of the squared error, (C, H W) with mean 1: MS-SSIM's view of an error.
+
+    SSIM scores an error against the local contrast (its structure term is about
+    1 - e^2 / (2 sigma^2 + C2)), so the same error costs more in a flat area than
+    on an edge, where MSE counts both alike. Raw weight: sum over MS-SSIM's five
+    scales s of beta_s / (2 sigma_s^2 + C2), sigma_s^2 the local variance (SSIM's
+    window) of the picture average-pooled 2^s-fold, per channel; normalised to
+    mean 1, capped at ``cap``, then mixed with plain MSE:
+    mix x raw + (1 - mix). image: (H, W, C) colour in [0, 1].
+    """
+    H, W, C = image.shape
+    cur = image.permute(2, 0, 1)[None].float()  # (1, C, H, W)
+    raw = torch.zeros_like(cur)
+    for beta in MS_SSIM_WEIGHTS:
+        var = (_gaussian_blur(cur * cur) - _gaussian_blur(cur).square()).clamp_min(0)
+        raw += beta * F.interpolate(1.0 / (2 * var + SSIM_C2), size=(H, W), mode="bilinear", align_corners=False)
+        if min(cur.shape[-2:]) < 2:
+            break
+        cur = F.avg_pool2d(cur, 2, ceil_mode=True)
+    raw = (raw / raw.mean()).clamp_max(cap)
+    return (mix * raw / raw.mean() + (1 - mix))[0].reshape(C, H * W)
+
+
 @dataclass
 class GridFit:
     """Fitted parameters: latents (float, before rounding) and MLP weights, float32."""
@@ -246,6 +285,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     noise_buf = (torch.rand(2 * total, generator=gen) - 0.5).to(device)
 
     state: ContextState | None = None  # set at step 0
+    pix_w = structure_weights(image, cfg.structure_mix, cfg.structure_cap) if cfg.structure_mix > 0 else None
 
     def bits(ys: list[torch.Tensor]) -> torch.Tensor:
         if cfg.context_rate:
@@ -263,7 +303,8 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
             ys = [y + u.view_as(y) for y, u in zip(grids, noise_buf[off: off + total].split(sizes))]
         idx = torch.randint(0, n, (batch,), generator=gen).to(device)
         pred = mlp_forward_t(sample_levels(ys, (idx // W).float(), (idx % W).float()), split_params(weights, shape))
-        loss = F.mse_loss(pred, target.index_select(1, idx))
+        ref = target.index_select(1, idx)
+        loss = F.mse_loss(pred, ref) if pix_w is None else ((pred - ref).square() * pix_w.index_select(1, idx)).mean()
         value = float(loss.detach())
         every = cfg.ste_rate_every if ste else cfg.rate_every
         if step % every == 0:
