@@ -13,6 +13,7 @@ import torch
 from pranc_codec import CodecConfig, FormatError, LimitError, PrancError, bitstream, decode, encode, entropy
 from pranc_codec.config import GridConfig, RateConfig
 from pranc_codec.grid_codec import GridCode, pack, plan
+from pranc_codec.grid_fit import structure_weights
 from pranc_codec.latent import GridShape, _bilinear64, _mlp64, render, sample_levels, split_params
 
 from .conftest import smooth_image
@@ -291,8 +292,6 @@ def _flat_and_busy(h: int = 48, w: int = 96, seed: int = 0) -> np.ndarray:
 
 
 def test_structure_weights_count_errors_more_where_the_picture_is_flat():
-    from pranc_codec.grid_fit import structure_weights
-
     img = torch.from_numpy(_flat_and_busy()).float() / 255
     h, w = img.shape[:2]
     plain = structure_weights(img, 0.0, 8.0)
@@ -309,8 +308,6 @@ def test_structure_weights_count_errors_more_where_the_picture_is_flat():
 
 
 def test_structure_weights_are_capped_for_a_small_flat_patch():
-    from pranc_codec.grid_fit import structure_weights
-
     rs = np.random.RandomState(1)
     img = np.kron(rs.uniform(0.1, 0.9, size=(32, 32, 3)), np.ones((4, 4, 1)))  # 4-pixel blocks: busy at every scale
     img[48:80, 48:80] = 0.5  # a flat patch in a busy picture would take most of the loss
