@@ -237,7 +237,9 @@ def structure_weights(image: torch.Tensor, mix: float, cap: float) -> torch.Tens
             break
         cur = F.avg_pool2d(cur, 2, ceil_mode=True)
     raw = (raw / raw.mean()).clamp_max(cap)
-    return (mix * raw / raw.mean() + (1 - mix))[0].reshape(C, H * W)
+    # channel-major like the target: the (H, W, C) input's strides carry through, and
+    # index_select on the pixel-major view took 2.2 ms a step instead of 0.15
+    return (mix * raw / raw.mean() + (1 - mix))[0].reshape(C, H * W).contiguous()
 
 
 @dataclass
