@@ -303,6 +303,8 @@ def test_structure_weights_count_errors_more_where_the_picture_is_flat():
         # measured 3.2x and 2.2x: the coarse scales see the noise averaged out
         assert flat > (2.5 if mix == 1.0 else 1.8) * busy
         assert float(wt.min()) >= 1 - mix - 1e-6  # the plain-MSE share is never taken away
+    # channel-major in memory, as the fit gathers from it (the pixel-major view cost 2.2 ms a step)
+    assert structure_weights(img, 0.7, 8.0).is_contiguous()
     # an all-flat picture has nothing to mask: every weight is 1
     assert torch.allclose(structure_weights(torch.full((20, 30, 3), 0.3), 1.0, 8.0), torch.ones(3, 600))
 
