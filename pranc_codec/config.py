@@ -115,11 +115,6 @@ class GridConfig:
     # The weights are capped at structure_cap x their mean (a flat patch in a busy picture).
     structure_mix: float = 0.7
     structure_cap: float = 8.0
-    # Noisy phase as C3 (Kim et al. 2024): the decoder sees soft_round(soft_round(y) + u) and the
-    # rate is that of soft_round(y) + u, the temperature falling linearly over soft_t.
-    soft_round: bool = False
-    soft_t: tuple[float, float] = (0.3, 0.1)
-    noise_a: tuple[float, float] = (1.0, 1.0)  # Kumaraswamy noise's a over the noisy phase (1: uniform)
     context_every: int = 64  # steps between refreshes of the coder's means, buckets and rate (a multiple of both)
     # Starting rate weight: lambda = lam_ref x (bpp / bpp_ref)^(-lam_exponent), the
     # relation measured on Kodak (ABLATIONS.md K); the controller then follows the target.

@@ -242,23 +242,6 @@ def structure_weights(image: torch.Tensor, mix: float, cap: float) -> torch.Tens
     return (mix * raw / raw.mean() + (1 - mix))[0].reshape(C, H * W).contiguous()
 
 
-def soft_round(y: torch.Tensor, t: float) -> torch.Tensor:
-    """Soft rounding (Agustsson & Theis 2020): round(y) as t -> 0, y as t grows; any shape, elementwise."""
-    m = torch.floor(y) + 0.5
-    return m + 0.5 * torch.tanh((y - m) / t) / math.tanh(0.5 / t)
-
-
-def kumaraswamy(u: torch.Tensor, a: float) -> torch.Tensor:
-    """Uniform noise in [-0.5, 0.5) reshaped to Kumaraswamy(a, b) - 1/2 with its mode at 0 (C3); a = 1: uniform."""
-    b = (2 ** a * (a - 1) + 1) / a
-    return (1 - (0.5 - u).clamp_min(1e-7) ** (1 / b)) ** (1 / a) - 0.5
-
-
-def soft_temperature(step: int, steps: int, span: tuple[float, float]) -> float:
-    """Soft-rounding temperature at ``step`` of the noisy phase's ``steps``: linear from span[0] to span[1]."""
-    return span[0] + (span[1] - span[0]) * min(1.0, step / max(1, steps - 1))
-
-
 @dataclass
 class GridFit:
     """Fitted parameters: latents (float, before rounding) and MLP weights, float32."""
@@ -316,19 +299,10 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
             g["lr"] = lr_at(step, cfg.steps, b0, 0, cfg.final_lr)
         ste = step >= ste_from
         if ste:
-            ys = rate_ys = [y + (torch.round(y) - y).detach() for y in grids]
+            ys = [y + (torch.round(y) - y).detach() for y in grids]
         else:
             off = int(torch.randint(0, total, (1,), generator=gen))
-            noise = noise_buf[off: off + total].split(sizes)
-            a = soft_temperature(step, ste_from, cfg.noise_a)
-            if a != 1.0:
-                noise = [kumaraswamy(u, a) for u in noise]
-            if cfg.soft_round:
-                t = soft_temperature(step, ste_from, cfg.soft_t)
-                rate_ys = [soft_round(y, t) + u.view_as(y) for y, u in zip(grids, noise)]
-                ys = [soft_round(r, t) for r in rate_ys]
-            else:
-                ys = rate_ys = [y + u.view_as(y) for y, u in zip(grids, noise)]
+            ys = [y + u.view_as(y) for y, u in zip(grids, noise_buf[off: off + total].split(sizes))]
         idx = torch.randint(0, n, (batch,), generator=gen).to(device)
         pred = mlp_forward_t(sample_levels(ys, (idx // W).float(), (idx % W).float()), split_params(weights, shape))
         ref = target.index_select(1, idx)
@@ -339,7 +313,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
             refresh = step % cfg.context_every == 0
             if refresh:
                 state = context_state(grids)
-            loss = loss + lam * every * bits(rate_ys) / n
+            loss = loss + lam * every * bits(ys) / n
             if not ste:
                 zeroth = zeroth_order_bits(grids)
                 if refresh:

@@ -45,7 +45,9 @@ def test_apply_overrides_types_and_errors():
                                           "rate.bits_per_coef=9", "width=40", "fit.steps=7"])
     assert cfg.fit.lr == 0.1 and cfg.basis.kind == BasisKind.TERNARY and cfg.basis.offset is False
     assert cfg.rate.bits_per_coef == 9.0 and cfg.width == 40 and cfg.fit.steps == 7
-    for bad in ["fit.nope=1", "fit.lr=abc", "basis.kind=PURPLE", "lr", "a.b.c=1"]:
+    # a tuple setting takes comma-separated items of its default's type
+    assert apply_overrides(CodecConfig(), ["grid.mlp_bits=7,8"]).grid.mlp_bits == (7, 8)
+    for bad in ["fit.nope=1", "fit.lr=abc", "basis.kind=PURPLE", "lr", "a.b.c=1", "grid.mlp_bits=7,x"]:
         with pytest.raises(ValueError):
             apply_overrides(CodecConfig(), [bad])
 
