@@ -332,4 +332,3 @@ def test_structure_weighting_moves_the_error_out_of_flat_areas():
         flat_err[mix] = float(np.mean((out[:, 4: w // 2 - 4] - img[:, 4: w // 2 - 4]) ** 2))
         assert abs(res.stats.bpp - 2.0) < 0.6
     assert flat_err[1.0] < 0.7 * flat_err[0.0], flat_err
-
