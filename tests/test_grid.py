@@ -321,14 +321,31 @@ def test_structure_weights_are_capped_for_a_small_flat_patch():
 
 
 def test_structure_weighting_moves_the_error_out_of_flat_areas():
-    """Fitted with the weights alone, the flat half is reproduced better than with plain MSE, at a similar rate."""
-    img = _flat_and_busy()
-    w = img.shape[1]
-    cfg = replace(GRID_FAST, rate=RateConfig(bpp=2.0), grid=replace(GRID_FAST.grid, steps=600))
-    flat_err = {}
+    """On a photo crop at a similar rate, the weights shift the error from flat areas to busy ones.
+
+    The flat pixels are those whose weight is above the median. The share of the
+    error that falls on them is what the weighting changes, and it changes by a
+    wide margin. (A synthetic half-ramp, half-noise picture gave fits too
+    short-lived to tell: its result flipped between an AMD and an Intel CPU.)
+    """
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak" / "kodim23.png"
+    if not path.exists():
+        pytest.skip("../shared/data/kodak not present")
+    from pranc_codec.image_io import read_image
+
+    img = np.ascontiguousarray(read_image(path)[0][128:384, 256:512])
+    wt = structure_weights(torch.from_numpy(img).float() / 255, 1.0, 8.0).mean(0).view(img.shape[:2]).numpy()
+    flat = wt > np.median(wt)
+    err = {}
     for mix in (0.0, 1.0):
-        res = encode(img, replace(cfg, grid=replace(cfg.grid, structure_mix=mix)))
-        out = decode(res.data).astype(np.float64)
-        flat_err[mix] = float(np.mean((out[:, 4: w // 2 - 4] - img[:, 4: w // 2 - 4]) ** 2))
-        assert abs(res.stats.bpp - 2.0) < 0.6
-    assert flat_err[1.0] < 0.7 * flat_err[0.0], flat_err
+        cfg = replace(GRID_FAST, rate=RateConfig(bpp=0.5),
+                      grid=GridConfig(steps=800, batch_pixels=4096, structure_mix=mix))
+        res = encode(img, cfg)
+        assert abs(res.stats.bpp - 0.5) < 0.2
+        e = ((decode(res.data).astype(np.float64) - img) ** 2).mean(-1)
+        err[mix] = (e[flat].mean(), e[~flat].mean())
+    share = {mix: f / b for mix, (f, b) in err.items()}
+    # measured: flat-to-busy error 0.235 -> 0.088 (seed 0) and 0.274 -> 0.102 (seed 1);
+    # the flat error itself 0.76x and 0.67x, the busy error 2.0x and 1.8x
+    assert share[1.0] < 0.6 * share[0.0], err
+    assert err[1.0][0] < 0.95 * err[0.0][0], err
