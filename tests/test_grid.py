@@ -14,6 +14,7 @@ from pranc_codec import CodecConfig, FormatError, LimitError, PrancError, bitstr
 from pranc_codec.config import GridConfig, RateConfig
 from pranc_codec.grid_codec import GridCode, pack, plan
 from pranc_codec.grid_fit import structure_weights
+from pranc_codec.image_io import read_image
 from pranc_codec.latent import GridShape, _bilinear64, _mlp64, render, sample_levels, split_params
 
 from .conftest import smooth_image
@@ -200,15 +201,18 @@ def test_plan_narrows_the_mlp_for_small_budgets_only():
     assert plan(GRID_FAST, 1, 1, 1).levels == 1
 
 
-def test_rate_follows_the_target_and_quality_follows_the_rate():
-    """On a real photo crop, the lambda controller lands near each target, and more bits give more dB."""
-    from pathlib import Path
-    from pranc_codec.image_io import read_image
-
+@pytest.fixture(scope="module")
+def kodim23_crop() -> np.ndarray:
+    """uint8 (256, 256, 3): rows 128-383, columns 256-511 of kodim23 (../shared/data/kodak)."""
     path = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak" / "kodim23.png"
     if not path.exists():
         pytest.skip("../shared/data/kodak not present")
-    img = np.ascontiguousarray(read_image(path)[0][128:384, 256:512])
+    return np.ascontiguousarray(read_image(path)[0][128:384, 256:512])
+
+
+def test_rate_follows_the_target_and_quality_follows_the_rate(kodim23_crop):
+    """On a real photo crop, the lambda controller lands near each target, and more bits give more dB."""
+    img = kodim23_crop
     cfg = replace(GRID_FAST, grid=GridConfig(steps=1200, batch_pixels=4096))
     stats = [encode(img, replace(cfg, rate=RateConfig(bpp=b))).stats for b in (0.5, 1.5)]
     # a short fit on a 256 x 256 crop lands within 25 % (measured -23 % and -7 %); on
@@ -320,7 +324,7 @@ def test_structure_weights_are_capped_for_a_small_flat_patch():
     assert float(capped.max()) <= 3.0 * 1.2 and float(capped.mean()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_structure_weighting_moves_the_error_out_of_flat_areas():
+def test_structure_weighting_moves_the_error_out_of_flat_areas(kodim23_crop):
     """On a photo crop at a similar rate, the weights shift the error from flat areas to busy ones.
 
     The flat pixels are those whose weight is above the median. The share of the
@@ -328,12 +332,7 @@ def test_structure_weighting_moves_the_error_out_of_flat_areas():
     wide margin. (A synthetic half-ramp, half-noise picture gave fits too
     short-lived to tell: its result flipped between an AMD and an Intel CPU.)
     """
-    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak" / "kodim23.png"
-    if not path.exists():
-        pytest.skip("../shared/data/kodak not present")
-    from pranc_codec.image_io import read_image
-
-    img = np.ascontiguousarray(read_image(path)[0][128:384, 256:512])
+    img = kodim23_crop
     wt = structure_weights(torch.from_numpy(img).float() / 255, 1.0, 8.0).mean(0).view(img.shape[:2]).numpy()
     flat = wt > np.median(wt)
     err = {}
