@@ -131,12 +131,7 @@ class GridConfig:
     # The MLP's weights are quantized with step max|w| / 2^(bits-1) per layer; the
     # encoder picks the bits in this range that minimise MSE + lambda x rate.
     mlp_bits: tuple[int, ...] = (6, 7, 8, 9, 10, 11, 12)
-    mlp_bits_estimate: float = 8.0
-    # PRANC form of the MLP: its weights are theta0(seed) + B(seed) @ alpha per layer, an
-    # orthogonal random basis with num_params / mlp_expansion coefficients; 1.0 = the
-    # weights are stored directly.
-    mlp_expansion: float = 1.0
-    mlp_chunk: int = 256  # coded bits per MLP weight assumed when budgeting the latents
+    mlp_bits_estimate: float = 8.0  # coded bits per MLP weight assumed when budgeting the latents
     seed: int = 0  # initialisation and minibatches (encoder only)
 
 

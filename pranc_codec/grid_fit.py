@@ -31,7 +31,6 @@ from .config import GridConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, buckets, contexts, split
 from .fit import lr_at
 from .latent import GridShape, init_mlp, mlp_forward_t, sample_levels, split_params
-from .subspace import Subspace, SubspaceSpec
 
 Progress = Callable[[int, float], None]  # (steps done since last call, current loss)
 
@@ -251,7 +250,6 @@ class GridFit:
     latents: list[torch.Tensor]  # (h_l, w_l) per level
     weights: list[torch.Tensor]  # flat (n_l,) per MLP layer
     lam: float  # final rate weight (MSE per bpp)
-    alpha: list[torch.Tensor] | None = None  # PRANC form: coefficients (k_l,) per layer, weights = theta0 + B alpha
 
 
 def initial_lambda(cfg: GridConfig, bpp: float) -> float:
@@ -260,12 +258,10 @@ def initial_lambda(cfg: GridConfig, bpp: float) -> float:
 
 
 def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp: float,
-             progress: Progress | None = None, lam_range: float | None = None,
-             subspace: SubspaceSpec | None = None) -> GridFit:
+             progress: Progress | None = None, lam_range: float | None = None) -> GridFit:
     """Fit latents and MLP to ``image`` (H, W, C) float in [0, 1] for ``latent_bpp`` bits per pixel of latents.
 
     ``lam_range``: keep lambda within [start / lam_range, start x lam_range] (None: unbounded).
-    ``subspace``: fit the MLP in PRANC form, its weights theta0 + B alpha (``shape`` must be the spec's).
     """
     H, W, C = image.shape
     device = image.device
@@ -273,21 +269,10 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     n = H * W
     gen = torch.Generator().manual_seed(cfg.seed)
     grids = [torch.zeros(h, w, device=device, requires_grad=True) for h, w in shape.level_dims(H, W)]
-    if subspace is None:
-        weights = [p.to(device).requires_grad_(True) for p in init_mlp(shape, gen)]
-        mlp_groups = [{"params": weights, "lr": cfg.mlp_lr}]
-        mlp = lambda: weights  # noqa: E731
-    else:
-        basis = Subspace(subspace, device)
-        alpha = [torch.zeros(lay.num_coefs, device=device, requires_grad=True) for lay in basis.layouts]
-        # a unit step of alpha moves a layer's weights by about its init spread s_l (subspace.gains),
-        # so alpha's rate is mlp_lr / s_l: the same step in weight space as the direct form
-        spreads = [b / math.sqrt(3.0) for b in shape.init_bounds()]
-        mlp_groups = [{"params": [a], "lr": cfg.mlp_lr / s_l} for a, s_l in zip(alpha, spreads)]
-        mlp = lambda: [t[0] for t in basis(torch.cat(alpha))]  # noqa: E731
+    weights = [p.to(device).requires_grad_(True) for p in init_mlp(shape, gen)]
     log_b = torch.zeros((shape.levels, PASSES, MAX_BUCKETS) if cfg.context_rate else shape.levels, device=device,
                         requires_grad=True)
-    opt = torch.optim.Adam([{"params": grids + [log_b], "lr": cfg.lr}] + mlp_groups,
+    opt = torch.optim.Adam([{"params": grids + [log_b], "lr": cfg.lr}, {"params": weights, "lr": cfg.mlp_lr}],
                            fused=True)  # one kernel per tensor: 3.1 -> 0.5 ms a step on Kodak
     base = [g["lr"] for g in opt.param_groups]
     lam = lam0 = initial_lambda(cfg, latent_bpp)
@@ -320,7 +305,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
             off = int(torch.randint(0, total, (1,), generator=gen))
             ys = [y + u.view_as(y) for y, u in zip(grids, noise_buf[off: off + total].split(sizes))]
         idx = torch.randint(0, n, (batch,), generator=gen).to(device)
-        pred = mlp_forward_t(sample_levels(ys, (idx // W).float(), (idx % W).float()), split_params(mlp(), shape))
+        pred = mlp_forward_t(sample_levels(ys, (idx // W).float(), (idx % W).float()), split_params(weights, shape))
         ref = target.index_select(1, idx)
         loss = F.mse_loss(pred, ref) if pix_w is None else ((pred - ref).square() * pix_w.index_select(1, idx)).mean()
         value = float(loss.detach())
@@ -348,7 +333,4 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
             progress(report_every, value)
     if progress is not None and cfg.steps % report_every:
         progress(cfg.steps % report_every, float("nan"))
-    with torch.no_grad():
-        final = [w.detach() for w in mlp()]
-    return GridFit([g.detach() for g in grids], final, lam,
-                   None if subspace is None else [a.detach() for a in alpha])
+    return GridFit([g.detach() for g in grids], [w.detach() for w in weights], lam)

@@ -57,10 +57,6 @@ class GridShape:
     def num_params(self) -> int:
         return sum(self.layer_sizes())
 
-    def init_bounds(self) -> list[float]:
-        """Half-width of the uniform initialisation (torch.nn.Linear's 1/sqrt(fan_in)), per layer."""
-        return [1.0 / math.sqrt(fi) for fi, _ in self.layer_dims()]
-
 
 def split_params(flat: list[torch.Tensor], shape: GridShape) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-layer flat vectors (n_l,) -> (W (fan_out, fan_in), b (fan_out,))."""
@@ -181,6 +177,7 @@ def render(latents: list[torch.Tensor], weights: list[torch.Tensor], shape: Grid
 def init_mlp(shape: GridShape, gen: torch.Generator) -> list[torch.Tensor]:
     """Per-layer flat parameter vectors, uniform(+-1/sqrt(fan_in)) like torch.nn.Linear (encoder only)."""
     out = []
-    for (fi, fo), bound in zip(shape.layer_dims(), shape.init_bounds()):
+    for fi, fo in shape.layer_dims():
+        bound = 1.0 / math.sqrt(fi)
         out.append((torch.rand(fi * fo + fo, generator=gen) * 2 - 1) * bound)
     return out
