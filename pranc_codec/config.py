@@ -88,7 +88,9 @@ class GridConfig:
     # The MLP's coded size (num_params x mlp_bits_estimate) may take at most this
     # share of the bit budget; small pictures get a narrower MLP (a 40x56 image at
     # 2 bpp has 4,480 bits, while the 1,411-weight default MLP alone takes ~11,000).
-    mlp_share: float = 0.25
+    # 0.25 -> 0.125 (with ste_lam 2): width 22 instead of 32 at 0.125 bpp on Kodak, +0.11 dB at
+    # equal rate, 25 s instead of 30 s; unchanged from ~0.23 bpp up (ABLATIONS.md Q7-Q8).
+    mlp_share: float = 0.125
     hidden_layers: int = 2
     steps: int = 2400  # 1600 steps: -0.14 / -0.22 dB (ABLATIONS.md K10)
     batch_pixels: int = 16384
@@ -104,6 +106,9 @@ class GridConfig:
     mlp_lr_high: float = 0.02
     final_lr: float = 0.02  # the cosine schedule ends at this fraction of lr
     ste_frac: float = 0.1  # last fraction of steps on rounded latents; 0.2 lost 0.33 dB
+    # Rate weight in the straight-through phase, as a multiple of the controller's lambda: with
+    # lambda alone the rounded latents grew 5-14 % past their budget in those steps (ABLATIONS.md Q7).
+    ste_lam: float = 2.0
     rate_every: int = 8  # steps between rate terms (weighted x rate_every) in the noisy phase
     ste_rate_every: int = 8  # the same in the straight-through phase (1: -0.03 to +0.05 dB, 7 s slower; ABLATIONS N)
     # rate term under the coder's context model (means and buckets from the neighbours,

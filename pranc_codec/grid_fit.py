@@ -314,7 +314,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
             refresh = step % cfg.context_every == 0
             if refresh:
                 state = context_state(grids)
-            loss = loss + lam * every * bits(ys) / n
+            loss = loss + lam * (cfg.ste_lam if ste else 1.0) * every * bits(ys) / n
             if not ste:
                 zeroth = zeroth_order_bits(grids)
                 if refresh:

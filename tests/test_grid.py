@@ -194,10 +194,17 @@ def test_arbitrary_payload_never_escapes_as_another_exception():
 
 
 def test_plan_narrows_the_mlp_for_small_budgets_only():
-    kodak = plan(replace(GRID_FAST, rate=RateConfig(bpp=0.125)), 512, 768, 3)
+    kodak = plan(replace(GRID_FAST, rate=RateConfig(bpp=0.25)), 512, 768, 3)
     assert kodak == GridShape(levels=7, hidden=32, hidden_layers=2, channels=3)
-    small = plan(replace(GRID_FAST, rate=RateConfig(bpp=1.0)), 40, 56, 3)
-    assert small.hidden < 32 and small.num_params * GRID_FAST.grid.mlp_bits_estimate <= 0.25 * 40 * 56
+    # at 0.125 bpp an eighth of Kodak's 49,152 bits buys 768 weights: width 22 (751), not 23 (796)
+    low = plan(replace(GRID_FAST, rate=RateConfig(bpp=0.125)), 512, 768, 3)
+    assert (low.hidden, low.num_params) == (22, 751)
+    # 40 x 56 at 4 bpp: 8,960 bits, an eighth of them 140 weights: width 7 (136), not 8 (163)
+    small = plan(replace(GRID_FAST, rate=RateConfig(bpp=4.0)), 40, 56, 3)
+    g = GRID_FAST.grid
+    assert small.hidden == 7 and small.num_params * g.mlp_bits_estimate <= g.mlp_share * 4.0 * 40 * 56
+    # a budget below the narrowest MLP gets the narrowest
+    assert plan(replace(GRID_FAST, rate=RateConfig(bpp=1.0)), 40, 56, 3).hidden == g.min_hidden
     assert plan(GRID_FAST, 1, 1, 1).levels == 1
 
 
