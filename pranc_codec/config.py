@@ -106,9 +106,12 @@ class GridConfig:
     mlp_lr_high: float = 0.02
     final_lr: float = 0.02  # the cosine schedule ends at this fraction of lr
     ste_frac: float = 0.1  # last fraction of steps on rounded latents; 0.2 lost 0.33 dB
-    # Rate weight in the straight-through phase, as a multiple of the controller's lambda: with
-    # lambda alone the rounded latents grew 5-14 % past their budget in those steps (ABLATIONS.md Q7).
+    # Rate weight in the straight-through phase, as a multiple of the controller's lambda, when the
+    # latents' budget is below ste_lam_below_bpp: with lambda alone the rounded latents grew 5-14 %
+    # past their budget in those steps at 0.125 bpp (ABLATIONS.md Q7-Q8). At 0.25-1 bpp x2 undershot
+    # the rate by 2-3 % and lost 0.05 dB at equal rate (Q9), so it stays 1 there.
     ste_lam: float = 2.0
+    ste_lam_below_bpp: float = 0.15  # Kodak: 0.105 at 0.125 bpp, 0.217 at 0.25 bpp
     rate_every: int = 8  # steps between rate terms (weighted x rate_every) in the noisy phase
     ste_rate_every: int = 8  # the same in the straight-through phase (1: -0.03 to +0.05 dB, 7 s slower; ABLATIONS N)
     # rate term under the coder's context model (means and buckets from the neighbours,

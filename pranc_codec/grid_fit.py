@@ -9,7 +9,8 @@ predict, with a learned scale per (level, pass, context bucket). The means and
 buckets are the coder's, computed from the rounded latents every
 ``context_every`` steps (:func:`context_state`). Uniform noise stands in for
 rounding, then the last ``ste_frac`` of the steps see the rounded latents
-(straight-through gradient). ``lambda`` follows the target bpp: after each
+(straight-through gradient; at low rates their rate term is weighted
+``ste_lam`` times more, or those steps outgrow the budget). ``lambda`` follows the target bpp: after each
 rate evaluation of the noisy phase it is multiplied by
 (rate of the rounded latents / their budget)^gain, a dual ascent on the rate
 constraint (ABLATIONS.md K9); the rate it follows is the coder's code length
@@ -280,6 +281,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     report_every = max(1, cfg.steps // 100)
     ste_from = int(cfg.steps * (1 - cfg.ste_frac))
     context_ratio = 1.0  # context-coded bits / zeroth-order bits of the rounded latents
+    ste_lam = cfg.ste_lam if latent_bpp < cfg.ste_lam_below_bpp else 1.0
 
     # Quantization noise: windows of one buffer at random offsets, not a fresh draw
     # per step (which took 3 ms of a 26 ms step); each latent still sees a new value.
@@ -314,7 +316,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
             refresh = step % cfg.context_every == 0
             if refresh:
                 state = context_state(grids)
-            loss = loss + lam * (cfg.ste_lam if ste else 1.0) * every * bits(ys) / n
+            loss = loss + lam * (ste_lam if ste else 1.0) * every * bits(ys) / n
             if not ste:
                 zeroth = zeroth_order_bits(grids)
                 if refresh:

@@ -355,3 +355,22 @@ def test_structure_weighting_moves_the_error_out_of_flat_areas(kodim23_crop):
     # the flat error itself 0.76x and 0.67x, the busy error 2.0x and 1.8x
     assert share[1.0] < 0.6 * share[0.0], err
     assert err[1.0][0] < 0.95 * err[0.0][0], err
+
+
+def test_straight_through_rate_weight_acts_only_below_its_threshold():
+    """grid.ste_lam scales the rate term of the straight-through steps when the latents' budget is low."""
+    from pranc_codec.grid_fit import fit_grid, latent_bits
+
+    target = torch.from_numpy(smooth_image(64, 64, seed=3).astype(np.float32) / 255.0)
+    shape = GridShape(levels=5, hidden=8, hidden_layers=2, channels=3)
+    cfg = GridConfig(steps=160, ste_frac=0.5, batch_pixels=1024, structure_mix=0.0, rate_every=4,
+                     ste_rate_every=4, context_every=16)
+
+    def rounded_bits(latent_bpp: float, ste_lam: float) -> float:
+        fit = fit_grid(target, shape, replace(cfg, ste_lam=ste_lam), latent_bpp)
+        return latent_bits([torch.round(g) for g in fit.latents])
+
+    low = cfg.ste_lam_below_bpp / 2
+    assert rounded_bits(low, 16.0) < 0.9 * rounded_bits(low, 1.0)
+    high = cfg.ste_lam_below_bpp * 2
+    assert rounded_bits(high, 16.0) == rounded_bits(high, 1.0)
