@@ -89,7 +89,7 @@ class GridConfig:
     # share of the bit budget; small pictures get a narrower MLP (a 40x56 image at
     # 2 bpp has 4,480 bits, while the 1,411-weight default MLP alone takes ~11,000).
     # 0.25 -> 0.125 (with ste_lam 2): width 22 instead of 32 at 0.125 bpp on Kodak, +0.11 dB at
-    # equal rate, 25 s instead of 30 s; unchanged from ~0.23 bpp up (ABLATIONS.md Q7-Q8).
+    # equal rate, 27 s instead of 30 s; unchanged from ~0.23 bpp up (ABLATIONS.md Q7-Q9).
     mlp_share: float = 0.125
     hidden_layers: int = 2
     steps: int = 2400  # 1600 steps: -0.14 / -0.22 dB (ABLATIONS.md K10)

@@ -10,10 +10,10 @@ buckets are the coder's, computed from the rounded latents every
 ``context_every`` steps (:func:`context_state`). Uniform noise stands in for
 rounding, then the last ``ste_frac`` of the steps see the rounded latents
 (straight-through gradient; at low rates their rate term is weighted
-``ste_lam`` times more, or those steps outgrow the budget). ``lambda`` follows the target bpp: after each
-rate evaluation of the noisy phase it is multiplied by
-(rate of the rounded latents / their budget)^gain, a dual ascent on the rate
-constraint (ABLATIONS.md K9); the rate it follows is the coder's code length
+``ste_lam`` times more, or those steps outgrow the budget). ``lambda``
+follows the target bpp: after each rate evaluation of the noisy phase it is
+multiplied by (rate of the rounded latents / their budget)^gain, a dual
+ascent on the rate constraint (ABLATIONS.md K9); the rate it follows is the coder's code length
 of the rounded latents, bucket models included, and each update is at most a
 factor exp(gain). ``context_rate = False`` gives the older rate term, one
 zero-mean Laplace per level (format version 4's model).
@@ -311,12 +311,12 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
         ref = target.index_select(1, idx)
         loss = F.mse_loss(pred, ref) if pix_w is None else ((pred - ref).square() * pix_w.index_select(1, idx)).mean()
         value = float(loss.detach())
-        every = cfg.ste_rate_every if ste else cfg.rate_every
+        every, weight = (cfg.ste_rate_every, ste_lam) if ste else (cfg.rate_every, 1.0)
         if step % every == 0:
             refresh = step % cfg.context_every == 0
             if refresh:
                 state = context_state(grids)
-            loss = loss + lam * (ste_lam if ste else 1.0) * every * bits(ys) / n
+            loss = loss + lam * weight * every * bits(ys) / n
             if not ste:
                 zeroth = zeroth_order_bits(grids)
                 if refresh:

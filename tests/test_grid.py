@@ -13,7 +13,7 @@ import torch
 from pranc_codec import CodecConfig, FormatError, LimitError, PrancError, bitstream, decode, encode, entropy
 from pranc_codec.config import GridConfig, RateConfig
 from pranc_codec.grid_codec import GridCode, pack, plan
-from pranc_codec.grid_fit import structure_weights
+from pranc_codec.grid_fit import fit_grid, latent_bits, structure_weights
 from pranc_codec.image_io import read_image
 from pranc_codec.latent import GridShape, _bilinear64, _mlp64, render, sample_levels, split_params
 
@@ -359,8 +359,6 @@ def test_structure_weighting_moves_the_error_out_of_flat_areas(kodim23_crop):
 
 def test_straight_through_rate_weight_acts_only_below_its_threshold():
     """grid.ste_lam scales the rate term of the straight-through steps when the latents' budget is low."""
-    from pranc_codec.grid_fit import fit_grid, latent_bits
-
     target = torch.from_numpy(smooth_image(64, 64, seed=3).astype(np.float32) / 255.0)
     shape = GridShape(levels=5, hidden=8, hidden_layers=2, channels=3)
     cfg = GridConfig(steps=160, ste_frac=0.5, batch_pixels=1024, structure_mix=0.0, rate_every=4,
