@@ -92,8 +92,12 @@ class GridConfig:
     # equal rate, 27 s instead of 30 s; unchanged from ~0.23 bpp up (ABLATIONS.md Q7-Q9).
     mlp_share: float = 0.125
     hidden_layers: int = 2
-    steps: int = 2400  # 1600 steps: -0.14 / -0.22 dB (ABLATIONS.md K10)
-    batch_pixels: int = 16384
+    # Half the pixels a step and 42 % more steps in about the same time: a step's fixed costs (Adam,
+    # noise and rate term over all ~524k latents) stay, the MLP's halve. +0.00 / +0.06 / +0.09 / +0.17 dB
+    # at 0.125 / 0.25 / 0.5 / 1 bpp on eight Kodak images (ABLATIONS.md R3). Was 2400 x 16384
+    # (1600 x 16384: -0.14 / -0.22 dB, K10); 3400 x 4096 was faster but -0.11 dB at 0.5 bpp (R4).
+    steps: int = 3400
+    batch_pixels: int = 8192
     lr: float = 0.05  # latents (and their entropy-model scales); 0.1 stalls (ABLATIONS.md K)
     # High rates want larger latents sooner: from high_rate_bpp on, the latents learn at
     # lr_high (+0.45 to +0.6 dB on three of four images at 1 bpp, level on the fourth;
@@ -169,9 +173,9 @@ PRESETS: dict[str, dict[str, int]] = {
     "slow": {"steps": 8000, "qat_steps": 400},
 }
 GRID_PRESETS: dict[str, dict[str, int]] = {  # GridConfig overrides of the same presets
-    "fast": {"steps": 800},
+    "fast": {"steps": 1100},
     "default": {},
-    "slow": {"steps": 6000},
+    "slow": {"steps": 8500},
 }
 
 

@@ -137,16 +137,19 @@ def zeroth_order_bits(grids: list[torch.Tensor]) -> float:
 
 @dataclass
 class ContextState:
-    """The coder's view of the rounded latents, for the rate term: per level and sublattice
-    S_k (context.py), the predicted mean mu (float32) and the context bucket (int64), of S_k's shape."""
+    """The coder's view of the rounded latents, for the rate term: every latent's predicted mean and model.
 
-    mu: list[list[torch.Tensor]]
-    bucket: list[list[torch.Tensor]]
+    Latents are flattened level by level (finest first, each row-major), as
+    :func:`context_bits` concatenates them.
+    """
+
+    mu: torch.Tensor  # (num_latents,) float32: the mean the coder predicts from the neighbours (context.py)
+    model: torch.Tensor  # (num_latents,) int64: index of the latent's (level, pass, bucket) scale in log_b.reshape(-1)
     bits: float  # the coder's code length of the rounded latents, bucket models included (bits)
 
 
 def context_state(grids: list[torch.Tensor]) -> ContextState:
-    """Means, buckets and code length of the rounded latents under the coder's context model.
+    """Means, models and code length of the rounded latents under the coder's context model.
 
     The code length is what grid_codec.pack will spend on them: per level and pass,
     the geometric law of best decay in each bucket, the bucket count that
@@ -162,12 +165,12 @@ def context_state(grids: list[torch.Tensor]) -> ContextState:
     with torch.no_grad():
         device = grids[0].device
         lat = [torch.round(g).to(torch.int64).cpu() for g in grids]
-        bits, mus, bks = 0.0, [], []
+        bits, mus, models = 0.0, [], []
         for l, q in enumerate(lat):
             subs = split(q)
             parent = lat[l + 1] if l + 1 < len(lat) else None
-            mus.append([])
-            bks.append([])
+            mu_map = torch.zeros(q.shape, dtype=torch.float32)
+            model_map = torch.zeros(q.shape, dtype=torch.int64)
             count = torch.zeros(PASSES, MAX_BUCKETS, dtype=torch.float64)
             sum_mag = torch.zeros(PASSES, MAX_BUCKETS, dtype=torch.float64)
             for k in range(len(subs)):
@@ -177,10 +180,12 @@ def context_state(grids: list[torch.Tensor]) -> ContextState:
                 count[PASS_OF[k]] += torch.bincount(flat, minlength=MAX_BUCKETS)
                 sum_mag[PASS_OF[k]] += torch.bincount(flat, weights=(subs[k] - mu).abs().reshape(-1).double(),
                                                       minlength=MAX_BUCKETS)
-                mus[-1].append(mu.to(device=device, dtype=torch.float32))
-                bks[-1].append(b.to(device))
+                split(mu_map)[k].copy_(mu)
+                split(model_map)[k].copy_(b + (l * PASSES + PASS_OF[k]) * MAX_BUCKETS)
+            mus.append(mu_map.reshape(-1))
+            models.append(model_map.reshape(-1))
             bits += sum(_pass_bits(count[p], sum_mag[p]) for p in range(PASSES))
-        return ContextState(mus, bks, bits)
+        return ContextState(torch.cat(mus).to(device), torch.cat(models).to(device), bits)
 
 
 def latent_bits(grids: list[torch.Tensor]) -> float:
@@ -196,12 +201,11 @@ def context_bits(ys: list[torch.Tensor], log_b: torch.Tensor, state: ContextStat
     fits them. The means and buckets are the coder's, from ``state`` (the rounded
     latents), held fixed between refreshes: the gradient pulls each latent
     towards its predicted mean, harder where its context says the picture is flat.
+    All levels go through one :func:`laplace_bits` call on the flattened latents:
+    per sublattice, the strided views' backward cost more than the code length.
     """
-    total = 0.0
-    for l, y in enumerate(ys):
-        for k, s in enumerate(split(y)):
-            total = total + laplace_bits(s - state.mu[l][k], log_b[l, PASS_OF[k]], state.bucket[l][k])
-    return total
+    v = torch.cat([y.reshape(-1) for y in ys])
+    return laplace_bits(v - state.mu, log_b.reshape(-1), state.model)
 
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # the scales' exponents (Wang et al. 2003)

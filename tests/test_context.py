@@ -162,7 +162,14 @@ def test_the_context_rate_term_pulls_latents_towards_their_predicted_means():
     state = context_state(grids)
     ys = [(g + 0.3).requires_grad_(True) for g in grids]  # every latent a little above its integer
     context_bits(ys, torch.zeros(shape.levels, PASSES, MAX_BUCKETS), state).backward()
-    for l, (y, g) in enumerate(zip(ys, grids)):
-        for k, (grad, q) in enumerate(zip(split(y.grad), split(g))):
-            away = torch.sign(q + 0.3 - state.mu[l][k])  # the direction away from the mean
-            assert torch.all(grad * away > 0), (l, k)
+    grad = torch.cat([y.grad.reshape(-1) for y in ys])
+    away = torch.sign(torch.cat([g.reshape(-1) for g in grids]) + 0.3 - state.mu)  # away from the predicted mean
+    assert torch.all(grad * away > 0)
+    # the means are the coder's: S1 .. S3 predicted from their neighbours, S0 at 0
+    for l, g in enumerate(grids):
+        start = sum(x.numel() for x in grids[:l])
+        mu = state.mu[start: start + g.numel()].view_as(g)
+        subs = split(g.long())
+        for k in range(4):
+            assert torch.equal(split(mu)[k], contexts(subs, grids[l + 1].long() if l + 1 < len(grids) else None,
+                                                      k)[0].float()), (l, k)
