@@ -1,27 +1,58 @@
 #!/usr/bin/env python3
 """Benchmark: milliseconds per fitting step for one image and rate.
 
-Times ``fit_alpha`` alone (no quantization, coding or decoding), the part of
-an encode that every optimisation of the step is about. To compare two commits,
-run it from two worktrees at the same time, one thread each, so that both see
-the same machine load (ABLATIONS.md J):
+Times the fit alone (no quantization, coding or decoding), the part of an
+encode that every optimisation of the step is about: ``grid_fit.fit_grid``
+for the default latent-grid model, ``fit.fit_alpha`` with ``--model siren``.
+The grid's step is not uniform (the rate term runs every ``grid.rate_every``
+steps, the coder's contexts every ``grid.context_every``), so time a multiple
+of ``context_every`` steps. To compare two commits, run it from two worktrees
+at the same time, one thread each, so that both see the same machine load
+(ABLATIONS.md J, R):
 
-    python eval/bench_step.py ../shared/data/kodak/kodim05.png 1.0
+    python eval/bench_step.py ../shared/data/kodak/kodim05.png 0.25
+    python eval/bench_step.py ../shared/data/kodak/kodim05.png 0.25 grid.batch_pixels=16384
+    python eval/bench_step.py ../shared/data/kodak/kodim05.png 1.0 --model siren
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from pranc_codec import grid_codec
 from pranc_codec.codec import plan, tile_grid
 from pranc_codec.config import CodecConfig, apply_overrides
 from pranc_codec.fit import TileData, fit_alpha
+from pranc_codec.grid_fit import fit_grid
 from pranc_codec.image_io import read_image
 from pranc_codec.subspace import Subspace
+
+
+def bench_grid(image, cfg: CodecConfig, steps: int) -> tuple[float, dict]:
+    """Seconds for ``steps`` steps of fit_grid (its schedule stretched to that many steps), and the network."""
+    h, w, c = image.shape
+    shape = grid_codec.plan(cfg, h, w, c)
+    target = torch.from_numpy(image.astype("float32") / 255.0)
+    t0 = time.perf_counter()
+    fit_grid(target, shape, replace(cfg.grid, steps=steps), grid_codec.latent_budget(cfg, shape, h, w))
+    return time.perf_counter() - t0, dict(width=shape.hidden, batch=cfg.grid.batch_pixels)
+
+
+def bench_siren(image, cfg: CodecConfig, steps: int, warmup: int) -> tuple[float, dict]:
+    h, w, c = image.shape
+    spec = plan(cfg, h, w, c)
+    sub = Subspace(spec)
+    data = TileData.from_image(image, tile_grid(cfg, h, w))
+    alpha0 = torch.zeros(spec.num_coefs)
+    fit_alpha(sub, spec.shape, data, alpha0, cfg.fit, steps=warmup, lr=cfg.fit.lr)
+    t0 = time.perf_counter()
+    fit_alpha(sub, spec.shape, data, alpha0, cfg.fit, steps=steps, lr=cfg.fit.lr)
+    return time.perf_counter() - t0, dict(width=spec.shape.width, tiles=spec.tiles)
 
 
 def main() -> None:
@@ -29,24 +60,20 @@ def main() -> None:
     ap.add_argument("image", type=Path)
     ap.add_argument("bpp", type=float)
     ap.add_argument("settings", nargs="*", help="section.field=value overrides (as pranc --set)")
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--warmup", type=int, default=30, help="untimed steps first")
+    ap.add_argument("--model", choices=("grid", "siren"), default="grid")
+    ap.add_argument("--steps", type=int, default=640, help="timed steps (grid: a multiple of grid.context_every)")
+    ap.add_argument("--warmup", type=int, default=30, help="untimed steps first (siren)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     image = read_image(args.image)[0]
-    cfg = apply_overrides(CodecConfig(), [f"rate.bpp={args.bpp}"] + args.settings)
-    h, w, c = image.shape
-    spec = plan(cfg, h, w, c)
-    sub = Subspace(spec)
-    data = TileData.from_image(image, tile_grid(cfg, h, w))
-    alpha0 = torch.zeros(spec.num_coefs)
-    fit_alpha(sub, spec.shape, data, alpha0, cfg.fit, steps=args.warmup, lr=cfg.fit.lr)
-    t0 = time.perf_counter()
-    fit_alpha(sub, spec.shape, data, alpha0, cfg.fit, steps=args.steps, lr=cfg.fit.lr)
-    ms = (time.perf_counter() - t0) / args.steps * 1e3
-    print(json.dumps(dict(image=args.image.stem, bpp=args.bpp, settings=args.settings, width=spec.shape.width,
-                          tiles=spec.tiles, threads=args.threads, steps=args.steps, ms_per_step=round(ms, 2))))
+    cfg = apply_overrides(CodecConfig(), [f"rate.bpp={args.bpp}", f"model={args.model}"] + args.settings)
+    if args.model == "grid":
+        seconds, net = bench_grid(image, cfg, args.steps)
+    else:
+        seconds, net = bench_siren(image, cfg, args.steps, args.warmup)
+    print(json.dumps(dict(image=args.image.stem, bpp=args.bpp, model=args.model, settings=args.settings, **net,
+                          threads=args.threads, steps=args.steps, ms_per_step=round(seconds / args.steps * 1e3, 2))))
 
 
 if __name__ == "__main__":

@@ -207,6 +207,14 @@ def _collapsed(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: G
     return not math.isfinite(mse) or mse > 0.5 * flat
 
 
+def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int) -> float:
+    """Bits per pixel left for the latents: the target less the header, segment and expected MLP bits."""
+    segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
+    # the latents' bucket models are counted in their rate (grid_fit.context_state), not here
+    overhead = 8 * bitstream.grid_header_size(shape, 0) + 32 * segments
+    return max(1e-3, config.rate.bpp - (overhead + config.grid.mlp_bits_estimate * shape.num_params) / (height * width))
+
+
 def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress=None) -> tuple[bytes, GridShape]:
     """uint8 (H, W, C) -> ``.prc`` bytes, and the network shape it used."""
@@ -217,10 +225,7 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     shape = plan(config, height, width, channels)
     n = height * width
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
-    segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
-    # the latents' bucket models are counted in their rate (grid_fit.context_state), not here
-    overhead = 8 * bitstream.grid_header_size(shape, 0) + 32 * segments
-    latent_bpp = max(1e-3, config.rate.bpp - (overhead + cfg.mlp_bits_estimate * shape.num_params) / n)
+    latent_bpp = latent_budget(config, shape, height, width)
     pixels = target.reshape(-1, channels).cpu()
     cb = progress("fit", cfg.steps) if progress else None
     fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb)
