@@ -93,8 +93,8 @@ class GridConfig:
     mlp_share: float = 0.125
     hidden_layers: int = 2
     # Half the pixels a step and 42 % more steps in about the same time: a step's fixed costs (Adam,
-    # noise and rate term over all ~524k latents) stay, the MLP's halve. +0.00 / +0.06 / +0.09 / +0.17 dB
-    # at 0.125 / 0.25 / 0.5 / 1 bpp on eight Kodak images (ABLATIONS.md R3). Was 2400 x 16384
+    # noise and rate term over all ~524k latents) stay, the MLP's halve. At equal rate on Kodak's 24:
+    # +0.01 / +0.06 / +0.08 / +0.09 dB at 0.125 / 0.25 / 0.5 / 1 bpp (ABLATIONS.md R3). Was 2400 x 16384
     # (1600 x 16384: -0.14 / -0.22 dB, K10); 3400 x 4096 was faster but -0.11 dB at 0.5 bpp (R4).
     steps: int = 3400
     batch_pixels: int = 8192

@@ -201,8 +201,8 @@ def context_bits(ys: list[torch.Tensor], log_b: torch.Tensor, state: ContextStat
     fits them. The means and buckets are the coder's, from ``state`` (the rounded
     latents), held fixed between refreshes: the gradient pulls each latent
     towards its predicted mean, harder where its context says the picture is flat.
-    All levels go through one :func:`laplace_bits` call on the flattened latents:
-    per sublattice, the strided views' backward cost more than the code length.
+    All levels go through one :func:`laplace_bits` call on the flattened latents
+    (as fast as one call per sublattice, 13.5 against 13.6 ms on Kodak; ABLATIONS.md R).
     """
     v = torch.cat([y.reshape(-1) for y in ys])
     return laplace_bits(v - state.mu, log_b.reshape(-1), state.model)
