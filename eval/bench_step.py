@@ -34,12 +34,15 @@ from pranc_codec.subspace import Subspace
 
 
 def bench_grid(image, cfg: CodecConfig, steps: int) -> tuple[float, dict]:
-    """Seconds for ``steps`` steps of fit_grid (its schedule stretched to that many steps), and the network."""
+    """Seconds for ``steps`` steps of fit_grid with the encoder's settings for this rate (its schedule stretched
+    to that many steps), and the network."""
     h, w, c = image.shape
     shape = grid_codec.plan(cfg, h, w, c)
     target = torch.from_numpy(image.astype("float32") / 255.0)
+    settings = replace(grid_codec.fit_settings(cfg), steps=steps)
+    latent_bpp = grid_codec.latent_budget(cfg, shape, h, w)
     t0 = time.perf_counter()
-    fit_grid(target, shape, replace(cfg.grid, steps=steps), grid_codec.latent_budget(cfg, shape, h, w))
+    fit_grid(target, shape, settings, latent_bpp)
     return time.perf_counter() - t0, dict(width=shape.hidden, batch=cfg.grid.batch_pixels)
 
 

@@ -18,7 +18,7 @@ import torch
 
 from . import bitstream, entropy
 from .bitstream import MODEL_BITS, GridHeader
-from .config import CodecConfig
+from .config import CodecConfig, GridConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
 from .grid_fit import GridFit, fit_grid
 from .latent import GridShape, mlp_forward, render, sample_levels, split_params
@@ -207,6 +207,12 @@ def _collapsed(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: G
     return not math.isfinite(mse) or mse > 0.5 * flat
 
 
+def fit_settings(config: CodecConfig) -> GridConfig:
+    """The grid settings the fit runs with at this rate: from ``high_rate_bpp`` on, the high-rate learning rates."""
+    g = config.grid
+    return replace(g, lr=g.lr_high, mlp_lr=g.mlp_lr_high) if config.rate.bpp >= g.high_rate_bpp else g
+
+
 def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int) -> float:
     """Bits per pixel left for the latents: the target less the header, segment and expected MLP bits."""
     segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
@@ -219,9 +225,7 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress=None) -> tuple[bytes, GridShape]:
     """uint8 (H, W, C) -> ``.prc`` bytes, and the network shape it used."""
     height, width, channels = image.shape
-    cfg = config.grid
-    if config.rate.bpp >= cfg.high_rate_bpp:
-        cfg = replace(cfg, lr=cfg.lr_high, mlp_lr=cfg.mlp_lr_high)
+    cfg = fit_settings(config)
     shape = plan(config, height, width, channels)
     n = height * width
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
