@@ -13,10 +13,12 @@ at the same time, one thread each, so that both see the same machine load
     python eval/bench_step.py ../shared/data/kodak/kodim05.png 0.25
     python eval/bench_step.py ../shared/data/kodak/kodim05.png 0.25 grid.batch_pixels=16384
     python eval/bench_step.py ../shared/data/kodak/kodim05.png 1.0 --model siren
+    python eval/bench_step.py ../shared/data/kodak/kodim05.png 0.25 --device cuda
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from dataclasses import replace
@@ -33,16 +35,21 @@ from pranc_codec.image_io import read_image
 from pranc_codec.subspace import Subspace
 
 
-def bench_grid(image, cfg: CodecConfig, steps: int) -> tuple[float, dict]:
+def bench_grid(image, cfg: CodecConfig, steps: int, device: str = "cpu", warmup: int = 64) -> tuple[float, dict]:
     """Seconds for ``steps`` steps of fit_grid with the encoder's settings for this rate (its schedule stretched
     to that many steps), and the network."""
     h, w, c = image.shape
     shape = grid_codec.plan(cfg, h, w, c)
-    target = torch.from_numpy(image.astype("float32") / 255.0)
+    target = torch.from_numpy(image.astype("float32") / 255.0).to(device)
     settings = replace(grid_codec.fit_settings(cfg), steps=steps)
     latent_bpp = grid_codec.latent_budget(cfg, shape, h, w)
+    if target.is_cuda:  # the first steps load CUDA kernels and libraries (seconds): not part of a step
+        fit_grid(target, shape, replace(settings, steps=warmup), latent_bpp)
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     fit_grid(target, shape, settings, latent_bpp)
+    if target.is_cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - t0, dict(width=shape.hidden, batch=cfg.grid.batch_pixels)
 
 
@@ -65,18 +72,26 @@ def main() -> None:
     ap.add_argument("settings", nargs="*", help="section.field=value overrides (as pranc --set)")
     ap.add_argument("--model", choices=("grid", "siren"), default="grid")
     ap.add_argument("--steps", type=int, default=640, help="timed steps (grid: a multiple of grid.context_every)")
-    ap.add_argument("--warmup", type=int, default=30, help="untimed steps first (siren)")
+    ap.add_argument("--warmup", type=int, default=30, help="untimed steps first (siren; grid on CUDA)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the grid is fitted")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also print torch.profiler's N costliest operators (self time) of the timed steps")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     image = read_image(args.image)[0]
     cfg = apply_overrides(CodecConfig(), [f"rate.bpp={args.bpp}", f"model={args.model}"] + args.settings)
-    if args.model == "grid":
-        seconds, net = bench_grid(image, cfg, args.steps)
-    else:
-        seconds, net = bench_siren(image, cfg, args.steps, args.warmup)
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    with torch.profiler.profile(activities=acts) if args.profile else contextlib.nullcontext() as prof:
+        if args.model == "grid":
+            seconds, net = bench_grid(image, cfg, args.steps, args.device, args.warmup)
+        else:
+            seconds, net = bench_siren(image, cfg, args.steps, args.warmup)
+    if args.profile:  # profiled steps run slower: time without --profile
+        key = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=args.profile))
     print(json.dumps(dict(image=args.image.stem, bpp=args.bpp, model=args.model, settings=args.settings, **net,
-                          threads=args.threads, steps=args.steps, ms_per_step=round(seconds / args.steps * 1e3, 2))))
+                          threads=args.threads, device=args.device, steps=args.steps, ms_per_step=round(seconds / args.steps * 1e3, 2))))
 
 
 if __name__ == "__main__":
