@@ -3,32 +3,48 @@
 
     python eval/equal_rate.py VARIANT_CSV VARIANT_CODEC REFERENCE_CSV [REFERENCE_CODEC]
     python eval/equal_rate.py eval/results-mlp-share/per_image.csv mlp-share eval/results-s11/per_image.csv
+    python eval/equal_rate.py probe.jsonl - eval/results/per_image.csv
+
+A variant file ending in ``.jsonl`` holds ``eval/encode_one.py``'s lines (its
+codec argument is ignored).
 
 For every file of the variant (``per_image.csv`` of ``pranc eval``), the
 reference codec's PSNR and MS-SSIM for the same image are interpolated
 linearly in log bpp between the reference's two points that bracket the
-file's rate (the nearest two outside the reference's range). Prints the mean
-rate of each, and the mean, range and count of wins of the differences.
+file's rate (the nearest two outside the reference's range). Prints, per
+target rate and over all, the mean rate and the mean, range and count of wins
+of the differences.
 """
 import csv
+import json
 import math
 import sys
 from collections import defaultdict
 
 
-def load(path: str, codec: str) -> dict[str, list[tuple[float, float, float, float]]]:
-    """image -> sorted [(bpp, psnr, ms_ssim, encode_s)] of one codec."""
-    out: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+Point = tuple[float, float, float, float, str]  # bpp, psnr, ms_ssim, encode_s, target
+
+
+def load(path: str, codec: str) -> dict[str, list[Point]]:
+    """image -> sorted [(bpp, psnr, ms_ssim, encode_s, target)] of one codec (or of encode_one's lines)."""
+    out: dict[str, list[Point]] = defaultdict(list)
+    if path.endswith(".jsonl"):
+        for line in open(path):
+            r = json.loads(line)
+            out[r["image"].rsplit(".", 1)[0]].append((r["bpp"], r["psnr"], r["ms_ssim"], r["encode_s"],
+                                                      f"{r['bpp_target']:g}"))
+        return {k: sorted(v) for k, v in out.items()}
     for r in csv.DictReader(open(path)):
         if r["codec"] == codec:
-            out[r["image"]].append((float(r["bpp"]), float(r["psnr"]), float(r["ms_ssim"]), float(r["encode_s"])))
+            out[r["image"]].append((float(r["bpp"]), float(r["psnr"]), float(r["ms_ssim"]), float(r["encode_s"]),
+                                    f"{float(r['point']):g}"))
     return {k: sorted(v) for k, v in out.items()}
 
 
-def at_rate(points: list[tuple[float, float, float, float]], bpp: float) -> tuple[float, float]:
+def at_rate(points: list[Point], bpp: float) -> tuple[float, float]:
     """(PSNR, MS-SSIM) of a reference curve at ``bpp``, linear in log bpp."""
     i = max(0, min(len(points) - 2, sum(p[0] <= bpp for p in points) - 1))
-    (b0, p0, s0, _), (b1, p1, s1, _) = points[i], points[i + 1]
+    (b0, p0, s0, *_), (b1, p1, s1, *_) = points[i], points[i + 1]
     t = (math.log(bpp) - math.log(b0)) / (math.log(b1) - math.log(b0))
     return p0 + t * (p1 - p0), s0 + t * (s1 - s0)
 
@@ -40,18 +56,24 @@ def main() -> None:
     ref = load(sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "pranc")
     rows = []
     for image, points in var.items():
-        for bpp, psnr, msssim, secs in points:
+        for bpp, psnr, msssim, secs, target in points:
             p, s = at_rate(ref[image], bpp)
-            rows.append((bpp, psnr - p, msssim - s, secs))
+            rows.append((bpp, psnr - p, msssim - s, secs, target))
+    targets = sorted({r[4] for r in rows}, key=float)
+    for label, sel in [(f"target {t}", [r for r in rows if r[4] == t]) for t in targets] * (len(targets) > 1) + \
+            [("all", rows)]:
+        report(label, sel)
+
+
+def report(label: str, rows: list[tuple]) -> None:
     n = len(rows)
     dp, ds = [r[1] for r in rows], [r[2] for r in rows]
-    print(f"{n} files, mean bpp {sum(r[0] for r in rows) / n:.4f}, encode s mean {sum(r[3] for r in rows) / n:.1f}"
-          f" / max {max(r[3] for r in rows):.1f}")
-    print(f"PSNR at equal rate: mean {sum(dp) / n:+.3f} dB, range {min(dp):+.2f}..{max(dp):+.2f}, "
+    print(f"{label}: {n} files, mean bpp {sum(r[0] for r in rows) / n:.4f}, "
+          f"encode s mean {sum(r[3] for r in rows) / n:.1f} / max {max(r[3] for r in rows):.1f}")
+    print(f"  PSNR at equal rate: mean {sum(dp) / n:+.3f} dB, range {min(dp):+.2f}..{max(dp):+.2f}, "
           f"{sum(d > 0 for d in dp)} of {n} ahead")
-    print(f"MS-SSIM at equal rate: mean {sum(ds) / n:+.4f}, range {min(ds):+.4f}..{max(ds):+.4f}, "
+    print(f"  MS-SSIM at equal rate: mean {sum(ds) / n:+.4f}, range {min(ds):+.4f}..{max(ds):+.4f}, "
           f"{sum(d > 0 for d in ds)} of {n} ahead")
-
 
 if __name__ == "__main__":
     main()
