@@ -109,7 +109,10 @@ class GridConfig:
     # 0.25 bpp (ABLATIONS.md N)
     mlp_lr_high: float = 0.02
     final_lr: float = 0.02  # the cosine schedule ends at this fraction of lr
-    ste_frac: float = 0.1  # last fraction of steps on rounded latents; 0.2 lost 0.33 dB
+    # Last fraction of steps on rounded latents. 0.2 lost 0.33 dB (ABLATIONS.md K7); 0.05 gained
+    # 0.13 dB at 0.125 bpp and was level above (S5): the rounded latents grow their rate while
+    # lambda is frozen, so a long phase costs (at 8,500 steps, 850 of them gave 0.3-0.4 dB less than 340, S3-S4).
+    ste_frac: float = 0.05
     # Rate weight in the straight-through phase, as a multiple of the controller's lambda, when the
     # latents' budget is below ste_lam_below_bpp: with lambda alone the rounded latents grew 5-14 %
     # past their budget in those steps at 0.125 bpp (ABLATIONS.md Q7-Q8). At 0.25-1 bpp x2 undershot
@@ -172,10 +175,11 @@ PRESETS: dict[str, dict[str, int]] = {
     "default": {},
     "slow": {"steps": 8000, "qat_steps": 400},
 }
-GRID_PRESETS: dict[str, dict[str, int]] = {  # GridConfig overrides of the same presets
-    "fast": {"steps": 1100},
+GRID_PRESETS: dict[str, dict[str, int | float]] = {  # GridConfig overrides of the same presets
+    # measured as set here on eight Kodak images (ABLATIONS.md S2, S4); fast keeps the 0.1 it was measured with
+    "fast": {"steps": 1100, "ste_frac": 0.1},
     "default": {},
-    "slow": {"steps": 8500},
+    "slow": {"steps": 8500, "ste_frac": 0.04},  # 340 straight-through steps: 0.1 (850) gave 0.3-0.4 dB less
 }
 
 
