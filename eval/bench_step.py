@@ -81,7 +81,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     image = read_image(args.image)[0]
     cfg = apply_overrides(CodecConfig(), [f"rate.bpp={args.bpp}", f"model={args.model}"] + args.settings)
-    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if args.device == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=acts) if args.profile else contextlib.nullcontext() as prof:
         if args.model == "grid":
             seconds, net = bench_grid(image, cfg, args.steps, args.device, args.warmup)
@@ -91,7 +93,8 @@ def main() -> None:
         key = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=key, row_limit=args.profile))
     print(json.dumps(dict(image=args.image.stem, bpp=args.bpp, model=args.model, settings=args.settings, **net,
-                          threads=args.threads, device=args.device, steps=args.steps, ms_per_step=round(seconds / args.steps * 1e3, 2))))
+                          threads=args.threads, device=args.device, steps=args.steps,
+                          ms_per_step=round(seconds / args.steps * 1e3, 2))))
 
 
 if __name__ == "__main__":

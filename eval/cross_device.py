@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from pranc_codec import CodecConfig, decode, encode
-from pranc_codec.config import apply_overrides
+from pranc_codec.config import PRESETS, apply_overrides
 from pranc_codec.image_io import read_image
 
 
@@ -89,7 +89,7 @@ def main() -> int:
     e.add_argument("images", nargs="+")
     e.add_argument("--bpp", default="0.125,0.25,0.5,1")
     e.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    e.add_argument("--preset", default="default", choices=["fast", "default", "slow"])
+    e.add_argument("--preset", default="default", choices=list(PRESETS))
     e.add_argument("--set", action="append", default=[], help="a setting, as pranc eval --set")
     v = sub.add_parser("verify")
     v.add_argument("out")

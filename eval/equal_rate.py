@@ -29,15 +29,14 @@ def load(path: str, codec: str) -> dict[str, list[Point]]:
     """image -> sorted [(bpp, psnr, ms_ssim, encode_s, target)] of one codec (or of encode_one's lines)."""
     out: dict[str, list[Point]] = defaultdict(list)
     if path.endswith(".jsonl"):
-        for line in open(path):
-            r = json.loads(line)
+        for r in map(json.loads, open(path)):
             out[r["image"].rsplit(".", 1)[0]].append((r["bpp"], r["psnr"], r["ms_ssim"], r["encode_s"],
                                                       f"{r['bpp_target']:g}"))
-        return {k: sorted(v) for k, v in out.items()}
-    for r in csv.DictReader(open(path)):
-        if r["codec"] == codec:
-            out[r["image"]].append((float(r["bpp"]), float(r["psnr"]), float(r["ms_ssim"]), float(r["encode_s"]),
-                                    f"{float(r['point']):g}"))
+    else:
+        for r in csv.DictReader(open(path)):
+            if r["codec"] == codec:
+                out[r["image"]].append((float(r["bpp"]), float(r["psnr"]), float(r["ms_ssim"]),
+                                        float(r["encode_s"]), f"{float(r['point']):g}"))
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -60,9 +59,10 @@ def main() -> None:
             p, s = at_rate(ref[image], bpp)
             rows.append((bpp, psnr - p, msssim - s, secs, target))
     targets = sorted({r[4] for r in rows}, key=float)
-    for label, sel in [(f"target {t}", [r for r in rows if r[4] == t]) for t in targets] * (len(targets) > 1) + \
-            [("all", rows)]:
-        report(label, sel)
+    if len(targets) > 1:
+        for t in targets:
+            report(f"target {t}", [r for r in rows if r[4] == t])
+    report("all", rows)
 
 
 def report(label: str, rows: list[tuple]) -> None:
@@ -74,6 +74,7 @@ def report(label: str, rows: list[tuple]) -> None:
           f"{sum(d > 0 for d in dp)} of {n} ahead")
     print(f"  MS-SSIM at equal rate: mean {sum(ds) / n:+.4f}, range {min(ds):+.4f}..{max(ds):+.4f}, "
           f"{sum(d > 0 for d in ds)} of {n} ahead")
+
 
 if __name__ == "__main__":
     main()

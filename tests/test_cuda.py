@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from pranc_codec import CodecConfig, decode, encode
+from pranc_codec.codec import plan
 from pranc_codec.config import GridConfig, RateConfig
 from pranc_codec.metrics import psnr
-from pranc_codec.codec import plan
 from pranc_codec.subspace import Subspace
 
 from .conftest import FAST, smooth_image
