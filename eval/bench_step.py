@@ -30,7 +30,7 @@ from pranc_codec import grid_codec
 from pranc_codec.codec import plan, tile_grid
 from pranc_codec.config import CodecConfig, apply_overrides
 from pranc_codec.fit import TileData, fit_alpha
-from pranc_codec.grid_fit import fit_grid
+from pranc_codec.grid_fit import fit_grid, fits_finest
 from pranc_codec.image_io import read_image
 from pranc_codec.subspace import Subspace
 
@@ -41,8 +41,8 @@ def bench_grid(image, cfg: CodecConfig, steps: int, device: str = "cpu", warmup:
     h, w, c = image.shape
     shape = grid_codec.plan(cfg, h, w, c)
     target = torch.from_numpy(image.astype("float32") / 255.0).to(device)
-    settings = replace(grid_codec.fit_settings(cfg), steps=steps)
     latent_bpp = grid_codec.latent_budget(cfg, shape, h, w)
+    settings = replace(grid_codec.fit_settings(cfg, latent_bpp), steps=steps)
     if target.is_cuda:  # the first steps load CUDA kernels and libraries (seconds): not part of a step
         fit_grid(target, shape, replace(settings, steps=warmup), latent_bpp)
         torch.cuda.synchronize()
@@ -50,7 +50,8 @@ def bench_grid(image, cfg: CodecConfig, steps: int, device: str = "cpu", warmup:
     fit_grid(target, shape, settings, latent_bpp)
     if target.is_cuda:
         torch.cuda.synchronize()
-    return time.perf_counter() - t0, dict(width=shape.hidden, batch=cfg.grid.batch_pixels)
+    return time.perf_counter() - t0, dict(width=shape.hidden, batch=cfg.grid.batch_pixels,
+                                          finest=fits_finest(settings, latent_bpp))
 
 
 def bench_siren(image, cfg: CodecConfig, steps: int, warmup: int) -> tuple[float, dict]:

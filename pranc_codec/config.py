@@ -88,7 +88,7 @@ class GridConfig:
     # The MLP's coded size (num_params x mlp_bits_estimate) may take at most this
     # share of the bit budget; small pictures get a narrower MLP (a 40x56 image at
     # 2 bpp has 4,480 bits, while the 1,411-weight default MLP alone takes ~11,000).
-    # 0.25 -> 0.125 (with ste_lam 2): width 22 instead of 32 at 0.125 bpp on Kodak, +0.11 dB at
+    # 0.25 -> 0.125 (with ste_lam 2, since removed): width 22 instead of 32 at 0.125 bpp on Kodak, +0.11 dB at
     # equal rate, 27 s instead of 30 s; unchanged from ~0.23 bpp up (ABLATIONS.md Q7-Q9).
     mlp_share: float = 0.125
     hidden_layers: int = 2
@@ -98,6 +98,14 @@ class GridConfig:
     # (1600 x 16384: -0.14 / -0.22 dB, K10); 3400 x 4096 was faster but -0.11 dB at 0.5 bpp (R4).
     steps: int = 3400
     batch_pixels: int = 8192
+    # The finest level holds three quarters of the latents, and below about 0.3 bpp of latents the fit
+    # leaves it empty (0 bits in 3 of 4 Kodak files at 0.25 bpp) while Adam, the noise and the rate
+    # term still run over it. Below finest_min_bpp it stays zero (free in the file) and out of the fit:
+    # a step then costs about 55 % as much (4.4 against 8 ms on Kodak), so the same time buys
+    # coarse_step_factor x the steps. At 0.125 / 0.25 bpp: +0.05 / +0.22 dB at equal rate and time;
+    # at 0.5 bpp it lost 0.23 dB (ABLATIONS.md T).
+    finest_min_bpp: float = 0.3
+    coarse_step_factor: float = 1.82
     lr: float = 0.05  # latents (and their entropy-model scales); 0.1 stalls (ABLATIONS.md K)
     # High rates want larger latents sooner: from high_rate_bpp on, the latents learn at
     # lr_high (+0.45 to +0.6 dB on three of four images at 1 bpp, level on the fourth;
@@ -113,12 +121,12 @@ class GridConfig:
     # 0.13 dB at 0.125 bpp and was level above (S5): the rounded latents grow their rate while
     # lambda is frozen, so a long phase costs (at 8,500 steps, 850 of them gave 0.3-0.4 dB less than 340, S3-S4).
     ste_frac: float = 0.05
-    # Rate weight in the straight-through phase, as a multiple of the controller's lambda, when the
-    # latents' budget is below ste_lam_below_bpp: with lambda alone the rounded latents grew 5-14 %
-    # past their budget in those steps at 0.125 bpp (ABLATIONS.md Q7-Q8). At 0.25-1 bpp x2 undershot
-    # the rate by 2-3 % and lost 0.05 dB at equal rate (Q9), so it stays 1 there.
-    ste_lam: float = 2.0
-    ste_lam_below_bpp: float = 0.15  # Kodak: 0.105 at 0.125 bpp, 0.217 at 0.25 bpp
+    # and at most this many: the phase wants a length, not a share. Of 6,200 steps (the finest level
+    # frozen), 170 gave +0.05 dB against 310 (ABLATIONS.md T); of 15,000, 600 overshot the rate by 3-4 %
+    # (T); of 8,500, 850 lost 0.3-0.4 dB against 340 (S3-S4).
+    ste_max: int = 170
+    # (A doubled rate weight in this phase below 0.15 bpp of latents, ste_lam, stopped paying once the
+    # phase was short: without it +0.04 dB at 0.125 bpp with the rate on target, ABLATIONS.md S6, T.)
     rate_every: int = 8  # steps between rate terms (weighted x rate_every) in the noisy phase
     ste_rate_every: int = 8  # the same in the straight-through phase (1: -0.03 to +0.05 dB, 7 s slower; ABLATIONS N)
     # rate term under the coder's context model (means and buckets from the neighbours,
@@ -179,7 +187,7 @@ GRID_PRESETS: dict[str, dict[str, int | float]] = {  # GridConfig overrides of t
     # measured as set here on eight Kodak images (ABLATIONS.md S2, S4); fast keeps the 0.1 it was measured with
     "fast": {"steps": 1100, "ste_frac": 0.1},
     "default": {},
-    "slow": {"steps": 8500, "ste_frac": 0.04},  # 340 straight-through steps: 0.1 (850) gave 0.3-0.4 dB less
+    "slow": {"steps": 8500, "ste_max": 340},  # measured with 340 straight-through steps (S4, T)
 }
 
 

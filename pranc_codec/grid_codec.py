@@ -20,7 +20,7 @@ from . import bitstream, entropy
 from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig, GridConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
-from .grid_fit import GridFit, fit_grid
+from .grid_fit import GridFit, fit_grid, fits_finest
 from .latent import GridShape, mlp_forward, render, sample_levels, split_params
 from .quantization import dequantize, quantize
 
@@ -207,10 +207,15 @@ def _collapsed(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: G
     return not math.isfinite(mse) or mse > 0.5 * flat
 
 
-def fit_settings(config: CodecConfig) -> GridConfig:
-    """The grid settings the fit runs with at this rate: from ``high_rate_bpp`` on, the high-rate learning rates."""
+def fit_settings(config: CodecConfig, latent_bpp: float) -> GridConfig:
+    """The grid settings the fit runs with at this rate: from ``high_rate_bpp`` on, the high-rate learning
+    rates; without the finest level (a latent budget below ``finest_min_bpp``), ``coarse_step_factor`` x the steps."""
     g = config.grid
-    return replace(g, lr=g.lr_high, mlp_lr=g.mlp_lr_high) if config.rate.bpp >= g.high_rate_bpp else g
+    if config.rate.bpp >= g.high_rate_bpp:
+        g = replace(g, lr=g.lr_high, mlp_lr=g.mlp_lr_high)
+    if not fits_finest(g, latent_bpp):
+        g = replace(g, steps=round(g.steps * g.coarse_step_factor))
+    return g
 
 
 def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int) -> float:
@@ -225,11 +230,11 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress=None) -> tuple[bytes, GridShape]:
     """uint8 (H, W, C) -> ``.prc`` bytes, and the network shape it used."""
     height, width, channels = image.shape
-    cfg = fit_settings(config)
     shape = plan(config, height, width, channels)
     n = height * width
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
     latent_bpp = latent_budget(config, shape, height, width)
+    cfg = fit_settings(config, latent_bpp)
     pixels = target.reshape(-1, channels).cpu()
     cb = progress("fit", cfg.steps) if progress else None
     fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb)

@@ -8,9 +8,10 @@ each latent's discretized Laplace is centred on the mean its neighbours
 predict, with a learned scale per (level, pass, context bucket). The means and
 buckets are the coder's, computed from the rounded latents every
 ``context_every`` steps (:func:`context_state`). Uniform noise stands in for
-rounding, then the last ``ste_frac`` of the steps see the rounded latents
-(straight-through gradient; at low rates their rate term is weighted
-``ste_lam`` times more, or those steps outgrow the budget). ``lambda``
+rounding, then the last ``ste_frac`` of the steps (at most ``ste_max``) see
+the rounded latents (straight-through gradient). Below
+``finest_min_bpp`` of latents the finest level stays zero and out of all of
+this (:func:`fits_finest`; the encoder gives such fits more steps). ``lambda``
 follows the target bpp: after each rate evaluation of the noisy phase it is
 multiplied by (rate of the rounded latents / their budget)^gain, a dual
 ascent on the rate constraint (ABLATIONS.md K9); the rate it follows is the coder's code length
@@ -148,8 +149,10 @@ class ContextState:
     bits: float  # the coder's code length of the rounded latents, bucket models included (bits)
 
 
-def context_state(grids: list[torch.Tensor]) -> ContextState:
+def context_state(grids: list[torch.Tensor], first: int = 0) -> ContextState:
     """Means, models and code length of the rounded latents under the coder's context model.
+
+    Levels below ``first`` (frozen at zero by the fit) are left out of the means, models and bits.
 
     The code length is what grid_codec.pack will spend on them: per level and pass,
     the geometric law of best decay in each bucket, the bucket count that
@@ -164,9 +167,10 @@ def context_state(grids: list[torch.Tensor]) -> ContextState:
     """
     with torch.no_grad():
         device = grids[0].device
-        lat = [torch.round(g).to(torch.int64).cpu() for g in grids]
+        lat = [None] * first + [torch.round(g).to(torch.int64).cpu() for g in grids[first:]]
         bits, mus, models = 0.0, [], []
-        for l, q in enumerate(lat):
+        for l in range(first, len(lat)):
+            q = lat[l]
             subs = split(q)
             parent = lat[l + 1] if l + 1 < len(lat) else None
             mu_map = torch.zeros(q.shape, dtype=torch.float32)
@@ -262,6 +266,16 @@ def initial_lambda(cfg: GridConfig, bpp: float) -> float:
     return cfg.lam_ref * (bpp / cfg.bpp_ref) ** (-cfg.lam_exponent)
 
 
+def fits_finest(cfg: GridConfig, latent_bpp: float) -> bool:
+    """Whether the fit trains the finest latent level at this budget (bits per pixel of latents)."""
+    return latent_bpp >= cfg.finest_min_bpp
+
+
+def straight_through_from(cfg: GridConfig) -> int:
+    """The first straight-through step: the last ``ste_frac`` of the steps, at most ``ste_max`` of them."""
+    return cfg.steps - min(cfg.steps - int(cfg.steps * (1 - cfg.ste_frac)), cfg.ste_max)
+
+
 def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp: float,
              progress: Progress | None = None, lam_range: float | None = None) -> GridFit:
     """Fit latents and MLP to ``image`` (H, W, C) float in [0, 1] for ``latent_bpp`` bits per pixel of latents.
@@ -273,23 +287,25 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     target = image.reshape(-1, C).t().contiguous()  # (C, H W), the fitting layout
     n = H * W
     gen = torch.Generator().manual_seed(cfg.seed)
-    grids = [torch.zeros(h, w, device=device, requires_grad=True) for h, w in shape.level_dims(H, W)]
+    first = 0 if fits_finest(cfg, latent_bpp) or shape.levels == 1 else 1  # levels below first stay zero
+    grids = [torch.zeros(h, w, device=device, requires_grad=l >= first) for l, (h, w) in
+             enumerate(shape.level_dims(H, W))]
+    free = grids[first:]
     weights = [p.to(device).requires_grad_(True) for p in init_mlp(shape, gen)]
     log_b = torch.zeros((shape.levels, PASSES, MAX_BUCKETS) if cfg.context_rate else shape.levels, device=device,
                         requires_grad=True)
-    opt = torch.optim.Adam([{"params": grids + [log_b], "lr": cfg.lr}, {"params": weights, "lr": cfg.mlp_lr}],
+    opt = torch.optim.Adam([{"params": free + [log_b], "lr": cfg.lr}, {"params": weights, "lr": cfg.mlp_lr}],
                            fused=True)  # one kernel per tensor: 3.1 -> 0.5 ms a step on Kodak
     base = [g["lr"] for g in opt.param_groups]
     lam = lam0 = initial_lambda(cfg, latent_bpp)
     batch = min(cfg.batch_pixels, n)
     report_every = max(1, cfg.steps // 100)
-    ste_from = int(cfg.steps * (1 - cfg.ste_frac))
+    ste_from = straight_through_from(cfg)
     context_ratio = 1.0  # context-coded bits / zeroth-order bits of the rounded latents
-    ste_lam = cfg.ste_lam if latent_bpp < cfg.ste_lam_below_bpp else 1.0
 
     # Quantization noise: windows of one buffer at random offsets, not a fresh draw
     # per step (which took 3 ms of a 26 ms step); each latent still sees a new value.
-    sizes = [h * w for h, w in shape.level_dims(H, W)]
+    sizes = [g.numel() for g in free]
     total = sum(sizes)
     noise_buf = (torch.rand(2 * total, generator=gen) - 0.5).to(device)
 
@@ -298,31 +314,31 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
 
     def bits(ys: list[torch.Tensor]) -> torch.Tensor:
         if cfg.context_rate:
-            return context_bits(ys, log_b, state)
-        return sum(laplace_bits(y, log_b[i]) for i, y in enumerate(ys))
+            return context_bits(ys[first:], log_b, state)
+        return sum(laplace_bits(y, log_b[i]) for i, y in enumerate(ys) if i >= first)
 
     for step in range(cfg.steps):
         for g, b0 in zip(opt.param_groups, base):
             g["lr"] = lr_at(step, cfg.steps, b0, 0, cfg.final_lr)
         ste = step >= ste_from
         if ste:
-            ys = [y + (torch.round(y) - y).detach() for y in grids]
+            ys = grids[:first] + [y + (torch.round(y) - y).detach() for y in free]
         else:
             off = int(torch.randint(0, total, (1,), generator=gen))
-            ys = [y + u.view_as(y) for y, u in zip(grids, noise_buf[off: off + total].split(sizes))]
+            ys = grids[:first] + [y + u.view_as(y) for y, u in zip(free, noise_buf[off: off + total].split(sizes))]
         idx = torch.randint(0, n, (batch,), generator=gen).to(device)
         pred = mlp_forward_t(sample_levels(ys, (idx // W).float(), (idx % W).float()), split_params(weights, shape))
         ref = target.index_select(1, idx)
         loss = F.mse_loss(pred, ref) if pix_w is None else ((pred - ref).square() * pix_w.index_select(1, idx)).mean()
         value = float(loss.detach())
-        every, weight = (cfg.ste_rate_every, ste_lam) if ste else (cfg.rate_every, 1.0)
+        every = cfg.ste_rate_every if ste else cfg.rate_every
         if step % every == 0:
             refresh = step % cfg.context_every == 0
             if refresh:
-                state = context_state(grids)
-            loss = loss + lam * weight * every * bits(ys) / n
+                state = context_state(grids, first)
+            loss = loss + lam * every * bits(ys) / n
             if not ste:
-                zeroth = zeroth_order_bits(grids)
+                zeroth = zeroth_order_bits(free)
                 if refresh:
                     context_ratio = state.bits / max(zeroth, 1.0)
                 r = zeroth * context_ratio / n

@@ -13,7 +13,7 @@ import torch
 from pranc_codec import CodecConfig, FormatError, LimitError, PrancError, bitstream, decode, encode, entropy
 from pranc_codec.config import GridConfig, RateConfig
 from pranc_codec.grid_codec import GridCode, pack, plan
-from pranc_codec.grid_fit import fit_grid, latent_bits, structure_weights
+from pranc_codec.grid_fit import context_state, fit_grid, latent_bits, structure_weights
 from pranc_codec.image_io import read_image
 from pranc_codec.latent import GridShape, _bilinear64, _mlp64, render, sample_levels, split_params
 
@@ -357,18 +357,44 @@ def test_structure_weighting_moves_the_error_out_of_flat_areas(kodim23_crop):
     assert err[1.0][0] < 0.95 * err[0.0][0], err
 
 
-def test_straight_through_rate_weight_acts_only_below_its_threshold():
-    """grid.ste_lam scales the rate term of the straight-through steps when the latents' budget is low."""
+def test_finest_level_is_fitted_only_from_its_threshold():
+    """Below grid.finest_min_bpp the finest level stays exactly zero (it costs nothing in the file)."""
     target = torch.from_numpy(smooth_image(64, 64, seed=3).astype(np.float32) / 255.0)
     shape = GridShape(levels=5, hidden=8, hidden_layers=2, channels=3)
-    cfg = GridConfig(steps=160, ste_frac=0.5, batch_pixels=1024, structure_mix=0.0, rate_every=4,
-                     ste_rate_every=4, context_every=16)
+    cfg = GridConfig(steps=160, batch_pixels=1024, structure_mix=0.0, rate_every=4, ste_rate_every=4,
+                     context_every=16, finest_min_bpp=3.0)
+    low = fit_grid(target, shape, cfg, 2.0)
+    assert not low.latents[0].any()
+    assert all(torch.round(g).abs().max() >= 1 for g in low.latents[1:3])
+    high = fit_grid(target, shape, cfg, 4.0)
+    assert torch.round(high.latents[0]).abs().max() >= 1
 
-    def rounded_bits(latent_bpp: float, ste_lam: float) -> float:
-        fit = fit_grid(target, shape, replace(cfg, ste_lam=ste_lam), latent_bpp)
-        return latent_bits([torch.round(g) for g in fit.latents])
 
-    low = cfg.ste_lam_below_bpp / 2
-    assert rounded_bits(low, 16.0) < 0.9 * rounded_bits(low, 1.0)
-    high = cfg.ste_lam_below_bpp * 2
-    assert rounded_bits(high, 16.0) == rounded_bits(high, 1.0)
+def test_context_state_without_the_finest_level_is_the_tail_of_the_full_one():
+    """context_state(grids, first=1) covers levels 1.. with the same means and (absolute) model indices."""
+    code, shape = _synthetic()
+    grids = [torch.from_numpy(q.astype(np.float32)) for q in code.latents]
+    grids[0].zero_()
+    full, tail = context_state(grids), context_state(grids, first=1)
+    skip = grids[0].numel()
+    assert torch.equal(tail.mu, full.mu[skip:]) and torch.equal(tail.model, full.model[skip:])
+    level0 = context_state(grids[:1]).bits  # an all-zero level alone: its models' header fields and a few bits
+    assert tail.bits == pytest.approx(full.bits - level0, abs=1e-6 * full.bits)
+
+
+def test_fit_length_follows_the_finest_level_and_the_straight_through_cap():
+    """Without the finest level a fit runs coarse_step_factor x the steps; the straight-through phase is
+    the last ste_frac of them, at most ste_max."""
+    from pranc_codec.grid_codec import fit_settings
+    from pranc_codec.grid_fit import straight_through_from
+
+    g = GridConfig()
+    cfg = replace(CodecConfig(), rate=RateConfig(bpp=0.25))
+    assert fit_settings(cfg, g.finest_min_bpp).steps == g.steps
+    coarse = fit_settings(cfg, g.finest_min_bpp / 2)
+    assert coarse.steps == round(g.steps * g.coarse_step_factor) > g.steps
+    assert straight_through_from(g) == g.steps - min(int(round(g.steps * g.ste_frac)), g.ste_max)
+    assert coarse.steps - straight_through_from(coarse) == g.ste_max  # capped: 5 % would be about 310
+    assert straight_through_from(GridConfig(steps=160, ste_frac=0.5)) == 80
+    slow = CodecConfig().with_preset("slow").grid
+    assert slow.steps - straight_through_from(slow) == 340
