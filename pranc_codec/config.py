@@ -101,9 +101,10 @@ class GridConfig:
     # The finest level holds three quarters of the latents, and below about 0.3 bpp of latents the fit
     # leaves it empty (0 bits in 3 of 4 Kodak files at 0.25 bpp) while Adam, the noise and the rate
     # term still run over it. Below finest_min_bpp it stays zero (free in the file) and out of the fit:
-    # a step then costs about 55 % as much (4.4 against 8 ms on Kodak), so the same time buys
-    # coarse_step_factor x the steps. At 0.125 / 0.25 bpp: +0.05 / +0.22 dB at equal rate and time;
-    # at 0.5 bpp it lost 0.23 dB (ABLATIONS.md T).
+    # a CPU step then costs about 55 % as much (4.4 against 8 ms on Kodak), so the same time buys
+    # coarse_step_factor x the steps (not on CUDA, where the step is launch-bound: grid_codec.fit_settings).
+    # On Kodak's 24 at equal rate and time: +0.19 / +0.20 dB at 0.125 / 0.25 bpp with the changes to the
+    # straight-through phase below; at 0.5 bpp leaving it out lost 0.23 dB (ABLATIONS.md T).
     finest_min_bpp: float = 0.3
     coarse_step_factor: float = 1.82
     lr: float = 0.05  # latents (and their entropy-model scales); 0.1 stalls (ABLATIONS.md K)

@@ -383,16 +383,18 @@ def test_context_state_without_the_finest_level_is_the_tail_of_the_full_one():
 
 
 def test_fit_length_follows_the_finest_level_and_the_straight_through_cap():
-    """Without the finest level a fit runs coarse_step_factor x the steps; the straight-through phase is
-    the last ste_frac of them, at most ste_max."""
+    """Without the finest level a CPU fit runs coarse_step_factor x the steps; the straight-through phase
+    is the last ste_frac of them, at most ste_max."""
     from pranc_codec.grid_codec import fit_settings
     from pranc_codec.grid_fit import straight_through_from
 
     g = GridConfig()
     cfg = replace(CodecConfig(), rate=RateConfig(bpp=0.25))
-    assert fit_settings(cfg, g.finest_min_bpp).steps == g.steps
-    coarse = fit_settings(cfg, g.finest_min_bpp / 2)
+    cpu = torch.device("cpu")
+    assert fit_settings(cfg, g.finest_min_bpp, cpu).steps == g.steps
+    coarse = fit_settings(cfg, g.finest_min_bpp / 2, cpu)
     assert coarse.steps == round(g.steps * g.coarse_step_factor) > g.steps
+    assert fit_settings(cfg, g.finest_min_bpp / 2, torch.device("cuda")).steps == g.steps  # launch-bound there
     assert straight_through_from(g) == g.steps - min(int(round(g.steps * g.ste_frac)), g.ste_max)
     assert coarse.steps - straight_through_from(coarse) == g.ste_max  # capped: 5 % would be about 310
     assert straight_through_from(GridConfig(steps=160, ste_frac=0.5)) == 80
