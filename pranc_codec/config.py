@@ -122,9 +122,9 @@ class GridConfig:
     # 0.13 dB at 0.125 bpp and was level above (S5): the rounded latents grow their rate while
     # lambda is frozen, so a long phase costs (at 8,500 steps, 850 of them gave 0.3-0.4 dB less than 340, S3-S4).
     ste_frac: float = 0.05
-    # and at most this many: the phase wants a length, not a share. Of 6,200 steps (the finest level
-    # frozen), 170 gave +0.05 dB against 310 (ABLATIONS.md T); of 15,000, 600 overshot the rate by 3-4 %
-    # (T); of 8,500, 850 lost 0.3-0.4 dB against 340 (S3-S4).
+    # and at most this many: the phase wants a length, not a share. 170 did at least as well as any
+    # longer phase at 3,400, 6,188, 8,500 and 15,470 steps (ABLATIONS.md S5, T3, T8); of 8,500, 850
+    # lost 0.3-0.4 dB against 340 (S3-S4), and of 15,000, 600 overshot the rate by 3-4 % (T6).
     ste_max: int = 170
     # (A doubled rate weight in this phase below 0.15 bpp of latents, ste_lam, stopped paying once the
     # phase was short: without it +0.04 dB at 0.125 bpp with the rate on target, ABLATIONS.md S6, T.)
@@ -188,7 +188,7 @@ GRID_PRESETS: dict[str, dict[str, int | float]] = {  # GridConfig overrides of t
     # measured as set here on eight Kodak images (ABLATIONS.md S2, S4); fast keeps the 0.1 it was measured with
     "fast": {"steps": 1100, "ste_frac": 0.1},
     "default": {},
-    "slow": {"steps": 8500, "ste_max": 340},  # measured with 340 straight-through steps (S4, T)
+    "slow": {"steps": 8500},
 }
 
 
