@@ -84,7 +84,8 @@ def main() -> None:
 @main.command()
 @click.argument("input", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", type=click.Path(), help="Output .prc (default: INPUT with .prc suffix).")
-@click.option("--bpp", type=float, default=None, help="Target bits per pixel (default 0.25); the file lands within ±10%.")
+@click.option("--bpp", type=float, default=None,
+              help="Target bits per pixel (default 0.25); the file lands within ±10%.")
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True,
               help="Trade encode time for quality.")
 @click.option("--model", type=click.Choice(["grid", "siren"]), default="grid", show_default=True,
@@ -96,8 +97,9 @@ def main() -> None:
 @click.option("--basis", type=click.Choice(["orthogonal", "gaussian", "ternary", "identity"]), default=None,
               help="Basis kind (default orthogonal); identity stores the weights directly (baseline).")
 @click.option("--expansion", type=float, default=None, help="Network parameters per coefficient.")
-@click.option("--steps", type=click.IntRange(0), default=None, help="Fitting steps (overrides the preset). Grid fits below "
-              "0.3 bpp of latents leave the finest level out and, on the CPU, run 1.82x as many at the same cost.")
+@click.option("--steps", type=click.IntRange(0), default=None,
+              help="Fitting steps (overrides the preset). Grid fits below 0.3 bpp of latents leave the finest "
+                   "level out and, on the CPU, run 1.82x as many at the same cost.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads (0 = all cores).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")

@@ -120,7 +120,7 @@ class GridConfig:
     final_lr: float = 0.02  # the cosine schedule ends at this fraction of lr
     # Last fraction of steps on rounded latents. 0.2 lost 0.33 dB (ABLATIONS.md K7); 0.05 gained
     # 0.13 dB at 0.125 bpp and was level above (S5): the rounded latents grow their rate while
-    # lambda is frozen, so a long phase costs (at 8,500 steps, 850 of them gave 0.3-0.4 dB less than 340, S3-S4).
+    # lambda is frozen, so a long phase costs.
     ste_frac: float = 0.05
     # and at most this many: the phase wants a length, not a share. 170 did at least as well as any
     # longer phase at 3,400, 6,188, 8,500 and 15,470 steps (ABLATIONS.md S5, T3, T8); of 8,500, 850
@@ -185,7 +185,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "slow": {"steps": 8000, "qat_steps": 400},
 }
 GRID_PRESETS: dict[str, dict[str, int | float]] = {  # GridConfig overrides of the same presets
-    # measured as set here on eight Kodak images (ABLATIONS.md S2, S4); fast keeps the 0.1 it was measured with
+    # measured as set here on eight Kodak images (ABLATIONS.md S2, T5, T8); fast keeps the 0.1 it was measured with
     "fast": {"steps": 1100, "ste_frac": 0.1},
     "default": {},
     "slow": {"steps": 8500},
