@@ -98,7 +98,7 @@ def main() -> None:
               help="Basis kind (default orthogonal); identity stores the weights directly (baseline).")
 @click.option("--expansion", type=float, default=None, help="Network parameters per coefficient.")
 @click.option("--steps", type=click.IntRange(0), default=None,
-              help="Fitting steps (overrides the preset). Grid fits below 0.3 bpp of latents leave the finest "
+              help="Fitting steps (overrides the preset). Grid fits below 0.35 bpp of latents leave the finest "
                    "level out and, on the CPU, run 1.82x as many at the same cost.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads (0 = all cores).")

@@ -98,14 +98,15 @@ class GridConfig:
     # (1600 x 16384: -0.14 / -0.22 dB, K10); 3400 x 4096 was faster but -0.11 dB at 0.5 bpp (R4).
     steps: int = 3400
     batch_pixels: int = 8192
-    # The finest level holds three quarters of the latents, and below about 0.3 bpp of latents the fit
-    # leaves it empty (0 bits in 3 of 4 Kodak files at 0.25 bpp) while Adam, the noise and the rate
-    # term still run over it. Below finest_min_bpp it stays zero (free in the file) and out of the fit:
+    # The finest level holds three quarters of the latents, and at low rates the fit leaves it nearly
+    # empty (0 bits in 3 of 4 Kodak files at 0.25 bpp) while Adam, the noise and the rate term still
+    # run over it. Below finest_min_bpp of latents it stays zero (free in the file) and out of the fit:
     # a CPU step then costs about 55 % as much (4.4 against 8 ms on Kodak), so the same time buys
     # coarse_step_factor x the steps (not on CUDA, where the step is launch-bound: grid_codec.fit_settings).
     # On Kodak's 24 at equal rate and time: +0.19 / +0.20 dB at 0.125 / 0.25 bpp with the changes to the
-    # straight-through phase below; at 0.5 bpp leaving it out lost 0.23 dB (ABLATIONS.md T).
-    finest_min_bpp: float = 0.3
+    # straight-through phase below. Leaving it out gained +0.23 / +0.17 dB at 0.27 / 0.32 bpp of latents
+    # and lost 0.23 dB at 0.46 (Kodak's 0.5 bpp); 0.35 is short of the crossover (ABLATIONS.md T1, T9).
+    finest_min_bpp: float = 0.35
     coarse_step_factor: float = 1.82
     lr: float = 0.05  # latents (and their entropy-model scales); 0.1 stalls (ABLATIONS.md K)
     # High rates want larger latents sooner: from high_rate_bpp on, the latents learn at
