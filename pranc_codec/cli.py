@@ -158,15 +158,22 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, model
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), help="Output PNG (default: INPUT with .png suffix).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(0), default=0,
+              help="CPU threads (0 = all cores); 1 when decoding several files side by side.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object.")
-def decode(input: str, output: str | None, device: str, force: bool, quiet: bool, as_json: bool) -> None:
+def decode(input: str, output: str | None, device: str, threads: int, force: bool, quiet: bool,
+           as_json: bool) -> None:
     """Decode a .prc file into a PNG image."""
     with _errors():
-        from .codec import decode as decode_bytes
+        import torch
+
+        from .codec import decode as decode_bytes, default_threads
         from .image_io import atomic_write, png_bytes, read_bytes
 
+        # each process taking every core made three decodes side by side 200x slower (RESULTS.md "CUDA: session 14")
+        torch.set_num_threads(threads or default_threads())
         t0 = time.perf_counter()
         out = Path(output) if output else Path(input).with_suffix(".png")
         data = read_bytes(input)

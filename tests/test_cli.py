@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -87,6 +88,19 @@ def test_default_model_is_the_latent_grid(runner, tmp_path, png):
     assert h["latents"] == sum(-(-40 // 2**l) * -(-56 // 2**l) for l in range(h["levels"]))
     r = runner.invoke(main, ["decode", str(out), "-o", str(tmp_path / "g.png"), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["channels"] == 3
+
+
+def test_decode_threads_option_sets_the_thread_count_and_not_the_pixels(runner, tmp_path, prc):
+    before = torch.get_num_threads()
+    try:
+        one, many = tmp_path / "one.png", tmp_path / "many.png"
+        assert runner.invoke(main, ["decode", str(prc), "-o", str(one), "--threads", "1", "-q"]).exit_code == 0
+        assert torch.get_num_threads() == 1
+        assert runner.invoke(main, ["decode", str(prc), "-o", str(many), "--threads", "2", "-q"]).exit_code == 0
+        assert torch.get_num_threads() == 2
+        assert np.array_equal(np.asarray(Image.open(one)), np.asarray(Image.open(many)))
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_siren_options_with_the_grid_model_are_refused(runner, tmp_path, png):
