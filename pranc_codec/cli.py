@@ -16,6 +16,7 @@ from typing import Iterator
 
 import click
 
+from .config import GridConfig
 from .errors import InputError, PrancError
 
 
@@ -98,8 +99,9 @@ def main() -> None:
               help="Basis kind (default orthogonal); identity stores the weights directly (baseline).")
 @click.option("--expansion", type=float, default=None, help="Network parameters per coefficient.")
 @click.option("--steps", type=click.IntRange(0), default=None,
-              help="Fitting steps (overrides the preset). Grid fits below 0.35 bpp of latents leave the finest "
-                   "level out and, on the CPU, run 1.82x as many at the same cost.")
+              help=f"Fitting steps (overrides the preset). Grid fits below {GridConfig.finest_min_bpp:g} bpp of "
+                   f"latents leave the finest level out and, on the CPU, run {GridConfig.coarse_step_factor:g}x as "
+                   "many at the same cost.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads (0 = all cores).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")

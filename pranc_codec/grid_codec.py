@@ -207,7 +207,7 @@ def _collapsed(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: G
     return not math.isfinite(mse) or mse > 0.5 * flat
 
 
-def fit_settings(config: CodecConfig, latent_bpp: float, device: torch.device) -> GridConfig:
+def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, device: torch.device) -> GridConfig:
     """The grid settings the fit runs with at this rate: from ``high_rate_bpp`` on, the high-rate learning
     rates; without the finest level (a latent budget below ``finest_min_bpp``) on the CPU,
     ``coarse_step_factor`` x the steps. On CUDA a step is launch-bound (RESULTS.md "CUDA"): fewer latents
@@ -215,7 +215,7 @@ def fit_settings(config: CodecConfig, latent_bpp: float, device: torch.device) -
     g = config.grid
     if config.rate.bpp >= g.high_rate_bpp:
         g = replace(g, lr=g.lr_high, mlp_lr=g.mlp_lr_high)
-    if not fits_finest(g, latent_bpp) and device.type == "cpu":
+    if not fits_finest(g, latent_bpp, shape.levels) and device.type == "cpu":
         g = replace(g, steps=round(g.steps * g.coarse_step_factor))
     return g
 
@@ -236,7 +236,7 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     n = height * width
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
     latent_bpp = latent_budget(config, shape, height, width)
-    cfg = fit_settings(config, latent_bpp, device)
+    cfg = fit_settings(config, shape, latent_bpp, device)
     pixels = target.reshape(-1, channels).cpu()
     cb = progress("fit", cfg.steps) if progress else None
     fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb)

@@ -266,14 +266,15 @@ def initial_lambda(cfg: GridConfig, bpp: float) -> float:
     return cfg.lam_ref * (bpp / cfg.bpp_ref) ** (-cfg.lam_exponent)
 
 
-def fits_finest(cfg: GridConfig, latent_bpp: float) -> bool:
-    """Whether the fit trains the finest latent level at this budget (bits per pixel of latents)."""
-    return latent_bpp >= cfg.finest_min_bpp
+def fits_finest(cfg: GridConfig, latent_bpp: float, levels: int) -> bool:
+    """Whether the fit trains the finest latent level at this budget (bits per pixel of latents); a
+    network of one level always does."""
+    return latent_bpp >= cfg.finest_min_bpp or levels == 1
 
 
 def straight_through_from(cfg: GridConfig) -> int:
     """The first straight-through step: the last ``ste_frac`` of the steps, at most ``ste_max`` of them."""
-    return cfg.steps - min(cfg.steps - int(cfg.steps * (1 - cfg.ste_frac)), cfg.ste_max)
+    return max(int(cfg.steps * (1 - cfg.ste_frac)), cfg.steps - cfg.ste_max)
 
 
 def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp: float,
@@ -287,7 +288,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     target = image.reshape(-1, C).t().contiguous()  # (C, H W), the fitting layout
     n = H * W
     gen = torch.Generator().manual_seed(cfg.seed)
-    first = 0 if fits_finest(cfg, latent_bpp) or shape.levels == 1 else 1  # levels below first stay zero
+    first = 0 if fits_finest(cfg, latent_bpp, shape.levels) else 1  # levels below first stay zero
     grids = [torch.zeros(h, w, device=device, requires_grad=l >= first) for l, (h, w) in
              enumerate(shape.level_dims(H, W))]
     free = grids[first:]

@@ -390,11 +390,11 @@ def test_fit_length_follows_the_finest_level_and_the_straight_through_cap():
 
     g = GridConfig()
     cfg = replace(CodecConfig(), rate=RateConfig(bpp=0.25))
-    cpu = torch.device("cpu")
-    assert fit_settings(cfg, g.finest_min_bpp, cpu).steps == g.steps
-    coarse = fit_settings(cfg, g.finest_min_bpp / 2, cpu)
+    cpu, kodak = torch.device("cpu"), plan(cfg, 512, 768, 3)
+    assert fit_settings(cfg, kodak, g.finest_min_bpp, cpu).steps == g.steps
+    coarse = fit_settings(cfg, kodak, g.finest_min_bpp / 2, cpu)
     assert coarse.steps == round(g.steps * g.coarse_step_factor) > g.steps
-    assert fit_settings(cfg, g.finest_min_bpp / 2, torch.device("cuda")).steps == g.steps  # launch-bound there
+    assert fit_settings(cfg, kodak, g.finest_min_bpp / 2, torch.device("cuda")).steps == g.steps  # launch-bound
     assert straight_through_from(g) == g.steps - min(int(round(g.steps * g.ste_frac)), g.ste_max)
     assert coarse.steps - straight_through_from(coarse) == g.ste_max  # capped: 5 % would be about 310
     assert straight_through_from(GridConfig(steps=160, ste_frac=0.5)) == 80
