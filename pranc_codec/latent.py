@@ -21,6 +21,7 @@ Two evaluations:
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -63,6 +64,14 @@ def split_params(flat: list[torch.Tensor], shape: GridShape) -> list[tuple[torch
     return [(v[: fi * fo].reshape(fo, fi), v[fi * fo: fi * fo + fo]) for v, (fi, fo) in zip(flat, shape.layer_dims())]
 
 
+@functools.lru_cache(maxsize=16)
+def _sample_scales(dims: tuple[tuple[int, int], ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(levels, 2): the factors 2 / (2^l w_l), 2 / (2^l h_l) that map pixel x + 1/2, y + 1/2 to grid_sample's [-1, 1]
+    (cached: a fresh small tensor each step would be a host-to-device copy on CUDA)."""
+    return torch.tensor([[2.0 / (2.0 ** l * w), 2.0 / (2.0 ** l * h)] for l, (h, w) in enumerate(dims)],
+                        dtype=dtype, device=device)
+
+
 def sample_levels(grids: list[torch.Tensor], py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
     """Differentiable bilinear samples of every grid at pixels (py, px): (levels, N), float32.
 
@@ -72,16 +81,12 @@ def sample_levels(grids: list[torch.Tensor], py: torch.Tensor, px: torch.Tensor)
     (p + 0.5) / 2^l - 0.5 in its own index space, clamped to its border, which is
     what :func:`_bilinear64` computes in float64.
     """
-    out = []
-    for level, g in enumerate(grids):
-        h, w = g.shape
-        s = 2.0 ** level
-        # grid_sample (align_corners=False) reads index ((u + 1) w - 1) / 2 at normalised u
-        u = (px + 0.5) * (2.0 / (s * w)) - 1.0
-        v = (py + 0.5) * (2.0 / (s * h)) - 1.0
-        loc = torch.stack([u, v], dim=-1).view(1, 1, -1, 2)
-        out.append(F.grid_sample(g.view(1, 1, h, w), loc, mode="bilinear", padding_mode="border",
-                                 align_corners=False).view(-1))
+    # every level's sample positions in two passes over (levels, N, 2), not four small ones per level;
+    # grid_sample (align_corners=False) reads index ((u + 1) w - 1) / 2 at normalised u
+    scales = _sample_scales(tuple(tuple(g.shape) for g in grids), px.dtype, px.device)
+    locs = (torch.stack([px, py], dim=-1) + 0.5).mul(scales[:, None, :]).sub_(1.0)
+    out = [F.grid_sample(g.view(1, 1, *g.shape), loc.view(1, 1, -1, 2), mode="bilinear", padding_mode="border",
+                         align_corners=False).view(-1) for g, loc in zip(grids, locs)]
     return torch.stack(out, dim=0)
 
 
@@ -94,7 +99,7 @@ def mlp_forward_t(feats: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Te
     """
     h = feats
     for W, b in layers[:-1]:
-        h = torch.relu(torch.addmm(b[:, None], W, h))
+        h = torch.addmm(b[:, None], W, h).relu_()  # in place: addmm's backward does not read its output
     W, b = layers[-1]
     return torch.addmm(b[:, None], W, h) + 0.5
 
