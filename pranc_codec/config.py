@@ -96,7 +96,9 @@ class GridConfig:
     # noise and rate term over all ~524k latents) stay, the MLP's halve. At equal rate on Kodak's 24:
     # +0.01 / +0.06 / +0.08 / +0.09 dB at 0.125 / 0.25 / 0.5 / 1 bpp (ABLATIONS.md R3). Was 2400 x 16384
     # (1600 x 16384: -0.14 / -0.22 dB, K10); 3400 x 4096 was faster but -0.11 dB at 0.5 bpp (R4).
-    steps: int = 3400
+    # 3400 -> 4100 when a step got 17 % cheaper (session 16: the code length in cache-sized chunks, one
+    # row gather a step); in the old time, +0.04 / +0.08 / +0.08 / +0.15 dB on eight images (ABLATIONS.md U1).
+    steps: int = 4100
     batch_pixels: int = 8192
     # The finest level holds three quarters of the latents, and at low rates the fit leaves it nearly
     # empty (0 bits in 3 of 4 Kodak files at 0.25 bpp) while Adam, the noise and the rate term still
@@ -107,7 +109,7 @@ class GridConfig:
     # straight-through phase below. Leaving it out gained +0.23 / +0.17 dB at 0.27 / 0.32 bpp of latents
     # and lost 0.23 dB at 0.46 (Kodak's 0.5 bpp); 0.35 is short of the crossover (ABLATIONS.md T1, T9).
     finest_min_bpp: float = 0.35
-    coarse_step_factor: float = 1.82
+    coarse_step_factor: float = 1.72  # 1.82 before session 16's cheaper step, which saved less here (U1)
     lr: float = 0.05  # latents (and their entropy-model scales); 0.1 stalls (ABLATIONS.md K)
     # High rates want larger latents sooner: from high_rate_bpp on, the latents learn at
     # lr_high (+0.45 to +0.6 dB on three of four images at 1 bpp, level on the fourth;
@@ -129,6 +131,11 @@ class GridConfig:
     ste_max: int = 170
     # (A doubled rate weight in this phase below 0.15 bpp of latents, ste_lam, stopped paying once the
     # phase was short: without it +0.04 dB at 0.125 bpp with the rate on target, ABLATIONS.md S6, T.)
+    # Adam's second-moment decay for latents and MLP: a finest-level latent sees a distortion gradient about
+    # once in 48 steps, and 0.999 averaged its scale over ~20 of them. 0.99: +0.01 / +0.02 / +0.06 / +0.12 dB
+    # and +0.0011 / +0.0013 / +0.0037 / +0.0019 MS-SSIM at 0.125 / 0.25 / 0.5 / 1 bpp (28 of 32 files ahead in
+    # MS-SSIM); 0.95 traded 0.25-0.35 dB of PSNR for MS-SSIM at 0.5 and 1 bpp (ABLATIONS.md U4-U5).
+    adam_beta2: float = 0.99
     rate_every: int = 8  # steps between rate terms (weighted x rate_every) in the noisy phase
     ste_rate_every: int = 8  # the same in the straight-through phase (1: -0.03 to +0.05 dB, 7 s slower; ABLATIONS N)
     # rate term under the coder's context model (means and buckets from the neighbours,
