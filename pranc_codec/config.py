@@ -97,7 +97,8 @@ class GridConfig:
     # +0.01 / +0.06 / +0.08 / +0.09 dB at 0.125 / 0.25 / 0.5 / 1 bpp (ABLATIONS.md R3). Was 2400 x 16384
     # (1600 x 16384: -0.14 / -0.22 dB, K10); 3400 x 4096 was faster but -0.11 dB at 0.5 bpp (R4).
     # 3400 -> 4100 when a step got 17 % cheaper (session 16: the code length in cache-sized chunks, one
-    # row gather a step); in the old time, +0.04 / +0.08 / +0.08 / +0.15 dB on eight images (ABLATIONS.md U1).
+    # row gather a step): side by side, the old time (1.00-1.02x), and +0.04 / +0.08 / +0.08 / +0.15 dB
+    # on eight images (ABLATIONS.md U1).
     steps: int = 4100
     batch_pixels: int = 8192
     # The finest level holds three quarters of the latents, and at low rates the fit leaves it nearly
@@ -133,7 +134,7 @@ class GridConfig:
     # phase was short: without it +0.04 dB at 0.125 bpp with the rate on target, ABLATIONS.md S6, T.)
     # Adam's second-moment decay for latents and MLP: a finest-level latent sees a distortion gradient about
     # once in 48 steps, and 0.999 averaged its scale over ~20 of them. 0.99: +0.01 / +0.02 / +0.06 / +0.12 dB
-    # and +0.0011 / +0.0013 / +0.0037 / +0.0019 MS-SSIM at 0.125 / 0.25 / 0.5 / 1 bpp (28 of 32 files ahead in
+    # and +0.0011 / +0.0013 / +0.0037 / +0.0019 MS-SSIM at 0.125 / 0.25 / 0.5 / 1 bpp (29 of 32 files ahead in
     # MS-SSIM); 0.95 traded 0.25-0.35 dB of PSNR for MS-SSIM at 0.5 and 1 bpp (ABLATIONS.md U4-U5).
     adam_beta2: float = 0.99
     rate_every: int = 8  # steps between rate terms (weighted x rate_every) in the noisy phase

@@ -309,8 +309,9 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     weights = [p.to(device).requires_grad_(True) for p in init_mlp(shape, gen)]
     log_b = torch.zeros((shape.levels, PASSES, MAX_BUCKETS) if cfg.context_rate else shape.levels, device=device,
                         requires_grad=True)
+    # fused: one kernel per tensor, 3.1 -> 0.5 ms a step on Kodak
     opt = torch.optim.Adam([{"params": free + [log_b], "lr": cfg.lr}, {"params": weights, "lr": cfg.mlp_lr}],
-                           fused=True, betas=(0.9, cfg.adam_beta2))  # one kernel per tensor: 3.1 -> 0.5 ms a step on Kodak
+                           fused=True, betas=(0.9, cfg.adam_beta2))
     base = [g["lr"] for g in opt.param_groups]
     lam = lam0 = initial_lambda(cfg, latent_bpp)
     batch = min(cfg.batch_pixels, n)

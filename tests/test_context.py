@@ -128,6 +128,42 @@ def test_geometric_bits_is_the_coders_best_model():
         assert abs(closed - coder) < 0.01 * coder + 1, (scale, closed, coder)
 
 
+def test_pass_bits_tries_every_bucket_count():
+    """The fit's size of one (level, pass), all bucket counts at once, against trying each count n in turn:
+    buckets n-1 and above merged, each bucket coded with its best geometric law, n models in the header."""
+    from pranc_codec.bitstream import MODEL_BITS
+    from pranc_codec.grid_fit import _pass_bits, geometric_bits
+
+    g = torch.Generator().manual_seed(2)
+    best_counts = set()
+    for trial in range(60):
+        # sparse histograms with very different magnitudes per bucket, and (every third) tiny ones
+        count = (torch.randint(0, 3000 if trial % 3 else 30, (MAX_BUCKETS,), generator=g)
+                 * (torch.rand(MAX_BUCKETS, generator=g) > 0.3)).double()
+        sum_mag = count * torch.rand(MAX_BUCKETS, generator=g, dtype=torch.float64) ** 2 * 4
+        sizes = []
+        for n in range(1, MAX_BUCKETS + 1):
+            c = torch.cat([count[: n - 1], count[n - 1:].sum().reshape(1)])
+            m = torch.cat([sum_mag[: n - 1], sum_mag[n - 1:].sum().reshape(1)])
+            sizes.append(float(geometric_bits(c, m).sum()) + MODEL_BITS * n)
+        assert _pass_bits(count, sum_mag) == pytest.approx(min(sizes), rel=1e-12, abs=1e-9)
+        best_counts.add(int(np.argmin(sizes)) + 1)
+    assert len(best_counts) >= 3, best_counts  # the cases exercise more than one choice
+
+
+def test_zeroth_order_bits_is_the_empirical_entropy():
+    from pranc_codec.grid_fit import zeroth_order_bits
+
+    rs = np.random.RandomState(4)
+    grids = [rs.laplace(0, 2.0, size=(40, 30)) - 3.2, np.zeros((5, 7)), rs.normal(6, 0.3, size=(9, 11))]
+    want = 0.0
+    for a in grids:
+        _, counts = np.unique(np.rint(a), return_counts=True)
+        want -= float((counts * np.log2(counts / a.size)).sum())
+    got = zeroth_order_bits([torch.from_numpy(a.astype(np.float32)) for a in grids])
+    assert got == pytest.approx(want, rel=1e-9)
+
+
 def test_the_context_rate_term_measures_what_the_coder_writes():
     """Latents' code length under the training rate term, scales fitted, is within a few per cent of the coder's
     (the discretized Laplace of training and the coder's geometric law differ only in the zero bin)."""

@@ -293,6 +293,30 @@ def test_rate_term_gradients_are_exact():
     assert torch.autograd.gradcheck(lambda x, t: laplace_bits(x, t), (v, table[1:2].detach().clone().requires_grad_()))
 
 
+def test_rate_term_in_chunks_is_the_rate_term_in_one_pass(monkeypatch):
+    """The code length runs over cache-sized chunks of the values: with 64-value chunks (300 values, the last
+    chunk partial) the value and both gradients are those of one pass, and still exact."""
+    import pranc_codec.grid_fit as gf
+
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(300, generator=g, dtype=torch.float64) * 2
+    index = torch.randint(0, 4, (300,), generator=g)
+    table = torch.tensor([-2.0, -0.3, 0.5, 2.5], dtype=torch.float64)
+
+    def bits_and_grads() -> list[torch.Tensor]:
+        x, t = v.clone().requires_grad_(True), table.clone().requires_grad_(True)
+        bits = gf.laplace_bits(x, t, index)
+        return [bits.detach(), *torch.autograd.grad(bits, (x, t))]
+
+    assert gf._CHUNK > v.numel()
+    whole = bits_and_grads()
+    monkeypatch.setattr(gf, "_CHUNK", 64)
+    for a, b in zip(whole, bits_and_grads()):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x, t: gf.laplace_bits(x, t, index),
+                                    (v.clone().requires_grad_(True), table.clone().requires_grad_(True)))
+
+
 def _flat_and_busy(h: int = 48, w: int = 96, seed: int = 0) -> np.ndarray:
     """uint8 (h, w, 3): a gentle ramp on the left half, noise-like texture on the right."""
     rs = np.random.RandomState(seed)
