@@ -211,7 +211,8 @@ def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, devic
     """The grid settings the fit runs with at this rate: from ``high_rate_bpp`` on, the high-rate learning
     rates; without the finest level (a latent budget below ``finest_min_bpp``) on the CPU,
     ``coarse_step_factor`` x the steps. On CUDA a step is launch-bound (RESULTS.md "CUDA"): fewer latents
-    do not make it cheaper, and 1.82x the steps took 34-40 s instead of 20-22 s there, so it keeps its steps."""
+    do not make it cheaper, and 1.82x the steps (session 15) took 34-40 s instead of 20-22 s there, so it keeps
+    its steps."""
     g = config.grid
     if config.rate.bpp >= g.high_rate_bpp:
         g = replace(g, lr=g.lr_high, mlp_lr=g.mlp_lr_high)
