@@ -67,9 +67,10 @@ class _LaplaceBits(torch.autograd.Function):
             g_v = torch.empty_like(flat)  # d bits / d v
             g_b = torch.empty_like(flat)  # d bits / d scale, per value
             total = torch.zeros((), dtype=torch.float64, device=v.device)
+            models = index.reshape(-1) if index is not None else None
             for s in range(0, flat.numel(), _CHUNK):
                 x = flat[s: s + _CHUNK]
-                ib = torch.take(inv, index.reshape(-1)[s: s + _CHUNK]) if index is not None else inv.expand_as(x)
+                ib = torch.take(inv, models[s: s + _CHUNK]) if models is not None else inv.expand_as(x)
                 ai = x.abs()
                 excess = ai.clone()
                 ai.clamp_(max=0.5)
@@ -87,8 +88,8 @@ class _LaplaceBits(torch.autograd.Function):
                 e1.mul_(torch.rsub(ai, 0.5))
                 e1.addcmul_(e2, ai.add_(0.5)).mul_(ib_p).sub_(lin).mul_(ib)
                 g_b[s: s + _CHUNK] = e1
-            if index is not None:
-                g_scale = torch.bincount(index.reshape(-1), weights=g_b, minlength=scale.numel())
+            if models is not None:
+                g_scale = torch.bincount(models, weights=g_b, minlength=scale.numel())
             else:
                 g_scale = g_b.sum(dtype=torch.float64).reshape(1)
             g_log_b = (g_scale.to(scale.dtype) * (scale - 1e-3)).reshape(log_b.shape)
@@ -132,7 +133,8 @@ def _pass_bits(count: torch.Tensor, sum_mag: torch.Tensor) -> float:
     count, sum_mag: (MAX_BUCKETS,) float64 per finest bucket. All n at once: buckets 0..n-2 as they are
     (a prefix sum), plus the merged tail (suffix sums).
     """
-    kept = torch.cumsum(geometric_bits(count, sum_mag), 0) - geometric_bits(count, sum_mag)  # buckets before n-1
+    per = geometric_bits(count, sum_mag)
+    kept = per.cumsum(0) - per  # buckets before n-1
     tail = geometric_bits(count.flip(0).cumsum(0).flip(0), sum_mag.flip(0).cumsum(0).flip(0))
     n = torch.arange(1, count.numel() + 1, dtype=count.dtype)
     return float((kept + tail + MODEL_BITS * n).min())
