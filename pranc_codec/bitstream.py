@@ -17,14 +17,16 @@ from .entropy import MAX_BOUND, LaplaceModel
 from .errors import FormatError, LimitError
 from .inr import SirenShape
 from .latent import GridShape
+from .loop_filter import HEADER_BITS as FILTER_HEADER_BITS
+from .loop_filter import MAX_SHIFT, TAPS, num_coefs
 from .subspace import EXPANSION_ONE, SubspaceSpec
 from .tiling import TileGrid
 
 MAGIC = b"PRNC"
 VERSION = 3  # SIREN files (net_kind 0)
-GRID_VERSION = 5  # latent-grid files (net_kind 1): their own layout after byte 11; 5 adds context coding
-GRID_VERSIONS = (4, 5)
-READABLE_VERSIONS = (1, 2, 3, 4, 5)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
+GRID_VERSION = 6  # latent-grid files (net_kind 1): their own layout after byte 11; 5 adds context coding
+GRID_VERSIONS = (4, 5, 6)  # 6: version 5 plus a loop filter (written only when the file has one)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -65,6 +67,8 @@ _LEVEL = struct.Struct("<HH")  # also one bucket's model in version 5
 MODEL_BITS = 8 * _LEVEL.size  # header bits of one Laplace model (decay, bound)
 _BUCKETS = struct.Struct("<B")  # version 5: buckets of one (level, pass)
 _LAYER = struct.Struct("<fHH")
+_FILTER = struct.Struct("<BBBHH")  # version 6: loop filter taps, symmetric, shift, its coefficients' model
+assert 8 * _FILTER.size == FILTER_HEADER_BITS
 MAX_LEVELS = 12
 MAX_HIDDEN = 256
 # The symbols (latents, then MLP weights) are rANS-coded in segments of at most
@@ -109,18 +113,30 @@ class GridHeader:
     mlp_steps: tuple[float, ...]  # quantization step of each MLP layer (float32 values)
     mlp_models: tuple[LaplaceModel, ...]
     buckets: tuple[int, ...] = ()  # version 5: bucket count of every (level, pass), same order; () in version 4
+    # version 6 (a version-5 file with a loop filter): its taps (0: none), symmetry, shift and model
+    filter_taps: int = 0
+    filter_symmetric: bool = False
+    filter_shift: int = 0
+    filter_model: LaplaceModel | None = None
 
     @property
     def version(self) -> int:
-        return 5 if self.buckets else 4
+        return 6 if self.filter_taps else 5 if self.buckets else 4
+
+    @property
+    def filter_coefs(self) -> int:
+        """Coefficients of the loop filter (0 without one)."""
+        return num_coefs(self.channels, self.filter_taps, self.filter_symmetric)
 
     @property
     def num_pixels(self) -> int:
         return self.width * self.height
 
     def group_sizes(self) -> list[int]:
-        """Symbols per entropy-model group: the latents of each level (finest first), then each MLP layer."""
-        return [h * w for h, w in self.shape.level_dims(self.height, self.width)] + self.shape.layer_sizes()
+        """Symbols per entropy-model group: the latents of each level (finest first), each MLP layer, then
+        the loop filter's coefficients (version 6)."""
+        return ([h * w for h, w in self.shape.level_dims(self.height, self.width)] + self.shape.layer_sizes()
+                + ([self.filter_coefs] if self.filter_taps else []))
 
     def segment_bounds(self) -> list[int]:
         """Cut points of the symbol sequence into payload segments (as even as possible)."""
@@ -138,7 +154,8 @@ def segment_bounds(total: int) -> list[int]:
 
 
 def grid_header_size(shape: GridShape, n_models: int | None = None) -> int:
-    """Bytes of a latent-grid container besides the segments' streams (header, lengths, CRC).
+    """Bytes of a latent-grid container besides the segments' streams (header, lengths, CRC) and the loop
+    filter's fields (version 6: ``_FILTER.size`` more).
 
     n_models: the latents' models in a version-5 file (None: a version-4 file, one per level).
     """
@@ -160,6 +177,9 @@ def pack_grid(header: GridHeader, segments: list[bytes]) -> bytes:
     else:
         levels = b"".join(_LEVEL.pack(m.decay, m.bound) for m in header.level_models)
     layers = b"".join(_LAYER.pack(st, m.decay, m.bound) for st, m in zip(header.mlp_steps, header.mlp_models))
+    if header.filter_taps:
+        m = header.filter_model
+        layers += _FILTER.pack(header.filter_taps, int(header.filter_symmetric), header.filter_shift, m.decay, m.bound)
     payload = b"".join(_LEN.pack(len(seg)) + seg for seg in segments)
     body = fixed + levels + layers + _LEN.pack(len(payload)) + payload
     return body + _CRC.pack(zlib.crc32(body))
@@ -189,7 +209,7 @@ def _check_image(width: int, height: int, channels: int) -> None:
 
 
 def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
-    """Fields of a version-4 or version-5 file (the CRC is already checked)."""
+    """Fields of a version-4, 5 or 6 file (the CRC is already checked)."""
     _check(len(data) >= _GRID_FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
     (_, _, flags, width, height, channels, net_kind, levels, hidden, hidden_layers) = _GRID_FIXED.unpack_from(data, 0)
     _check(flags == 0, f"unknown header flags 0x{flags:02x}")
@@ -204,7 +224,7 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
            "network too large for the image size (rendering cost over the limit)", LimitError)
     pos = _GRID_FIXED.size
     n_layers = hidden_layers + 1
-    tail = n_layers * _LAYER.size + _LEN.size + _CRC.size
+    tail = n_layers * _LAYER.size + (_FILTER.size if version == 6 else 0) + _LEN.size + _CRC.size
     level_models, steps, mlp_models, buckets = [], [], [], []
 
     def model() -> None:
@@ -215,14 +235,15 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
         _check(1 <= decay <= 65535 and bound <= MAX_BOUND, f"entropy model out of range (decay={decay}, bound={bound})")
         level_models.append(LaplaceModel(decay, bound))
 
-    for _ in range(levels * PASSES if version == 5 else levels):
-        if version == 5:
+    contexts = version >= 5
+    for _ in range(levels * PASSES if contexts else levels):
+        if contexts:
             _check(len(data) >= pos + _BUCKETS.size + tail, "truncated .prc file (header incomplete)")
             (n,) = _BUCKETS.unpack_from(data, pos)
             pos += _BUCKETS.size
             _check(1 <= n <= MAX_BUCKETS, f"context bucket count {n} outside 1..{MAX_BUCKETS}")
             buckets.append(n)
-        for _ in range(buckets[-1] if version == 5 else 1):
+        for _ in range(buckets[-1] if contexts else 1):
             model()
     _check(len(data) >= pos + tail, "truncated .prc file (header incomplete)")
     for _ in range(n_layers):
@@ -232,12 +253,22 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
         _check(1 <= decay <= 65535 and bound <= MAX_BOUND, f"entropy model out of range (decay={decay}, bound={bound})")
         steps.append(step)
         mlp_models.append(LaplaceModel(decay, bound))
+    flt: dict = {}
+    if version == 6:
+        taps, symmetric, shift, decay, bound = _FILTER.unpack_from(data, pos)
+        pos += _FILTER.size
+        _check(taps in TAPS, f"loop filter taps {taps} not one of {TAPS}")
+        _check(symmetric in (0, 1), f"loop filter symmetry flag {symmetric} is not 0 or 1")
+        _check(1 <= shift <= MAX_SHIFT, f"loop filter shift {shift} outside 1..{MAX_SHIFT}")
+        _check(1 <= decay <= 65535 and bound <= MAX_BOUND, f"entropy model out of range (decay={decay}, bound={bound})")
+        flt = dict(filter_taps=taps, filter_symmetric=bool(symmetric), filter_shift=shift,
+                   filter_model=LaplaceModel(decay, bound))
     (payload_len,) = _LEN.unpack_from(data, pos)
     pos += _LEN.size
     _check(pos + payload_len + _CRC.size == len(data),
            f"payload length {payload_len} does not match the file ({len(data) - pos - _CRC.size} bytes)")
     header = GridHeader(width=width, height=height, channels=channels, shape=shape, level_models=tuple(level_models),
-                        mlp_steps=tuple(steps), mlp_models=tuple(mlp_models), buckets=tuple(buckets))
+                        mlp_steps=tuple(steps), mlp_models=tuple(mlp_models), buckets=tuple(buckets), **flt)
     return header, bytes(data[pos: pos + payload_len])
 
 

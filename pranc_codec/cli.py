@@ -214,6 +214,9 @@ def info(input: str, as_json: bool) -> None:
             }
             if h.buckets:  # version 5: context buckets of every (level, pass), finest level first
                 fields["context_buckets"] = list(h.buckets)
+            if h.filter_taps:  # version 6
+                fields["loop_filter"] = {"taps": h.filter_taps, "symmetric": h.filter_symmetric,
+                                         "shift": h.filter_shift, "coefficients": h.filter_coefs}
             _print_fields(fields, as_json)
             return
         spec = h.spec

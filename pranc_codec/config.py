@@ -169,6 +169,21 @@ class GridConfig:
 
 
 @dataclass(frozen=True)
+class FilterConfig:
+    """The loop filter on the decoded picture (loop_filter.py, format version 6): the encoder fits every
+    shape and shift below by least squares and keeps the one (or none) with the least MSE + lambda x bits."""
+
+    enabled: bool = True
+    taps: tuple[int, ...] = (3, 5, 7)  # filter sides tried
+    symmetric: tuple[bool, ...] = (True, False)  # point-symmetric (about half the coefficients) or not
+    shifts: tuple[int, ...] = (8, 10, 12)  # coefficient precision, 2^-shift
+    # Bits the latents' budget leaves for the filter: the expected size of the one chosen, at most
+    # reserve_share of the whole budget (a small picture's budget is not eaten by a filter it will not get)
+    reserve_bits: float = 1500.0
+    reserve_share: float = 0.05
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     """How the quantization step is shaped across coefficient groups (quantization.py)."""
 
@@ -211,6 +226,7 @@ class CodecConfig:
     fit: FitConfig = field(default_factory=FitConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     grid: GridConfig = field(default_factory=GridConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
     # "grid": latent grids + MLP (format v4, the default); "siren": the PRANC SIREN (format v3)
     model: str = "grid"
     seed: int = 2023

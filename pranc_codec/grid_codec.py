@@ -1,12 +1,13 @@
-"""Encoding and decoding of latent-grid files (format versions 4 and 5); ``codec.py`` dispatches here.
+"""Encoding and decoding of latent-grid files (format versions 4 to 6); ``codec.py`` dispatches here.
 
 Encoder: fit latents and MLP for the target rate (grid_fit.py), round the
 latents, quantize the MLP at the bit depth that minimises MSE + lambda x rate,
 entropy-code the latents in context order (context.py: one Laplace model per
 context bucket of each level and pass) and the MLP with one model per layer
-(entropy.py), and pack (bitstream.py). Decoder: the reverse, then
-:func:`latent.render`. Version-4 files (one model per level, no contexts) are
-still decoded.
+(entropy.py), fit the loop filter to the decoded picture (loop_filter.py), and
+pack (bitstream.py; version 6 with a filter, 5 without). Decoder: the reverse,
+:func:`latent.render`, then the filter. Version-4 files (one model per level, no
+contexts) are still decoded.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from . import bitstream, entropy
+from . import bitstream, entropy, loop_filter
 from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig, GridConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
+from .errors import FormatError
 from .grid_fit import GridFit, fit_grid, fits_finest
 from .latent import GridShape, mlp_forward, render, sample_levels, split_params
+from .loop_filter import LoopFilter
 from .quantization import dequantize, quantize
 
 
@@ -32,6 +35,7 @@ class GridCode:
     latents: list[np.ndarray]  # int32 (h_l, w_l) per level
     mlp_q: list[np.ndarray]  # int32 (n_l,) per MLP layer
     mlp_steps: list[float]  # float32 values
+    loop_filter: LoopFilter | None = None
 
 
 def plan(config: CodecConfig, height: int, width: int, channels: int) -> GridShape:
@@ -82,7 +86,8 @@ def _choose_buckets(symbols: np.ndarray, ctx: torch.Tensor) -> list[entropy.Lapl
 
 
 def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
-    """Symbols -> version-5 ``.prc`` bytes (fits the context buckets' and the MLP layers' models)."""
+    """Symbols -> version-5 ``.prc`` bytes, version 6 with a loop filter (fits the context buckets', the MLP
+    layers' and the filter's models)."""
     lat = [torch.from_numpy(q.astype(np.int64)) for q in code.latents]
     coded: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]] = {}  # (level, sublattice) -> symbols, contexts
     for l, k in _coding_order(shape.levels):
@@ -98,9 +103,14 @@ def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
     header_order = [(l, p) for l in range(shape.levels) for p in range(PASSES)]
     level_models = [m for key in header_order for m in chosen[key]]
     mlp_models = [entropy.fit_model(q) for q in code.mlp_q]
+    flt = code.loop_filter
+    filter_q = flt.coefs.reshape(-1).astype(np.int32) if flt is not None else None
+    filter_fields = {} if flt is None else dict(filter_taps=flt.taps, filter_symmetric=flt.symmetric,
+                                                filter_shift=flt.shift, filter_model=entropy.fit_model(filter_q))
     header = GridHeader(width=width, height=height, channels=shape.channels, shape=shape,
                         level_models=tuple(level_models), mlp_steps=tuple(code.mlp_steps),
-                        mlp_models=tuple(mlp_models), buckets=tuple(len(chosen[key]) for key in header_order))
+                        mlp_models=tuple(mlp_models), buckets=tuple(len(chosen[key]) for key in header_order),
+                        **filter_fields)
     offsets = _model_offsets(header.buckets, shape.levels)
     symbols, indexes = [], []
     for l, k in _coding_order(shape.levels):
@@ -110,8 +120,12 @@ def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
     for j, q in enumerate(code.mlp_q):
         symbols.append(q)
         indexes.append(np.full(q.size, len(level_models) + j))
-    symbols, indexes = np.concatenate(symbols), np.concatenate(indexes)
     models = level_models + mlp_models
+    if flt is not None:
+        symbols.append(filter_q)
+        indexes.append(np.full(filter_q.size, len(models)))
+        models.append(header.filter_model)
+    symbols, indexes = np.concatenate(symbols), np.concatenate(indexes)
     bounds = header.segment_bounds()
     segments = [entropy.encode_indexed(symbols[a:b], indexes[a:b], models) for a, b in zip(bounds, bounds[1:])]
     return bitstream.pack_grid(header, segments)
@@ -130,10 +144,14 @@ def _read_v4(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tens
     return [torch.from_numpy(q.reshape(h, w)) for q, (h, w) in zip(parts, dims)], parts[len(dims):]
 
 
-def _read_v5(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
-    """Latents (int64 grids) and MLP symbols of a version-5 payload, decoded sublattice by sublattice."""
+def _read_v5(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tensor], list[np.ndarray],
+                                                                 LoopFilter | None]:
+    """Latents (int64 grids), MLP symbols and loop filter of a version-5 or 6 payload, the latents decoded
+    sublattice by sublattice."""
     shape = header.shape
     models = list(header.level_models + header.mlp_models)
+    if header.filter_taps:
+        models.append(header.filter_model)
     reader = entropy.SegmentReader(segments, header.segment_bounds(), models)
     offsets = _model_offsets(header.buckets, shape.levels)
     lat = [torch.zeros(d, dtype=torch.int64) for d in shape.level_dims(header.height, header.width)]
@@ -145,17 +163,25 @@ def _read_v5(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tens
         subs[k].copy_(torch.from_numpy(reader.read(idx.numpy())).long().view_as(mu) + mu)
     n_latent_models = len(header.level_models)
     mlp = [reader.read(np.full(n, n_latent_models + j)) for j, n in enumerate(shape.layer_sizes())]
-    return lat, mlp
+    flt = None
+    if header.filter_taps:
+        q = reader.read(np.full(header.filter_coefs, len(models) - 1))
+        if np.abs(q.astype(np.int64)).max() >= loop_filter.MAX_COEF:
+            raise FormatError(f"loop filter coefficient beyond +-{loop_filter.MAX_COEF}")
+        flt = LoopFilter(header.filter_taps, header.filter_symmetric, header.filter_shift,
+                         q.astype(np.int32).reshape(header.channels, -1))
+    return lat, mlp, flt
 
 
 def decode(header: GridHeader, payload: bytes) -> np.ndarray:
-    """Payload of a version-4 or version-5 file -> uint8 (H, W, C)."""
+    """Payload of a version-4, 5 or 6 file -> uint8 (H, W, C)."""
     shape = header.shape
     segments = bitstream.split_segments(header, payload)
-    latents, mlp_q = (_read_v5 if header.version == 5 else _read_v4)(header, segments)
+    latents, mlp_q, flt = _read_v5(header, segments) if header.version >= 5 else (*_read_v4(header, segments), None)
     # one correctly rounded multiplication per weight: the same on every machine
     weights = [torch.from_numpy(dequantize(q, float(step))) for q, step in zip(mlp_q, header.mlp_steps)]
-    return render([g.double() for g in latents], weights, shape, header.height, header.width).numpy()
+    pixels = render([g.double() for g in latents], weights, shape, header.height, header.width).numpy()
+    return pixels if flt is None else loop_filter.apply(pixels, flt)
 
 
 def quantize_mlp(weights: list[torch.Tensor], bits: int) -> tuple[list[np.ndarray], list[float]]:
@@ -226,7 +252,10 @@ def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int
     segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
     # the latents' bucket models are counted in their rate (grid_fit.context_state), not here
     overhead = 8 * bitstream.grid_header_size(shape, 0) + 32 * segments
-    return max(1e-3, config.rate.bpp - (overhead + config.grid.mlp_bits_estimate * shape.num_params) / (height * width))
+    f = config.filter
+    total = config.rate.bpp * height * width
+    reserve = min(f.reserve_bits, f.reserve_share * total) if f.enabled else 0.0
+    return max(1e-3, (total - overhead - config.grid.mlp_bits_estimate * shape.num_params - reserve) / (height * width))
 
 
 def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
@@ -250,5 +279,11 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         latents = [torch.round(g).cpu() for g in fit.latents]
         feats = _features(latents, width, n)
     _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in fit.weights], shape, cfg.mlp_bits, fit.lam, n)
-    code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps)
+    flt = None
+    if config.filter.enabled:  # fitted to the pixels the decoder will render
+        weights = [torch.from_numpy(dequantize(q, float(st))) for q, st in zip(mlp_q, steps)]
+        decoded = render([g.double() for g in latents], weights, shape, height, width).numpy()
+        flt = loop_filter.fit_filter(decoded, image, fit.lam, config.filter)
+    code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps,
+                    loop_filter=flt)
     return pack(code, shape, height, width), shape

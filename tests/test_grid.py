@@ -55,7 +55,7 @@ def test_round_trip_is_what_the_encoder_measured(grid_image, grid_encoded):
 
 def test_header_fields_and_repacking(grid_encoded):
     d = grid_encoded.data
-    assert d[:4] == b"PRNC" and d[4] == bitstream.GRID_VERSION == 5
+    assert d[:4] == b"PRNC" and d[4] in (5, 6) and bitstream.GRID_VERSION == 6  # 6: with a loop filter
     header, payload = bitstream.parse(d)
     assert isinstance(header, bitstream.GridHeader)
     assert (header.width, header.height, header.channels) == (64, 48, 3)
@@ -63,7 +63,9 @@ def test_header_fields_and_repacking(grid_encoded):
                                                     header.shape.hidden, header.shape.hidden_layers)
     segs = bitstream.split_segments(header, payload)
     assert bitstream.pack_grid(header, segs) == d
-    assert len(d) == bitstream.grid_header_size(header.shape, len(header.level_models)) + sum(4 + len(s) for s in segs)
+    filter_record = bitstream._FILTER.size if header.filter_taps else 0
+    assert len(d) == (bitstream.grid_header_size(header.shape, len(header.level_models)) + filter_record
+                      + sum(4 + len(s) for s in segs))
     assert len(header.buckets) == 3 * header.shape.levels and sum(header.buckets) == len(header.level_models)
 
 

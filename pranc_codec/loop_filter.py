@@ -1,0 +1,192 @@
+"""The loop filter: a least-squares k x k filter on the decoded 8-bit picture (format version 6).
+
+The latent grid's output has errors that its neighbours predict (blur across
+edges, ringing, a colour cast); a linear filter over each pixel's k x k
+neighbourhood in every channel, fitted by least squares to the original
+(a Wiener filter, the idea of VVC's adaptive loop filter), removes part of
+them for a few hundred coefficients. Output channel c of pixel p:
+
+    y_c(p) = clamp(x_c(p) + ((sum_j q[c, j] f_j(p) + 2^(s-1)) >> s), 0, 255)
+
+with x the decoded uint8 picture (borders replicated), f_j the features
+(x_{c'}(p + d) for every channel c' and offset d, or x_{c'}(p + d) + x_{c'}(p - d)
+for point-symmetric filters, one per pair; then the constant 1), q integer
+coefficients and s the shift. Every product and sum is an integer below 2^53,
+so float64 arithmetic (BLAS included, in any order) is exact: the same pixels
+on every machine and device.
+
+The encoder (:func:`fit_filter`) solves the normal equations once for the
+largest filter, takes the smaller and symmetric ones from the same sums, and
+picks the shape and precision that minimise MSE + lambda x bits (none included).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import entropy
+from .config import FilterConfig
+
+TAPS = (3, 5, 7)  # filter sides a file may declare (0: no filter)
+MAX_SHIFT = 16
+MAX_COEF = 1 << 24  # |q| of a valid file; keeps every sum far below 2^53
+HEADER_BITS = 8 * 7  # the filter's header fields: taps, symmetric, shift, its model (bitstream._FILTER)
+_ROWS = 1 << 16  # pixels per strip: the feature matrix of a strip is at most 148 x 65536 float64 (78 MB)
+
+
+@dataclass(frozen=True)
+class LoopFilter:
+    """A decoded or fitted filter: ``taps`` x ``taps``, point-symmetric or not, coefficients in 2^-shift units."""
+
+    taps: int
+    symmetric: bool
+    shift: int
+    coefs: np.ndarray  # int32 (C, num_features(C, taps, symmetric))
+
+
+@lru_cache(maxsize=None)
+def offsets(taps: int, symmetric: bool) -> tuple[tuple[int, int], ...]:
+    """(dy, dx) of one channel's features: all taps^2 offsets row-major, or for a symmetric filter the
+    centre then one offset of each pair (d, -d), the one that comes later in row-major order."""
+    r = taps // 2
+    every = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
+    return tuple(every) if not symmetric else ((0, 0),) + tuple(d for d in every if d > (0, 0))
+
+
+def num_features(channels: int, taps: int, symmetric: bool) -> int:
+    """Coefficients of one output channel: the offsets of every input channel, then the constant."""
+    return channels * len(offsets(taps, symmetric)) + 1
+
+
+def num_coefs(channels: int, taps: int, symmetric: bool) -> int:
+    return 0 if taps == 0 else channels * num_features(channels, taps, symmetric)
+
+
+def _strips(height: int, width: int) -> list[tuple[int, int]]:
+    rows = max(1, _ROWS // width)
+    return [(r, min(height, r + rows)) for r in range(0, height, rows)]
+
+
+def _features(padded: torch.Tensor, r: int, rows: tuple[int, int], width: int, taps: int,
+              symmetric: bool) -> torch.Tensor:
+    """(num_features, pixels) float64 features of image rows [r0, r1). padded: (C, H + 2r, W + 2r) float64,
+    borders replicated by r = taps // 2 of the largest filter in use."""
+    r0, r1 = rows
+    out = []
+    for c in range(padded.shape[0]):
+        for dy, dx in offsets(taps, symmetric):
+            a = padded[c, r + r0 + dy: r + r1 + dy, r + dx: r + dx + width]
+            if symmetric and (dy, dx) != (0, 0):
+                a = a + padded[c, r + r0 - dy: r + r1 - dy, r - dx: r - dx + width]
+            out.append(a.reshape(-1))
+    out.append(torch.ones_like(out[0]))
+    return torch.stack(out)
+
+
+def _pad(image: np.ndarray, r: int) -> torch.Tensor:
+    """uint8 (H, W, C) -> float64 (C, H + 2r, W + 2r), borders replicated."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).double()
+    return F.pad(x[None], (r,) * 4, mode="replicate")[0] if r else x
+
+
+def kernel(flt: LoopFilter, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The filter as a convolution: weight (C, C, taps, taps) and bias (C,), float64 holding integers
+    (a symmetric filter's pair coefficient at both d and -d)."""
+    r = flt.taps // 2
+    weight = torch.zeros(channels, channels, flt.taps, flt.taps, dtype=torch.float64)
+    q = torch.from_numpy(flt.coefs.astype(np.float64))
+    per = len(offsets(flt.taps, flt.symmetric))
+    for c in range(channels):
+        for j, (dy, dx) in enumerate(offsets(flt.taps, flt.symmetric)):
+            weight[:, c, r + dy, r + dx] = q[:, c * per + j]
+            if flt.symmetric:
+                weight[:, c, r - dy, r - dx] = q[:, c * per + j]
+    return weight, q[:, -1].clone()
+
+
+def apply(image: np.ndarray, flt: LoopFilter) -> np.ndarray:
+    """Filter a decoded uint8 (H, W, C) picture; exact integer arithmetic (see the module docstring), strip by
+    strip of rows so that the float64 work space stays bounded."""
+    height, width, channels = image.shape
+    r = flt.taps // 2
+    padded = _pad(image, r)
+    weight, bias = kernel(flt, channels)
+    out = np.empty_like(image)
+    half, div = float(1 << flt.shift >> 1), float(1 << flt.shift)
+    for r0, r1 in _strips(height, width):
+        acc = F.conv2d(padded[None, :, r0: r1 + 2 * r], weight, bias)[0]  # (C, rows, W), integers
+        corr = torch.floor((acc + half) / div)  # a power-of-two division is exact
+        y = (padded[:, r + r0: r + r1, r: r + width] + corr).clamp_(0, 255).to(torch.uint8)
+        out[r0: r1] = y.permute(1, 2, 0).numpy()
+    return out
+
+
+def _feature_map(channels: int, big: int, taps: int, symmetric: bool) -> torch.Tensor:
+    """(m_small, m_big) 0/1 matrix: the features of (taps, symmetric) as sums of the big filter's features."""
+    full = offsets(big, False)
+    pos = {d: i for i, d in enumerate(full)}
+    per = len(full)
+    rows = []
+    for c in range(channels):
+        for d in offsets(taps, symmetric):
+            row = torch.zeros(channels * per + 1, dtype=torch.float64)
+            row[c * per + pos[d]] = 1
+            if symmetric and d != (0, 0):
+                row[c * per + pos[(-d[0], -d[1])]] = 1
+            rows.append(row)
+    last = torch.zeros(channels * per + 1, dtype=torch.float64)
+    last[-1] = 1
+    return torch.stack(rows + [last])
+
+
+def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: FilterConfig) -> LoopFilter | None:
+    """The filter (or None) minimising MSE + lam x bits / pixels over ``cfg``'s shapes and shifts.
+
+    decoded, original: uint8 (H, W, C). MSE is of colour in [0, 1], bits are the coefficients' code length
+    under their fitted Laplace model plus the model's header bits, as ``grid_codec.choose_mlp_bits`` counts.
+    """
+    height, width, channels = decoded.shape
+    n = height * width
+    if not cfg.enabled or not cfg.taps:
+        return None
+    big = max(cfg.taps)
+    r = big // 2
+    padded = _pad(decoded, r)
+    target = torch.from_numpy(np.array(original)).permute(2, 0, 1).double()
+    m = num_features(channels, big, False)
+    G = torch.zeros(m, m, dtype=torch.float64)
+    B = torch.zeros(m, channels, dtype=torch.float64)
+    rr = torch.zeros(channels, dtype=torch.float64)
+    for rows in _strips(height, width):
+        A = _features(padded, r, rows, width, big, False)
+        res = (target[:, rows[0]: rows[1]].reshape(channels, -1)
+               - padded[:, r + rows[0]: r + rows[1], r: r + width].reshape(channels, -1))  # what the filter adds
+        G += A @ A.t()
+        B += A @ res.t()
+        rr += (res * res).sum(1)
+    scale = 255.0 ** 2 * n  # sums of squared 8-bit errors -> MSE of colour in [0, 1]
+    best: tuple[float, LoopFilter | None] = (float(rr.sum()) / (scale * channels), None)
+    for taps in sorted(set(cfg.taps)):
+        for symmetric in sorted(set(cfg.symmetric)):
+            T = _feature_map(channels, big, taps, symmetric)
+            Gs, Bs = T @ G @ T.t(), T @ B
+            ridge = 1e-9 * Gs.diagonal().mean() * torch.eye(len(Gs), dtype=torch.float64)
+            w = torch.linalg.solve(Gs + ridge, Bs)  # (m_small, C)
+            for shift in cfg.shifts:
+                q = torch.round(w * (1 << shift))
+                wq = q / (1 << shift)
+                # squared error of the filtered picture, from the sums; the final rounding adds ~1/12 a pixel
+                sse = rr - 2 * (wq * Bs).sum(0) + (wq * (Gs @ wq)).sum(0) + n / 12.0
+                qi = q.t().numpy().astype(np.int64)
+                if np.abs(qi).max() >= MAX_COEF:
+                    continue
+                flat = qi.reshape(-1).astype(np.int32)
+                bits = entropy.code_length(flat, entropy.fit_model(flat)) + HEADER_BITS
+                cost = float(sse.sum()) / (scale * channels) + lam * bits / n
+                if cost < best[0]:
+                    best = (cost, LoopFilter(taps, symmetric, shift, qi.astype(np.int32)))
+    return best[1]

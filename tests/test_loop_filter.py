@@ -1,0 +1,202 @@
+"""The loop filter (format version 6): exact integer filtering, the least-squares fit, the container."""
+import hashlib
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from pranc_codec import FormatError, bitstream, decode, encode
+from pranc_codec.config import CodecConfig, FilterConfig, apply_overrides
+from pranc_codec.grid_codec import GridCode, pack
+from pranc_codec.loop_filter import MAX_COEF, LoopFilter, apply, fit_filter, num_features, offsets
+
+from .conftest import smooth_image
+from .test_grid import _synthetic
+
+
+def _reference(image: np.ndarray, flt: LoopFilter) -> np.ndarray:
+    """The filter as FORMAT.md writes it, in Python integers over int64 arrays (no float anywhere)."""
+    H, W, C = image.shape
+    r = flt.taps // 2
+    x = np.pad(image.astype(np.int64), ((r, r), (r, r), (0, 0)), mode="edge")
+    out = np.empty_like(image)
+    for c in range(C):
+        acc = np.full((H, W), int(flt.coefs[c, -1]), dtype=np.int64)
+        j = 0
+        for ci in range(C):
+            for dy, dx in offsets(flt.taps, flt.symmetric):
+                f = x[r + dy: r + dy + H, r + dx: r + dx + W, ci]
+                if flt.symmetric and (dy, dx) != (0, 0):
+                    f = f + x[r - dy: r - dy + H, r - dx: r - dx + W, ci]
+                acc += int(flt.coefs[c, j]) * f
+                j += 1
+        corr = (acc + (1 << flt.shift >> 1)) >> flt.shift  # arithmetic shift: floor
+        out[..., c] = np.clip(image[..., c].astype(np.int64) + corr, 0, 255)
+    return out
+
+
+def _random_filter(rs, channels: int, taps: int, symmetric: bool, shift: int, scale: float) -> LoopFilter:
+    m = num_features(channels, taps, symmetric)
+    q = np.rint(rs.laplace(0, scale, size=(channels, m))).clip(-(MAX_COEF - 1), MAX_COEF - 1)
+    return LoopFilter(taps, symmetric, shift, q.astype(np.int32))
+
+
+@pytest.mark.parametrize("taps", [3, 5, 7])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_filtering_is_exact_integer_arithmetic(taps, symmetric):
+    """The float64 convolution equals the integer definition on every pixel, borders and clamping included,
+    for small filters and for coefficients near the largest a file may hold."""
+    rs = np.random.RandomState(taps + 10 * symmetric)
+    image = (rs.rand(23, 31, 3) * 256).astype(np.uint8)
+    for shift, scale in ((8, 40.0), (12, 3e3), (16, 4e6)):
+        flt = _random_filter(rs, 3, taps, symmetric, shift, scale)
+        assert np.array_equal(apply(image, flt), _reference(image, flt))
+    grey = image[..., :1].copy()
+    flt = _random_filter(rs, 1, taps, symmetric, 10, 300.0)
+    assert np.array_equal(apply(grey, flt), _reference(grey, flt))
+
+
+def test_filtering_in_strips_equals_one_pass(monkeypatch):
+    import pranc_codec.loop_filter as lf
+
+    rs = np.random.RandomState(3)
+    image = (rs.rand(40, 29, 3) * 256).astype(np.uint8)
+    flt = _random_filter(rs, 3, 7, False, 10, 200.0)
+    whole = apply(image, flt)
+    monkeypatch.setattr(lf, "_ROWS", 29 * 3)  # strips of 3 rows
+    assert np.array_equal(apply(image, flt), whole)
+
+
+def _blurred(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A textured picture and a blurred, colour-shifted copy: what a filter can undo."""
+    rs = np.random.RandomState(seed)
+    sharp = (smooth_image(48, 64, 3, seed=seed).astype(np.float64) + rs.rand(48, 64, 3) * 60).clip(0, 255)
+    pad = np.pad(sharp, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    blur = sum(pad[1 + dy: 49 + dy, 1 + dx: 65 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
+    return sharp.round().astype(np.uint8), (blur * 0.9 + 12).round().astype(np.uint8)
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((a.astype(np.float64) - b) ** 2))
+
+
+def test_fit_undoes_a_blur_and_a_colour_shift():
+    sharp, blurred = _blurred()
+    flt = fit_filter(blurred, sharp, 0.0, FilterConfig())
+    assert flt is not None and flt.taps == 7  # with free bits the largest filter fits best
+    assert _mse(apply(blurred, flt), sharp) < 0.5 * _mse(blurred, sharp)
+    # and no smaller or symmetric candidate does better on the picture it was fitted to
+    for taps in (3, 5):
+        for sym in (False, True):
+            other = fit_filter(blurred, sharp, 0.0, FilterConfig(taps=(taps,), symmetric=(sym,)))
+            assert _mse(apply(blurred, other), sharp) >= _mse(apply(blurred, flt), sharp)
+
+
+def test_fit_weighs_bits_against_distortion():
+    sharp, blurred = _blurred()
+    assert fit_filter(blurred, sharp, 1e3, FilterConfig()) is None  # bits far too dear
+    assert fit_filter(sharp, sharp, 1e-6, FilterConfig()) is None  # nothing to gain
+    assert fit_filter(blurred, sharp, 0.0, FilterConfig(enabled=False)) is None
+    cheap = fit_filter(blurred, sharp, 1e-5, FilterConfig())
+    free = fit_filter(blurred, sharp, 0.0, FilterConfig())
+    assert cheap is not None and cheap.coefs.size <= free.coefs.size
+
+
+def _v6(flt: LoopFilter | None = None) -> tuple[bytes, LoopFilter]:
+    code, shape = _synthetic()
+    rs = np.random.RandomState(7)
+    flt = flt or _random_filter(rs, 3, 5, True, 10, 30.0)
+    return pack(GridCode(code.latents, code.mlp_q, code.mlp_steps, flt), shape, 37, 53), flt
+
+
+def test_version6_file_is_the_version5_picture_filtered():
+    code, shape = _synthetic()
+    plain = decode(pack(code, shape, 37, 53))
+    data, flt = _v6()
+    assert data[4] == 6 == bitstream.GRID_VERSION
+    header, payload = bitstream.parse(data)
+    assert (header.filter_taps, header.filter_symmetric, header.filter_shift) == (5, True, 10)
+    assert bitstream.pack_grid(header, bitstream.split_segments(header, payload)) == data
+    assert np.array_equal(decode(data), _reference(plain, flt))
+
+
+def test_golden_version6_file_and_pixels():
+    """Pins version 6: a fixed code and filter must give these bytes and decode to these pixels everywhere."""
+    data, _ = _v6()
+    assert hashlib.sha256(data).hexdigest()[:16] == "df72ef9d4a870833"
+    assert hashlib.sha256(decode(data).tobytes()).hexdigest()[:16] == "a10dab92ccf5b7fb"
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body[:-4] + struct.pack("<I", zlib.crc32(body[:-4]))
+
+
+def _filter_record(data: bytes) -> int:
+    """Offset of the filter record: the bytes before the payload length, less the record."""
+    header, payload = bitstream.parse(data)
+    return len(data) - 4 - len(payload) - 4 - bitstream._FILTER.size
+
+
+@pytest.mark.parametrize("field,value,match", [(0, 4, "taps"), (0, 0, "taps"), (1, 2, "symmetry"),
+                                               (2, 0, "shift"), (2, 17, "shift")])
+def test_bad_filter_fields_give_one_line_errors(field, value, match):
+    data, _ = _v6()
+    b = bytearray(data)
+    b[_filter_record(data) + field] = value
+    with pytest.raises(FormatError, match=match) as e:
+        decode(_with_crc(bytes(b)))
+    assert "\n" not in str(e.value)
+
+
+def test_oversized_filter_coefficient_is_refused():
+    code, shape = _synthetic()
+    rs = np.random.RandomState(1)
+    flt = _random_filter(rs, 3, 3, False, 8, 10.0)
+    flt.coefs[1, 4] = MAX_COEF
+    data = pack(GridCode(code.latents, code.mlp_q, code.mlp_steps, flt), shape, 37, 53)
+    with pytest.raises(FormatError, match="loop filter coefficient"):
+        decode(data)
+
+
+def test_every_truncation_and_bit_flip_of_a_version6_file_is_refused():
+    data, _ = _v6()
+    for n in range(0, len(data), 3):
+        with pytest.raises(FormatError):
+            decode(data[:n])
+    for i in range(0, len(data), max(1, len(data) // 150)):
+        e = bytearray(data)
+        e[i] ^= 0x10
+        with pytest.raises(FormatError):
+            decode(bytes(e))
+
+
+def test_encoder_writes_a_filter_only_when_it_pays():
+    """On a picture the network leaves blurred the encoder keeps a filter (version 6) and the decoder's pixels
+    are what it measured; with the filter off the same fit gives a version-5 file and lower PSNR."""
+    from pranc_codec.metrics import psnr
+
+    sharp, _ = _blurred(2)
+    cfg = apply_overrides(CodecConfig(), ["rate.bpp=1.5", "grid.steps=300", "grid.batch_pixels=1024"])
+    on = encode(sharp, cfg)
+    off = encode(sharp, apply_overrides(cfg, ["filter.enabled=false"]))
+    assert on.data[4] == 6 and off.data[4] == 5
+    assert psnr(sharp, decode(on.data)) == on.stats.psnr
+    assert on.stats.psnr > off.stats.psnr
+
+
+def test_info_shows_the_filter(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from pranc_codec.cli import main
+
+    data, flt = _v6()
+    path = tmp_path / "f.prc"
+    path.write_bytes(data)
+    r = CliRunner().invoke(main, ["info", str(path), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["version"] == 6
+    assert info["loop_filter"] == {"taps": 5, "symmetric": True, "shift": 10, "coefficients": flt.coefs.size}
