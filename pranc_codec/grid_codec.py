@@ -239,6 +239,17 @@ def _collapsed(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: G
     return not math.isfinite(mse) or mse > 0.5 * flat
 
 
+def curve_lambda(mse: float, bpp: float, cfg: GridConfig) -> float:
+    """The price of a bit after the fit (MSE of colour in [0, 1] per bit per pixel): the slope -d MSE / d bpp of
+    the codec's rate-distortion curve at ``bpp`` for a picture at ``mse``.
+
+    With s dB gained per doubling of the rate, d ln MSE / d bpp = -(ln 10 / 10) s / (ln 2 bpp); s is
+    interpolated in log bpp from the codec's mean Kodak curve (``cfg.slope_bpp``, ``cfg.slope_db``).
+    """
+    s = float(np.interp(math.log2(max(bpp, 1e-9)), np.log2(cfg.slope_bpp), cfg.slope_db))
+    return math.log(10) / 10 * s / math.log(2) * mse / bpp
+
+
 def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, device: torch.device) -> GridConfig:
     """The grid settings the fit runs with at this rate: from ``high_rate_bpp`` on, the high-rate learning
     rates; without the finest level (a latent budget below ``finest_min_bpp``) on the CPU,
@@ -284,10 +295,13 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range)
         latents = [torch.round(g).cpu() for g in fit.latents]
         feats = _features(latents, width, n)
-    _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in fit.weights], shape, cfg.mlp_bits, fit.lam, n)
+    with torch.no_grad():
+        mse = float(torch.mean((mlp_forward(feats, split_params([w.cpu() for w in fit.weights], shape)) - pixels) ** 2))
+    lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
+    _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in fit.weights], shape, cfg.mlp_bits, lam, n)
     flt = None
     if config.filter.enabled:  # fitted to the pixels the decoder will render
-        flt = loop_filter.fit_filter(_render(latents, mlp_q, steps, shape, height, width), image, fit.lam,
+        flt = loop_filter.fit_filter(_render(latents, mlp_q, steps, shape, height, width), image, lam,
                                      config.filter)
     code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps,
                     loop_filter=flt)

@@ -426,3 +426,25 @@ def test_fit_length_follows_the_finest_level_and_the_straight_through_cap():
     assert straight_through_from(GridConfig(steps=160, ste_frac=0.5)) == 80
     fast = CodecConfig().with_preset("fast").grid
     assert fast.steps - straight_through_from(fast) == 110  # its own ste_frac, under the cap
+
+
+def test_bits_after_the_fit_are_priced_at_the_curves_slope():
+    """curve_lambda is -d MSE / d bpp of a curve gaining s dB per doubling of the rate, at the given point."""
+    from pranc_codec.grid_codec import curve_lambda
+
+    for s in (1.5, 2.0, 3.5):
+        cfg = GridConfig(slope_bpp=(0.1, 1.0), slope_db=(s, s))
+        mse0, b0 = 2e-3, 0.3
+
+        def mse(b: float) -> float:  # PSNR = P0 + s log2(b / b0)
+            return mse0 * 10 ** (-s * math.log2(b / b0) / 10)
+
+        h = 1e-6
+        assert curve_lambda(mse0, b0, cfg) == pytest.approx((mse(b0 - h) - mse(b0 + h)) / (2 * h), rel=1e-6)
+    # the default slopes rise with the rate (the mean Kodak curve steepens in log bpp), and the price falls
+    cfg = GridConfig()
+    assert list(cfg.slope_db) == sorted(cfg.slope_db) and list(cfg.slope_bpp) == sorted(cfg.slope_bpp)
+    prices = [curve_lambda(1e-3, b, cfg) for b in (0.125, 0.25, 0.5, 1.0)]
+    assert prices == sorted(prices, reverse=True)
+    (b1, b2), (s1, s2) = cfg.slope_bpp[:2], cfg.slope_db[:2]  # at the table's points, its slopes exactly
+    assert curve_lambda(1e-3, b2, cfg) / curve_lambda(1e-3, b1, cfg) == pytest.approx(b1 / b2 * s2 / s1)
