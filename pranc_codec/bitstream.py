@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .config import BasisKind
 from .context import MAX_BUCKETS, PASSES
-from .entropy import MAX_BOUND, LaplaceModel
+from .entropy import COMPACT_BOUNDS, COMPACT_DECAYS, MAX_BOUND, LaplaceModel, compact_indexes
 from .errors import FormatError, LimitError
 from .inr import SirenShape
 from .latent import GridShape
@@ -24,9 +24,10 @@ from .tiling import TileGrid
 
 MAGIC = b"PRNC"
 VERSION = 3  # SIREN files (net_kind 0)
-GRID_VERSION = 6  # latent-grid files (net_kind 1): their own layout after byte 11; 5 adds context coding
-GRID_VERSIONS = (4, 5, 6)  # 6: version 5 plus a loop filter (written only when the file has one)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
+GRID_VERSION = 7  # latent-grid files (net_kind 1): their own layout after byte 11; 5 adds context coding
+# 6: version 5 plus a loop filter; 7: the bucket models in two bytes each, the filter flagged (the one written)
+GRID_VERSIONS = (4, 5, 6, 7)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -63,11 +64,13 @@ NET_GRID = 1
 # levels, hidden, hidden_layers; then per level (decay, bound), per MLP layer
 # (step, decay, bound); then the payload as segments, each a u32 length and a rANS stream.
 _GRID_FIXED = struct.Struct("<4sBBHHBBBHB")
-_LEVEL = struct.Struct("<HH")  # also one bucket's model in version 5
-MODEL_BITS = 8 * _LEVEL.size  # header bits of one Laplace model (decay, bound)
+_LEVEL = struct.Struct("<HH")  # also one bucket's model in versions 5 and 6
 _BUCKETS = struct.Struct("<B")  # version 5: buckets of one (level, pass)
 _LAYER = struct.Struct("<fHH")
 _FILTER = struct.Struct("<BBBHH")  # version 6: loop filter taps, symmetric, shift, its coefficients' model
+_COMPACT = struct.Struct("<BB")  # version 7: a bucket model as indexes into entropy.COMPACT_DECAYS, COMPACT_BOUNDS
+GRID_FLAG_FILTER = 0x01  # version 7: the loop filter record is present
+MODEL_BITS = 8 * _COMPACT.size  # header bits of one context bucket's model (version 7)
 assert 8 * _FILTER.size == FILTER_HEADER_BITS
 MAX_LEVELS = 12
 MAX_HIDDEN = 256
@@ -101,7 +104,7 @@ class Header:
 
 @dataclass(frozen=True)
 class GridHeader:
-    """Decoded header of a latent-grid file (version 4 or 5)."""
+    """Decoded header of a latent-grid file (version 4 to 7)."""
 
     width: int
     height: int
@@ -113,15 +116,16 @@ class GridHeader:
     mlp_steps: tuple[float, ...]  # quantization step of each MLP layer (float32 values)
     mlp_models: tuple[LaplaceModel, ...]
     buckets: tuple[int, ...] = ()  # version 5: bucket count of every (level, pass), same order; () in version 4
-    # version 6 (a version-5 file with a loop filter): its taps (0: none), symmetry, shift and model
+    # versions 6 and 7 (with a loop filter): its taps (0: none), symmetry, shift and model
     filter_taps: int = 0
     filter_symmetric: bool = False
     filter_shift: int = 0
     filter_model: LaplaceModel | None = None
+    compact: bool = False  # version 7: the bucket models as table indexes (entropy.fit_compact_model)
 
     @property
     def version(self) -> int:
-        return 6 if self.filter_taps else 5 if self.buckets else 4
+        return 7 if self.compact else 6 if self.filter_taps else 5 if self.buckets else 4
 
     @property
     def filter_coefs(self) -> int:
@@ -134,7 +138,7 @@ class GridHeader:
 
     def group_sizes(self) -> list[int]:
         """Symbols per entropy-model group: the latents of each level (finest first), each MLP layer, then
-        the loop filter's coefficients (version 6)."""
+        the loop filter's coefficients (versions 6 and 7)."""
         return ([h * w for h, w in self.shape.level_dims(self.height, self.width)] + self.shape.layer_sizes()
                 + ([self.filter_coefs] if self.filter_taps else []))
 
@@ -153,26 +157,31 @@ def segment_bounds(total: int) -> list[int]:
     return [i * total // n for i in range(n + 1)]
 
 
-def grid_header_size(shape: GridShape, n_models: int | None = None) -> int:
+def grid_header_size(shape: GridShape, n_models: int | None = None, compact: bool = True) -> int:
     """Bytes of a latent-grid container besides the segments' streams (header, lengths, CRC) and the loop
-    filter's fields (version 6: ``_FILTER.size`` more).
+    filter's fields (versions 6 and 7: ``_FILTER.size`` more).
 
-    n_models: the latents' models in a version-5 file (None: a version-4 file, one per level).
+    n_models: the latents' models in a version-5 to 7 file (None: a version-4 file, one per level);
+    compact: version 7's two-byte models (False: version 5 or 6).
     """
     latent_fields = shape.levels * _LEVEL.size if n_models is None else (
-        shape.levels * PASSES * _BUCKETS.size + n_models * _LEVEL.size)
+        shape.levels * PASSES * _BUCKETS.size + n_models * (_COMPACT.size if compact else _LEVEL.size))
     return _GRID_FIXED.size + latent_fields + (shape.hidden_layers + 1) * _LAYER.size + _LEN.size + _CRC.size
 
 
 def pack_grid(header: GridHeader, segments: list[bytes]) -> bytes:
     """Serialize a latent-grid file (the version ``header.version``): header, length-prefixed segments, CRC32."""
     s = header.shape
-    fixed = _GRID_FIXED.pack(MAGIC, header.version, 0, header.width, header.height, header.channels, NET_GRID,
+    flags = GRID_FLAG_FILTER if header.compact and header.filter_taps else 0
+    fixed = _GRID_FIXED.pack(MAGIC, header.version, flags, header.width, header.height, header.channels, NET_GRID,
                              s.levels, s.hidden, s.hidden_layers)
     if header.buckets:
         models = iter(header.level_models)
-        levels = b"".join(_BUCKETS.pack(n) + b"".join(_LEVEL.pack(m.decay, m.bound)
-                                                      for m in (next(models) for _ in range(n)))
+
+        def record(m: LaplaceModel) -> bytes:
+            return _COMPACT.pack(*compact_indexes(m)) if header.compact else _LEVEL.pack(m.decay, m.bound)
+
+        levels = b"".join(_BUCKETS.pack(n) + b"".join(record(m) for m in (next(models) for _ in range(n)))
                           for n in header.buckets)
     else:
         levels = b"".join(_LEVEL.pack(m.decay, m.bound) for m in header.level_models)
@@ -209,10 +218,12 @@ def _check_image(width: int, height: int, channels: int) -> None:
 
 
 def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
-    """Fields of a version-4, 5 or 6 file (the CRC is already checked)."""
+    """Fields of a version-4 to 7 file (the CRC is already checked)."""
     _check(len(data) >= _GRID_FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
     (_, _, flags, width, height, channels, net_kind, levels, hidden, hidden_layers) = _GRID_FIXED.unpack_from(data, 0)
-    _check(flags == 0, f"unknown header flags 0x{flags:02x}")
+    _check(flags & ~(GRID_FLAG_FILTER if version == 7 else 0) == 0, f"unknown header flags 0x{flags:02x}")
+    compact = version == 7
+    has_filter = version == 6 or bool(flags & GRID_FLAG_FILTER)
     _check_image(width, height, channels)
     _check(net_kind == NET_GRID,
            f"network kind {net_kind} in a version-{version} file (expected {NET_GRID}, latent grid)")
@@ -224,11 +235,19 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
            "network too large for the image size (rendering cost over the limit)", LimitError)
     pos = _GRID_FIXED.size
     n_layers = hidden_layers + 1
-    tail = n_layers * _LAYER.size + (_FILTER.size if version == 6 else 0) + _LEN.size + _CRC.size
+    tail = n_layers * _LAYER.size + (_FILTER.size if has_filter else 0) + _LEN.size + _CRC.size
     level_models, steps, mlp_models, buckets = [], [], [], []
 
     def model() -> None:
         nonlocal pos
+        if compact:
+            _check(len(data) >= pos + _COMPACT.size + tail, "truncated .prc file (header incomplete)")
+            i, j = _COMPACT.unpack_from(data, pos)
+            pos += _COMPACT.size
+            _check(i < len(COMPACT_DECAYS) and j < len(COMPACT_BOUNDS),
+                   f"entropy model index out of range (decay index {i}, bound index {j})")
+            level_models.append(LaplaceModel(COMPACT_DECAYS[i], COMPACT_BOUNDS[j]))
+            return
         _check(len(data) >= pos + _LEVEL.size + tail, "truncated .prc file (header incomplete)")
         decay, bound = _LEVEL.unpack_from(data, pos)
         pos += _LEVEL.size
@@ -254,7 +273,7 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
         steps.append(step)
         mlp_models.append(LaplaceModel(decay, bound))
     flt: dict = {}
-    if version == 6:
+    if has_filter:
         taps, symmetric, shift, decay, bound = _FILTER.unpack_from(data, pos)
         pos += _FILTER.size
         _check(taps in TAPS, f"loop filter taps {taps} not one of {TAPS}")
@@ -268,7 +287,8 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
     _check(pos + payload_len + _CRC.size == len(data),
            f"payload length {payload_len} does not match the file ({len(data) - pos - _CRC.size} bytes)")
     header = GridHeader(width=width, height=height, channels=channels, shape=shape, level_models=tuple(level_models),
-                        mlp_steps=tuple(steps), mlp_models=tuple(mlp_models), buckets=tuple(buckets), **flt)
+                        mlp_steps=tuple(steps), mlp_models=tuple(mlp_models), buckets=tuple(buckets), compact=compact,
+                        **flt)
     return header, bytes(data[pos: pos + payload_len])
 
 

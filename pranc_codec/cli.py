@@ -212,9 +212,9 @@ def info(input: str, as_json: bool) -> None:
                 "mlp_layers": g.hidden_layers, "num_params": g.num_params, "mlp_steps": list(h.mlp_steps),
                 "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.level_models + h.mlp_models],
             }
-            if h.buckets:  # version 5: context buckets of every (level, pass), finest level first
+            if h.buckets:  # versions 5-7: context buckets of every (level, pass), finest level first
                 fields["context_buckets"] = list(h.buckets)
-            if h.filter_taps:  # version 6
+            if h.filter_taps:  # versions 6-7
                 fields["loop_filter"] = {"taps": h.filter_taps, "symmetric": h.filter_symmetric,
                                          "shift": h.filter_shift, "coefficients": h.filter_coefs}
             _print_fields(fields, as_json)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import importlib.machinery
 import importlib.util
+import bisect
 import math
 import os
 from dataclasses import dataclass
@@ -105,6 +106,47 @@ def fit_model(q: np.ndarray) -> LaplaceModel:
         if bits < best[0]:
             best = (bits, int(decay))
     return LaplaceModel(decay=best[1], bound=bound)
+
+
+def _compact_decays() -> tuple[int, ...]:
+    """The decays a version-7 bucket model can hold: round(65536 exp(-exp(t_i))), t_i = -7 + 9.3 i / 255 for
+    i = 0..255, strictly decreasing 65476 .. 3 (mean magnitudes ~1100 down to ~1e-4; steps of 3.7 % in the
+    scale cost under 0.01 % of a model's bits). Pinned by tests/test_entropy.py: a change is a format break."""
+    return tuple(min(65535, max(1, round(65536.0 * math.exp(-math.exp(-7.0 + 9.3 * i / 255))))) for i in range(256))
+
+
+def _compact_bounds() -> tuple[int, ...]:
+    """The bounds K a version-7 bucket model can hold: 0..127, then b += b // 42 (2.4 % apart) from 128, then
+    MAX_BOUND: 254 values, integer arithmetic only."""
+    out, b = list(range(128)), 128
+    while b < MAX_BOUND:
+        out.append(b)
+        b += b // 42
+    return tuple(out + [MAX_BOUND])
+
+
+COMPACT_DECAYS = _compact_decays()
+COMPACT_BOUNDS = _compact_bounds()
+_DECAY_INDEX = {d: i for i, d in enumerate(COMPACT_DECAYS)}
+_BOUND_INDEX = {b: i for i, b in enumerate(COMPACT_BOUNDS)}
+
+
+def fit_compact_model(q: np.ndarray) -> LaplaceModel:
+    """:func:`fit_model` restricted to the models a version-7 bucket record holds: the least bound of
+    COMPACT_BOUNDS that covers max |q| (MAX_BOUND at most), the best decay of COMPACT_DECAYS."""
+    mags = np.abs(q.astype(np.int64))
+    top = int(min(mags.max(initial=0), MAX_BOUND))
+    bound = COMPACT_BOUNDS[bisect.bisect_left(COMPACT_BOUNDS, top)]
+    sum_mag = float(np.minimum(mags, bound).sum())
+    decay = min(COMPACT_DECAYS, key=lambda d: _bits(sum_mag, mags.size, d, bound))
+    return LaplaceModel(decay=decay, bound=bound)
+
+
+def compact_indexes(model: LaplaceModel) -> tuple[int, int]:
+    """(decay index, bound index) of a model :func:`fit_compact_model` can return; ValueError otherwise."""
+    if model.decay not in _DECAY_INDEX or model.bound not in _BOUND_INDEX:
+        raise ValueError(f"model (decay={model.decay}, bound={model.bound}) has no compact form")
+    return _DECAY_INDEX[model.decay], _BOUND_INDEX[model.bound]
 
 
 def code_length(q: np.ndarray, model: LaplaceModel) -> float:

@@ -1,11 +1,11 @@
-"""Encoding and decoding of latent-grid files (format versions 4 to 6); ``codec.py`` dispatches here.
+"""Encoding and decoding of latent-grid files (format versions 4 to 7); ``codec.py`` dispatches here.
 
 Encoder: fit latents and MLP for the target rate (grid_fit.py), round the
 latents, quantize the MLP at the bit depth that minimises MSE + lambda x rate,
 entropy-code the latents in context order (context.py: one Laplace model per
 context bucket of each level and pass) and the MLP with one model per layer
 (entropy.py), fit the loop filter to the decoded picture (loop_filter.py), and
-pack (bitstream.py; version 6 with a filter, 5 without). Decoder: the reverse,
+pack (bitstream.py; version 7, the filter flagged). Decoder: the reverse,
 :func:`latent.render`, then the filter. Version-4 files (one model per level, no
 contexts) are still decoded.
 """
@@ -73,12 +73,12 @@ def _model_offsets(bucket_counts: tuple[int, ...], levels: int) -> dict[tuple[in
 
 
 def _choose_buckets(symbols: np.ndarray, ctx: torch.Tensor) -> list[entropy.LaplaceModel]:
-    """The bucket count (1..MAX_BUCKETS) that minimises coded bits plus header bits, and its models."""
+    """The bucket count (1..MAX_BUCKETS) that minimises coded bits plus header bits, and its (compact) models."""
     best, best_bits = None, math.inf
     for n in range(1, MAX_BUCKETS + 1):
         b = buckets(ctx, n).numpy()
         parts = [symbols[b == k] for k in range(n)]
-        models = [entropy.fit_model(q) for q in parts]
+        models = [entropy.fit_compact_model(q) for q in parts]
         bits = sum(entropy.code_length(q, m) for q, m in zip(parts, models)) + MODEL_BITS * n
         if bits < best_bits:
             best, best_bits = models, bits
@@ -86,7 +86,7 @@ def _choose_buckets(symbols: np.ndarray, ctx: torch.Tensor) -> list[entropy.Lapl
 
 
 def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
-    """Symbols -> version-5 ``.prc`` bytes, version 6 with a loop filter (fits the context buckets', the MLP
+    """Symbols -> version-7 ``.prc`` bytes (fits the context buckets' compact models, the MLP
     layers' and the filter's models)."""
     lat = [torch.from_numpy(q.astype(np.int64)) for q in code.latents]
     coded: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]] = {}  # (level, sublattice) -> symbols, contexts
@@ -110,7 +110,7 @@ def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
     header = GridHeader(width=width, height=height, channels=shape.channels, shape=shape,
                         level_models=tuple(level_models), mlp_steps=tuple(code.mlp_steps),
                         mlp_models=tuple(mlp_models), buckets=tuple(len(chosen[key]) for key in header_order),
-                        **filter_fields)
+                        compact=True, **filter_fields)
     offsets = _model_offsets(header.buckets, shape.levels)
     symbols, indexes = [], []
     for l, k in _coding_order(shape.levels):
@@ -146,7 +146,7 @@ def _read_v4(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tens
 
 def _read_v5(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tensor], list[np.ndarray],
                                                                  LoopFilter | None]:
-    """Latents (int64 grids), MLP symbols and loop filter of a version-5 or 6 payload, the latents decoded
+    """Latents (int64 grids), MLP symbols and loop filter of a version-5 to 7 payload, the latents decoded
     sublattice by sublattice."""
     shape = header.shape
     models = list(header.level_models + header.mlp_models)
@@ -182,7 +182,7 @@ def _render(latents: list[torch.Tensor], mlp_q: list[np.ndarray], steps: tuple[f
 
 
 def decode(header: GridHeader, payload: bytes) -> np.ndarray:
-    """Payload of a version-4, 5 or 6 file -> uint8 (H, W, C)."""
+    """Payload of a version-4 to 7 file -> uint8 (H, W, C)."""
     shape = header.shape
     segments = bitstream.split_segments(header, payload)
     latents, mlp_q, flt = _read_v5(header, segments) if header.version >= 5 else (*_read_v4(header, segments), None)

@@ -85,7 +85,7 @@ def test_default_model_is_the_latent_grid(runner, tmp_path, png):
     r = runner.invoke(main, ["info", str(out), "--json"])
     h = json.loads(r.output)
     assert (h["network"], h["width"], h["height"]) == ("grid", 56, 40)
-    assert h["version"] == (bitstream.GRID_VERSION if "loop_filter" in h else 5)  # 6 only with a loop filter
+    assert h["version"] == bitstream.GRID_VERSION
     assert h["latents"] == sum(-(-40 // 2**l) * -(-56 // 2**l) for l in range(h["levels"]))
     r = runner.invoke(main, ["decode", str(out), "-o", str(tmp_path / "g.png"), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["channels"] == 3

@@ -92,7 +92,7 @@ def test_version5_round_trip_restores_every_symbol(h, w):
     code.latents[0].flat[0] = 3 * CLIP  # far beyond the entropy models' bound and the contexts' clip
     data = pack(code, shape, h, w)
     header, payload = bitstream.parse(data)
-    assert data[4] == 5 and header.version == 5  # no loop filter: still version 5 (6 adds one)
+    assert data[4] == 7 and header.version == 7 and header.filter_taps == 0 and data[5] == 0  # no loop filter
     lat, mlp, flt = _read_v5(header, bitstream.split_segments(header, payload))
     assert flt is None
     for got, want in zip(lat, code.latents):

@@ -63,3 +63,34 @@ def test_garbage_payload_never_crashes(seed):
     models = [LaplaceModel(decay=60000, bound=5), LaplaceModel(decay=100, bound=0)]
     out = entropy.decode(garbage, [500, 300], models)
     assert out.shape == (800,)
+
+
+def test_compact_tables_are_pinned():
+    """Version 7 stores a context bucket's model as two indexes into these tables: a changed table decodes
+    every such file differently (a format break, not a new golden value)."""
+    import hashlib
+
+    d, b = entropy.COMPACT_DECAYS, entropy.COMPACT_BOUNDS
+    assert len(d) == 256 and all(x > y for x, y in zip(d, d[1:])) and d[0] < 65536 and d[-1] >= 1
+    assert len(b) <= 256 and b[:128] == tuple(range(128)) and all(x < y for x, y in zip(b, b[1:]))
+    assert b[-1] == entropy.MAX_BOUND
+    assert hashlib.sha256(np.array(d + b, dtype="<u2").tobytes()).hexdigest()[:16] == "83f8cca5eab9d4b9"
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.6, 4.0, 40.0, 600.0])
+def test_compact_models_cost_almost_nothing(scale):
+    q = _laplace_ints(4000, scale, seed=3)
+    free, compact = entropy.fit_model(q), entropy.fit_compact_model(q)
+    assert compact.bound >= min(int(np.abs(q).max()), entropy.MAX_BOUND)  # no escapes the free model lacks
+    assert entropy.code_length(q, compact) <= 1.002 * entropy.code_length(q, free) + 1.0
+    i, j = entropy.compact_indexes(compact)
+    assert (entropy.COMPACT_DECAYS[i], entropy.COMPACT_BOUNDS[j]) == (compact.decay, compact.bound)
+    data = entropy.encode(q, [q.size], [compact])
+    assert np.array_equal(entropy.decode(data, [q.size], [compact]), q)
+
+
+def test_a_model_outside_the_tables_has_no_compact_form():
+    with pytest.raises(ValueError, match="no compact form"):
+        entropy.compact_indexes(LaplaceModel(decay=65475, bound=3))
+    with pytest.raises(ValueError, match="no compact form"):
+        entropy.compact_indexes(LaplaceModel(decay=entropy.COMPACT_DECAYS[9], bound=129))

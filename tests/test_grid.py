@@ -55,7 +55,7 @@ def test_round_trip_is_what_the_encoder_measured(grid_image, grid_encoded):
 
 def test_header_fields_and_repacking(grid_encoded):
     d = grid_encoded.data
-    assert d[:4] == b"PRNC" and d[4] in (5, 6) and bitstream.GRID_VERSION == 6  # 6: with a loop filter
+    assert d[:4] == b"PRNC" and d[4] == 7 == bitstream.GRID_VERSION
     header, payload = bitstream.parse(d)
     assert isinstance(header, bitstream.GridHeader)
     assert (header.width, header.height, header.channels) == (64, 48, 3)
@@ -78,8 +78,28 @@ def test_golden_file_and_pixels():
     code, shape = _synthetic()
     data = pack(code, shape, 37, 53)
     out = decode(data)
-    assert hashlib.sha256(data).hexdigest()[:16] == "a22c7d43bdf4a852"
+    assert data[4] == 7 and data[5] == 0  # no loop filter
+    assert hashlib.sha256(data).hexdigest()[:16] == "7b0d50f908360a06"
     assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "7fd041b19821e1a9"
+
+
+def test_version5_files_still_decode_to_the_same_pixels():
+    """tests/data/golden_v5.prc is the same code written by the version-5 encoder (four-byte bucket models)."""
+    data = (Path(__file__).parent / "data" / "golden_v5.prc").read_bytes()
+    assert data[4] == 5 and hashlib.sha256(data).hexdigest()[:16] == "a22c7d43bdf4a852"
+    header, payload = bitstream.parse(data)
+    assert header.version == 5 and not header.compact
+    assert bitstream.pack_grid(header, bitstream.split_segments(header, payload)) == data
+    code, shape = _synthetic()
+    new = pack(code, shape, 37, 53)
+    assert len(new) < len(data) and np.array_equal(decode(data), decode(new))
+    # the same buckets, models within the compact tables' precision
+    new_header = bitstream.parse(new)[0]
+    assert new_header.buckets == header.buckets
+    step = 9.3 / 255  # of the compact decays' t = ln(-ln r)
+    for a, b in zip(header.level_models, new_header.level_models):
+        t = [math.log(-math.log(m.decay / 65536)) for m in (a, b)]
+        assert b.bound >= a.bound and (a.bound == 0 or abs(t[1] - t[0]) <= 2 * step)
 
 
 def test_version4_files_still_decode_to_the_same_pixels():

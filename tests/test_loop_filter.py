@@ -1,7 +1,8 @@
-"""The loop filter (format version 6): exact integer filtering, the least-squares fit, the container."""
+"""The loop filter (format versions 6 and 7): exact integer filtering, the least-squares fit, the container."""
 import hashlib
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,22 +111,38 @@ def _v6(flt: LoopFilter | None = None) -> tuple[bytes, LoopFilter]:
     return pack(GridCode(code.latents, code.mlp_q, code.mlp_steps, flt), shape, 37, 53), flt
 
 
-def test_version6_file_is_the_version5_picture_filtered():
+def test_filtered_file_is_the_unfiltered_picture_filtered():
     code, shape = _synthetic()
     plain = decode(pack(code, shape, 37, 53))
     data, flt = _v6()
-    assert data[4] == 6 == bitstream.GRID_VERSION
+    assert data[4] == 7 == bitstream.GRID_VERSION and data[5] == bitstream.GRID_FLAG_FILTER
     header, payload = bitstream.parse(data)
     assert (header.filter_taps, header.filter_symmetric, header.filter_shift) == (5, True, 10)
     assert bitstream.pack_grid(header, bitstream.split_segments(header, payload)) == data
     assert np.array_equal(decode(data), _reference(plain, flt))
 
 
-def test_golden_version6_file_and_pixels():
-    """Pins version 6: a fixed code and filter must give these bytes and decode to these pixels everywhere."""
+def test_golden_filtered_file_and_pixels():
+    """Pins version 7 with a filter: a fixed code and filter must give these bytes and decode to these pixels
+    everywhere."""
     data, _ = _v6()
-    assert hashlib.sha256(data).hexdigest()[:16] == "df72ef9d4a870833"
+    assert hashlib.sha256(data).hexdigest()[:16] == "86968df91410fd67"
     assert hashlib.sha256(decode(data).tobytes()).hexdigest()[:16] == "a10dab92ccf5b7fb"
+
+
+def _golden_v6() -> bytes:
+    """tests/data/golden_v6.prc: the code and filter of :func:`_v6` written by the version-6 encoder."""
+    return (Path(__file__).parent / "data" / "golden_v6.prc").read_bytes()
+
+
+def test_version6_files_still_decode_to_the_same_pixels():
+    data = _golden_v6()
+    assert data[4] == 6 and hashlib.sha256(data).hexdigest()[:16] == "df72ef9d4a870833"
+    header, payload = bitstream.parse(data)
+    assert header.version == 6 and (header.filter_taps, header.filter_symmetric, header.filter_shift) == (5, True, 10)
+    assert bitstream.pack_grid(header, bitstream.split_segments(header, payload)) == data
+    new, _ = _v6()
+    assert len(new) < len(data) and np.array_equal(decode(data), decode(new))
 
 
 def _with_crc(body: bytes) -> bytes:
@@ -159,8 +176,9 @@ def test_oversized_filter_coefficient_is_refused():
         decode(data)
 
 
-def test_every_truncation_and_bit_flip_of_a_version6_file_is_refused():
-    data, _ = _v6()
+@pytest.mark.parametrize("version", [6, 7])
+def test_every_truncation_and_bit_flip_of_a_filtered_file_is_refused(version):
+    data = _golden_v6() if version == 6 else _v6()[0]
     for n in range(0, len(data), 3):
         with pytest.raises(FormatError):
             decode(data[:n])
@@ -172,15 +190,15 @@ def test_every_truncation_and_bit_flip_of_a_version6_file_is_refused():
 
 
 def test_encoder_writes_a_filter_only_when_it_pays():
-    """On a picture the network leaves blurred the encoder keeps a filter (version 6) and the decoder's pixels
-    are what it measured; with the filter off the same fit gives a version-5 file and lower PSNR."""
+    """On a picture the network leaves blurred the encoder keeps a filter (flagged in the header) and the
+    decoder's pixels are what it measured; with the filter off the same fit gives a file without and lower PSNR."""
     from pranc_codec.metrics import psnr
 
     sharp, _ = _blurred(2)
     cfg = apply_overrides(CodecConfig(), ["rate.bpp=1.5", "grid.steps=300", "grid.batch_pixels=1024"])
     on = encode(sharp, cfg)
     off = encode(sharp, apply_overrides(cfg, ["filter.enabled=false"]))
-    assert on.data[4] == 6 and off.data[4] == 5
+    assert on.data[4] == 7 == off.data[4] and (on.data[5], off.data[5]) == (bitstream.GRID_FLAG_FILTER, 0)
     assert psnr(sharp, decode(on.data)) == on.stats.psnr
     assert on.stats.psnr > off.stats.psnr
 
@@ -198,5 +216,40 @@ def test_info_shows_the_filter(tmp_path):
     r = CliRunner().invoke(main, ["info", str(path), "--json"])
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
-    assert info["version"] == 6
+    assert info["version"] == 7
     assert info["loop_filter"] == {"taps": 5, "symmetric": True, "shift": 10, "coefficients": flt.coefs.size}
+
+
+def _first_bucket_model(data: bytes) -> int:
+    """Offset of the first bucket model of a version-7 file: after the fixed fields and the first count."""
+    return bitstream._GRID_FIXED.size + bitstream._BUCKETS.size
+
+
+@pytest.mark.parametrize("offset,value,match", [
+    (5, 0x02, "flags"), (5, 0x81, "flags"),  # unknown flag bits
+    ("bound", 255, "model index"), ("bound", 254, "model index"),  # past the end of the bounds' table
+])
+def test_bad_version7_fields_give_one_line_errors(offset, value, match):
+    data, _ = _v6()
+    b = bytearray(data)
+    b[_first_bucket_model(data) + 1 if offset == "bound" else offset] = value
+    with pytest.raises(FormatError, match=match) as e:
+        decode(_with_crc(bytes(b)))
+    assert "\n" not in str(e.value)
+
+
+def test_filter_flag_is_version7s_alone():
+    """Version 5 and 6 files have no flags; a version-7 file without the flag has no filter record, so setting
+    it (or clearing it on a filtered file) misreads the layout and is refused."""
+    v5 = (Path(__file__).parent / "data" / "golden_v5.prc").read_bytes()
+    for data in (v5, _golden_v6()):
+        b = bytearray(data)
+        b[5] = bitstream.GRID_FLAG_FILTER
+        with pytest.raises(FormatError, match="flags"):
+            decode(_with_crc(bytes(b)))
+    code, shape = _synthetic()
+    for data, flag in ((pack(code, shape, 37, 53), bitstream.GRID_FLAG_FILTER), (_v6()[0], 0)):
+        b = bytearray(data)
+        b[5] = flag
+        with pytest.raises(FormatError):
+            decode(_with_crc(bytes(b)))
