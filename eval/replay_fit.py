@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Ablation probe: fit once, then replay what follows the fit (MLP bits, loop filter, pack, decode) per variant.
+
+The latent-grid fit takes 30-40 s and does not depend on what the encoder does
+after it, so variants of those later choices can be compared on the very same
+fits (ABLATIONS.md W1-W2). Two steps:
+
+    python eval/replay_fit.py fit ../shared/data/kodak/kodim15.png 0.125 /tmp/fits/kodim15_0.125.pt
+    python eval/replay_fit.py replay /tmp/fits/kodim15_0.125.pt fit curve curve:0.5 ratio > W.jsonl
+    python eval/equal_rate.py W-curve.jsonl - W-fit.jsonl
+
+``fit`` saves the encoder's fit (latents, MLP weights, lambda) with the
+default settings and any ``section.field=value`` overrides after the path.
+``replay`` prints one JSON line per lambda for the choices after the fit
+(``encode_one.py``'s fields; encode_s is 0): ``fit`` the fit's own lambda
+(session 17's encoder), ``curve[:k]`` k x ``grid_codec.curve_lambda`` (the
+default, k = 1), ``ratio`` the fit's lambda x plain MSE / structure-weighted
+MSE. The image is read from the Kodak folder (``--kodak``) by the fit file's
+name, ``IMAGE_BPP.pt``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pranc_codec import grid_codec, loop_filter
+from pranc_codec.codec import decode
+from pranc_codec.config import CodecConfig, apply_overrides
+from pranc_codec.grid_fit import fit_grid, structure_weights
+from pranc_codec.image_io import read_image
+from pranc_codec.latent import mlp_forward, split_params
+from pranc_codec.metrics import ms_ssim, psnr
+
+
+def _setup(image: np.ndarray, bpp: float, settings: list[str]):
+    cfg = apply_overrides(CodecConfig(), [f"rate.bpp={bpp}"] + settings)
+    h, w, c = image.shape
+    return cfg, grid_codec.plan(cfg, h, w, c)
+
+
+def fit(image_path: Path, bpp: float, out: Path, settings: list[str]) -> None:
+    image = read_image(image_path)[0]
+    cfg, shape = _setup(image, bpp, settings)
+    h, w, _ = image.shape
+    target = torch.from_numpy(image.astype(np.float32) / 255.0)
+    latent_bpp = grid_codec.latent_budget(cfg, shape, h, w)
+    g = grid_codec.fit_settings(cfg, shape, latent_bpp, torch.device("cpu"))
+    result = fit_grid(target, shape, g, latent_bpp)
+    torch.save(dict(latents=result.latents, weights=result.weights, lam=result.lam, settings=settings), out)
+
+
+def replay(path: Path, modes: list[str], kodak: Path) -> None:
+    name, bpp_text = path.stem.rsplit("_", 1)
+    bpp = float(bpp_text)
+    saved = torch.load(path)
+    image = read_image(kodak / f"{name}.png")[0]
+    cfg, shape = _setup(image, bpp, saved.get("settings", []))
+    h, w, c = image.shape
+    n = h * w
+    target = torch.from_numpy(image.astype(np.float32) / 255.0)
+    pixels = target.reshape(-1, c)
+    latents = [torch.round(g) for g in saved["latents"]]
+    feats = grid_codec._features(latents, w, n)
+    g = grid_codec.fit_settings(cfg, shape, 1.0, torch.device("cpu"))
+    with torch.no_grad():
+        err = (mlp_forward(feats, split_params(saved["weights"], shape)) - pixels) ** 2  # (n, C)
+    mse = float(err.mean())
+    for mode in modes:
+        kind, _, factor = mode.partition(":")
+        if kind == "fit":
+            lam = saved["lam"]
+        elif kind == "curve":
+            lam = float(factor or 1.0) * grid_codec.curve_lambda(mse, bpp, cfg.grid)
+        elif kind == "ratio":
+            weights = structure_weights(target, cfg.grid.structure_mix, cfg.grid.structure_cap)  # (C, n)
+            lam = saved["lam"] * mse / float((err.t() * weights).mean())
+        else:
+            raise SystemExit(f"unknown mode {mode!r}: fit, curve[:k] or ratio")
+        bits, mlp_q, steps = grid_codec.choose_mlp_bits(feats, pixels, saved["weights"], shape, g.mlp_bits, lam, n)
+        flt = loop_filter.fit_filter(grid_codec._render(latents, mlp_q, steps, shape, h, w), image, lam, cfg.filter)
+        code = grid_codec.GridCode(latents=[x.numpy().astype(np.int32) for x in latents], mlp_q=mlp_q,
+                                   mlp_steps=steps, loop_filter=flt)
+        data = grid_codec.pack(code, shape, h, w)
+        out = decode(data)
+        print(json.dumps(dict(image=f"{name}.png", bpp_target=bpp, over=[mode], bpp=8 * len(data) / n,
+                              psnr=psnr(image, out), ms_ssim=ms_ssim(image, out), encode_s=0.0, mlp_bits=bits,
+                              lam=lam, filter=None if flt is None else [flt.taps, flt.symmetric, flt.shift])),
+              flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fit")
+    f.add_argument("image", type=Path)
+    f.add_argument("bpp", type=float)
+    f.add_argument("out", type=Path)
+    f.add_argument("settings", nargs="*")
+    r = sub.add_parser("replay")
+    r.add_argument("fit", type=Path)
+    r.add_argument("modes", nargs="+")
+    r.add_argument("--kodak", type=Path, default=Path("../shared/data/kodak"))
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.cmd == "fit":
+        fit(args.image, args.bpp, args.out, args.settings)
+    else:
+        replay(args.fit, args.modes, args.kodak)
+
+
+if __name__ == "__main__":
+    main()
