@@ -165,13 +165,14 @@ class GridConfig:
     # encoder picks the bits in this range that minimise MSE + lambda x rate.
     mlp_bits: tuple[int, ...] = (6, 7, 8, 9, 10, 11, 12)
     mlp_bits_estimate: float = 8.0  # coded bits per MLP weight assumed when budgeting the latents
-    # The choices made after the fit, the MLP's bits and the loop filter, price a bit at the slope of the codec's
-    # own rate-distortion curve (grid_codec.curve_lambda): s dB per doubling of the rate, interpolated in log bpp
-    # from these points of the mean Kodak curve (session 17: 26.44 / 28.43 / 30.65 / 33.86 dB at 0.126 / 0.252 /
-    # 0.501 / 0.988 bpp: the dB gained over each of its three near-doublings, at their geometric midpoints). The fit's own lambda is 1.8-3.8x
-    # lower: it prices the structure-weighted error, 1.25-2.25x below the plain MSE, and it holds a rate the fit
-    # has not converged to. On eight Kodak images at equal rate: +0.05 / +0.02 / +0.02 / +0.01 dB and 27 of 32
-    # files ahead in MS-SSIM; a file at 0.125 bpp no longer overshoots by 9 % (ABLATIONS.md W1).
+    # The choices made after the fit, the MLP's bits and the loop filter, price a bit at the slope of the
+    # codec's own rate-distortion curve (grid_codec.curve_lambda): s dB per doubling of the rate, interpolated
+    # in log bpp from the mean Kodak curve of session 17 (26.44 / 28.43 / 30.65 / 33.86 dB at 0.126 / 0.252 /
+    # 0.501 / 0.988 bpp: the dB gained over each of its three near-doublings, at their geometric midpoints).
+    # The fit's own lambda is 1.8-3.8x lower: it prices the structure-weighted error, 1.25-2.25x below the
+    # plain MSE, and (likely) a fit that is step-limited needs less of it to stay within its budget. On eight
+    # Kodak images at equal rate: +0.05 / +0.02 / +0.02 / +0.01 dB and 27 of 32 files ahead in MS-SSIM; a file
+    # at 0.125 bpp no longer overshoots by 9 % (ABLATIONS.md W1).
     slope_bpp: tuple[float, ...] = (0.177, 0.354, 0.707)
     slope_db: tuple[float, ...] = (1.99, 2.22, 3.21)
     seed: int = 0  # initialisation and minibatches (encoder only)

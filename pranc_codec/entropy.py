@@ -13,10 +13,10 @@ only (correctly rounded everywhere), then quantized to 16 bits by CompressAI's
 """
 from __future__ import annotations
 
+import bisect
 import glob
 import importlib.machinery
 import importlib.util
-import bisect
 import math
 import os
 from dataclasses import dataclass

@@ -230,12 +230,16 @@ def _features(latents: list[torch.Tensor], width: int, n: int) -> torch.Tensor:
         return sample_levels(latents, (idx // width).float(), (idx % width).float()).t().contiguous()
 
 
-def _collapsed(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: GridShape) -> bool:
-    """True when the fit is within 3 dB of the flat mean-colour picture (or not finite): it failed."""
+def _fit_mse(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: GridShape) -> float:
+    """MSE (colour in [0, 1]) of the fit's unquantized MLP on the rounded latents' features (P, levels)."""
     with torch.no_grad():
         pred = mlp_forward(feats, split_params([w.cpu() for w in fit.weights], shape))
-        mse = float(torch.mean((pred - target) ** 2))
-        flat = float(torch.mean((target - target.mean(0)) ** 2))
+        return float(torch.mean((pred - target) ** 2))
+
+
+def _collapsed(mse: float, target: torch.Tensor) -> bool:
+    """True when a fit of this MSE is within 3 dB of the flat mean-colour picture (or not finite): it failed."""
+    flat = float(torch.mean((target - target.mean(0)) ** 2))
     return not math.isfinite(mse) or mse > 0.5 * flat
 
 
@@ -289,14 +293,14 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb)
     latents = [torch.round(g).cpu() for g in fit.latents]
     feats = _features(latents, width, n)
-    if _collapsed(feats, pixels, fit, shape):
+    mse = _fit_mse(feats, pixels, fit, shape)
+    if _collapsed(mse, pixels):
         cb = progress("fit (retry)", cfg.steps) if progress else None
         retry = replace(cfg, lr=cfg.lr * cfg.retry_lr_factor, mlp_lr=cfg.mlp_lr * cfg.retry_lr_factor)
         fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range)
         latents = [torch.round(g).cpu() for g in fit.latents]
         feats = _features(latents, width, n)
-    with torch.no_grad():
-        mse = float(torch.mean((mlp_forward(feats, split_params([w.cpu() for w in fit.weights], shape)) - pixels) ** 2))
+        mse = _fit_mse(feats, pixels, fit, shape)
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
     _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in fit.weights], shape, cfg.mlp_bits, lam, n)
     flt = None
