@@ -11,8 +11,8 @@ fits (ABLATIONS.md W1-W2). Two steps:
 
 ``fit`` saves the encoder's fit (latents, MLP weights, lambda) with the
 default settings and any ``section.field=value`` overrides after the path.
-``replay`` prints one JSON line per lambda for the choices after the fit
-(``encode_one.py``'s fields; encode_s is 0): ``fit`` the fit's own lambda
+``replay`` prints one JSON line per lambda for the choices after the fit,
+``grid_codec.code_fit`` (``encode_one.py``'s fields; encode_s is 0): ``fit`` the fit's own lambda
 (session 17's encoder), ``curve[:k]`` k x ``grid_codec.curve_lambda`` (the
 default, k = 1), ``ratio`` the fit's lambda x plain MSE / structure-weighted
 MSE. The image is read from the Kodak folder (``--kodak``) by the fit file's
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pranc_codec import grid_codec, loop_filter
+from pranc_codec import bitstream, grid_codec
 from pranc_codec.codec import decode
 from pranc_codec.config import CodecConfig, apply_overrides
 from pranc_codec.grid_fit import fit_grid, structure_weights
@@ -65,7 +65,6 @@ def replay(path: Path, modes: list[str], kodak: Path) -> None:
     pixels = target.reshape(-1, c)
     latents = [torch.round(g) for g in saved["latents"]]
     feats = grid_codec._features(latents, w, n)
-    g = grid_codec.fit_settings(cfg, shape, 1.0, torch.device("cpu"))
     with torch.no_grad():
         err = (mlp_forward(feats, split_params(saved["weights"], shape)) - pixels) ** 2  # (n, C)
     mse = float(err.mean())
@@ -80,16 +79,13 @@ def replay(path: Path, modes: list[str], kodak: Path) -> None:
             lam = saved["lam"] * mse / float((err.t() * weights).mean())
         else:
             raise SystemExit(f"unknown mode {mode!r}: fit, curve[:k] or ratio")
-        bits, mlp_q, steps = grid_codec.choose_mlp_bits(feats, pixels, saved["weights"], shape, g.mlp_bits, lam, n)
-        flt = loop_filter.fit_filter(grid_codec._render(latents, mlp_q, steps, shape, h, w), image, lam, cfg.filter)
-        code = grid_codec.GridCode(latents=[x.numpy().astype(np.int32) for x in latents], mlp_q=mlp_q,
-                                   mlp_steps=steps, loop_filter=flt)
-        data = grid_codec.pack(code, shape, h, w)
+        data = grid_codec.code_fit(image, pixels, latents, feats, saved["weights"], shape, cfg, lam)
+        header = bitstream.parse(data)[0]
+        flt = [header.filter_taps, header.filter_symmetric, header.filter_shift] if header.filter_taps else None
         out = decode(data)
         print(json.dumps(dict(image=f"{name}.png", bpp_target=bpp, over=[mode], bpp=8 * len(data) / n,
-                              psnr=psnr(image, out), ms_ssim=ms_ssim(image, out), encode_s=0.0, mlp_bits=bits,
-                              lam=lam, filter=None if flt is None else [flt.taps, flt.symmetric, flt.shift])),
-              flush=True)
+                              psnr=psnr(image, out), ms_ssim=ms_ssim(image, out), encode_s=0.0, lam=lam,
+                              mlp_steps=list(header.mlp_steps), filter=flt)), flush=True)
 
 
 def main() -> None:

@@ -95,17 +95,25 @@ def _bits(sum_mag: float, count: int, decay: int, bound: int) -> float:
     return -sum_mag * math.log2(r) + count * math.log2(z)
 
 
+# the decays fit_model tries: 400 points of r = exp(-exp(t)), t in [-9, 3] (ascending, duplicates removed)
+_FREE_DECAYS = tuple(int(d) for d in np.unique(np.clip(np.round(65536 * np.exp(-np.exp(np.linspace(-9, 3, 400)))),
+                                                       1, 65535)))
+
+
+def _fit(q: np.ndarray, decays: tuple[int, ...], bounds: tuple[int, ...] | None) -> LaplaceModel:
+    """The model of least code length for integers ``q``: the bound is max |q| (at most MAX_BOUND), or the least
+    of ``bounds`` that covers it; the decay the best of ``decays`` (the first, in their order, on a tie)."""
+    mags = np.abs(q.astype(np.int64))
+    top = int(min(mags.max(initial=0), MAX_BOUND))
+    bound = top if bounds is None else bounds[bisect.bisect_left(bounds, top)]
+    sum_mag = float(np.minimum(mags, bound).sum())
+    decay = min(decays, key=lambda d: _bits(sum_mag, mags.size, d, bound))
+    return LaplaceModel(decay=decay, bound=bound)
+
+
 def fit_model(q: np.ndarray) -> LaplaceModel:
     """Choose K and the decay that minimise the ideal code length of integers ``q``."""
-    mags = np.abs(q.astype(np.int64))
-    bound = int(min(mags.max(initial=0), MAX_BOUND))
-    sum_mag = float(np.minimum(mags, bound).sum())
-    best = (math.inf, 1)
-    for decay in np.unique(np.clip(np.round(65536 * np.exp(-np.exp(np.linspace(-9, 3, 400)))), 1, 65535)):
-        bits = _bits(sum_mag, mags.size, int(decay), bound)
-        if bits < best[0]:
-            best = (bits, int(decay))
-    return LaplaceModel(decay=best[1], bound=bound)
+    return _fit(q, _FREE_DECAYS, None)
 
 
 def _compact_decays() -> tuple[int, ...]:
@@ -134,12 +142,7 @@ _BOUND_INDEX = {b: i for i, b in enumerate(COMPACT_BOUNDS)}
 def fit_compact_model(q: np.ndarray) -> LaplaceModel:
     """:func:`fit_model` restricted to the models a version-7 bucket record holds: the least bound of
     COMPACT_BOUNDS that covers max |q| (MAX_BOUND at most), the best decay of COMPACT_DECAYS."""
-    mags = np.abs(q.astype(np.int64))
-    top = int(min(mags.max(initial=0), MAX_BOUND))
-    bound = COMPACT_BOUNDS[bisect.bisect_left(COMPACT_BOUNDS, top)]
-    sum_mag = float(np.minimum(mags, bound).sum())
-    decay = min(COMPACT_DECAYS, key=lambda d: _bits(sum_mag, mags.size, d, bound))
-    return LaplaceModel(decay=decay, bound=bound)
+    return _fit(q, COMPACT_DECAYS, COMPACT_BOUNDS)
 
 
 def compact_indexes(model: LaplaceModel) -> tuple[int, int]:

@@ -302,11 +302,22 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         feats = _features(latents, width, n)
         mse = _fit_mse(feats, pixels, fit, shape)
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
-    _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in fit.weights], shape, cfg.mlp_bits, lam, n)
+    return code_fit(image, pixels, latents, feats, fit.weights, shape, config, lam), shape
+
+
+def code_fit(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
+             weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float) -> bytes:
+    """The encoder's choices after the fit, at ``lam`` (MSE of colour in [0, 1] per bit per pixel): the MLP's
+    bit depth, the loop filter, then the file. image: uint8 (H, W, C); pixels: the same as (H W, C) float32 in
+    [0, 1] (CPU); latents: the rounded grids (CPU); feats: their (H W, levels) features; weights: the fit's MLP.
+    (eval/replay_fit.py replays it per lambda.)"""
+    height, width, _ = image.shape
+    n = height * width
+    _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in weights], shape, config.grid.mlp_bits, lam, n)
     flt = None
     if config.filter.enabled:  # fitted to the pixels the decoder will render
         flt = loop_filter.fit_filter(_render(latents, mlp_q, steps, shape, height, width), image, lam,
                                      config.filter)
     code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps,
                     loop_filter=flt)
-    return pack(code, shape, height, width), shape
+    return pack(code, shape, height, width)
