@@ -90,7 +90,8 @@ class GridConfig:
     # 2 bpp has 4,480 bits, while the 1,411-weight default MLP alone takes ~11,000).
     # 0.25 -> 0.125 (with ste_lam 2, since removed): width 22 instead of 32 at 0.125 bpp on Kodak, +0.11 dB at
     # equal rate, 27 s instead of 30 s; unchanged from ~0.23 bpp up (ABLATIONS.md Q7-Q9).
-    mlp_share: float = 0.125
+    # (0.11 at 7 estimated bits a weight is the 0.125 at 8 that Q7-Q9 measured: the same widths on Kodak)
+    mlp_share: float = 0.11
     hidden_layers: int = 2
     # Half the pixels a step and 42 % more steps in about the same time: a step's fixed costs (Adam,
     # noise and rate term over all ~524k latents) stay, the MLP's halve. At equal rate on Kodak's 24:
@@ -154,7 +155,11 @@ class GridConfig:
     lam_ref: float = 2.5e-3
     bpp_ref: float = 0.48
     lam_exponent: float = 1.5
-    gain: float = 0.1  # lambda controller gain per rate evaluation (0.05 per 4 steps in ABLATIONS.md K9)
+    # lambda controller gain per rate evaluation (0.05 per 4 steps in ABLATIONS.md K9). It integrates the rate's
+    # log error, so it lags a rate that keeps falling at fixed lambda as the fit converges: at 1 bpp (the finest
+    # level in, each of its latents reached once in ~48 steps) 0.1 held the rate 2-3 % under its budget all fit
+    # long; 0.2 halves that lag, level at equal rate on eight Kodak images (ABLATIONS.md X4)
+    gain: float = 0.2
     # Collapse guard: a fit whose MSE is over half that of the flat mean-colour picture
     # (within 3 dB of it) is redone once at retry_lr_factor x the learning rates, with
     # lambda kept within retry_lam_range of its start. Seen with lr 0.08 at 0.125 bpp:
@@ -164,7 +169,9 @@ class GridConfig:
     # The MLP's weights are quantized with step max|w| / 2^(bits-1) per layer; the
     # encoder picks the bits in this range that minimise MSE + lambda x rate.
     mlp_bits: tuple[int, ...] = (6, 7, 8, 9, 10, 11, 12)
-    mlp_bits_estimate: float = 8.0  # coded bits per MLP weight assumed when budgeting the latents
+    # coded bits per MLP weight assumed when budgeting the latents: the encoder's choice at the curve's price
+    # codes 4.8-9.7 (mean 7.3) on 32 Kodak fits (ABLATIONS.md X4); 8 left files 1-2 % under target at low rates
+    mlp_bits_estimate: float = 7.0
     # The choices made after the fit, the MLP's bits and the loop filter, price a bit at the slope of the
     # codec's own rate-distortion curve (grid_codec.curve_lambda): s dB per doubling of the rate, interpolated
     # in log bpp from the mean Kodak curve of session 17 (26.44 / 28.43 / 30.65 / 33.86 dB at 0.126 / 0.252 /
@@ -191,9 +198,11 @@ class FilterConfig:
     taps: tuple[int, ...] = (3, 5, 7)  # filter sides tried
     symmetric: tuple[bool, ...] = (True, False)  # point-symmetric (about half the coefficients) or not
     shifts: tuple[int, ...] = (8, 10, 12)  # coefficient precision, 2^-shift
-    # Bits the latents' budget leaves for the filter: the expected size of the one chosen, at most
-    # reserve_share of the whole budget (a small picture's budget is not eaten by a filter it will not get)
-    reserve_bits: float = 1500.0
+    # Bits the latents' budget leaves for the filter: the expected size of the one chosen, reserve_scale x the
+    # square root of the budget's bits (the chosen filters took 700 / 1,240 / 2,150 / 2,600 bits on average at
+    # 49 k / 98 k / 197 k / 393 k bits, ABLATIONS.md X4), at most reserve_share of the budget (a small
+    # picture's budget is not eaten by a filter it will not get)
+    reserve_scale: float = 4.0
     reserve_share: float = 0.05
 
 

@@ -275,7 +275,7 @@ def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int
     overhead = 8 * bitstream.grid_header_size(shape, 0) + 32 * segments
     f = config.filter
     total = config.rate.bpp * height * width
-    reserve = min(f.reserve_bits, f.reserve_share * total) if f.enabled else 0.0
+    reserve = min(f.reserve_scale * math.sqrt(total), f.reserve_share * total) if f.enabled else 0.0
     return max(1e-3, (total - overhead - config.grid.mlp_bits_estimate * shape.num_params - reserve) / (height * width))
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pranc_codec import CodecConfig, FormatError, LimitError, PrancError, bitstream, decode, encode, entropy
+from pranc_codec import CodecConfig, FormatError, LimitError, PrancError, bitstream, decode, encode, entropy, grid_codec
 from pranc_codec.config import GridConfig, RateConfig
 from pranc_codec.grid_codec import GridCode, pack, plan
 from pranc_codec.grid_fit import context_state, fit_grid, latent_bits, structure_weights
@@ -218,16 +218,35 @@ def test_arbitrary_payload_never_escapes_as_another_exception():
 def test_plan_narrows_the_mlp_for_small_budgets_only():
     kodak = plan(replace(GRID_FAST, rate=RateConfig(bpp=0.25)), 512, 768, 3)
     assert kodak == GridShape(levels=7, hidden=32, hidden_layers=2, channels=3)
-    # at 0.125 bpp an eighth of Kodak's 49,152 bits buys 768 weights: width 22 (751), not 23 (796)
+    # at 0.125 bpp 11 % of Kodak's 49,152 bits at 7 bits a weight buys 772 weights: width 22 (751), not 23 (808)
     low = plan(replace(GRID_FAST, rate=RateConfig(bpp=0.125)), 512, 768, 3)
     assert (low.hidden, low.num_params) == (22, 751)
-    # 40 x 56 at 4 bpp: 8,960 bits, an eighth of them 140 weights: width 7 (136), not 8 (163)
+    # 40 x 56 at 4 bpp: 8,960 bits, 11 % of them 140.8 weights: width 7 (136), not 8 (163)
     small = plan(replace(GRID_FAST, rate=RateConfig(bpp=4.0)), 40, 56, 3)
     g = GRID_FAST.grid
     assert small.hidden == 7 and small.num_params * g.mlp_bits_estimate <= g.mlp_share * 4.0 * 40 * 56
     # a budget below the narrowest MLP gets the narrowest
     assert plan(replace(GRID_FAST, rate=RateConfig(bpp=1.0)), 40, 56, 3).hidden == g.min_hidden
     assert plan(GRID_FAST, 1, 1, 1).levels == 1
+
+
+def test_latent_budget_leaves_the_mlp_and_a_filter_reserve_growing_as_the_root_of_the_budget():
+    cfg = replace(GRID_FAST, rate=RateConfig(bpp=0.5))
+    shape = plan(cfg, 512, 768, 3)
+    total = 0.5 * 512 * 768
+    with_filter = grid_codec.latent_budget(cfg, shape, 512, 768) * 512 * 768
+    without = grid_codec.latent_budget(replace(cfg, filter=replace(cfg.filter, enabled=False)), shape, 512, 768)
+    reserve = without * 512 * 768 - with_filter
+    assert reserve == pytest.approx(cfg.filter.reserve_scale * math.sqrt(total), rel=1e-6)  # 1,774 bits
+    # the MLP's expected bits and the header come off too, and nothing else
+    mlp = cfg.grid.mlp_bits_estimate * shape.num_params
+    assert 0 < total - mlp - without * 512 * 768 < 0.01 * total
+    # a small picture's reserve is capped at reserve_share of its budget (224 bits), not the root law's 268
+    small = replace(cfg, rate=RateConfig(bpp=2.0))
+    s_shape = plan(small, 40, 56, 3)
+    s_with = grid_codec.latent_budget(small, s_shape, 40, 56)
+    s_without = grid_codec.latent_budget(replace(small, filter=replace(small.filter, enabled=False)), s_shape, 40, 56)
+    assert (s_without - s_with) * 40 * 56 == pytest.approx(small.filter.reserve_share * 2.0 * 40 * 56, rel=1e-6)
 
 
 @pytest.fixture(scope="module")
