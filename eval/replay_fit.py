@@ -16,21 +16,26 @@ default settings and any ``section.field=value`` overrides after the path.
 (session 17's encoder), ``curve[:k]`` k x ``grid_codec.curve_lambda`` (the
 default, k = 1), ``ratio`` the fit's lambda x plain MSE / structure-weighted
 MSE. The image is read from the Kodak folder (``--kodak``) by the fit file's
-name, ``IMAGE_BPP.pt``.
+name, ``IMAGE_BPP.pt``. Each line also splits the file's bits (ABLATIONS.md X4):
+``latent_budget`` (bits the encoder leaves the latents), ``latent_bits`` (the
+coder's code length of the fit's rounded latents, models included),
+``mlp_bits`` (the chosen MLP's ideal code length) and ``filter_bits`` (the file
+less the same file without a filter).
 """
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pranc_codec import bitstream, grid_codec
+from pranc_codec import bitstream, entropy, grid_codec
 from pranc_codec.codec import decode
 from pranc_codec.config import CodecConfig, apply_overrides
-from pranc_codec.grid_fit import fit_grid, structure_weights
+from pranc_codec.grid_fit import context_state, fit_grid, structure_weights
 from pranc_codec.image_io import read_image
 from pranc_codec.latent import mlp_forward, split_params
 from pranc_codec.metrics import ms_ssim, psnr
@@ -68,6 +73,7 @@ def replay(path: Path, modes: list[str], kodak: Path) -> None:
     with torch.no_grad():
         err = (mlp_forward(feats, split_params(saved["weights"], shape)) - pixels) ** 2  # (n, C)
     mse = float(err.mean())
+    latent_bits = context_state(latents, 0 if latents[0].abs().sum() > 0 else 1).bits
     for mode in modes:
         kind, _, factor = mode.partition(":")
         if kind == "fit":
@@ -80,12 +86,18 @@ def replay(path: Path, modes: list[str], kodak: Path) -> None:
         else:
             raise SystemExit(f"unknown mode {mode!r}: fit, curve[:k] or ratio")
         data = grid_codec.code_fit(image, pixels, latents, feats, saved["weights"], shape, cfg, lam)
+        bare = grid_codec.code_fit(image, pixels, latents, feats, saved["weights"], shape,
+                                   replace(cfg, filter=replace(cfg.filter, enabled=False)), lam)
+        _, mlp_q, _ = grid_codec.choose_mlp_bits(feats, pixels, saved["weights"], shape, cfg.grid.mlp_bits, lam, n)
+        split = dict(latent_budget=grid_codec.latent_budget(cfg, shape, h, w) * n, latent_bits=latent_bits,
+                     mlp_bits=sum(entropy.code_length(q, entropy.fit_model(q)) for q in mlp_q),
+                     filter_bits=8 * (len(data) - len(bare)))
         header = bitstream.parse(data)[0]
         flt = [header.filter_taps, header.filter_symmetric, header.filter_shift] if header.filter_taps else None
         out = decode(data)
         print(json.dumps(dict(image=f"{name}.png", bpp_target=bpp, over=[mode], bpp=8 * len(data) / n,
                               psnr=psnr(image, out), ms_ssim=ms_ssim(image, out), encode_s=0.0, lam=lam,
-                              mlp_steps=list(header.mlp_steps), filter=flt)), flush=True)
+                              mlp_steps=list(header.mlp_steps), filter=flt, **split)), flush=True)
 
 
 def main() -> None:
