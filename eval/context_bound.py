@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pranc_codec.context import SUBLATTICES
 from pranc_codec.grid_fit import context_state
 
-SUBLATTICES = ((0, 0), (1, 1), (0, 1), (1, 0))  # context.SUBLATTICES, S0 .. S3 in coding order
 VARIANTS = {"4nb": (1, -1), "4nb+par": (1, 0), "r2": (2, -1), "r2+par3": (2, 1), "r3+par3": (3, 1)}
 HEADER_BITS = 8  # per model parameter
 
@@ -64,7 +64,8 @@ def features(q: torch.Tensor, parent: torch.Tensor | None, k: int, radius: int,
 
 
 def laplace_bits(y: torch.Tensor, mu: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Code length (bits) of integers y under unit-bin discretized Laplaces (mu, b)."""
+    """Code length (bits) of integers y under unit-bin discretized Laplaces (mu, b), one scale per symbol
+    (grid_fit.laplace_bits takes one scale per model index and autograd of its own, for the fit)."""
     def cdf(x: torch.Tensor) -> torch.Tensor:
         z = (x - mu) / b
         return torch.where(z < 0, 0.5 * torch.exp(z.clamp(max=0)), 1 - 0.5 * torch.exp(-z.clamp(min=0)))

@@ -12,7 +12,7 @@ fits (ABLATIONS.md W1-W2). Two steps:
 ``fit`` saves the encoder's fit (latents, MLP weights, lambda) with the
 default settings and any ``section.field=value`` overrides after the path.
 ``replay`` prints one JSON line per lambda for the choices after the fit,
-``grid_codec.code_fit`` (``encode_one.py``'s fields; encode_s is 0): ``fit`` the fit's own lambda
+``grid_codec.choose_code`` then ``pack`` (``encode_one.py``'s fields; encode_s is 0): ``fit`` the fit's own lambda
 (session 17's encoder), ``curve[:k]`` k x ``grid_codec.curve_lambda`` (the
 default, k = 1), ``ratio`` the fit's lambda x plain MSE / structure-weighted
 MSE. The image is read from the Kodak folder (``--kodak``) by the fit file's
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pranc_codec import bitstream, entropy, grid_codec
+from pranc_codec import bitstream, grid_codec
 from pranc_codec.codec import decode
 from pranc_codec.config import CodecConfig, apply_overrides
 from pranc_codec.grid_fit import context_state, fit_grid, structure_weights
@@ -85,13 +85,11 @@ def replay(path: Path, modes: list[str], kodak: Path) -> None:
             lam = saved["lam"] * mse / float((err.t() * weights).mean())
         else:
             raise SystemExit(f"unknown mode {mode!r}: fit, curve[:k] or ratio")
-        data = grid_codec.code_fit(image, pixels, latents, feats, saved["weights"], shape, cfg, lam)
-        bare = grid_codec.code_fit(image, pixels, latents, feats, saved["weights"], shape,
-                                   replace(cfg, filter=replace(cfg.filter, enabled=False)), lam)
-        _, mlp_q, _ = grid_codec.choose_mlp_bits(feats, pixels, saved["weights"], shape, cfg.grid.mlp_bits, lam, n)
+        code = grid_codec.choose_code(image, pixels, latents, feats, saved["weights"], shape, cfg, lam)
+        data = grid_codec.pack(code, shape, h, w)
+        bare = grid_codec.pack(replace(code, loop_filter=None), shape, h, w)
         split = dict(latent_budget=grid_codec.latent_budget(cfg, shape, h, w) * n, latent_bits=latent_bits,
-                     mlp_bits=sum(entropy.code_length(q, entropy.fit_model(q)) for q in mlp_q),
-                     filter_bits=8 * (len(data) - len(bare)))
+                     mlp_bits=grid_codec.mlp_code_length(code.mlp_q), filter_bits=8 * (len(data) - len(bare)))
         header = bitstream.parse(data)[0]
         flt = [header.filter_taps, header.filter_symmetric, header.filter_shift] if header.filter_taps else None
         out = decode(data)

@@ -201,6 +201,11 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int) -> tuple[list[np.ndarra
     return qs, steps
 
 
+def mlp_code_length(qs: list[np.ndarray]) -> float:
+    """Bits of the MLP's symbols (one array per layer) under their fitted Laplace models, headers excluded."""
+    return sum(entropy.code_length(q, entropy.fit_model(q)) for q in qs)
+
+
 def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[torch.Tensor], shape: GridShape,
                     bit_choices: tuple[int, ...], lam: float,
                     pixels: int) -> tuple[int, list[np.ndarray], list[float]]:
@@ -216,7 +221,7 @@ def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[tor
         wq = [torch.from_numpy(q.astype(np.float32) * s) for q, s in zip(qs, steps)]
         with torch.no_grad():
             mse = float(torch.mean((mlp_forward(feats, split_params(wq, shape)) - target) ** 2))
-        nbits = sum(entropy.code_length(q, entropy.fit_model(q)) for q in qs)
+        nbits = mlp_code_length(qs)
         cost = mse + lam * nbits / pixels
         if best is None or cost < best_cost:
             best, best_cost = (bits, qs, steps), cost
@@ -302,14 +307,15 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         feats = _features(latents, width, n)
         mse = _fit_mse(feats, pixels, fit, shape)
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
-    return code_fit(image, pixels, latents, feats, fit.weights, shape, config, lam), shape
+    code = choose_code(image, pixels, latents, feats, fit.weights, shape, config, lam)
+    return pack(code, shape, height, width), shape
 
 
-def code_fit(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
-             weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float) -> bytes:
+def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
+                weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float) -> GridCode:
     """The encoder's choices after the fit, at ``lam`` (MSE of colour in [0, 1] per bit per pixel): the MLP's
-    bit depth, the loop filter, then the file. image: uint8 (H, W, C); pixels: the same as (H W, C) float32 in
-    [0, 1] (CPU); latents: the rounded grids (CPU); feats: their (H W, levels) features; weights: the fit's MLP.
+    bit depth and the loop filter. image: uint8 (H, W, C); pixels: the same as (H W, C) float32 in [0, 1]
+    (CPU); latents: the rounded grids (CPU); feats: their (H W, levels) features; weights: the fit's MLP.
     (eval/replay_fit.py replays it per lambda.)"""
     height, width, _ = image.shape
     n = height * width
@@ -318,6 +324,5 @@ def code_fit(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor
     if config.filter.enabled:  # fitted to the pixels the decoder will render
         flt = loop_filter.fit_filter(_render(latents, mlp_q, steps, shape, height, width), image, lam,
                                      config.filter)
-    code = GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps,
+    return GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps,
                     loop_filter=flt)
-    return pack(code, shape, height, width)
