@@ -250,7 +250,7 @@ class CodecConfig:
     quant: QuantConfig = field(default_factory=QuantConfig)
     grid: GridConfig = field(default_factory=GridConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
-    # "grid": latent grids + MLP (format v4, the default); "siren": the PRANC SIREN (format v3)
+    # "grid": latent grids + MLP (format v7, the default); "siren": the PRANC SIREN (format v3)
     model: str = "grid"
     seed: int = 2023
     device: str = "auto"  # auto | cpu | cuda

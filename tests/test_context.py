@@ -210,3 +210,31 @@ def test_the_context_rate_term_pulls_latents_towards_their_predicted_means():
         for k in range(4):
             assert torch.equal(split(mu)[k], contexts(subs, grids[l + 1].long() if l + 1 < len(grids) else None,
                                                       k)[0].float()), (l, k)
+
+
+def test_the_fits_rate_gradient_without_autograd_is_autograds():
+    """grid_fit.add_context_grad (the fit's rate term, written into the latents' gradients) gives the bits and
+    gradients that autograd gives through context_bits, at a level larger than one chunk and at coarse levels
+    that share a chunk."""
+    from pranc_codec import grid_fit
+    from pranc_codec.context import PASSES
+
+    code, shape = _smooth_code(288, 320, levels=5)  # level 0: 92,160 latents, more than a chunk of 65,536
+    assert code.latents[0].size > grid_fit._CHUNK > sum(q.size for q in code.latents[1:])
+    grids = [torch.from_numpy(q.astype(np.float32)) for q in code.latents]
+    state = grid_fit.context_state(grids)
+    gen = torch.Generator().manual_seed(5)
+    noisy = [g + torch.rand(g.shape, generator=gen) - 0.5 for g in grids]
+    log_b = (torch.rand(shape.levels, PASSES, MAX_BUCKETS, generator=gen) - 0.5).requires_grad_(True)
+    coef = torch.tensor(3e-4)
+    dist = [torch.randn(g.shape, generator=gen) for g in grids]  # the distortion's gradient, already there
+
+    ys = [y.clone().requires_grad_(True) for y in noisy]
+    (coef * grid_fit.context_bits(ys, log_b, state)).backward()
+    grads = [d.clone() for d in dist]
+    bits, g_log_b = grid_fit.add_context_grad(noisy, grads, log_b.detach(), state, coef)
+
+    assert float(bits) == pytest.approx(float(grid_fit.context_bits(noisy, log_b.detach(), state)), rel=1e-6)
+    for got, d, y in zip(grads, dist, ys):
+        assert torch.equal(got, d + y.grad)  # the same operations on each value
+    assert torch.allclose(g_log_b, log_b.grad, rtol=1e-6, atol=0)
