@@ -16,7 +16,7 @@ from typing import Iterator
 
 import click
 
-from .config import GridConfig
+from .config import TUNES, GridConfig
 from .errors import InputError, PrancError
 
 
@@ -89,6 +89,9 @@ def main() -> None:
               help="Target bits per pixel (default 0.25); the file lands within ±10%.")
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True,
               help="Trade encode time for quality.")
+@click.option("--tune", type=click.Choice(list(TUNES)), default="balanced", show_default=True,
+              help="What the fit aims at: balanced (PSNR and MS-SSIM) or psnr (plain squared error: more PSNR, "
+                   "less MS-SSIM).")
 @click.option("--model", type=click.Choice(["grid", "siren"]), default="grid", show_default=True,
               help="grid: latent grids + small MLP (format v7); siren: the PRANC random-basis SIREN (format v3).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Basis seed (stored in the header).")
@@ -107,7 +110,7 @@ def main() -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def encode(input: str, output: str | None, bpp: float | None, preset: str, model: str, seed: int | None,
+def encode(input: str, output: str | None, bpp: float | None, preset: str, tune: str, model: str, seed: int | None,
            net_width: int | None, layers: int | None, basis: str | None, expansion: float | None,
            steps: int | None, device: str, threads: int, force: bool, quiet: bool, as_json: bool) -> None:
     """Compress an image file into a .prc file."""
@@ -121,11 +124,13 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, model
         given = [k for k, v in siren_only.items() if v is not None]
         if model == "grid" and given:
             raise InputError(f"{', '.join(given)} only apply to --model siren")
+        if model == "siren" and tune != "balanced":
+            raise InputError("--tune only applies to --model grid")
         out = Path(output) if output else Path(input).with_suffix(".prc")
         if out.exists() and not force:  # fail before minutes of fitting, not after
             raise InputError(f"{out}: already exists (use --force to overwrite)")
         image, notes = read_image(input)
-        cfg = CodecConfig().with_preset(preset)
+        cfg = CodecConfig().with_preset(preset).with_tune(tune)
         if bpp is not None:
             cfg = replace(cfg, rate=replace(cfg.rate, bpp=bpp))
         if seed is not None:

@@ -238,6 +238,14 @@ GRID_PRESETS: dict[str, dict[str, int | float]] = {  # GridConfig overrides of t
     "slow": {"steps": 8500},
 }
 
+TUNES: dict[str, dict[str, float]] = {  # GridConfig overrides: what the grid model's fit minimises
+    # "balanced": each pixel's squared error weighted by how much MS-SSIM would notice it, mixed with plain MSE
+    # (grid.structure_mix; ABLATIONS.md O): the best MS-SSIM, at some PSNR. "psnr": plain MSE, the most PSNR
+    # per bit (ABLATIONS.md Y1)
+    "balanced": {},
+    "psnr": {"structure_mix": 0.0},
+}
+
 
 @dataclass(frozen=True)
 class CodecConfig:
@@ -260,6 +268,12 @@ class CodecConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         return replace(self, fit=replace(self.fit, **PRESETS[name]), grid=replace(self.grid, **GRID_PRESETS[name]))
+
+    def with_tune(self, name: str) -> "CodecConfig":
+        """The grid model's fit aimed at one metric (``TUNES``); the siren model ignores it."""
+        if name not in TUNES:
+            raise ValueError(f"unknown tune {name!r}; choose from {', '.join(TUNES)}")
+        return replace(self, grid=replace(self.grid, **TUNES[name]))
 
 
 def apply_overrides(config: CodecConfig, assignments: list[str]) -> CodecConfig:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from pranc_codec import bitstream
 from pranc_codec.cli import main
+from pranc_codec.config import CodecConfig
 
 from .conftest import smooth_image
 
@@ -109,6 +110,34 @@ def test_siren_options_with_the_grid_model_are_refused(runner, tmp_path, png):
                                                 "ternary"]), 2)
     assert "--basis only apply to --model siren" in line
     assert not (tmp_path / "x.prc").exists()
+
+
+def test_tune_psnr_reaches_the_fit_and_only_applies_to_the_grid_model(runner, tmp_path, png, monkeypatch):
+    """--tune psnr fits plain squared error (grid.structure_mix 0); balanced keeps the structure weights."""
+    import pranc_codec.codec as codec
+    from pranc_codec.config import GridConfig
+
+    real, seen = codec.encode, []
+
+    def spy(image, config, **kw):
+        seen.append(config.grid.structure_mix)
+        return real(image, config, **kw)
+
+    monkeypatch.setattr(codec, "encode", spy)
+    files = {}
+    for tune in ("psnr", "balanced"):
+        out = tmp_path / f"{tune}.prc"
+        r = runner.invoke(main, ["encode", str(png), "-o", str(out), "--tune", tune, "--steps", "150", "--bpp", "3",
+                                 "--threads", "1", "-q"])
+        assert r.exit_code == 0, r.output
+        files[tune] = out.read_bytes()
+    assert seen == [0.0, GridConfig().structure_mix] and GridConfig().structure_mix > 0
+    assert files["psnr"] != files["balanced"]
+    line = _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "s.prc"), "--model", "siren",
+                                                "--tune", "psnr"]), 2)
+    assert "--tune only applies to --model grid" in line
+    with pytest.raises(ValueError, match="unknown tune"):
+        CodecConfig().with_tune("ssim")
 
 
 def test_missing_input(runner, tmp_path):

@@ -138,3 +138,12 @@ def test_neural_codec_in_worker_process(tmp_path, tiny_dataset):
     assert rec["bytes"] > 0 and rec["bpp"] == pytest.approx(8 * rec["bytes"] / (40 * 56))
     assert rec["psnr"] == pytest.approx(rec["encoder_psnr"])  # decoder output = encoder's figure
     assert rec["peak_rss_mb"] > 50
+
+
+def test_eval_tune_sets_pranc_fit_and_keeps_its_cache_apart():
+    from pranc_codec.evaluation.codecs import registry
+
+    psnr, balanced = registry(tune="psnr")["pranc"], registry()["pranc"]
+    assert psnr.config.grid.structure_mix == 0.0 and balanced.config.grid.structure_mix > 0
+    assert "psnr tune" in psnr.description and "balanced tune" in balanced.description
+    assert psnr.identity() != balanced.identity()  # part of the cache key

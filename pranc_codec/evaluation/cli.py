@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from ..config import TUNES
+
 REPO = Path(__file__).resolve().parents[2]
 QUICK_IMAGES = ["kodim03", "kodim08", "kodim15", "kodim23"]
 QUICK_CROP = (384, 256)  # centre crop: a quarter of a Kodak image
@@ -50,6 +52,8 @@ def _floats(text: str | None) -> list[float] | None:
 @click.option("--crop", default=None, help="Centre crop WxH of every image.")
 @click.option("--quick", is_flag=True, help="4 centre crops, 3 rates, fewer codecs: ~10 min on 2 cores.")
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True)
+@click.option("--tune", type=click.Choice(list(TUNES)), default="balanced", show_default=True,
+              help="What pranc's fit aims at (as pranc encode --tune).")
 @click.option("--set", "overrides", multiple=True, help="Neural-codec setting, e.g. --set fit.lr=0.1 (repeatable).")
 @click.option("--name", default=None, help="Rename the 'pranc' codec (for ablations; keeps caches apart).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Parallel neural encodes.")
@@ -64,7 +68,7 @@ def _floats(text: str | None) -> list[float] | None:
               help="A curve measured in an earlier run (<codec>.json) to draw and tabulate too (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the aggregated curves as JSON on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, preset, overrides, name, jobs,
+def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, preset, tune, overrides, name, jobs,
                  threads, out, cache, method, cached_only, compare, as_json, quiet) -> None:
     """Measure rate–distortion of pranc and reference codecs; write curves, tables and a figure."""
     from .codecs import registry
@@ -107,7 +111,7 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
 
     try:
         reg = registry(_floats(bpp) or (QUICK_BPP if quick else None),
-                       _floats(qualities) or (QUICK_QUALITIES if quick else None), list(overrides), preset)
+                       _floats(qualities) or (QUICK_QUALITIES if quick else None), list(overrides), preset, tune)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     names = (codecs or (QUICK_CODECS if quick else FULL_CODECS)).split(",")

@@ -119,13 +119,13 @@ BPP_POINTS = [0.125, 0.25, 0.5, 1.0]
 
 
 def registry(bpp: list[float] | None = None, qualities: list[float] | None = None,
-             overrides: list[str] | None = None, preset: str = "default") -> dict[str, Codec]:
+             overrides: list[str] | None = None, preset: str = "default", tune: str = "balanced") -> dict[str, Codec]:
     """Every codec the harness knows, by name. ``overrides`` apply to the neural ones."""
     from PIL import features
 
     bpp = bpp or BPP_POINTS
     qualities = [int(q) for q in (qualities or QUALITIES)]
-    base = apply_overrides(CodecConfig().with_preset(preset), overrides or [])
+    base = apply_overrides(CodecConfig().with_preset(preset).with_tune(tune), overrides or [])
 
     siren = apply_overrides(base, ["model=siren"])
 
@@ -133,7 +133,7 @@ def registry(bpp: list[float] | None = None, qualities: list[float] | None = Non
         return apply_overrides(siren, ["basis.kind=IDENTITY", f"rate.bits_per_coef={bits}"])
 
     codecs: list[Codec] = [
-        PrancCodec("pranc", f"pranc ({preset} preset, {base.model} model)", bpp, base),
+        PrancCodec("pranc", f"pranc ({preset} preset, {tune} tune, {base.model} model)", bpp, base),
         PrancCodec("siren", f"pranc --model siren: the PRANC random-basis SIREN ({preset} preset)", bpp, siren),
         PrancCodec("direct", "direct-weight INR: the siren model's network, fit, quantizer and coder, weights coded "
                    f"directly at its {base.rate.bits_per_coef:g} bits/coefficient budget", bpp,
