@@ -219,8 +219,7 @@ def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[tor
     for bits in bit_choices:
         qs, steps = quantize_mlp(weights, bits)
         wq = [torch.from_numpy(q.astype(np.float32) * s) for q, s in zip(qs, steps)]
-        with torch.no_grad():
-            mse = float(torch.mean((mlp_forward(feats, split_params(wq, shape)) - target) ** 2))
+        mse = _mlp_mse(feats, target, split_params(wq, shape))
         nbits = mlp_code_length(qs)
         cost = mse + lam * nbits / pixels
         if best is None or cost < best_cost:
@@ -235,11 +234,25 @@ def _features(latents: list[torch.Tensor], width: int, n: int) -> torch.Tensor:
         return sample_levels(latents, (idx // width).float(), (idx % width).float()).t().contiguous()
 
 
+# Pixels per MLP evaluation after the fit. A whole-picture pass held P x width floats per layer: 1.45 GB peak
+# RSS for a 3-megapixel picture, against 1.0 GB for the fit itself (eval/ABLATIONS.md Y5).
+_EVAL_CHUNK = 1 << 16
+
+
+def _mlp_mse(feats: torch.Tensor, target: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """MSE (colour in [0, 1]) of the MLP ``layers`` on features (P, levels) against target (P, C),
+    ``_EVAL_CHUNK`` pixels at a time, summed in float64."""
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, feats.shape[0], _EVAL_CHUNK):
+            err = mlp_forward(feats[s: s + _EVAL_CHUNK], layers) - target[s: s + _EVAL_CHUNK]
+            total += float(err.square().sum(dtype=torch.float64))
+    return total / max(target.numel(), 1)
+
+
 def _fit_mse(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: GridShape) -> float:
     """MSE (colour in [0, 1]) of the fit's unquantized MLP on the rounded latents' features (P, levels)."""
-    with torch.no_grad():
-        pred = mlp_forward(feats, split_params([w.cpu() for w in fit.weights], shape))
-        return float(torch.mean((pred - target) ** 2))
+    return _mlp_mse(feats, target, split_params([w.cpu() for w in fit.weights], shape))
 
 
 def _collapsed(mse: float, target: torch.Tensor) -> bool:

@@ -487,3 +487,21 @@ def test_bits_after_the_fit_are_priced_at_the_curves_slope():
     assert prices == sorted(prices, reverse=True)
     (b1, b2), (s1, s2) = cfg.slope_bpp[:2], cfg.slope_db[:2]  # at the table's points, its slopes exactly
     assert curve_lambda(1e-3, b2, cfg) / curve_lambda(1e-3, b1, cfg) == pytest.approx(b1 / b2 * s2 / s1)
+
+
+def test_the_mse_after_the_fit_is_taken_chunk_by_chunk_over_every_pixel():
+    """grid_codec._mlp_mse bounds its memory by evaluating the MLP a chunk of pixels at a time; the result is the
+    whole picture's MSE, a last partial chunk included."""
+    from pranc_codec import grid_codec
+    from pranc_codec.latent import init_mlp, mlp_forward
+
+    shape = GridShape(levels=4, hidden=8, hidden_layers=2, channels=3)
+    gen = torch.Generator().manual_seed(3)
+    layers = split_params(init_mlp(shape, gen), shape)
+    n = 2 * grid_codec._EVAL_CHUNK + 777
+    feats, target = torch.randn(n, 4, generator=gen), torch.rand(n, 3, generator=gen)
+    want = float(((mlp_forward(feats.double(), [(W.double(), b.double()) for W, b in layers]) - target.double())
+                  ** 2).mean())
+    assert grid_codec._mlp_mse(feats, target, layers) == pytest.approx(want, rel=1e-6)
+    assert grid_codec._mlp_mse(feats[:5], target[:5], layers) == pytest.approx(
+        float(((mlp_forward(feats[:5], layers) - target[:5]) ** 2).mean()), rel=1e-6)
