@@ -368,9 +368,9 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     grids = [torch.zeros(h, w, device=device, requires_grad=l >= first) for l, (h, w) in
              enumerate(shape.level_dims(H, W))]
     free = grids[first:]
-    # each layer's weight matrix and bias as tensors of their own, not views of a flat vector: the views'
-    # backward (slice and view nodes, a zero-filled copy of the vector) cost a step ~0.1 ms of overhead.
-    # Adam is elementwise, so the update is the same.
+    # each layer's weight matrix and bias as tensors of their own, not views of one flat vector a layer: no
+    # slice nodes in the backward. Adam is elementwise, so the files are the same (and so was the step's time,
+    # ABLATIONS.md Y3); fit.weights are flat again at the end.
     layers = [(W.clone().requires_grad_(True), b.clone().requires_grad_(True))
               for W, b in split_params([p.to(device) for p in init_mlp(shape, gen)], shape)]
     weights = [t for layer in layers for t in layer]

@@ -147,3 +147,4 @@ def test_eval_tune_sets_pranc_fit_and_keeps_its_cache_apart():
     assert psnr.config.grid.structure_mix == 0.0 and balanced.config.grid.structure_mix > 0
     assert "psnr tune" in psnr.description and "balanced tune" in balanced.description
     assert psnr.identity() != balanced.identity()  # part of the cache key
+    assert registry(tune="psnr")["direct"].identity() == registry()["direct"].identity()  # not a grid codec

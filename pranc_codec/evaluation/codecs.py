@@ -126,8 +126,8 @@ def registry(bpp: list[float] | None = None, qualities: list[float] | None = Non
     bpp = bpp or BPP_POINTS
     qualities = [int(q) for q in (qualities or QUALITIES)]
     base = apply_overrides(CodecConfig().with_preset(preset).with_tune(tune), overrides or [])
-
-    siren = apply_overrides(base, ["model=siren"])
+    # the tune is the grid model's: the siren codecs are built without it, so they keep their cached results
+    siren = apply_overrides(CodecConfig().with_preset(preset), (overrides or []) + ["model=siren"])
 
     def direct(bits: float) -> CodecConfig:
         return apply_overrides(siren, ["basis.kind=IDENTITY", f"rate.bits_per_coef={bits}"])
