@@ -17,12 +17,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from . import bitstream, entropy, loop_filter
+from . import bitstream, entropy, loop_filter, rounding
 from .bitstream import MODEL_BITS, GridHeader
-from .config import CodecConfig, GridConfig
+from .config import CodecConfig, GridConfig, RoundingConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
 from .errors import FormatError
-from .grid_fit import GridFit, fit_grid, fits_finest
+from .grid_fit import GridFit, context_state, fit_grid, fits_finest, structure_weights
 from .latent import GridShape, mlp_forward, render, sample_levels, split_params
 from .loop_filter import LoopFilter
 from .quantization import dequantize, quantize
@@ -320,8 +320,34 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         feats = _features(latents, width, n)
         mse = _fit_mse(feats, pixels, fit, shape)
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
+    first = 0 if fits_finest(cfg, latent_bpp, shape.levels) else 1  # a level left out of the fit stays zero
+    latents, feats = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg, config.rounding, lam,
+                                       mse, first, progress)
     code = choose_code(image, pixels, latents, feats, fit.weights, shape, config, lam)
     return pack(code, shape, height, width), shape
+
+
+def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
+                      weights: list[torch.Tensor], shape: GridShape, g: GridConfig, rc: RoundingConfig, lam: float,
+                      mse: float, first: int = 0, progress=None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The rounded latents moved where that lowers the fit's error + ``lam`` x bits (rounding.py), and their
+    features. target: (H, W, C) colour in [0, 1] (CPU); latents: the rounded grids; feats: their (H W, levels)
+    features; lam: curve_lambda's price of a bit, for plain MSE ``mse`` of the fit's MLP on these latents; levels
+    below ``first`` are left alone."""
+    if rc.sweeps <= 0:
+        return latents, feats
+    height, width, channels = target.shape
+    pixels = target.reshape(-1, channels)
+    layers = split_params([w.detach().cpu().float() for w in weights], shape)
+    pix_w = None
+    if g.structure_mix > 0:  # the error the fit minimised; a bit priced at the same share of it as of plain MSE
+        pix_w = structure_weights(target, g.structure_mix, g.structure_cap).t().contiguous()  # (H W, C)
+        lam *= float(rounding.pixel_errors(feats, layers, pixels, pix_w, rc.chunk).mean()) / max(mse, 1e-12)
+    cb = progress("rounding", rc.sweeps) if progress else None
+    target_bits = context_state(latents, first).bits if rc.hold_rate else None
+    out, feats, _ = rounding.optimise(latents, feats, layers, pixels, pix_w, lam, first, height, width, rc,
+                                      target_bits, progress=cb)
+    return out, feats
 
 
 def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,

@@ -1,0 +1,159 @@
+"""Rate-distortion optimised rounding of the latents (encoder only, after the fit).
+
+The fit ends with the latents rounded to the nearest integer. Nearest is not
+what the file wants: moving a latent by one step can lower its code length
+more than it raises the error, or lower the error for a few more bits, and the
+straight-through phase that ends the fit sees each choice only through a
+gradient. This module makes those choices by measuring them, as video coders'
+rate-distortion optimised quantization (RDOQ) does.
+
+Why it is exact and cheap. A pixel is a bilinear blend of the 2 x 2 latents of
+each level around it, and those four fall one in each of the level's four
+sublattices (context.py: i and j even, both odd, and the two mixed). So the
+pixels a sublattice's latents touch do not overlap: with everything else held,
+the best value of each latent of one sublattice is a separate choice, and one
+MLP pass over the picture per candidate value prices every latent of the
+sublattice at once (its pixels' errors summed, plus lambda times its bits).
+The sweep runs in the coder's order (coarsest level first, S0..S3), so each
+choice sees the means and contexts the decoder will predict it from. It is
+greedy: a choice's effect on the contexts of latents coded later is not
+counted.
+
+On eight Kodak fits ... (eval/ABLATIONS.md Z).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import entropy
+from .config import RoundingConfig
+from .grid_fit import context_state
+from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
+
+Layers = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _axis(n: int, size: int, level: int, parity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Along one axis of n pixels: the index (in a level of ``size`` latents) of the bilinear corner of the given
+    parity, and its weight (0 where neither corner has it). Same positions as latent.sample_levels."""
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / 2.0 ** level - 0.5
+    lo = torch.floor(u)
+    frac = u - lo
+    x0 = lo.long()
+    x1 = (x0 + 1).clamp(0, size - 1)
+    x0 = x0.clamp(0, size - 1)
+    m0, m1 = (x0 % 2) == parity, (x1 % 2) == parity  # at a clamped border both corners are one latent
+    weight = torch.where(m0, 1 - frac, 0.0) + torch.where(m1, frac, 0.0)
+    return torch.where(m0, x0, x1), weight
+
+
+def footprint(height: int, width: int, dims: tuple[int, int], level: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every pixel (row-major, height x width): the index of its one latent in sublattice k of a level of
+    ``dims`` (row-major in the sublattice) and that latent's bilinear weight (float32, 0 where none)."""
+    (rows_l, cols_l), (pr, pc) = dims, SUBLATTICES[k]
+    yi, wy = _axis(height, rows_l, level, pr)
+    xi, wx = _axis(width, cols_l, level, pc)
+    sub_rows, sub_cols = (rows_l - pr + 1) // 2, (cols_l - pc + 1) // 2
+    # a pixel with no corner of this parity (weight 0, at an odd-sized border) points at a latent in range
+    rows = (yi // 2).clamp(0, max(sub_rows - 1, 0))
+    index = (rows[:, None] * sub_cols + (xi // 2).clamp(0, max(sub_cols - 1, 0))[None, :]).reshape(-1)
+    return index, (wy[:, None] * wx[None, :]).reshape(-1).float()
+
+
+def pixel_errors(feats: torch.Tensor, layers: Layers, target: torch.Tensor, weights: torch.Tensor | None,
+                 chunk: int, level: int = 0, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pixel error (n,): the channels' mean of (weighted) squared error of the MLP on feats (n, levels),
+    with ``shift`` (n,) added to feature ``level`` if given. target, weights: (n, C)."""
+    out = torch.empty(feats.shape[0])
+    for s in range(0, feats.shape[0], chunk):
+        h = feats[s: s + chunk]
+        if shift is not None:
+            h = h.clone()
+            h[:, level] += shift[s: s + chunk]
+        for w, b in layers[:-1]:
+            h = torch.addmm(b, h, w.t()).relu_()
+        w, b = layers[-1]
+        e = torch.addmm(b, h, w.t()).add_(0.5).sub_(target[s: s + chunk]).square_()
+        if weights is not None:
+            e.mul_(weights[s: s + chunk])
+        out[s: s + chunk] = e.mean(1)
+    return out
+
+
+def _slopes(subs: list[torch.Tensor], parent: torch.Tensor | None) -> torch.Tensor:
+    """(PASSES, MAX_BUCKETS) bits per unit of |symbol| of each bucket's Laplace model, fitted as the coder would
+    to the level's current symbols (the models' fixed costs do not change with one symbol)."""
+    out = torch.zeros(PASSES, MAX_BUCKETS, dtype=torch.float64)
+    syms: list[list[torch.Tensor]] = [[] for _ in range(PASSES)]
+    bks: list[list[torch.Tensor]] = [[] for _ in range(PASSES)]
+    for k in range(len(SUBLATTICES)):
+        mu, ctx = contexts(subs, parent, k)
+        syms[PASS_OF[k]].append((subs[k] - mu).reshape(-1))
+        bks[PASS_OF[k]].append(buckets(ctx, MAX_BUCKETS).reshape(-1))
+    for p in range(PASSES):
+        s, b = torch.cat(syms[p]).numpy(), torch.cat(bks[p]).numpy()
+        for j in range(MAX_BUCKETS):
+            q = s[b == j]
+            if q.size:
+                out[p, j] = -math.log2(entropy.fit_model(q).decay / 65536.0)
+    return out
+
+
+def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
+             weights: torch.Tensor | None, lam: float, first: int, height: int, width: int,
+             cfg: RoundingConfig, target_bits: float | None = None,
+             progress=None) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+    """Sweeps of rate-distortion optimised rounding over the latents, in the coder's order.
+
+    latents: rounded grids (h_l, w_l), any float or int dtype (CPU); levels below ``first`` (frozen at zero by
+    the fit) are left alone. feats: their (n, levels) float32 features; layers: the MLP (float32); target:
+    (n, C) colour in [0, 1]; weights: (n, C) per-pixel error weights or None. lam: the price of a bit in the
+    per-pixel error's units summed over pixels (mean-over-pixels MSE x n per bit). Returns the new grids
+    (integer values, the input's dtype), their features and how many latents changed.
+    """
+    lat = [g.to(torch.int64) for g in latents]
+    feats = feats.clone()
+    dims = [tuple(g.shape) for g in lat]
+    changed = 0
+    with torch.no_grad():
+        base = pixel_errors(feats, layers, target, weights, cfg.chunk)
+        for sweep in range(cfg.sweeps):
+            if sweep and target_bits:  # hold the latents' code length where the fit's rate control put it
+                bits = context_state(lat, first).bits
+                ratio = (bits / target_bits) ** (1.0 / cfg.rate_elasticity)
+                lam *= min(max(ratio, 1.0 / cfg.max_lam_step), cfg.max_lam_step)
+            for l in reversed(range(first, len(lat))):
+                subs = split(lat[l])  # views: updating a sublattice updates the level
+                parent = lat[l + 1] if l + 1 < len(lat) else None
+                slopes = _slopes(subs, parent)
+                for k in range(len(SUBLATTICES)):
+                    if subs[k].numel() == 0:
+                        continue
+                    mu, ctx = contexts(subs, parent, k)  # from what is already decided, as the decoder sees it
+                    cur, mu = subs[k].reshape(-1), mu.reshape(-1)
+                    slope = slopes[PASS_OF[k]][buckets(ctx, MAX_BUCKETS).reshape(-1)]
+                    index, wgt = footprint(height, width, dims[l], l, k)
+                    cur_bits = (cur - mu).abs().double() * slope
+                    candidates = [torch.full_like(cur, d) for d in cfg.deltas]
+                    if cfg.to_mean:
+                        candidates.append(mu - cur)
+                    best_cost = torch.zeros(cur.shape, dtype=torch.float64)
+                    best = torch.zeros_like(cur)
+                    best_err = base
+                    for delta in candidates:
+                        err = pixel_errors(feats, layers, target, weights, cfg.chunk, l, delta[index] * wgt)
+                        cost = torch.zeros(cur.shape, dtype=torch.float64).index_add_(0, index, (err - base).double())
+                        cost += lam * ((cur + delta - mu).abs().double() * slope - cur_bits)
+                        better = cost < best_cost
+                        best_cost = torch.where(better, cost, best_cost)
+                        best = torch.where(better, delta, best)
+                        best_err = torch.where(better[index], err, best_err)
+                    changed += int(torch.count_nonzero(best))
+                    subs[k].add_(best.view(subs[k].shape))  # subs[k] is a view of the level
+                    feats[:, l] += best[index] * wgt
+                    base = best_err
+            if progress is not None:
+                progress(1, float("nan"))
+    return [g.to(src.dtype) for g, src in zip(lat, latents)], feats, changed

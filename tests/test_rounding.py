@@ -1,0 +1,117 @@
+"""Rate-distortion optimised rounding of the latents (pranc_codec/rounding.py)."""
+import numpy as np
+import pytest
+import torch
+
+from pranc_codec import grid_codec
+from pranc_codec.config import RoundingConfig
+from pranc_codec.context import split
+from pranc_codec.grid_fit import context_state
+from pranc_codec.latent import GridShape, init_mlp, mlp_forward, sample_levels, split_params
+from pranc_codec.rounding import footprint, optimise, pixel_errors
+
+
+@pytest.mark.parametrize("h,w", [(37, 53), (16, 16), (5, 9), (1, 7)])
+def test_each_pixel_reads_one_latent_of_each_sublattice_with_the_samplers_weights(h, w):
+    """What makes the per-sublattice choice exact: a pixel's bilinear sample of a level is the sum over the four
+    sublattices of (its one latent there) x (a weight), the weights summing to 1."""
+    shape = GridShape(levels=4, hidden=4, hidden_layers=1, channels=1)
+    gen = torch.Generator().manual_seed(0)
+    grids = [torch.randn(d, generator=gen) for d in shape.level_dims(h, w)]
+    idx = torch.arange(h * w)
+    sampled = sample_levels(grids, (idx // w).float(), (idx % w).float())  # (levels, n)
+    for l, g in enumerate(grids):
+        total, weight = torch.zeros(h * w), torch.zeros(h * w)
+        for k, sub in enumerate(split(g)):
+            index, wk = footprint(h, w, tuple(g.shape), l, k)
+            assert wk.min() >= 0
+            if sub.numel():
+                assert index.max() < sub.numel()
+                total += wk * sub.reshape(-1)[index]
+            else:
+                assert wk.max() == 0
+            weight += wk
+        assert torch.allclose(weight, torch.ones(h * w))
+        assert torch.allclose(total, sampled[l], atol=1e-5)
+
+
+def _problem(seed: int = 1, h: int = 24, w: int = 32):
+    """A random MLP, the picture it makes of integer latents, and those latents each moved by -1, 0 or +1."""
+    shape = GridShape(levels=4, hidden=8, hidden_layers=2, channels=3)
+    gen = torch.Generator().manual_seed(seed)
+    truth = [torch.round(2 * torch.randn(d, generator=gen)) for d in shape.level_dims(h, w)]
+    weights = init_mlp(shape, gen)
+    layers = split_params(weights, shape)
+    target = mlp_forward(grid_codec._features(truth, w, h * w), layers)
+    latents = [t + torch.randint(-1, 2, t.shape, generator=gen) for t in truth]
+    feats = grid_codec._features(latents, w, h * w)
+    return shape, latents, layers, target, feats
+
+
+def _mse(latents, layers, target, w):
+    feats = grid_codec._features(latents, w, target.shape[0])
+    return float(pixel_errors(feats, layers, target, None, 1 << 15).mean())
+
+
+def test_without_a_price_on_bits_every_move_lowers_the_error():
+    h, w = 24, 32
+    shape, latents, layers, target, feats = _problem()
+    before = _mse(latents, layers, target, w)
+    out, new_feats, changed = optimise(latents, feats, layers, target, None, 0.0, 0, h, w, RoundingConfig(sweeps=2))
+    assert changed > 0 and all(torch.equal(g, torch.round(g)) for g in out)
+    after = _mse(out, layers, target, w)
+    assert after < 0.5 * before
+    # the features it hands back are those of the latents it hands back
+    assert torch.allclose(new_feats, grid_codec._features(out, w, h * w), atol=1e-5)
+
+
+def test_a_high_price_on_bits_moves_latents_to_their_predicted_means():
+    h, w = 24, 32
+    shape, latents, layers, target, feats = _problem(seed=2)
+    bits = context_state(latents).bits
+    out, _, _ = optimise(latents, feats, layers, target, None, 1e3, 0, h, w, RoundingConfig(sweeps=1, to_mean=True))
+    assert context_state(out).bits < 0.5 * bits
+    step, _, _ = optimise(latents, feats, layers, target, None, 1e3, 0, h, w, RoundingConfig(sweeps=1))
+    assert context_state(out).bits < context_state(step).bits < 0.9 * bits  # one step at a time
+    cheap, _, _ = optimise(latents, feats, layers, target, None, 1e-3, 0, h, w, RoundingConfig(sweeps=1))
+    assert _mse(cheap, layers, target, w) < _mse(step, layers, target, w) < _mse(out, layers, target, w)
+
+
+def test_lambda_is_steered_between_sweeps_to_hold_the_code_length():
+    h, w = 24, 32
+    shape, latents, layers, target, feats = _problem(seed=5)
+    bits = context_state(latents).bits
+    cfg = RoundingConfig(sweeps=4)
+    free, _, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg)
+    held, _, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, target_bits=bits)
+    assert context_state(free).bits < 0.8 * bits  # at this price the sweeps alone drop a fifth of the bits
+    assert abs(context_state(held).bits / bits - 1) < 0.5 * abs(context_state(free).bits / bits - 1)
+
+
+def test_weighted_errors_and_frozen_levels():
+    """A level below ``first`` is not touched; per-pixel weights steer the error where they are large."""
+    h, w = 24, 32
+    shape, latents, layers, target, feats = _problem(seed=3)
+    latents[0] = torch.zeros_like(latents[0])
+    feats = grid_codec._features(latents, w, h * w)
+    weights = torch.ones(h * w, 3)
+    weights[: h * w // 2] = 20.0  # the top half counts 20x
+    out, _, _ = optimise(latents, feats, layers, target, weights, 0.0, 1, h, w, RoundingConfig(sweeps=1))
+    assert torch.equal(out[0], latents[0])
+    plain, _, _ = optimise(latents, feats, layers, target, None, 0.0, 1, h, w, RoundingConfig(sweeps=1))
+    top = slice(0, h * w // 2)
+
+    def top_mse(lat):
+        f = grid_codec._features(lat, w, h * w)
+        return float(pixel_errors(f[top], layers, target[top], None, 1 << 15).mean())
+
+    assert top_mse(out) < top_mse(plain)
+
+
+def test_no_sweeps_is_plain_rounding():
+    h, w = 24, 32
+    shape, latents, layers, target, feats = _problem(seed=4)
+    out, out_feats = grid_codec.optimise_rounding(target.view(h, w, 3), latents, feats, [torch.cat(
+        [W.reshape(-1), b]) for W, b in layers], shape, grid_codec.GridConfig(), RoundingConfig(sweeps=0), 1e-4,
+        1e-2)
+    assert out is latents and out_feats is feats
