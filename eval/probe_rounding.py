@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Ablation probe: the rounding after the fit (pranc_codec/rounding.py) replayed on saved fits (ABLATIONS.md Z).
+
+    python eval/replay_fit.py fit ../shared/data/kodak/kodim15.png 0.5 /tmp/fits/kodim15_0.5.pt
+    python eval/probe_rounding.py /tmp/fits/kodim15_0.5.pt rounding.sweeps=0 rounding.sweeps=3 > Z.jsonl
+    python eval/equal_rate.py Z.jsonl - eval/results/per_image.csv
+
+Each argument after the fit is one variant: comma-separated ``section.field=value`` overrides, plus
+``fitlam`` (price a bit at the fit's own lambda instead of the curve's), ``lamxF`` (F x the price),
+``mlpq`` (round against the quantized MLP) or ``refitK`` (K full-batch Adam steps on the MLP after).
+Each variant rounds the fit's latents, then runs the encoder's later choices (``grid_codec.choose_code``),
+packs and decodes, and prints one JSON line in ``eval/encode_one.py``'s fields (``encode_s`` is the
+rounding's time alone).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pranc_codec import grid_codec
+from pranc_codec.codec import decode
+from pranc_codec.config import apply_overrides
+from pranc_codec.grid_fit import fits_finest, structure_weights
+from pranc_codec.image_io import read_image
+from pranc_codec.latent import split_params
+from pranc_codec.metrics import ms_ssim, psnr
+from pranc_codec.rounding import pixel_errors
+from replay_fit import _setup
+
+
+def refit_mlp(feats, pixels, target, weights, shape, g, steps, lr=1e-3):
+    weights = [w.clone().requires_grad_(True) for w in weights]
+    pix_w = structure_weights(target, g.structure_mix, g.structure_cap).t().contiguous()
+    opt = torch.optim.Adam(weights, lr=lr)
+    from pranc_codec.latent import mlp_forward
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((mlp_forward(feats, split_params(weights, shape)) - pixels).square() * pix_w).mean()
+        loss.backward()
+        opt.step()
+    return [w.detach() for w in weights]
+
+
+def run(path: Path, variants: list[str], kodak: Path) -> None:
+    name, bpp_text = path.stem.rsplit("_", 1)
+    bpp = float(bpp_text)
+    saved = torch.load(path)
+    image = read_image(kodak / f"{name}.png")[0]
+    cfg0, shape = _setup(image, bpp, saved.get("settings", []))
+    h, w, c = image.shape
+    n = h * w
+    target = torch.from_numpy(image.astype(np.float32) / 255.0)
+    pixels = target.reshape(-1, c)
+    latents = [torch.round(g) for g in saved["latents"]]
+    feats = grid_codec._features(latents, w, n)
+    budget = grid_codec.latent_budget(cfg0, shape, h, w)
+    g = grid_codec.fit_settings(cfg0, shape, budget, torch.device("cpu"))
+    first = 0 if fits_finest(g, budget, shape.levels) else 1
+    layers = split_params([x.float() for x in saved["weights"]], shape)
+    mse = grid_codec._mlp_mse(feats, pixels, layers)
+    lam = grid_codec.curve_lambda(mse, bpp, g)
+    for variant in variants:
+        items = [s for s in variant.split(",") if s]
+        price = lam
+        if "fitlam" in items:  # optimise_rounding multiplies by weighted / plain MSE: undo it for the fit's lambda
+            weights = structure_weights(target, g.structure_mix, g.structure_cap).t().contiguous()
+            price = saved["lam"] * mse / float(pixel_errors(feats, layers, pixels, weights, 1 << 15).mean())
+        for item in items:
+            if item.startswith("lamx"):
+                price *= float(item[4:])
+        cfg = apply_overrides(cfg0, [s for s in items if "=" in s])
+        t0 = time.perf_counter()
+        mlp = saved["weights"]
+        if "mlpq" in items:  # round against the MLP the decoder will have (quantized at the depth chosen first)
+            _, qs, steps = grid_codec.choose_mlp_bits(feats, pixels, [x.float() for x in mlp], shape,
+                                                      cfg.grid.mlp_bits, lam, n)
+            mlp = [torch.from_numpy(q.astype(np.float32) * st) for q, st in zip(qs, steps)]
+        lat2, feats2 = grid_codec.optimise_rounding(target, latents, feats, mlp, shape, cfg.grid,
+                                                    cfg.rounding, price, mse, first)
+        for item in items:
+            if item.startswith("refit"):  # Adam on the MLP alone, full batch, the latents held
+                mlp = refit_mlp(feats2, pixels, target, [x.float() for x in saved["weights"]], shape, cfg.grid,
+                                int(item[5:]))
+        seconds = time.perf_counter() - t0
+        code = grid_codec.choose_code(image, pixels, lat2, feats2, mlp, shape, cfg, lam)
+        data = grid_codec.pack(code, shape, h, w)
+        out = decode(data)
+        print(json.dumps(dict(image=f"{name}.png", bpp_target=bpp, over=[variant], bpp=8 * len(data) / n,
+                              psnr=psnr(image, out), ms_ssim=ms_ssim(image, out), encode_s=seconds)), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("fit", type=Path)
+    ap.add_argument("variants", nargs="+")
+    ap.add_argument("--kodak", type=Path, default=Path("../shared/data/kodak"))
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    run(args.fit, args.variants, args.kodak)
+
+
+if __name__ == "__main__":
+    main()
