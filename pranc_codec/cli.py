@@ -61,7 +61,8 @@ def _progress_factory(quiet: bool):
         for b in bars:
             b.close()
         bars.clear()
-        bar = tqdm(total=total, desc=name, unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
+        bar = tqdm(total=total, desc=name, unit="sweep" if name == "rounding" else "step", file=sys.stderr,
+                   leave=False, dynamic_ncols=True)
         bars.append(bar)
 
         def update(n: int, loss: float) -> None:
