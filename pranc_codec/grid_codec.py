@@ -1,7 +1,8 @@
 """Encoding and decoding of latent-grid files (format versions 4 to 7); ``codec.py`` dispatches here.
 
 Encoder: fit latents and MLP for the target rate (grid_fit.py), round the
-latents, quantize the MLP at the bit depth that minimises MSE + lambda x rate,
+latents and move them a step where that lowers error + lambda x bits
+(rounding.py), quantize the MLP at the bit depth that minimises MSE + lambda x rate,
 entropy-code the latents in context order (context.py: one Laplace model per
 context bucket of each level and pass) and the MLP with one model per layer
 (entropy.py), fit the loop filter to the decoded picture (loop_filter.py), and
