@@ -26,18 +26,16 @@ from pranc_codec import grid_codec
 from pranc_codec.codec import decode
 from pranc_codec.config import apply_overrides
 from pranc_codec.grid_fit import fits_finest, structure_weights
-from pranc_codec.image_io import read_image
-from pranc_codec.latent import split_params
+from pranc_codec.latent import mlp_forward, split_params
 from pranc_codec.metrics import ms_ssim, psnr
 from pranc_codec.rounding import pixel_errors
-from replay_fit import _setup
+from replay_fit import load_fit
 
 
 def refit_mlp(feats, pixels, target, weights, shape, g, steps, lr=1e-3):
     weights = [w.clone().requires_grad_(True) for w in weights]
     pix_w = structure_weights(target, g.structure_mix, g.structure_cap).t().contiguous()
     opt = torch.optim.Adam(weights, lr=lr)
-    from pranc_codec.latent import mlp_forward
     for _ in range(steps):
         opt.zero_grad()
         loss = ((mlp_forward(feats, split_params(weights, shape)) - pixels).square() * pix_w).mean()
@@ -47,17 +45,11 @@ def refit_mlp(feats, pixels, target, weights, shape, g, steps, lr=1e-3):
 
 
 def run(path: Path, variants: list[str], kodak: Path) -> None:
-    name, bpp_text = path.stem.rsplit("_", 1)
-    bpp = float(bpp_text)
-    saved = torch.load(path)
-    image = read_image(kodak / f"{name}.png")[0]
-    cfg0, shape = _setup(image, bpp, saved.get("settings", []))
+    f = load_fit(path, kodak)
+    name, bpp, saved, image, cfg0, shape = f.name, f.bpp, f.saved, f.image, f.cfg, f.shape
+    target, pixels, latents, feats = f.target, f.pixels, f.latents, f.feats
     h, w, c = image.shape
     n = h * w
-    target = torch.from_numpy(image.astype(np.float32) / 255.0)
-    pixels = target.reshape(-1, c)
-    latents = [torch.round(g) for g in saved["latents"]]
-    feats = grid_codec._features(latents, w, n)
     budget = grid_codec.latent_budget(cfg0, shape, h, w)
     g = grid_codec.fit_settings(cfg0, shape, budget, torch.device("cpu"))
     first = 0 if fits_finest(g, budget, shape.levels) else 1

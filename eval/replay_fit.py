@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from pranc_codec.codec import decode
 from pranc_codec.config import CodecConfig, apply_overrides
 from pranc_codec.grid_fit import context_state, fit_grid, structure_weights
 from pranc_codec.image_io import read_image
-from pranc_codec.latent import mlp_forward, split_params
+from pranc_codec.latent import GridShape, mlp_forward, split_params
 from pranc_codec.metrics import ms_ssim, psnr
 
 
@@ -58,18 +58,42 @@ def fit(image_path: Path, bpp: float, out: Path, settings: list[str]) -> None:
     torch.save(dict(latents=result.latents, weights=result.weights, lam=result.lam, settings=settings), out)
 
 
-def replay(path: Path, modes: list[str], kodak: Path) -> None:
+@dataclass
+class SavedFit:
+    """A fit saved by ``fit``, with its picture and what the encoder derives from it before its later choices."""
+
+    name: str
+    bpp: float
+    saved: dict  # latents, weights, lam, settings
+    image: np.ndarray  # uint8 (H, W, C)
+    cfg: CodecConfig
+    shape: GridShape
+    target: torch.Tensor  # (H, W, C) colour in [0, 1]
+    pixels: torch.Tensor  # the same, (H W, C)
+    latents: list[torch.Tensor]  # the fit's latents rounded
+    feats: torch.Tensor  # their (H W, levels) features
+
+
+def load_fit(path: Path, kodak: Path) -> SavedFit:
+    """The fit saved at ``path`` (``IMAGE_BPP.pt``) and its Kodak picture from ``kodak``."""
     name, bpp_text = path.stem.rsplit("_", 1)
     bpp = float(bpp_text)
     saved = torch.load(path)
     image = read_image(kodak / f"{name}.png")[0]
     cfg, shape = _setup(image, bpp, saved.get("settings", []))
     h, w, c = image.shape
-    n = h * w
     target = torch.from_numpy(image.astype(np.float32) / 255.0)
-    pixels = target.reshape(-1, c)
     latents = [torch.round(g) for g in saved["latents"]]
-    feats = grid_codec._features(latents, w, n)
+    return SavedFit(name, bpp, saved, image, cfg, shape, target, target.reshape(-1, c), latents,
+                    grid_codec._features(latents, w, h * w))
+
+
+def replay(path: Path, modes: list[str], kodak: Path) -> None:
+    f = load_fit(path, kodak)
+    name, bpp, saved, image, cfg, shape = f.name, f.bpp, f.saved, f.image, f.cfg, f.shape
+    target, pixels, latents, feats = f.target, f.pixels, f.latents, f.feats
+    h, w, c = image.shape
+    n = h * w
     with torch.no_grad():
         err = (mlp_forward(feats, split_params(saved["weights"], shape)) - pixels) ** 2  # (n, C)
     mse = float(err.mean())

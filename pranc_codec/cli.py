@@ -57,12 +57,11 @@ def _progress_factory(quiet: bool):
 
     bars = _BARS
 
-    def make(name: str, total: int):
+    def make(name: str, total: int, unit: str = "step"):
         for b in bars:
             b.close()
         bars.clear()
-        bar = tqdm(total=total, desc=name, unit="sweep" if name == "rounding" else "step", file=sys.stderr,
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(total=total, desc=name, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
         bars.append(bar)
 
         def update(n: int, loss: float) -> None:

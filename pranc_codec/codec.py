@@ -25,8 +25,8 @@ from .metrics import ms_ssim, psnr
 from .quantization import coef_steps, dequantize, quantize, shifts_for
 from .subspace import EXPANSION_ONE, Subspace, SubspaceSpec, reconstruct
 
-# (phase name, total units) announcement, then per-unit progress.
-ProgressFactory = Callable[[str, int], Callable[[int, float], None]]
+# (phase name, total units[, unit name, "step" by default]) announcement, then per-unit progress.
+ProgressFactory = Callable[..., Callable[[int, float], None]]
 
 
 @dataclass

@@ -340,14 +340,15 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
     height, width, channels = target.shape
     pixels = target.reshape(-1, channels)
     layers = split_params([w.detach().cpu().float() for w in weights], shape)
-    pix_w = None
+    pix_w = errors = None
     if g.structure_mix > 0:  # the error the fit minimised; a bit priced at the same share of it as of plain MSE
         pix_w = structure_weights(target, g.structure_mix, g.structure_cap).t().contiguous()  # (H W, C)
-        lam *= float(rounding.pixel_errors(feats, layers, pixels, pix_w, rc.chunk).mean()) / max(mse, 1e-12)
-    cb = progress("rounding", rc.sweeps) if progress else None
+        errors = rounding.pixel_errors(feats, layers, pixels, pix_w, rc.chunk)
+        lam *= float(errors.mean()) / max(mse, 1e-12)
+    cb = progress("rounding", rc.sweeps, "sweep") if progress else None
     target_bits = context_state(latents, first).bits if rc.hold_rate else None
     out, feats, _ = rounding.optimise(latents, feats, layers, pixels, pix_w, lam, first, height, width, rc,
-                                      target_bits, progress=cb)
+                                      target_bits, errors, progress=cb)
     return out, feats
 
 

@@ -109,7 +109,7 @@ def _slopes(subs: list[torch.Tensor], parent: torch.Tensor | None) -> torch.Tens
 
 def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
              weights: torch.Tensor | None, lam: float, first: int, height: int, width: int,
-             cfg: RoundingConfig, target_bits: float | None = None,
+             cfg: RoundingConfig, target_bits: float | None = None, errors: torch.Tensor | None = None,
              progress=None) -> tuple[list[torch.Tensor], torch.Tensor, int]:
     """Sweeps of rate-distortion optimised rounding over the latents, in the coder's order.
 
@@ -117,8 +117,8 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     the fit) are left alone. feats: their (n, levels) float32 features; layers: the MLP (float32); target:
     (n, C) colour in [0, 1]; weights: (n, C) per-pixel error weights or None. lam: the price of a bit in the
     per-pixel error's units summed over pixels (mean-over-pixels MSE x n per bit), for the first sweep; with
-    ``target_bits`` (the coder's code length to hold, bits) it is rescaled before each later one. ``progress``
-    is called once a sweep. Returns the new grids
+    ``target_bits`` (the coder's code length to hold, bits) it is rescaled before each later one. errors: the
+    (n,) :func:`pixel_errors` of ``feats`` if the caller has them. ``progress`` is called once a sweep. Returns the new grids
     (integer values, the input's dtype), their features and how many latents changed.
     """
     lat = [g.to(torch.int64) for g in latents]
@@ -126,7 +126,7 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     dims = [tuple(g.shape) for g in lat]
     changed = 0
     with torch.no_grad():
-        base = pixel_errors(feats, layers, target, weights, cfg.chunk)
+        base = errors if errors is not None else pixel_errors(feats, layers, target, weights, cfg.chunk)
         for sweep in range(cfg.sweeps):
             if sweep and target_bits:  # hold the latents' code length where the fit's rate control put it
                 bits = context_state(lat, first).bits
