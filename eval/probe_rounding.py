@@ -72,8 +72,8 @@ def run(path: Path, variants: list[str], kodak: Path) -> None:
             _, qs, steps = grid_codec.choose_mlp_bits(feats, pixels, [x.float() for x in mlp], shape,
                                                       cfg.grid.mlp_bits, lam, n)
             mlp = [torch.from_numpy(q.astype(np.float32) * st) for q, st in zip(qs, steps)]
-        lat2, feats2 = grid_codec.optimise_rounding(target, latents, feats, mlp, shape, cfg.grid,
-                                                    cfg.rounding, price, mse, first)
+        lat2, feats2, mlp = grid_codec.optimise_rounding(target, latents, feats, mlp, shape, cfg.grid,
+                                                         cfg.rounding, price, mse, first)
         for item in items:
             if item.startswith("refit"):  # Adam on the MLP alone, full batch, the latents held
                 mlp = refit_mlp(feats2, pixels, target, [x.float() for x in saved["weights"]], shape, cfg.grid,

@@ -225,6 +225,12 @@ class RoundingConfig:
     hold_rate: bool = True
     rate_elasticity: float = 0.3
     max_lam_step: float = 4.0
+    # The MLP refitted to the moved latents before each later sweep and after the last (Adam on minibatches, the
+    # latents held, grid_fit.refit_mlp), quantized as the file will hold it before each later sweep, so that every
+    # sweep prices against the decoder's MLP: +0.06 dB at equal rate on 16 fits, 16 of 16 ahead (ABLATIONS.md AA2).
+    mlp_steps: int = 200  # 0 = the fit's MLP throughout
+    mlp_lr: float = 3e-3
+    mlp_batch: int = 8192
 
 
 @dataclass(frozen=True)

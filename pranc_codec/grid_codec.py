@@ -23,7 +23,7 @@ from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig, GridConfig, RoundingConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
 from .errors import FormatError
-from .grid_fit import GridFit, context_state, fit_grid, fits_finest, structure_weights
+from .grid_fit import GridFit, context_state, fit_grid, fits_finest, refit_mlp, structure_weights
 from .latent import GridShape, mlp_forward, render, sample_levels, split_params
 from .loop_filter import LoopFilter
 from .quantization import dequantize, quantize
@@ -322,34 +322,55 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         mse = _fit_mse(feats, pixels, fit, shape)
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
     first = 0 if fits_finest(cfg, latent_bpp, shape.levels) else 1  # a level left out of the fit stays zero
-    latents, feats = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg, config.rounding, lam,
-                                       mse, first, progress)
-    code = choose_code(image, pixels, latents, feats, fit.weights, shape, config, lam)
+    latents, feats, weights = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg,
+                                                config.rounding, lam, mse, first, progress)
+    code = choose_code(image, pixels, latents, feats, weights, shape, config, lam)
     return pack(code, shape, height, width), shape
 
 
 def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
                       weights: list[torch.Tensor], shape: GridShape, g: GridConfig, rc: RoundingConfig, lam: float,
-                      mse: float, first: int = 0, progress=None) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The rounded latents moved where that lowers the fit's error + ``lam`` x bits (rounding.py), and their
-    features. target: (H, W, C) colour in [0, 1] (CPU); latents: the rounded grids; feats: their (H W, levels)
-    features; lam: curve_lambda's price of a bit, for plain MSE ``mse`` of the fit's MLP on these latents; levels
-    below ``first`` are left alone."""
+                      mse: float, first: int = 0, progress=None
+                      ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+    """The rounded latents moved where that lowers the fit's error + ``lam`` x bits (rounding.py), their
+    features, and the MLP refitted to them (``rc.mlp_steps``; else the fit's, on the CPU). target: (H, W, C)
+    colour in [0, 1] (CPU); latents: the rounded grids; feats: their (H W, levels) features; weights: the fit's
+    MLP (per-layer flat); lam: curve_lambda's price of a bit, for plain MSE ``mse`` of the fit's MLP on these
+    latents; levels below ``first`` are left alone."""
+    mlp = [w.detach().cpu().float() for w in weights]
     if rc.sweeps <= 0:
-        return latents, feats
+        return latents, feats, mlp
     height, width, channels = target.shape
+    n = height * width
     pixels = target.reshape(-1, channels)
-    layers = split_params([w.detach().cpu().float() for w in weights], shape)
+    layers = split_params(mlp, shape)
     pix_w = errors = None
+    price = lam
     if g.structure_mix > 0:  # the error the fit minimised; a bit priced at the same share of it as of plain MSE
         pix_w = structure_weights(target, g.structure_mix, g.structure_cap).t().contiguous()  # (H W, C)
         errors = rounding.pixel_errors(feats, layers, pixels, pix_w, rc.chunk)
-        lam *= float(errors.mean()) / max(mse, 1e-12)
+        price *= float(errors.mean()) / max(mse, 1e-12)
+    table = torch.cat([pixels, pix_w if pix_w is not None else torch.ones_like(pixels)], 1).t().contiguous()
+
+    def refit(f: torch.Tensor, quantize: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The MLP refitted to features f (H W, levels); quantized as choose_code would (at the curve's price)
+        when another sweep is to price against it."""
+        nonlocal mlp
+        mlp = refit_mlp(f.t().contiguous(), table, mlp, shape, rc.mlp_steps, rc.mlp_lr, min(rc.mlp_batch, n),
+                        g.adam_beta2, g.seed)
+        if quantize:
+            _, qs, steps = choose_mlp_bits(f, pixels, mlp, shape, g.mlp_bits, lam, n)
+            mlp = [torch.from_numpy(q.astype(np.float32) * s) for q, s in zip(qs, steps)]
+        return split_params(mlp, shape)
+
     cb = progress("rounding", rc.sweeps, "sweep") if progress else None
     target_bits = context_state(latents, first).bits if rc.hold_rate else None
-    out, feats, _ = rounding.optimise(latents, feats, layers, pixels, pix_w, lam, first, height, width, rc,
-                                      target_bits, errors, progress=cb)
-    return out, feats
+    out, feats, _ = rounding.optimise(latents, feats, layers, pixels, pix_w, price, first, height, width, rc,
+                                      target_bits, errors, progress=cb,
+                                      refit=refit if rc.mlp_steps > 0 else None)
+    if rc.mlp_steps > 0:
+        refit(feats, quantize=False)
+    return out, feats, mlp
 
 
 def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,

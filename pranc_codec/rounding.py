@@ -30,6 +30,7 @@ about 5 s of encoding (eval/ABLATIONS.md Z).
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -110,7 +111,8 @@ def _slopes(subs: list[torch.Tensor], parent: torch.Tensor | None) -> torch.Tens
 def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
              weights: torch.Tensor | None, lam: float, first: int, height: int, width: int,
              cfg: RoundingConfig, target_bits: float | None = None, errors: torch.Tensor | None = None,
-             progress=None) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+             progress=None, refit: Callable[[torch.Tensor], Layers] | None = None
+             ) -> tuple[list[torch.Tensor], torch.Tensor, int]:
     """Sweeps of rate-distortion optimised rounding over the latents, in the coder's order.
 
     latents: rounded grids (h_l, w_l), any float or int dtype (CPU); levels below ``first`` (frozen at zero by
@@ -118,20 +120,25 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     (n, C) colour in [0, 1]; weights: (n, C) per-pixel error weights or None. lam: the price of a bit in the
     per-pixel error's units summed over pixels (mean-over-pixels MSE x n per bit), for the first sweep; with
     ``target_bits`` (the coder's code length to hold, bits) it is rescaled before each later one. errors: the
-    (n,) :func:`pixel_errors` of ``feats`` if the caller has them. ``progress`` is called once a sweep. Returns the new grids
-    (integer values, the input's dtype), their features and how many latents changed.
+    (n,) :func:`pixel_errors` of ``feats`` if the caller has them (not modified). ``progress`` is called once a
+    sweep. ``refit``, if given, is called before each later sweep with the current features and returns the MLP
+    that sweep prices against. Returns the new grids (integer values, the input's dtype), their features and how
+    many latents changed.
     """
     lat = [g.to(torch.int64) for g in latents]
     feats = feats.clone()
     dims = [tuple(g.shape) for g in lat]
     changed = 0
     with torch.no_grad():
-        base = errors if errors is not None else pixel_errors(feats, layers, target, weights, cfg.chunk)
+        base = errors.clone() if errors is not None else pixel_errors(feats, layers, target, weights, cfg.chunk)
         for sweep in range(cfg.sweeps):
             if sweep and target_bits:  # hold the latents' code length where the fit's rate control put it
                 bits = context_state(lat, first).bits
                 ratio = (bits / target_bits) ** (1.0 / cfg.rate_elasticity)
                 lam *= min(max(ratio, 1.0 / cfg.max_lam_step), cfg.max_lam_step)
+            if sweep and refit is not None:
+                layers = refit(feats)
+                base = pixel_errors(feats, layers, target, weights, cfg.chunk)
             for l in reversed(range(first, len(lat))):
                 subs = split(lat[l])  # views: updating a sublattice updates the level
                 parent = lat[l + 1] if l + 1 < len(lat) else None
@@ -143,16 +150,25 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                     cur, mu = subs[k].reshape(-1), mu.reshape(-1)
                     slope = slopes[PASS_OF[k]][buckets(ctx, MAX_BUCKETS).reshape(-1)]
                     index, wgt = footprint(height, width, dims[l], l, k)
+                    # only the pixels this sublattice touches can change: all of them from level 1 up, but a
+                    # quarter at level 0, whose samples fall on the latents (no blend)
+                    live: torch.Tensor | slice = torch.nonzero(wgt).squeeze(1)
+                    if live.numel() == wgt.numel():
+                        live = slice(None)  # every pixel: no copies
+                    f_l, t_l = feats[live], target[live]
+                    w_l = None if weights is None else weights[live]
+                    index, wgt, base_l = index[live], wgt[live], base[live]
                     cur_bits = (cur - mu).abs().double() * slope
                     candidates = [torch.full_like(cur, d) for d in cfg.deltas]
                     if cfg.to_mean:
                         candidates.append(mu - cur)
                     best_cost = torch.zeros(cur.shape, dtype=torch.float64)
                     best = torch.zeros_like(cur)
-                    best_err = base
+                    best_err = base_l
                     for delta in candidates:
-                        err = pixel_errors(feats, layers, target, weights, cfg.chunk, l, delta[index] * wgt)
-                        cost = torch.zeros(cur.shape, dtype=torch.float64).index_add_(0, index, (err - base).double())
+                        err = pixel_errors(f_l, layers, t_l, w_l, cfg.chunk, l, delta[index] * wgt)
+                        cost = torch.zeros(cur.shape, dtype=torch.float64)
+                        cost.index_add_(0, index, (err - base_l).double())
                         cost += lam * ((cur + delta - mu).abs().double() * slope - cur_bits)
                         better = cost < best_cost
                         best_cost = torch.where(better, cost, best_cost)
@@ -160,8 +176,8 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                         best_err = torch.where(better[index], err, best_err)
                     changed += int(torch.count_nonzero(best))
                     subs[k].add_(best.view(subs[k].shape))  # subs[k] is a view of the level
-                    feats[:, l] += best[index] * wgt
-                    base = best_err
+                    feats[live, l] += best[index] * wgt
+                    base[live] = best_err
             if progress is not None:
                 progress(1, float("nan"))
     return [g.to(src.dtype) for g, src in zip(lat, latents)], feats, changed

@@ -6,7 +6,7 @@ import torch
 from pranc_codec import grid_codec
 from pranc_codec.config import RoundingConfig
 from pranc_codec.context import split
-from pranc_codec.grid_fit import context_state
+from pranc_codec.grid_fit import context_state, refit_mlp
 from pranc_codec.latent import GridShape, init_mlp, mlp_forward, sample_levels, split_params
 from pranc_codec.rounding import footprint, optimise, pixel_errors
 
@@ -111,7 +111,44 @@ def test_weighted_errors_and_frozen_levels():
 def test_no_sweeps_is_plain_rounding():
     h, w = 24, 32
     shape, latents, layers, target, feats = _problem(seed=4)
-    out, out_feats = grid_codec.optimise_rounding(target.view(h, w, 3), latents, feats, [torch.cat(
+    out, out_feats, _ = grid_codec.optimise_rounding(target.view(h, w, 3), latents, feats, [torch.cat(
         [W.reshape(-1), b]) for W, b in layers], shape, grid_codec.GridConfig(), RoundingConfig(sweeps=0), 1e-4,
         1e-2)
     assert out is latents and out_feats is feats
+
+
+def test_refit_mlp_lowers_the_weighted_error_deterministically_and_leaves_its_inputs_alone():
+    h, w = 24, 32
+    shape, latents, layers, target, feats = _problem(seed=5)
+    gen = torch.Generator().manual_seed(9)
+    flat = [torch.cat([W.reshape(-1), b]) for W, b in layers]
+    noisy = [v + 0.2 * torch.randn(v.shape, generator=gen) for v in flat]
+    kept = [v.clone() for v in noisy]
+    weights = torch.rand(h * w, 3, generator=gen) * 4
+    table = torch.cat([target, weights], 1).t().contiguous()
+    feats_t = feats.t().contiguous()
+
+    def err(flat_w):
+        return float(pixel_errors(feats, split_params(flat_w, shape), target, weights, 1 << 15).mean())
+
+    new = refit_mlp(feats_t, table, noisy, shape, steps=150, lr=1e-2, batch=256, beta2=0.99, seed=3)
+    assert err(new) < 0.5 * err(noisy)
+    assert all(torch.equal(a, b) for a, b in zip(noisy, kept))
+    again = refit_mlp(feats_t, table, noisy, shape, steps=150, lr=1e-2, batch=256, beta2=0.99, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(new, again))
+
+
+def test_the_rounding_refits_the_mlp_to_the_moved_latents_unless_told_not_to():
+    h, w = 24, 32
+    shape, latents, layers, target, feats = _problem(seed=6)
+    gen = torch.Generator().manual_seed(2)
+    flat = [torch.cat([W.reshape(-1), b]) + 0.1 * torch.randn(W.numel() + b.numel(), generator=gen)
+            for W, b in layers]
+    args = (target.view(h, w, 3), latents, feats, flat, shape, grid_codec.GridConfig())
+    out, out_feats, mlp = grid_codec.optimise_rounding(*args, RoundingConfig(mlp_steps=100, mlp_batch=256), 1e-4,
+                                                       1e-2)
+    assert torch.allclose(out_feats, grid_codec._features(out, w, h * w), atol=1e-5)
+    err = lambda f: float(pixel_errors(out_feats, split_params(f, shape), target, None, 1 << 15).mean())  # noqa: E731
+    assert err(mlp) < err(flat)
+    _, _, same = grid_codec.optimise_rounding(*args, RoundingConfig(mlp_steps=0), 1e-4, 1e-2)
+    assert all(torch.equal(a, b) for a, b in zip(same, flat))
