@@ -5,7 +5,8 @@
     python eval/probe_rounding.py /tmp/fits/kodim15_0.5.pt rounding.sweeps=0 rounding.sweeps=3 > Z.jsonl
     python eval/equal_rate.py Z.jsonl - eval/results/per_image.csv
 
-Each argument after the fit is one variant: comma-separated ``section.field=value`` overrides, plus
+``rounding.mlp_steps=0`` is session 21's rounding (no refit of the MLP between and after the sweeps,
+ABLATIONS.md AA2). Each argument after the fit is one variant: comma-separated ``section.field=value`` overrides, plus
 ``fitlam`` (price a bit at the fit's own lambda instead of the curve's), ``lamxF`` (F x the price),
 ``mlpq`` (round against the quantized MLP) or ``refitK`` (K full-batch Adam steps on the MLP after).
 Each variant rounds the fit's latents, then runs the encoder's later choices (``grid_codec.choose_code``),

@@ -227,7 +227,8 @@ class RoundingConfig:
     max_lam_step: float = 4.0
     # The MLP refitted to the moved latents before each later sweep and after the last (Adam on minibatches, the
     # latents held, grid_fit.refit_mlp), quantized as the file will hold it before each later sweep, so that every
-    # sweep prices against the decoder's MLP: +0.06 dB at equal rate on 16 fits, 16 of 16 ahead (ABLATIONS.md AA2).
+    # sweep prices against the decoder's MLP: +0.05 dB at equal rate on 16 fits (16 of 16 ahead), +0.056 dB on all
+    # 24 Kodak images at four rates (94 of 96 ahead), for 1.5-3.5 s (ABLATIONS.md AA2, RESULTS.md session 22).
     mlp_steps: int = 200  # 0 = the fit's MLP throughout
     mlp_lr: float = 3e-3
     mlp_batch: int = 8192

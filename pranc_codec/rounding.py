@@ -20,7 +20,9 @@ greedy: a choice's effect on the contexts of latents coded later is not
 counted.
 
 Between sweeps lambda is rescaled so that the latents' code length stays
-where the fit's rate control put it (``RoundingConfig.hold_rate``).
+where the fit's rate control put it (``RoundingConfig.hold_rate``), and the
+caller may refit the MLP to the moved latents (``refit``; grid_codec does,
+``RoundingConfig.mlp_steps``: +0.05 dB more, ABLATIONS.md AA2).
 
 On the fits of eight Kodak images at four rates, three sweeps gained at equal
 rate +0.24 / +0.37 / +0.57 / +0.77 dB and +0.0045 / +0.0051 / +0.0029 / +0.0024
