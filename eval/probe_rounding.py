@@ -7,8 +7,9 @@
 
 ``rounding.mlp_steps=0`` is session 21's rounding (no refit of the MLP between and after the sweeps,
 ABLATIONS.md AA2). Each argument after the fit is one variant: comma-separated ``section.field=value`` overrides, plus
-``fitlam`` (price a bit at the fit's own lambda instead of the curve's), ``lamxF`` (F x the price),
-``mlpq`` (round against the quantized MLP) or ``refitK`` (K full-batch Adam steps on the MLP after).
+``fitlam`` (price a bit at the fit's own lambda instead of the curve's), ``lamxF`` (F x the price) or
+``mlpq`` (quantize the MLP before the rounding). (Session 21's ``refitK``, K full-batch Adam steps on the MLP
+after the rounding, was removed in session 22: the codec's own refit, ``rounding.mlp_steps``, replaced it.)
 Each variant rounds the fit's latents, then runs the encoder's later choices (``grid_codec.choose_code``),
 packs and decodes, and prints one JSON line in ``eval/encode_one.py``'s fields (``encode_s`` is the
 rounding's time alone).
@@ -20,71 +21,53 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pranc_codec import grid_codec
 from pranc_codec.codec import decode
 from pranc_codec.config import apply_overrides
 from pranc_codec.grid_fit import fits_finest, structure_weights
-from pranc_codec.latent import mlp_forward, split_params
+from pranc_codec.latent import split_params
 from pranc_codec.metrics import ms_ssim, psnr
 from pranc_codec.rounding import pixel_errors
 from replay_fit import load_fit
 
 
-def refit_mlp(feats, pixels, target, weights, shape, g, steps, lr=1e-3):
-    weights = [w.clone().requires_grad_(True) for w in weights]
-    pix_w = structure_weights(target, g.structure_mix, g.structure_cap).t().contiguous()
-    opt = torch.optim.Adam(weights, lr=lr)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = ((mlp_forward(feats, split_params(weights, shape)) - pixels).square() * pix_w).mean()
-        loss.backward()
-        opt.step()
-    return [w.detach() for w in weights]
-
-
 def run(path: Path, variants: list[str], kodak: Path) -> None:
     f = load_fit(path, kodak)
-    name, bpp, saved, image, cfg0, shape = f.name, f.bpp, f.saved, f.image, f.cfg, f.shape
-    target, pixels, latents, feats = f.target, f.pixels, f.latents, f.feats
-    h, w, c = image.shape
+    h, w, _ = f.image.shape
     n = h * w
-    budget = grid_codec.latent_budget(cfg0, shape, h, w)
-    g = grid_codec.fit_settings(cfg0, shape, budget, torch.device("cpu"))
-    first = 0 if fits_finest(g, budget, shape.levels) else 1
-    layers = split_params([x.float() for x in saved["weights"]], shape)
-    mse = grid_codec._mlp_mse(feats, pixels, layers)
-    lam = grid_codec.curve_lambda(mse, bpp, g)
+    budget = grid_codec.latent_budget(f.cfg, f.shape, h, w)
+    g = grid_codec.fit_settings(f.cfg, f.shape, budget, torch.device("cpu"))
+    first = 0 if fits_finest(g, budget, f.shape.levels) else 1
+    fit_mlp = [x.float() for x in f.saved["weights"]]
+    layers = split_params(fit_mlp, f.shape)
+    mse = grid_codec._mlp_mse(f.feats, f.pixels, layers)
+    lam = grid_codec.curve_lambda(mse, f.bpp, g)
     for variant in variants:
         items = [s for s in variant.split(",") if s]
         price = lam
         if "fitlam" in items:  # optimise_rounding multiplies by weighted / plain MSE: undo it for the fit's lambda
-            weights = structure_weights(target, g.structure_mix, g.structure_cap).t().contiguous()
-            price = saved["lam"] * mse / float(pixel_errors(feats, layers, pixels, weights, 1 << 15).mean())
+            weights = structure_weights(f.target, g.structure_mix, g.structure_cap).t().contiguous()
+            price = f.saved["lam"] * mse / float(pixel_errors(f.feats, layers, f.pixels, weights, 1 << 15).mean())
         for item in items:
             if item.startswith("lamx"):
                 price *= float(item[4:])
-        cfg = apply_overrides(cfg0, [s for s in items if "=" in s])
+        cfg = apply_overrides(f.cfg, [s for s in items if "=" in s])
         t0 = time.perf_counter()
-        mlp = saved["weights"]
+        mlp = fit_mlp
         if "mlpq" in items:  # round against the MLP the decoder will have (quantized at the depth chosen first)
-            _, qs, steps = grid_codec.choose_mlp_bits(feats, pixels, [x.float() for x in mlp], shape,
-                                                      cfg.grid.mlp_bits, lam, n)
-            mlp = [torch.from_numpy(q.astype(np.float32) * st) for q, st in zip(qs, steps)]
-        lat2, feats2, mlp = grid_codec.optimise_rounding(target, latents, feats, mlp, shape, cfg.grid,
+            _, qs, steps = grid_codec.choose_mlp_bits(f.feats, f.pixels, mlp, f.shape, cfg.grid.mlp_bits, lam, n)
+            mlp = grid_codec.dequantize_mlp(qs, steps)
+        lat2, feats2, mlp = grid_codec.optimise_rounding(f.target, f.latents, f.feats, mlp, f.shape, cfg.grid,
                                                          cfg.rounding, price, mse, first)
-        for item in items:
-            if item.startswith("refit"):  # Adam on the MLP alone, full batch, the latents held
-                mlp = refit_mlp(feats2, pixels, target, [x.float() for x in saved["weights"]], shape, cfg.grid,
-                                int(item[5:]))
         seconds = time.perf_counter() - t0
-        code = grid_codec.choose_code(image, pixels, lat2, feats2, mlp, shape, cfg, lam)
-        data = grid_codec.pack(code, shape, h, w)
+        code = grid_codec.choose_code(f.image, f.pixels, lat2, feats2, mlp, f.shape, cfg, lam)
+        data = grid_codec.pack(code, f.shape, h, w)
         out = decode(data)
-        print(json.dumps(dict(image=f"{name}.png", bpp_target=bpp, over=[variant], bpp=8 * len(data) / n,
-                              psnr=psnr(image, out), ms_ssim=ms_ssim(image, out), encode_s=seconds)), flush=True)
+        print(json.dumps(dict(image=f"{f.name}.png", bpp_target=f.bpp, over=[variant], bpp=8 * len(data) / n,
+                              psnr=psnr(f.image, out), ms_ssim=ms_ssim(f.image, out), encode_s=seconds)),
+              flush=True)
 
 
 def main() -> None:

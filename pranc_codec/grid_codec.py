@@ -202,6 +202,12 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int) -> tuple[list[np.ndarra
     return qs, steps
 
 
+def dequantize_mlp(qs: list[np.ndarray], steps: list[float]) -> list[torch.Tensor]:
+    """The MLP's float32 per-layer weights from its symbols and steps, for the encoder's float32 passes (the
+    decoder renders in float64, ``_render``)."""
+    return [torch.from_numpy(q.astype(np.float32) * s) for q, s in zip(qs, steps)]
+
+
 def mlp_code_length(qs: list[np.ndarray]) -> float:
     """Bits of the MLP's symbols (one array per layer) under their fitted Laplace models, headers excluded."""
     return sum(entropy.code_length(q, entropy.fit_model(q)) for q in qs)
@@ -219,8 +225,7 @@ def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[tor
     best, best_cost = None, float("inf")
     for bits in bit_choices:
         qs, steps = quantize_mlp(weights, bits)
-        wq = [torch.from_numpy(q.astype(np.float32) * s) for q, s in zip(qs, steps)]
-        mse = _mlp_mse(feats, target, split_params(wq, shape))
+        mse = _mlp_mse(feats, target, split_params(dequantize_mlp(qs, steps), shape))
         nbits = mlp_code_length(qs)
         cost = mse + lam * nbits / pixels
         if best is None or cost < best_cost:
@@ -350,17 +355,16 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
         pix_w = structure_weights(target, g.structure_mix, g.structure_cap).t().contiguous()  # (H W, C)
         errors = rounding.pixel_errors(feats, layers, pixels, pix_w, rc.chunk)
         price *= float(errors.mean()) / max(mse, 1e-12)
-    table = torch.cat([pixels, pix_w if pix_w is not None else torch.ones_like(pixels)], 1).t().contiguous()
+    table = pixels if pix_w is None else torch.cat([pixels, pix_w], 1)  # as the fit's: colours, then weights
 
     def refit(f: torch.Tensor, quantize: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The MLP refitted to features f (H W, levels); quantized as choose_code would (at the curve's price)
         when another sweep is to price against it."""
         nonlocal mlp
-        mlp = refit_mlp(f.t().contiguous(), table, mlp, shape, rc.mlp_steps, rc.mlp_lr, min(rc.mlp_batch, n),
-                        g.adam_beta2, g.seed)
+        mlp = refit_mlp(f, table, mlp, shape, rc.mlp_steps, rc.mlp_lr, min(rc.mlp_batch, n), g.adam_beta2, g.seed)
         if quantize:
             _, qs, steps = choose_mlp_bits(f, pixels, mlp, shape, g.mlp_bits, lam, n)
-            mlp = [torch.from_numpy(q.astype(np.float32) * s) for q, s in zip(qs, steps)]
+            mlp = dequantize_mlp(qs, steps)
         return split_params(mlp, shape)
 
     cb = progress("rounding", rc.sweeps, "sweep") if progress else None

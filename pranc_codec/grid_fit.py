@@ -338,27 +338,29 @@ class GridFit:
     lam: float  # final rate weight (MSE per bpp)
 
 
-def refit_mlp(feats_t: torch.Tensor, table: torch.Tensor, flat: list[torch.Tensor], shape: GridShape, steps: int,
+def refit_mlp(feats: torch.Tensor, table: torch.Tensor, flat: list[torch.Tensor], shape: GridShape, steps: int,
               lr: float, batch: int, beta2: float, seed: int = 0) -> list[torch.Tensor]:
     """The MLP refitted to fixed latents: ``steps`` Adam steps on ``batch``-pixel minibatches, cosine-decayed lr.
 
-    feats_t: (levels, N) features of the held latents; table: (2C, N) target colours in [0, 1] over per-pixel
-    error weights (ones for plain MSE); flat: the MLP's per-layer flat weights. Feature-major like the fit's step
-    (mlp_forward_t). Returns new flat weights (float32, detached); the inputs are not modified.
+    feats: (N, levels) features of the held latents; table: (N, C) target colours in [0, 1], or (N, 2C) with the
+    per-pixel error weights beside them (the fit's table); flat: the MLP's per-layer flat weights. A step gathers
+    its pixels' rows and runs feature-major like the fit's step (mlp_forward_t). Returns new flat weights
+    (float32, detached); the inputs are not modified.
     """
     params = [w.detach().float().clone().requires_grad_(True) for w in flat]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, beta2))
     gen = torch.Generator().manual_seed(seed)
-    n, c = feats_t.shape[1], table.shape[0] // 2
+    c = shape.channels
     with torch.enable_grad():  # callers may run under no_grad (rounding.optimise)
         for i in range(steps):
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * i / steps))
-            idx = torch.randint(n, (batch,), generator=gen)
-            rows = table.index_select(1, idx)
-            err = mlp_forward_t(feats_t.index_select(1, idx), split_params(params, shape)) - rows[:c]
+            idx = torch.randint(feats.shape[0], (batch,), generator=gen)
+            rows = table.index_select(0, idx).t().contiguous()  # (C or 2C, batch)
+            err = mlp_forward_t(feats.index_select(0, idx).t().contiguous(), split_params(params, shape)) - rows[:c]
+            loss = err.square() if table.shape[1] == c else err.square() * rows[c:]
             opt.zero_grad(set_to_none=True)
-            (err.square() * rows[c:]).mean().backward()
+            loss.mean().backward()
             opt.step()
     return [p.detach() for p in params]
 
