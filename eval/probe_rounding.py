@@ -17,6 +17,7 @@ rounding's time alone).
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import time
 from pathlib import Path
@@ -45,7 +46,7 @@ def run(path: Path, variants: list[str], kodak: Path) -> None:
     mse = grid_codec._mlp_mse(f.feats, f.pixels, layers)
     lam = grid_codec.curve_lambda(mse, f.bpp, g)
     for variant in variants:
-        items = [s for s in variant.split(",") if s]
+        items = [s for s in re.split(r",(?=[A-Za-z])", variant) if s]  # a tuple value keeps its commas
         price = lam
         if "fitlam" in items:  # optimise_rounding multiplies by weighted / plain MSE: undo it for the fit's lambda
             weights = structure_weights(f.target, g.structure_mix, g.structure_cap).t().contiguous()
