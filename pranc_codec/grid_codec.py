@@ -233,16 +233,21 @@ def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[tor
     return best
 
 
-def _features(latents: list[torch.Tensor], width: int, n: int) -> torch.Tensor:
-    """(n, levels) float32 features of the (rounded) latents at every pixel."""
-    idx = torch.arange(n)
-    with torch.no_grad():
-        return sample_levels(latents, (idx // width).float(), (idx % width).float()).t().contiguous()
-
-
 # Pixels per MLP evaluation after the fit. A whole-picture pass held P x width floats per layer: 1.45 GB peak
 # RSS for a 3-megapixel picture, against 1.0 GB for the fit itself (eval/ABLATIONS.md Y5).
 _EVAL_CHUNK = 1 << 16
+
+
+def _features(latents: list[torch.Tensor], width: int, n: int) -> torch.Tensor:
+    """(n, levels) float32 features of the (rounded) latents at every pixel, ``_EVAL_CHUNK`` pixels at a time:
+    the sampler's positions and outputs for the whole picture took about 190 bytes a pixel at once (0.8 GB more
+    peak memory at 3072 x 2048, eval/ABLATIONS.md AB4); a sample is per point, so the values are the same."""
+    out = torch.empty(n, len(latents))
+    with torch.no_grad():
+        for s in range(0, n, _EVAL_CHUNK):
+            idx = torch.arange(s, min(s + _EVAL_CHUNK, n))
+            out[s: s + len(idx)] = sample_levels(latents, (idx // width).float(), (idx % width).float()).t()
+    return out
 
 
 def _mlp_mse(feats: torch.Tensor, target: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> float:

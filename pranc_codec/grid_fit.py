@@ -293,13 +293,27 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # the scales' expone
 SSIM_C2 = 0.03 ** 2  # SSIM's contrast constant for colour in [0, 1]
 
 
+_BLUR_ROWS = 64  # output rows per convolution: CPU conv2d took a workspace of ~11x its input
+
+
 def _gaussian_blur(x: torch.Tensor) -> torch.Tensor:
-    """SSIM's window (11 taps, sigma 1.5) over (1, C, H, W), borders replicated so the size is kept."""
+    """SSIM's window (11 taps, sigma 1.5) over (1, C, H, W), borders replicated so the size is kept.
+
+    In strips of ``_BLUR_ROWS`` rows: a depthwise ``conv2d`` over the whole picture took a workspace of about
+    11x its input on the CPU (0.9 GB for a 3072 x 2048 picture, eval/ABLATIONS.md AB5); an output value is
+    the same sum over its window either way."""
     g = torch.exp(-(torch.arange(11, dtype=x.dtype, device=x.device) - 5) ** 2 / (2 * 1.5 ** 2))
     g = g / g.sum()
-    C = x.shape[1]
-    x = F.conv2d(F.pad(x, (5, 5, 0, 0), mode="replicate"), g.view(1, 1, 1, 11).expand(C, 1, 1, 11), groups=C)
-    return F.conv2d(F.pad(x, (0, 0, 5, 5), mode="replicate"), g.view(1, 1, 11, 1).expand(C, 1, 11, 1), groups=C)
+    C, H = x.shape[1], x.shape[2]
+    wh, wv = g.view(1, 1, 1, 11).expand(C, 1, 1, 11), g.view(1, 1, 11, 1).expand(C, 1, 11, 1)
+    out = torch.empty_like(x)
+    for r0 in range(0, H, _BLUR_ROWS):
+        r1 = min(H, r0 + _BLUR_ROWS)
+        lo, hi = max(0, r0 - 5), min(H, r1 + 5)  # the rows the vertical pass reads, then replicated borders
+        h = F.conv2d(F.pad(x[:, :, lo:hi], (5, 5, 0, 0), mode="replicate"), wh, groups=C)
+        h = F.pad(h, (0, 0, 5 - (r0 - lo), 5 - (hi - r1)), mode="replicate")
+        out[:, :, r0:r1] = F.conv2d(h, wv, groups=C)
+    return out
 
 
 def structure_weights(image: torch.Tensor, mix: float, cap: float) -> torch.Tensor:
@@ -318,15 +332,21 @@ def structure_weights(image: torch.Tensor, mix: float, cap: float) -> torch.Tens
     # like the target: the permuted view's strides used to carry through to the weights, and
     # the fit's index_select on them took 2.2 ms a step instead of 0.15
     cur = image.permute(2, 0, 1)[None].float().contiguous()
+    # In place wherever the values allow (the same operations, the same values): a picture-sized temporary
+    # per operation held ~180 bytes a pixel at once, 1.1 GB at 3072 x 2048 (eval/ABLATIONS.md AB5).
     raw = torch.zeros_like(cur)
     for beta in MS_SSIM_WEIGHTS:
-        var = (_gaussian_blur(cur * cur) - _gaussian_blur(cur).square()).clamp_min(0)
-        raw += beta * F.interpolate(1.0 / (2 * var + SSIM_C2), size=(H, W), mode="bilinear", align_corners=False)
+        var = _gaussian_blur(cur * cur).sub_(_gaussian_blur(cur).square_()).clamp_min_(0)
+        inv = torch.div(1.0, var.mul_(2).add_(SSIM_C2), out=var)
+        raw += F.interpolate(inv, size=(H, W), mode="bilinear", align_corners=False).mul_(beta)
+        del var, inv
         if min(cur.shape[-2:]) < 2:
             break
         cur = F.avg_pool2d(cur, 2, ceil_mode=True)
-    raw = (raw / raw.mean()).clamp_max(cap)
-    return (mix * raw / raw.mean() + (1 - mix))[0].reshape(C, H * W)
+    raw = raw.div_(raw.mean()).clamp_max_(cap)
+    mean = raw.mean()
+    raw = raw.mul_(mix).div_(mean).add_(1 - mix)
+    return raw[0].reshape(C, H * W)
 
 
 @dataclass

@@ -385,6 +385,22 @@ def test_structure_weights_count_errors_more_where_the_picture_is_flat():
     assert torch.allclose(structure_weights(torch.full((20, 30, 3), 0.3), 1.0, 8.0), torch.ones(3, 600))
 
 
+@pytest.mark.parametrize("height", [1, 3, 6, 63, 64, 65, 140])
+def test_blur_in_strips_equals_one_convolution_over_the_picture(height):
+    """The strips (bounded memory) give the values of one depthwise convolution over the whole picture, bit for
+    bit: the same sum per output value, so the structure weights, and the files, did not change."""
+    from pranc_codec.grid_fit import _BLUR_ROWS, _gaussian_blur
+    import torch.nn.functional as F
+
+    assert height < _BLUR_ROWS or height > 2 * _BLUR_ROWS or height in (_BLUR_ROWS, _BLUR_ROWS + 1)
+    x = torch.rand(1, 3, height, 37, generator=torch.Generator().manual_seed(height))
+    g = torch.exp(-(torch.arange(11, dtype=x.dtype) - 5) ** 2 / (2 * 1.5 ** 2))
+    g = g / g.sum()
+    ref = F.conv2d(F.pad(x, (5, 5, 0, 0), mode="replicate"), g.view(1, 1, 1, 11).expand(3, 1, 1, 11), groups=3)
+    ref = F.conv2d(F.pad(ref, (0, 0, 5, 5), mode="replicate"), g.view(1, 1, 11, 1).expand(3, 1, 11, 1), groups=3)
+    assert torch.equal(_gaussian_blur(x), ref)
+
+
 def test_structure_weights_are_capped_for_a_small_flat_patch():
     rs = np.random.RandomState(1)
     img = np.kron(rs.uniform(0.1, 0.9, size=(32, 32, 3)), np.ones((4, 4, 1)))  # 4-pixel blocks: busy at every scale
