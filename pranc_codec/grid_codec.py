@@ -240,8 +240,8 @@ _EVAL_CHUNK = 1 << 16
 
 def _features(latents: list[torch.Tensor], width: int, n: int) -> torch.Tensor:
     """(n, levels) float32 features of the (rounded) latents at every pixel, ``_EVAL_CHUNK`` pixels at a time:
-    the sampler's positions and outputs for the whole picture took about 190 bytes a pixel at once (0.8 GB more
-    peak memory at 3072 x 2048, eval/ABLATIONS.md AB4); a sample is per point, so the values are the same."""
+    the sampler's positions and outputs for the whole picture at once put 0.33 GB on the fit phase's peak at
+    3072 x 2048 (eval/ABLATIONS.md AB5); a sample is per point, so the values are the same."""
     out = torch.empty(n, len(latents))
     with torch.no_grad():
         for s in range(0, n, _EVAL_CHUNK):

@@ -332,8 +332,8 @@ def structure_weights(image: torch.Tensor, mix: float, cap: float) -> torch.Tens
     # like the target: the permuted view's strides used to carry through to the weights, and
     # the fit's index_select on them took 2.2 ms a step instead of 0.15
     cur = image.permute(2, 0, 1)[None].float().contiguous()
-    # In place wherever the values allow (the same operations, the same values): a picture-sized temporary
-    # per operation held ~180 bytes a pixel at once, 1.1 GB at 3072 x 2048 (eval/ABLATIONS.md AB5).
+    # In place wherever the values allow (the same operations, the same values): with the blur, a picture-sized
+    # temporary per operation took the weights to +1.1 GB over their input at 3072 x 2048 (eval/ABLATIONS.md AB5).
     raw = torch.zeros_like(cur)
     for beta in MS_SSIM_WEIGHTS:
         var = _gaussian_blur(cur * cur).sub_(_gaussian_blur(cur).square_()).clamp_min_(0)
