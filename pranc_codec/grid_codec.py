@@ -318,35 +318,38 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     latent_bpp = latent_budget(config, shape, height, width)
     cfg = fit_settings(config, shape, latent_bpp, device)
     pixels = target.reshape(-1, channels).cpu()
+    # once for the fit, its retry and the rounding, which all minimise the same weighted error
+    pix_w = structure_weights(target, cfg.structure_mix, cfg.structure_cap) if cfg.structure_mix > 0 else None
     cb = progress("fit", cfg.steps) if progress else None
-    fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb)
+    fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb, pix_w=pix_w)
     latents = [torch.round(g).cpu() for g in fit.latents]
     feats = _features(latents, width, n)
     mse = _fit_mse(feats, pixels, fit, shape)
     if _collapsed(mse, pixels):
         cb = progress("fit (retry)", cfg.steps) if progress else None
         retry = replace(cfg, lr=cfg.lr * cfg.retry_lr_factor, mlp_lr=cfg.mlp_lr * cfg.retry_lr_factor)
-        fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range)
+        fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range, pix_w=pix_w)
         latents = [torch.round(g).cpu() for g in fit.latents]
         feats = _features(latents, width, n)
         mse = _fit_mse(feats, pixels, fit, shape)
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
     first = 0 if fits_finest(cfg, latent_bpp, shape.levels) else 1  # a level left out of the fit stays zero
     latents, feats, weights = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg,
-                                                config.rounding, lam, mse, first, progress)
+                                                config.rounding, lam, mse, first, progress, pix_w)
     code = choose_code(image, pixels, latents, feats, weights, shape, config, lam)
     return pack(code, shape, height, width), shape
 
 
 def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
                       weights: list[torch.Tensor], shape: GridShape, g: GridConfig, rc: RoundingConfig, lam: float,
-                      mse: float, first: int = 0, progress=None
+                      mse: float, first: int = 0, progress=None, pix_w: torch.Tensor | None = None
                       ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
     """The rounded latents moved where that lowers the fit's error + ``lam`` x bits (rounding.py), their
     features, and the MLP refitted to them (``rc.mlp_steps``; else the fit's, on the CPU). target: (H, W, C)
     colour in [0, 1] (CPU); latents: the rounded grids; feats: their (H W, levels) features; weights: the fit's
     MLP (per-layer flat); lam: curve_lambda's price of a bit, for plain MSE ``mse`` of the fit's MLP on these
-    latents; levels below ``first`` are left alone."""
+    latents; levels below ``first`` are left alone; pix_w: the fit's structure weights (C, H W), if the caller has
+    them (computed here otherwise)."""
     mlp = [w.detach().cpu().float() for w in weights]
     if rc.sweeps <= 0:
         return latents, feats, mlp
@@ -354,10 +357,14 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
     n = height * width
     pixels = target.reshape(-1, channels)
     layers = split_params(mlp, shape)
-    pix_w = errors = None
+    errors = None
     price = lam
-    if g.structure_mix > 0:  # the error the fit minimised; a bit priced at the same share of it as of plain MSE
-        pix_w = structure_weights(target, g.structure_mix, g.structure_cap).t().contiguous()  # (H W, C)
+    if g.structure_mix <= 0:
+        pix_w = None
+    else:  # the error the fit minimised; a bit priced at the same share of it as of plain MSE
+        if pix_w is None:
+            pix_w = structure_weights(target, g.structure_mix, g.structure_cap)
+        pix_w = pix_w.cpu().t().contiguous()  # (H W, C)
         errors = rounding.pixel_errors(feats, layers, pixels, pix_w, rc.chunk)
         price *= float(errors.mean()) / max(mse, 1e-12)
     table = pixels if pix_w is None else torch.cat([pixels, pix_w], 1)  # as the fit's: colours, then weights

@@ -374,7 +374,7 @@ def refit_mlp(feats: torch.Tensor, table: torch.Tensor, flat: list[torch.Tensor]
     with torch.enable_grad():  # callers may run under no_grad (rounding.optimise)
         for i in range(steps):
             for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * i / steps))
+                group["lr"] = lr_at(i, steps, lr, 0, 0.0)
             idx = torch.randint(feats.shape[0], (batch,), generator=gen)
             rows = table.index_select(0, idx).t().contiguous()  # (C or 2C, batch)
             err = mlp_forward_t(feats.index_select(0, idx).t().contiguous(), split_params(params, shape)) - rows[:c]
@@ -402,10 +402,13 @@ def straight_through_from(cfg: GridConfig) -> int:
 
 
 def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp: float,
-             progress: Progress | None = None, lam_range: float | None = None) -> GridFit:
+             progress: Progress | None = None, lam_range: float | None = None,
+             pix_w: torch.Tensor | None = None) -> GridFit:
     """Fit latents and MLP to ``image`` (H, W, C) float in [0, 1] for ``latent_bpp`` bits per pixel of latents.
 
-    ``lam_range``: keep lambda within [start / lam_range, start x lam_range] (None: unbounded).
+    ``lam_range``: keep lambda within [start / lam_range, start x lam_range] (None: unbounded). ``pix_w``: the
+    :func:`structure_weights` of ``image`` at ``cfg``'s mix and cap, (C, H W) on its device, if the caller has
+    them (computed here otherwise).
     """
     H, W, C = image.shape
     device = image.device
@@ -440,7 +443,10 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     noise_buf = (torch.rand(2 * total, generator=gen) - 0.5).to(device)
 
     state: ContextState | None = None  # set at step 0
-    pix_w = structure_weights(image, cfg.structure_mix, cfg.structure_cap) if cfg.structure_mix > 0 else None
+    if cfg.structure_mix <= 0:
+        pix_w = None
+    elif pix_w is None:
+        pix_w = structure_weights(image, cfg.structure_mix, cfg.structure_cap)
     # each pixel's colour and error weights side by side, (H W, C or 2C): a step gathers its pixels' rows
     # at once, where gathering from (C, H W) read 2C scattered values a pixel
     table = image.reshape(n, C) if pix_w is None else torch.cat([image.reshape(n, C), pix_w.t()], dim=1)

@@ -305,13 +305,13 @@ def test_a_collapsed_fit_is_redone_gently(monkeypatch, grid_image):
     calls = []
     real = gc.fit_grid
 
-    def fake(image, shape, cfg, latent_bpp, progress=None, lam_range=None):
+    def fake(image, shape, cfg, latent_bpp, progress=None, lam_range=None, pix_w=None):
         calls.append((cfg.lr, cfg.mlp_lr, lam_range))
         if len(calls) == 1:  # a dead network: zero latents and weights, mid-grey everywhere
             h, w = image.shape[:2]
             return GridFit([torch.zeros(a, b) for a, b in shape.level_dims(h, w)],
                            [torch.zeros(n) for n in shape.layer_sizes()], 1.0)
-        return real(image, shape, cfg, latent_bpp, progress, lam_range)
+        return real(image, shape, cfg, latent_bpp, progress, lam_range, pix_w)
 
     monkeypatch.setattr(gc, "fit_grid", fake)
     res = encode(grid_image, GRID_FAST)
