@@ -367,13 +367,12 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
         pix_w = pix_w.cpu().t().contiguous()  # (H W, C)
         errors = rounding.pixel_errors(feats, layers, pixels, pix_w, rc.chunk)
         price *= float(errors.mean()) / max(mse, 1e-12)
-    table = pixels if pix_w is None else torch.cat([pixels, pix_w], 1)  # as the fit's: colours, then weights
 
     def refit(f: torch.Tensor, quantize: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The MLP refitted to features f (H W, levels); quantized as choose_code would (at the curve's price)
         when another sweep is to price against it."""
         nonlocal mlp
-        mlp = refit_mlp(f, table, mlp, shape, rc.mlp_steps, rc.mlp_lr, min(rc.mlp_batch, n), g.adam_beta2, g.seed)
+        mlp = refit_mlp(f, pixels, pix_w, mlp, shape, rc.mlp_steps, rc.mlp_lr, min(rc.mlp_batch, n), g.adam_beta2, g.seed)
         if quantize:
             _, qs, steps = choose_mlp_bits(f, pixels, mlp, shape, g.mlp_bits, lam, n)
             mlp = dequantize_mlp(qs, steps)

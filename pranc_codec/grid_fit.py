@@ -358,27 +358,28 @@ class GridFit:
     lam: float  # final rate weight (MSE per bpp)
 
 
-def refit_mlp(feats: torch.Tensor, table: torch.Tensor, flat: list[torch.Tensor], shape: GridShape, steps: int,
-              lr: float, batch: int, beta2: float, seed: int = 0) -> list[torch.Tensor]:
+def refit_mlp(feats: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None, flat: list[torch.Tensor],
+              shape: GridShape, steps: int, lr: float, batch: int, beta2: float, seed: int = 0) -> list[torch.Tensor]:
     """The MLP refitted to fixed latents: ``steps`` Adam steps on ``batch``-pixel minibatches, cosine-decayed lr.
 
-    feats: (N, levels) features of the held latents; table: (N, C) target colours in [0, 1], or (N, 2C) with the
-    per-pixel error weights beside them (the fit's table); flat: the MLP's per-layer flat weights. A step gathers
-    its pixels' rows and runs feature-major like the fit's step (mlp_forward_t). Returns new flat weights
-    (float32, detached); the inputs are not modified.
+    feats: (N, levels) features of the held latents; target: (N, C) colours in [0, 1]; weights: (N, C) per-pixel
+    error weights, or None for plain MSE; flat: the MLP's per-layer flat weights. A step gathers its pixels' rows
+    and runs feature-major like the fit's step (mlp_forward_t). Returns new flat weights (float32, detached); the
+    inputs are not modified.
     """
     params = [w.detach().float().clone().requires_grad_(True) for w in flat]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, beta2))
     gen = torch.Generator().manual_seed(seed)
-    c = shape.channels
     with torch.enable_grad():  # callers may run under no_grad (rounding.optimise)
         for i in range(steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(i, steps, lr, 0, 0.0)
             idx = torch.randint(feats.shape[0], (batch,), generator=gen)
-            rows = table.index_select(0, idx).t().contiguous()  # (C or 2C, batch)
-            err = mlp_forward_t(feats.index_select(0, idx).t().contiguous(), split_params(params, shape)) - rows[:c]
-            loss = err.square() if table.shape[1] == c else err.square() * rows[c:]
+            rows = target.index_select(0, idx).t().contiguous()  # (C, batch)
+            err = mlp_forward_t(feats.index_select(0, idx).t().contiguous(), split_params(params, shape)) - rows
+            loss = err.square()
+            if weights is not None:
+                loss = loss * weights.index_select(0, idx).t().contiguous()
             opt.zero_grad(set_to_none=True)
             loss.mean().backward()
             opt.step()

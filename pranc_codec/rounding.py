@@ -110,6 +110,59 @@ def _slopes(subs: list[torch.Tensor], parent: torch.Tensor | None) -> torch.Tens
     return out
 
 
+def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: int, slopes: torch.Tensor, l: int,
+                      dims: tuple[int, int], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
+                      weights: torch.Tensor | None, base: torch.Tensor, lam: float, height: int, width: int,
+                      cfg: RoundingConfig) -> int:
+    """One sublattice k of level l: each latent moved to its best candidate, in place in ``subs`` (int64 views of
+    the level), ``feats`` (column l) and ``base`` (the pixels' current errors). slopes: (MAX_BUCKETS,) bits per
+    unit of |symbol| of this pass. Returns how many latents moved. (A function of its own so that its
+    picture-sized vectors are freed before the next sublattice's are made.)"""
+    mu, ctx = contexts(subs, parent, k)  # from what is already decided, as the decoder sees it
+    cur, mu = subs[k].reshape(-1), mu.reshape(-1)
+    slope = slopes[buckets(ctx, MAX_BUCKETS).reshape(-1)]
+    index, wgt = footprint(height, width, dims, l, k)
+    # only the pixels this sublattice touches can change: all of them from level 1 up, but a
+    # quarter at level 0, whose samples fall on the latents (no blend)
+    live: torch.Tensor | None = torch.nonzero(wgt).squeeze(1)
+    if live.numel() == wgt.numel():
+        live = None  # every pixel
+    else:
+        index, wgt = index[live], wgt[live]
+    # per-pixel work runs a chunk at a time, so that nothing but these (m,) vectors is picture-sized
+    # (whole-picture gathers and temporaries cost 1.3 GB at 3072 x 2048, ABLATIONS.md AB6)
+    m = index.numel()
+    spans = [slice(s, min(s + cfg.chunk, m)) for s in range(0, m, cfg.chunk)]
+    picks = [span if live is None else live[span] for span in spans]
+    base_l = base if live is None else base[live]  # base is not written until the end
+    best_err = base_l.clone()
+    err = torch.empty(m)
+    cur_bits = (cur - mu).abs().double() * slope
+    candidates = [torch.full_like(cur, d) for d in cfg.deltas]
+    if cfg.to_mean:
+        candidates.append(mu - cur)
+    best_cost = torch.zeros(cur.shape, dtype=torch.float64)
+    best = torch.zeros_like(cur)
+    for delta in candidates:
+        cost = torch.zeros(cur.shape, dtype=torch.float64)
+        for span, pick in zip(spans, picks):
+            w_c = None if weights is None else weights[pick]
+            err[span] = pixel_errors(feats[pick], layers, target[pick], w_c, cfg.chunk, l,
+                                     delta[index[span]] * wgt[span])
+            cost.index_add_(0, index[span], (err[span] - base_l[span]).double())
+        cost += lam * ((cur + delta - mu).abs().double() * slope - cur_bits)
+        better = cost < best_cost
+        best_cost = torch.where(better, cost, best_cost)
+        best = torch.where(better, delta, best)
+        for span in spans:
+            best_err[span] = torch.where(better[index[span]], err[span], best_err[span])
+    subs[k].add_(best.view(subs[k].shape))  # subs[k] is a view of the level
+    for span, pick in zip(spans, picks):
+        feats[pick, l] += best[index[span]] * wgt[span]
+    base[live if live is not None else slice(None)] = best_err
+    return int(torch.count_nonzero(best))
+
+
 def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
              weights: torch.Tensor | None, lam: float, first: int, height: int, width: int,
              cfg: RoundingConfig, target_bits: float | None = None, errors: torch.Tensor | None = None,
@@ -148,38 +201,8 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                 for k in range(len(SUBLATTICES)):
                     if subs[k].numel() == 0:
                         continue
-                    mu, ctx = contexts(subs, parent, k)  # from what is already decided, as the decoder sees it
-                    cur, mu = subs[k].reshape(-1), mu.reshape(-1)
-                    slope = slopes[PASS_OF[k]][buckets(ctx, MAX_BUCKETS).reshape(-1)]
-                    index, wgt = footprint(height, width, dims[l], l, k)
-                    # only the pixels this sublattice touches can change: all of them from level 1 up, but a
-                    # quarter at level 0, whose samples fall on the latents (no blend)
-                    live: torch.Tensor | slice = torch.nonzero(wgt).squeeze(1)
-                    if live.numel() == wgt.numel():
-                        live = slice(None)  # every pixel: no copies
-                    f_l, t_l = feats[live], target[live]
-                    w_l = None if weights is None else weights[live]
-                    index, wgt, base_l = index[live], wgt[live], base[live]
-                    cur_bits = (cur - mu).abs().double() * slope
-                    candidates = [torch.full_like(cur, d) for d in cfg.deltas]
-                    if cfg.to_mean:
-                        candidates.append(mu - cur)
-                    best_cost = torch.zeros(cur.shape, dtype=torch.float64)
-                    best = torch.zeros_like(cur)
-                    best_err = base_l
-                    for delta in candidates:
-                        err = pixel_errors(f_l, layers, t_l, w_l, cfg.chunk, l, delta[index] * wgt)
-                        cost = torch.zeros(cur.shape, dtype=torch.float64)
-                        cost.index_add_(0, index, (err - base_l).double())
-                        cost += lam * ((cur + delta - mu).abs().double() * slope - cur_bits)
-                        better = cost < best_cost
-                        best_cost = torch.where(better, cost, best_cost)
-                        best = torch.where(better, delta, best)
-                        best_err = torch.where(better[index], err, best_err)
-                    changed += int(torch.count_nonzero(best))
-                    subs[k].add_(best.view(subs[k].shape))  # subs[k] is a view of the level
-                    feats[live, l] += best[index] * wgt
-                    base[live] = best_err
+                    changed += _round_sublattice(subs, parent, k, slopes[PASS_OF[k]], l, dims[l], feats, layers,
+                                                 target, weights, base, lam, height, width, cfg)
             if progress is not None:
                 progress(1, float("nan"))
     return [g.to(src.dtype) for g, src in zip(lat, latents)], feats, changed

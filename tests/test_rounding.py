@@ -125,15 +125,14 @@ def test_refit_mlp_lowers_the_weighted_error_deterministically_and_leaves_its_in
     noisy = [v + 0.2 * torch.randn(v.shape, generator=gen) for v in flat]
     kept = [v.clone() for v in noisy]
     weights = torch.rand(h * w, 3, generator=gen) * 4
-    table = torch.cat([target, weights], 1)
 
     def err(flat_w):
         return float(pixel_errors(feats, split_params(flat_w, shape), target, weights, 1 << 15).mean())
 
-    new = refit_mlp(feats, table, noisy, shape, steps=150, lr=1e-2, batch=256, beta2=0.99, seed=3)
+    new = refit_mlp(feats, target, weights, noisy, shape, steps=150, lr=1e-2, batch=256, beta2=0.99, seed=3)
     assert err(new) < 0.5 * err(noisy)
     assert all(torch.equal(a, b) for a, b in zip(noisy, kept))
-    again = refit_mlp(feats, table, noisy, shape, steps=150, lr=1e-2, batch=256, beta2=0.99, seed=3)
+    again = refit_mlp(feats, target, weights, noisy, shape, steps=150, lr=1e-2, batch=256, beta2=0.99, seed=3)
     assert all(torch.equal(a, b) for a, b in zip(new, again))
 
 
