@@ -42,6 +42,9 @@ from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, context
 from .grid_fit import context_state
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
+# MLP chunks per span of the rounding's per-pixel work: 1,048,576 pixels (a Kodak picture is one span), about
+# 60 MB of temporaries.
+_SPAN_CHUNKS = 32
 
 
 def _axis(n: int, size: int, level: int, parity: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,33 +132,39 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
         live = None  # every pixel
     else:
         index, wgt = index[live], wgt[live]
-    # per-pixel work runs a chunk at a time, so that nothing but these (m,) vectors is picture-sized
-    # (whole-picture gathers and temporaries cost 1.3 GB at 3072 x 2048, ABLATIONS.md AB6)
+    # per-pixel work runs a span of pixels at a time, so that nothing but these (m,) vectors is picture-sized
+    # (whole-picture gathers and temporaries: +1.0 GB at 3072 x 2048, ABLATIONS.md AB6); a span is a whole
+    # number of MLP chunks, so pixel_errors chunks the pixels as it would all m at once
     m = index.numel()
-    spans = [slice(s, min(s + cfg.chunk, m)) for s in range(0, m, cfg.chunk)]
+    span_px = cfg.chunk * _SPAN_CHUNKS
+    spans = [slice(s, min(s + span_px, m)) for s in range(0, m, span_px)]
     picks = [span if live is None else live[span] for span in spans]
     base_l = base if live is None else base[live]  # base is not written until the end
-    best_err = base_l.clone()
-    err = torch.empty(m)
-    cur_bits = (cur - mu).abs().double() * slope
     candidates = [torch.full_like(cur, d) for d in cfg.deltas]
     if cfg.to_mean:
         candidates.append(mu - cur)
+    # every candidate's pixel errors, and the change it makes to each latent's error sum; a span's pixels are
+    # gathered once for all the candidates
+    errs = torch.empty(len(candidates), m)
+    costs = torch.zeros(len(candidates), cur.numel(), dtype=torch.float64)
+    for span, pick in zip(spans, picks):
+        f_s, t_s = feats[pick], target[pick]
+        w_s = None if weights is None else weights[pick]
+        index_s, wgt_s, base_s = index[span], wgt[span], base_l[span]
+        for j, delta in enumerate(candidates):
+            errs[j, span] = pixel_errors(f_s, layers, t_s, w_s, cfg.chunk, l, delta[index_s] * wgt_s)
+            costs[j].index_add_(0, index_s, (errs[j, span] - base_s).double())
+    cur_bits = (cur - mu).abs().double() * slope
     best_cost = torch.zeros(cur.shape, dtype=torch.float64)
     best = torch.zeros_like(cur)
-    for delta in candidates:
-        cost = torch.zeros(cur.shape, dtype=torch.float64)
-        for span, pick in zip(spans, picks):
-            w_c = None if weights is None else weights[pick]
-            err[span] = pixel_errors(feats[pick], layers, target[pick], w_c, cfg.chunk, l,
-                                     delta[index[span]] * wgt[span])
-            cost.index_add_(0, index[span], (err[span] - base_l[span]).double())
-        cost += lam * ((cur + delta - mu).abs().double() * slope - cur_bits)
+    best_err = base_l.clone()
+    for j, delta in enumerate(candidates):
+        cost = costs[j] + lam * ((cur + delta - mu).abs().double() * slope - cur_bits)
         better = cost < best_cost
         best_cost = torch.where(better, cost, best_cost)
         best = torch.where(better, delta, best)
         for span in spans:
-            best_err[span] = torch.where(better[index[span]], err[span], best_err[span])
+            best_err[span] = torch.where(better[index[span]], errs[j, span], best_err[span])
     subs[k].add_(best.view(subs[k].shape))  # subs[k] is a view of the level
     for span, pick in zip(spans, picks):
         feats[pick, l] += best[index[span]] * wgt[span]

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pranc_codec import grid_codec
+from pranc_codec import rounding as rounding_module
 from pranc_codec.config import RoundingConfig
 from pranc_codec.context import split
 from pranc_codec.grid_fit import context_state, refit_mlp
@@ -150,3 +151,23 @@ def test_the_rounding_refits_the_mlp_to_the_moved_latents_unless_told_not_to():
     assert err(mlp) < err(flat)
     _, _, same = grid_codec.optimise_rounding(*args, RoundingConfig(mlp_steps=0), 1e-4, 1e-2)
     assert all(torch.equal(a, b) for a, b in zip(same, flat))
+
+
+@pytest.mark.parametrize("to_mean", [False, True])
+def test_the_rounding_in_spans_of_pixels_equals_the_rounding_in_one_span(monkeypatch, to_mean):
+    # odd sizes: level 0's sublattices touch a subset of the pixels, and the borders of the others hold pixels of
+    # weight 0, so both the gathered and the sliced spans are exercised
+    h, w = 25, 33
+    shape, latents, layers, target, feats = _problem(seed=4, h=h, w=w)
+    weights = torch.rand(h * w, 3, generator=torch.Generator().manual_seed(2)) * 3
+    cfg = RoundingConfig(sweeps=2, chunk=16, to_mean=to_mean)
+    results = []
+    for span_chunks in (1, 3, 10 ** 6):  # spans of 16 and 48 pixels, and one span
+        monkeypatch.setattr(rounding_module, "_SPAN_CHUNKS", span_chunks)
+        results.append(optimise(latents, feats, layers, target, weights, 2e-2, 0, h, w, cfg))
+    (out, f, changed), *others = results
+    assert changed > 0
+    for o_out, o_f, o_changed in others:
+        assert o_changed == changed
+        assert all(torch.equal(a, b) for a, b in zip(out, o_out))
+        assert torch.equal(f, o_f)
