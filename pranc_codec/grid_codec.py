@@ -372,7 +372,8 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
         """The MLP refitted to features f (H W, levels); quantized as choose_code would (at the curve's price)
         when another sweep is to price against it."""
         nonlocal mlp
-        mlp = refit_mlp(f, pixels, pix_w, mlp, shape, rc.mlp_steps, rc.mlp_lr, min(rc.mlp_batch, n), g.adam_beta2, g.seed)
+        mlp = refit_mlp(f, pixels, pix_w, mlp, shape, rc.mlp_steps, rc.mlp_lr, min(rc.mlp_batch, n), g.adam_beta2,
+                        g.seed)
         if quantize:
             _, qs, steps = choose_mlp_bits(f, pixels, mlp, shape, g.mlp_bits, lam, n)
             mlp = dequantize_mlp(qs, steps)

@@ -133,7 +133,7 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
     else:
         index, wgt = index[live], wgt[live]
     # per-pixel work runs a span of pixels at a time, so that nothing but these (m,) vectors is picture-sized
-    # (whole-picture gathers and temporaries: +1.0 GB at 3072 x 2048, ABLATIONS.md AB6); a span is a whole
+    # (whole-picture gathers and temporaries: +0.9 GB at 3072 x 2048, ABLATIONS.md AC2); a span is a whole
     # number of MLP chunks, so pixel_errors chunks the pixels as it would all m at once
     m = index.numel()
     span_px = cfg.chunk * _SPAN_CHUNKS
