@@ -23,7 +23,7 @@ from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig, GridConfig, RoundingConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
 from .errors import FormatError
-from .grid_fit import GridFit, context_state, fit_grid, fits_finest, refit_mlp, structure_weights
+from .grid_fit import GridFit, context_state, fit_grid, fits_finest, pixel_weights, refit_mlp
 from .latent import GridShape, mlp_forward, render, sample_levels, split_params
 from .loop_filter import LoopFilter
 from .quantization import dequantize, quantize
@@ -319,7 +319,7 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     cfg = fit_settings(config, shape, latent_bpp, device)
     pixels = target.reshape(-1, channels).cpu()
     # once for the fit, its retry and the rounding, which all minimise the same weighted error
-    pix_w = structure_weights(target, cfg.structure_mix, cfg.structure_cap) if cfg.structure_mix > 0 else None
+    pix_w = pixel_weights(target, cfg)
     cb = progress("fit", cfg.steps) if progress else None
     fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb, pix_w=pix_w)
     latents = [torch.round(g).cpu() for g in fit.latents]
@@ -359,11 +359,8 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
     layers = split_params(mlp, shape)
     errors = None
     price = lam
-    if g.structure_mix <= 0:
-        pix_w = None
-    else:  # the error the fit minimised; a bit priced at the same share of it as of plain MSE
-        if pix_w is None:
-            pix_w = structure_weights(target, g.structure_mix, g.structure_cap)
+    pix_w = pixel_weights(target, g, pix_w)
+    if pix_w is not None:  # the error the fit minimised; a bit priced at the same share of it as of plain MSE
         pix_w = pix_w.cpu().t().contiguous()  # (H W, C)
         errors = rounding.pixel_errors(feats, layers, pixels, pix_w, rc.chunk)
         price *= float(errors.mean()) / max(mse, 1e-12)

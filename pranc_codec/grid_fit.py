@@ -33,6 +33,7 @@ from .config import GridConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, buckets, contexts, split
 from .fit import lr_at
 from .latent import GridShape, init_mlp, mlp_forward_t, sample_levels, split_params
+from .metrics import MS_SSIM_WEIGHTS, SSIM_SIGMA, SSIM_WINDOW
 
 Progress = Callable[[int, float], None]  # (steps done since last call, current loss)
 
@@ -289,7 +290,6 @@ def add_context_grad(ys: list[torch.Tensor], grads: list[torch.Tensor], log_b: t
     return total, coef * _log_b_grad(g_scale, log_b)
 
 
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # the scales' exponents (Wang et al. 2003)
 SSIM_C2 = 0.03 ** 2  # SSIM's contrast constant for colour in [0, 1]
 
 
@@ -302,16 +302,17 @@ def _gaussian_blur(x: torch.Tensor) -> torch.Tensor:
     In strips of ``_BLUR_ROWS`` rows: a depthwise ``conv2d`` over the whole picture took a workspace of about
     11x its input on the CPU (0.9 GB for a 3072 x 2048 picture, eval/ABLATIONS.md AB5); an output value is
     the same sum over its window either way."""
-    g = torch.exp(-(torch.arange(11, dtype=x.dtype, device=x.device) - 5) ** 2 / (2 * 1.5 ** 2))
+    k, r = SSIM_WINDOW, SSIM_WINDOW // 2
+    g = torch.exp(-(torch.arange(k, dtype=x.dtype, device=x.device) - r) ** 2 / (2 * SSIM_SIGMA ** 2))
     g = g / g.sum()
     C, H = x.shape[1], x.shape[2]
-    wh, wv = g.view(1, 1, 1, 11).expand(C, 1, 1, 11), g.view(1, 1, 11, 1).expand(C, 1, 11, 1)
+    wh, wv = g.view(1, 1, 1, k).expand(C, 1, 1, k), g.view(1, 1, k, 1).expand(C, 1, k, 1)
     out = torch.empty_like(x)
     for r0 in range(0, H, _BLUR_ROWS):
         r1 = min(H, r0 + _BLUR_ROWS)
-        lo, hi = max(0, r0 - 5), min(H, r1 + 5)  # the rows the vertical pass reads, then replicated borders
-        h = F.conv2d(F.pad(x[:, :, lo:hi], (5, 5, 0, 0), mode="replicate"), wh, groups=C)
-        h = F.pad(h, (0, 0, 5 - (r0 - lo), 5 - (hi - r1)), mode="replicate")
+        lo, hi = max(0, r0 - r), min(H, r1 + r)  # the rows the vertical pass reads, then replicated borders
+        h = F.conv2d(F.pad(x[:, :, lo:hi], (r, r, 0, 0), mode="replicate"), wh, groups=C)
+        h = F.pad(h, (0, 0, r - (r0 - lo), r - (hi - r1)), mode="replicate")
         out[:, :, r0:r1] = F.conv2d(h, wv, groups=C)
     return out
 
@@ -347,6 +348,14 @@ def structure_weights(image: torch.Tensor, mix: float, cap: float) -> torch.Tens
     mean = raw.mean()
     raw = raw.mul_(mix).div_(mean).add_(1 - mix)
     return raw[0].reshape(C, H * W)
+
+
+def pixel_weights(image: torch.Tensor, cfg: GridConfig, given: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The fit's per-pixel error weights, (C, H W): None for plain MSE (``cfg.structure_mix`` 0), else ``given``
+    when the caller has them, else :func:`structure_weights` of ``image`` (H, W, C) at ``cfg``'s mix and cap."""
+    if cfg.structure_mix <= 0:
+        return None
+    return given if given is not None else structure_weights(image, cfg.structure_mix, cfg.structure_cap)
 
 
 @dataclass
@@ -408,8 +417,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     """Fit latents and MLP to ``image`` (H, W, C) float in [0, 1] for ``latent_bpp`` bits per pixel of latents.
 
     ``lam_range``: keep lambda within [start / lam_range, start x lam_range] (None: unbounded). ``pix_w``: the
-    :func:`structure_weights` of ``image`` at ``cfg``'s mix and cap, (C, H W) on its device, if the caller has
-    them (computed here otherwise).
+    :func:`pixel_weights` of ``image``, (C, H W) on its device, if the caller has them (computed here otherwise).
     """
     H, W, C = image.shape
     device = image.device
@@ -444,10 +452,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     noise_buf = (torch.rand(2 * total, generator=gen) - 0.5).to(device)
 
     state: ContextState | None = None  # set at step 0
-    if cfg.structure_mix <= 0:
-        pix_w = None
-    elif pix_w is None:
-        pix_w = structure_weights(image, cfg.structure_mix, cfg.structure_cap)
+    pix_w = pixel_weights(image, cfg, pix_w)
     # each pixel's colour and error weights side by side, (H W, C or 2C): a step gathers its pixels' rows
     # at once, where gathering from (C, H W) read 2C scattered values a pixel
     table = image.reshape(n, C) if pix_w is None else torch.cat([image.reshape(n, C), pix_w.t()], dim=1)

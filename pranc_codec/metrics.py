@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -20,10 +21,11 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # MS-SSIM's standard constants (Wang, Simoncelli & Bovik 2003), as pytorch-msssim uses
-# them by default: five scales with these weights, an 11-tap Gaussian of sigma 1.5.
-_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-_WIN_SIZE = 11
-_WIN_SIGMA = 1.5
+# them by default: five scales with these exponents, an 11-tap Gaussian of sigma 1.5.
+# The fit's structure weights (grid_fit.structure_weights) use the same.
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
 # Pixels of the SSIM map computed at a time. The library blurs the whole picture with
 # conv2d, which on the CPU takes a workspace of about 11x its input: 1.15 GB more at
 # 3072x2048. Strips bound that; a Kodak picture (393,216 pixels) is one strip, so its
@@ -38,16 +40,15 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
     rows, so that it adds about 60 bytes a pixel (1.15 GB -> 0.38 GB at 3072 x 2048).
     None when the image is too small for five scales (shorter side <= 160).
     """
-    import torch.nn.functional as F
     from pytorch_msssim.ssim import _fspecial_gauss_1d
 
-    if min(a.shape[0], a.shape[1]) <= (_WIN_SIZE - 1) * 2 ** (len(_MS_SSIM_WEIGHTS) - 1):
+    if min(a.shape[0], a.shape[1]) <= (SSIM_WINDOW - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1):
         return None
     channels = a.shape[2]
     x = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].float()
     y = torch.from_numpy(np.ascontiguousarray(b.transpose(2, 0, 1)))[None].float()
-    win = _fspecial_gauss_1d(_WIN_SIZE, _WIN_SIGMA).repeat([channels, 1, 1, 1])
-    levels = len(_MS_SSIM_WEIGHTS)
+    win = _fspecial_gauss_1d(SSIM_WINDOW, SSIM_SIGMA).repeat([channels, 1, 1, 1])
+    levels = len(MS_SSIM_WEIGHTS)
     per_level = []
     for level in range(levels):
         ssim, cs = _ssim_in_strips(x, y, win)
@@ -58,7 +59,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
             x = F.avg_pool2d(x, kernel_size=2, padding=padding)
             y = F.avg_pool2d(y, kernel_size=2, padding=padding)
     stacked = torch.stack(per_level + [torch.relu(ssim)], dim=0)  # (level, 1, C)
-    weights = x.new_tensor(_MS_SSIM_WEIGHTS).view(-1, 1, 1)
+    weights = x.new_tensor(MS_SSIM_WEIGHTS).view(-1, 1, 1)
     return float(torch.prod(stacked**weights, dim=0).mean())
 
 
@@ -71,7 +72,7 @@ def _ssim_in_strips(x: torch.Tensor, y: torch.Tensor,
     """
     from pytorch_msssim.ssim import _ssim  # the library's SSIM of one scale
 
-    halo = _WIN_SIZE - 1
+    halo = SSIM_WINDOW - 1
     map_rows, width = x.shape[2] - halo, x.shape[3]
     rows = max(1, _STRIP_PIXELS // width)
     # float64 sums of strip means: one strip gives back its float32 mean exactly
