@@ -30,7 +30,7 @@ from pranc_codec import grid_codec
 from pranc_codec.codec import plan, tile_grid
 from pranc_codec.config import CodecConfig, apply_overrides
 from pranc_codec.fit import TileData, fit_alpha
-from pranc_codec.grid_fit import fit_grid, fits_finest
+from pranc_codec.grid_fit import batch_size, fit_grid, fits_finest
 from pranc_codec.image_io import read_image
 from pranc_codec.subspace import Subspace
 
@@ -50,7 +50,7 @@ def bench_grid(image, cfg: CodecConfig, steps: int, device: str = "cpu", warmup:
     fit_grid(target, shape, settings, latent_bpp)
     if target.is_cuda:
         torch.cuda.synchronize()
-    return time.perf_counter() - t0, dict(width=shape.hidden, batch=cfg.grid.batch_pixels,
+    return time.perf_counter() - t0, dict(width=shape.hidden, batch=batch_size(settings, h * w),
                                           finest=fits_finest(settings, latent_bpp, shape.levels))
 
 

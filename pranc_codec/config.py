@@ -101,7 +101,16 @@ class GridConfig:
     # row gather a step): side by side, the old time (1.00-1.02x), and +0.04 / +0.08 / +0.08 / +0.15 dB
     # on eight images (ABLATIONS.md U1).
     steps: int = 4100
-    batch_pixels: int = 8192
+    batch_pixels: int = 8192  # pixels a step at batch_ref_pixels and below (grid_fit.batch_size)
+    # Larger pictures take batch_pixels x (pixels / batch_ref_pixels) ^ batch_growth a step. A step's fixed
+    # costs (Adam, the noise and the rate term over every latent) grow with the picture while its MLP cost
+    # grows with the batch, so more pixels a step cost less and less there; at a fixed batch each latent sees
+    # ever fewer gradients (5 visits a pixel at 3072 x 2048 against 85 on Kodak). At equal rate, on mosaics of
+    # Kodak pictures at 0.125-1 bpp: +0.06 to +0.57 dB at 1536 x 1024, +0.32 to +0.96 dB at 3072 x 2048, for
+    # 11-36 % more time; the area ratio itself (16x at 3072 x 2048) bought 0.1 dB more for twice the time
+    # (ABLATIONS.md AD). Kodak's 768 x 512 is the reference: its files do not change.
+    batch_ref_pixels: int = 768 * 512
+    batch_growth: float = 0.5
     # The finest level holds three quarters of the latents, and at low rates the fit leaves it nearly
     # empty (0 bits in 3 of 4 Kodak files at 0.25 bpp) while Adam, the noise and the rate term still
     # run over it. Below finest_min_bpp of latents it stays zero (free in the file) and out of the fit:

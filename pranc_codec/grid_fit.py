@@ -411,6 +411,13 @@ def straight_through_from(cfg: GridConfig) -> int:
     return max(int(cfg.steps * (1 - cfg.ste_frac)), cfg.steps - cfg.ste_max)
 
 
+def batch_size(cfg: GridConfig, pixels: int) -> int:
+    """Pixels sampled a step for a picture of ``pixels``: ``cfg.batch_pixels`` up to ``cfg.batch_ref_pixels``,
+    growing as (pixels / batch_ref_pixels) ^ batch_growth above it, and never more than the picture."""
+    scale = max(1.0, pixels / cfg.batch_ref_pixels) ** cfg.batch_growth
+    return min(pixels, round(cfg.batch_pixels * scale))
+
+
 def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp: float,
              progress: Progress | None = None, lam_range: float | None = None,
              pix_w: torch.Tensor | None = None) -> GridFit:
@@ -440,7 +447,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
                            fused=True, betas=(0.9, cfg.adam_beta2))
     base = [g["lr"] for g in opt.param_groups]
     lam = lam0 = initial_lambda(cfg, latent_bpp)
-    batch = min(cfg.batch_pixels, n)
+    batch = batch_size(cfg, n)
     report_every = max(1, cfg.steps // 100)
     ste_from = straight_through_from(cfg)
     context_ratio = 1.0  # context-coded bits / zeroth-order bits of the rounded latents

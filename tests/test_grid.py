@@ -463,6 +463,19 @@ def test_context_state_without_the_finest_level_is_the_tail_of_the_full_one():
     assert tail.bits == pytest.approx(full.bits - level0, abs=1e-6 * full.bits)
 
 
+def test_batch_grows_with_the_square_root_of_the_area_above_kodak():
+    """Kodak-sized and smaller pictures keep batch_pixels (never more than the picture); 4x and 16x Kodak's
+    area take 2x and 4x the pixels a step."""
+    from pranc_codec.grid_fit import batch_size
+
+    g = GridConfig()
+    assert batch_size(g, 768 * 512) == g.batch_pixels == 8192
+    assert batch_size(g, 256 * 256) == 8192 and batch_size(g, 40 * 56) == 40 * 56
+    assert batch_size(g, 1536 * 1024) == 2 * 8192 and batch_size(g, 3072 * 2048) == 4 * 8192
+    assert batch_size(g, 1000 * 1000) == round(8192 * (1e6 / (768 * 512)) ** 0.5)
+    assert batch_size(replace(g, batch_growth=0.0), 3072 * 2048) == 8192  # the fixed batch of session 24
+
+
 def test_fit_length_follows_the_finest_level_and_the_straight_through_cap():
     """Without the finest level a CPU fit runs coarse_step_factor x the steps; the straight-through phase
     is the last ste_frac of them, at most ste_max."""
