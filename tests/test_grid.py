@@ -476,6 +476,29 @@ def test_batch_grows_with_the_square_root_of_the_area_above_kodak():
     assert batch_size(replace(g, batch_growth=0.0), 3072 * 2048) == 8192  # the fixed batch of session 24
 
 
+def test_fit_samples_the_grown_batch_each_step(monkeypatch):
+    """fit_grid's steps run the MLP on batch_size(cfg, pixels) sampled pixels: here a 48 x 64 picture, 4x the
+    reference area, so 2 x 100 a step, and 100 with batch_growth 0."""
+    import pranc_codec.grid_fit as grid_fit
+
+    seen: list[int] = []
+    forward = grid_fit.mlp_forward_t
+
+    def spy(feats, layers):
+        seen.append(feats.shape[1])  # (levels, N): N pixels
+        return forward(feats, layers)
+
+    monkeypatch.setattr(grid_fit, "mlp_forward_t", spy)
+    target = torch.from_numpy(smooth_image(48, 64, seed=5).astype(np.float32) / 255.0)
+    shape = GridShape(levels=4, hidden=8, hidden_layers=2, channels=3)
+    cfg = GridConfig(steps=6, batch_pixels=100, batch_ref_pixels=48 * 64 // 4, structure_mix=0.0)
+    grid_fit.fit_grid(target, shape, cfg, 2.0)
+    assert seen == [200] * 6
+    seen.clear()
+    grid_fit.fit_grid(target, shape, replace(cfg, batch_growth=0.0), 2.0)
+    assert seen == [100] * 6
+
+
 def test_fit_length_follows_the_finest_level_and_the_straight_through_cap():
     """Without the finest level a CPU fit runs coarse_step_factor x the steps; the straight-through phase
     is the last ste_frac of them, at most ste_max."""
