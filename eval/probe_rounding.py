@@ -61,7 +61,8 @@ def run(path: Path, variants: list[str], kodak: Path) -> None:
             _, qs, steps = grid_codec.choose_mlp_bits(f.feats, f.pixels, mlp, f.shape, cfg.grid.mlp_bits, lam, n)
             mlp = grid_codec.dequantize_mlp(qs, steps)
         lat2, feats2, mlp = grid_codec.optimise_rounding(f.target, f.latents, f.feats, mlp, f.shape, cfg.grid,
-                                                         cfg.rounding, price, mse, first)
+                                                         cfg.rounding, price, mse, first,
+                                                         budget_bits=budget * n)
         seconds = time.perf_counter() - t0
         code = grid_codec.choose_code(f.image, f.pixels, lat2, feats2, mlp, f.shape, cfg, lam)
         data = grid_codec.pack(code, f.shape, h, w)

@@ -335,15 +335,16 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
     first = 0 if fits_finest(cfg, latent_bpp, shape.levels) else 1  # a level left out of the fit stays zero
     latents, feats, weights = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg,
-                                                config.rounding, lam, mse, first, progress, pix_w)
+                                                config.rounding, lam, mse, first, progress, pix_w,
+                                                latent_bpp * n)
     code = choose_code(image, pixels, latents, feats, weights, shape, config, lam)
     return pack(code, shape, height, width), shape
 
 
 def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
                       weights: list[torch.Tensor], shape: GridShape, g: GridConfig, rc: RoundingConfig, lam: float,
-                      mse: float, first: int = 0, progress=None, pix_w: torch.Tensor | None = None
-                      ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+                      mse: float, first: int = 0, progress=None, pix_w: torch.Tensor | None = None,
+                      budget_bits: float | None = None) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
     """The rounded latents moved where that lowers the fit's error + ``lam`` x bits (rounding.py), their
     features, and the MLP refitted to them (``rc.mlp_steps``; else the fit's, on the CPU). target: (H, W, C)
     colour in [0, 1] (CPU); latents: the rounded grids; feats: their (H W, levels) features; weights: the fit's
@@ -377,7 +378,9 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
         return split_params(mlp, shape)
 
     cb = progress("rounding", rc.sweeps, "sweep") if progress else None
-    target_bits = context_state(latents, first).bits if rc.hold_rate else None
+    target_bits = None
+    if rc.hold_rate:
+        target_bits = budget_bits if rc.aim_budget and budget_bits else context_state(latents, first).bits
     out, feats, _ = rounding.optimise(latents, feats, layers, pixels, pix_w, price, first, height, width, rc,
                                       target_bits, errors, progress=cb,
                                       refit=refit if rc.mlp_steps > 0 else None)
