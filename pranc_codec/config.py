@@ -229,7 +229,7 @@ class RoundingConfig:
     to_mean: bool = False  # also try the value the coder predicts (a zero symbol): the same files, 40 % slower
     chunk: int = 1 << 15  # pixels per MLP evaluation (cache-sized)
     # The fit's rate control put the latents' code length at their budget; the curve's lambda alone moved it by
-    # -27 % to +9 % at 0.125 bpp. Between sweeps lambda is rescaled by (bits / the fit's bits)^(1 / rate_elasticity),
+    # -27 % to +9 % at 0.125 bpp. Between sweeps lambda is rescaled by (bits / the bits held)^(1 / rate_elasticity),
     # at most max_lam_step-fold: with three sweeps the files land within -1.5 % / +5.3 % of their targets.
     hold_rate: bool = True
     # Hold the latents' budget (grid_codec.latent_budget x pixels) rather than the code length the fit ended at:

@@ -336,7 +336,7 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     first = 0 if fits_finest(cfg, latent_bpp, shape.levels) else 1  # a level left out of the fit stays zero
     latents, feats, weights = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg,
                                                 config.rounding, lam, mse, first, progress, pix_w,
-                                                latent_bpp * n)
+                                                budget_bits=latent_bpp * n)
     code = choose_code(image, pixels, latents, feats, weights, shape, config, lam)
     return pack(code, shape, height, width), shape
 
@@ -350,7 +350,8 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
     colour in [0, 1] (CPU); latents: the rounded grids; feats: their (H W, levels) features; weights: the fit's
     MLP (per-layer flat); lam: curve_lambda's price of a bit, for plain MSE ``mse`` of the fit's MLP on these
     latents; levels below ``first`` are left alone; pix_w: the fit's structure weights (C, H W), if the caller has
-    them (computed here otherwise)."""
+    them (computed here otherwise); budget_bits: the latents' budget (bits), held between sweeps with
+    ``rc.aim_budget`` (else, or when None, the code length the latents have now)."""
     mlp = [w.detach().cpu().float() for w in weights]
     if rc.sweeps <= 0:
         return latents, feats, mlp

@@ -19,8 +19,9 @@ choice sees the means and contexts the decoder will predict it from. It is
 greedy: a choice's effect on the contexts of latents coded later is not
 counted.
 
-Between sweeps lambda is rescaled so that the latents' code length stays
-where the fit's rate control put it (``RoundingConfig.hold_rate``), and the
+Between sweeps lambda is rescaled so that the latents' code length comes to
+the caller's target (``RoundingConfig.hold_rate``: the latents' budget, or
+where the fit's rate control put them, ``aim_budget``), and the
 caller may refit the MLP to the moved latents (``refit``; grid_codec does,
 ``RoundingConfig.mlp_steps``: +0.05 dB more, ABLATIONS.md AA2).
 
@@ -196,7 +197,7 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     with torch.no_grad():
         base = errors.clone() if errors is not None else pixel_errors(feats, layers, target, weights, cfg.chunk)
         for sweep in range(cfg.sweeps):
-            if sweep and target_bits:  # hold the latents' code length where the fit's rate control put it
+            if sweep and target_bits:  # steer the latents' code length to target_bits
                 bits = context_state(lat, first).bits
                 ratio = (bits / target_bits) ** (1.0 / cfg.rate_elasticity)
                 lam *= min(max(ratio, 1.0 / cfg.max_lam_step), cfg.max_lam_step)
