@@ -99,12 +99,21 @@ def png_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _new_file_mode() -> int:
+    """The permission bits ``open()`` would give a new file: 0o666 less the process umask."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
                  protect: tuple[str | os.PathLike, ...] = ()) -> None:
     """Write ``data`` to ``path`` via a temporary file and rename, never half-written.
 
     Refuses to overwrite any file in ``protect`` (the inputs), and an existing
-    ``path`` unless ``force``.
+    ``path`` unless ``force``. A new file gets the permissions ``open()`` would
+    give it (the temporary file is created owner-only); a file replaced with
+    ``force`` keeps its own.
     """
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
@@ -118,6 +127,7 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
     if p.exists() and not force:
         raise InputError(f"{p}: already exists (use --force to overwrite)")
     try:
+        mode = p.stat().st_mode & 0o7777 if p.exists() else _new_file_mode()
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=parent)
     except OSError as e:
         raise InputError(f"{p}: cannot write ({e.strerror})") from None
@@ -126,7 +136,11 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, p)
+        os.chmod(tmp, mode)
+        if force:
+            os.replace(tmp, p)
+        else:
+            _rename_no_clobber(tmp, p)
     except BaseException:
         # Ctrl-C or a full disk: leave nothing behind.
         try:
@@ -134,3 +148,15 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
         except OSError:
             pass
         raise
+
+
+def _rename_no_clobber(tmp: str, p: Path) -> None:
+    """Move ``tmp`` to ``p`` unless ``p`` has appeared since it was checked (another process writing it)."""
+    try:
+        os.link(tmp, p)  # atomic, and fails if p exists, where os.replace would overwrite it
+    except FileExistsError:
+        raise InputError(f"{p}: already exists (use --force to overwrite)") from None
+    except OSError:  # a file system without hard links: the check above is all there is
+        os.replace(tmp, p)
+        return
+    os.unlink(tmp)

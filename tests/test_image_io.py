@@ -73,6 +73,46 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", boom)
+    monkeypatch.setattr(os, "link", boom)
     with pytest.raises(KeyboardInterrupt):
         atomic_write(tmp_path / "out.prc", b"data")
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "out.prc", b"data", force=True)
     assert os.listdir(tmp_path) == []
+
+
+def test_atomic_write_gives_a_new_file_the_umasks_permissions_and_keeps_a_replaced_files(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a.prc", b"one")
+        assert stat.S_IMODE(os.stat(tmp_path / "a.prc").st_mode) == 0o640  # not mkstemp's owner-only 0o600
+        os.umask(0o022)
+        atomic_write(tmp_path / "b.png", b"two")
+        assert stat.S_IMODE(os.stat(tmp_path / "b.png").st_mode) == 0o644
+        os.chmod(tmp_path / "b.png", 0o604)
+        atomic_write(tmp_path / "b.png", b"three", force=True)
+        assert stat.S_IMODE(os.stat(tmp_path / "b.png").st_mode) == 0o604
+        assert (tmp_path / "b.png").read_bytes() == b"three"
+    finally:
+        os.umask(old)
+    assert sorted(os.listdir(tmp_path)) == ["a.prc", "b.png"]
+
+
+def test_atomic_write_does_not_clobber_a_file_that_appears_while_it_writes(tmp_path, monkeypatch):
+    import os
+
+    target = tmp_path / "out.prc"
+    real_fsync = os.fsync
+
+    def racing_fsync(fd):  # another process creates the output between the check and the rename
+        real_fsync(fd)
+        target.write_bytes(b"theirs")
+
+    monkeypatch.setattr(os, "fsync", racing_fsync)
+    with pytest.raises(InputError, match="already exists"):
+        atomic_write(target, b"ours")
+    assert target.read_bytes() == b"theirs"
+    assert os.listdir(tmp_path) == ["out.prc"]
