@@ -46,6 +46,9 @@ MAX_BASIS_MACS = 1 << 34  # basis entries x tiles
 # asked for 1.8e8 basis values, 5 s and 600 MB) is refused up front.
 BASIS_MACS_PER_PIXEL = 1 << 12
 MIN_BASIS_MACS = 1 << 24
+# A whole file is read before its header is checked, so its size is bounded first. The largest
+# picture allowed holds 89.5 M latents; even at 6 bytes each (every one an escape, entropy.py) that is 537 MB.
+MAX_FILE_BYTES = 1 << 30
 
 # magic, version, flags, width, height, channels, seed, net_kind, hidden_layers,
 # net_width, omega0, basis_kind, density, chunk_size, expansion, delta, n_groups

@@ -20,6 +20,8 @@ from .config import TUNES, GridConfig
 from .errors import InputError, PrancError
 
 
+STDIO = "-"  # as image_io.STDIO: standard input or output (not imported here, to keep `pranc -h` fast)
+
 _BARS: list = []  # live progress bars, closed before an error so it starts on its own line
 
 
@@ -47,6 +49,25 @@ def _errors() -> Iterator[None]:
         _fail("interrupted; no output written", 130)
     except MemoryError:
         _fail("out of memory", 4)
+
+
+def _output_path(input: str, output: str | None, suffix: str) -> str:
+    """The output path: ``output``, else ``input`` with ``suffix``; standard input has no name to derive one."""
+    if output:
+        return output
+    if input == STDIO:
+        raise InputError("reading standard input: name the output with -o (- for standard output)")
+    return str(Path(input).with_suffix(suffix))
+
+
+def _protected(input: str) -> tuple[str, ...]:
+    """The files an output must not replace: the input, unless it came from standard input."""
+    return () if input == STDIO else (input,)
+
+
+def display_name(path: str, *, output: bool = False) -> str:
+    """How messages name a path: ``<stdin>`` / ``<stdout>`` for ``-``."""
+    return ("<stdout>" if output else "<stdin>") if path == STDIO else path
 
 
 def _progress_factory(quiet: bool):
@@ -84,7 +105,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("input", type=click.Path(dir_okay=True))
-@click.option("-o", "--output", type=click.Path(), help="Output .prc (default: INPUT with .prc suffix).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output .prc (default: INPUT with .prc suffix; - for standard output).")
 @click.option("--bpp", type=float, default=None,
               help="Target bits per pixel (default 0.25); the file lands within ±10%.")
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True,
@@ -113,11 +135,11 @@ def main() -> None:
 def encode(input: str, output: str | None, bpp: float | None, preset: str, tune: str, model: str, seed: int | None,
            net_width: int | None, layers: int | None, basis: str | None, expansion: float | None,
            steps: int | None, device: str, threads: int, force: bool, quiet: bool, as_json: bool) -> None:
-    """Compress an image file into a .prc file."""
+    """Compress an image file into a .prc file (INPUT or -o may be -: standard input or output)."""
     with _errors():
         from .codec import default_threads, encode as encode_image
         from .config import BasisKind, CodecConfig
-        from .image_io import atomic_write, read_image
+        from .image_io import read_image, write_output
 
         siren_only = {"--seed": seed, "--width": net_width, "--layers": layers, "--basis": basis,
                       "--expansion": expansion}
@@ -126,8 +148,8 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, tune:
             raise InputError(f"{', '.join(given)} only apply to --model siren")
         if model == "siren" and tune != "balanced":
             raise InputError("--tune only applies to --model grid")
-        out = Path(output) if output else Path(input).with_suffix(".prc")
-        if out.exists() and not force:  # fail before minutes of fitting, not after
+        out = _output_path(input, output, ".prc")
+        if out != STDIO and Path(out).exists() and not force:  # fail before minutes of fitting, not after
             raise InputError(f"{out}: already exists (use --force to overwrite)")
         image, notes = read_image(input)
         cfg = CodecConfig().with_preset(preset).with_tune(tune)
@@ -148,22 +170,24 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, tune:
         for n in notes:
             click.echo(f"pranc: warning: {n}", err=True)
         result = encode_image(image, cfg, progress=_progress_factory(quiet or as_json))
-        atomic_write(out, result.data, force=force, protect=(input,))
+        write_output(out, result.data, force=force, protect=_protected(input))
         s = result.stats
         for n in s.warnings:
             click.echo(f"pranc: warning: {n}", err=True)
+        report = out == STDIO  # the file is on stdout: the summary goes to stderr
         if as_json:
-            click.echo(json.dumps({"input": str(input), "output": str(out), **s.to_dict()}))
+            click.echo(json.dumps({"input": str(input), "output": out, **s.to_dict()}), err=report)
         elif not quiet:
             ms = f"{s.ms_ssim:.4f}" if s.ms_ssim is not None else "n/a"
             what = "latents and weights" if s.model == "grid" else "coefficients"
-            click.echo(f"{out}: {s.bytes} bytes, {s.bpp:.4f} bpp, PSNR {s.psnr:.2f} dB, MS-SSIM {ms}, "
-                       f"{s.num_coefs} {what}, {s.encode_seconds:.1f} s")
+            click.echo(f"{display_name(out, output=True)}: {s.bytes} bytes, {s.bpp:.4f} bpp, PSNR {s.psnr:.2f} dB, "
+                       f"MS-SSIM {ms}, {s.num_coefs} {what}, {s.encode_seconds:.1f} s", err=report)
 
 
 @main.command()
 @click.argument("input", type=click.Path())
-@click.option("-o", "--output", type=click.Path(), help="Output PNG (default: INPUT with .png suffix).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output PNG (default: INPUT with .png suffix; - for standard output).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0,
               help="CPU threads (0 = all cores); 1 when decoding several files side by side.")
@@ -172,34 +196,36 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, tune:
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object.")
 def decode(input: str, output: str | None, device: str, threads: int, force: bool, quiet: bool,
            as_json: bool) -> None:
-    """Decode a .prc file into a PNG image."""
+    """Decode a .prc file into a PNG image (INPUT or -o may be -: standard input or output)."""
     with _errors():
         import torch
 
         from .codec import decode as decode_bytes, default_threads
-        from .image_io import atomic_write, png_bytes, read_bytes
+        from .image_io import png_bytes, read_bytes, write_output
 
         # each process taking every core made three decodes side by side 200x slower (RESULTS.md "CUDA: session 14")
         torch.set_num_threads(threads or default_threads())
         t0 = time.perf_counter()
-        out = Path(output) if output else Path(input).with_suffix(".png")
+        out = _output_path(input, output, ".png")
         data = read_bytes(input)
         image = decode_bytes(data, device=device)
-        atomic_write(out, png_bytes(image), force=force, protect=(input,))
+        write_output(out, png_bytes(image), force=force, protect=_protected(input))
         seconds = time.perf_counter() - t0
         h, w, c = image.shape
+        report = out == STDIO  # the picture is on stdout: the summary goes to stderr
         if as_json:
-            click.echo(json.dumps({"input": input, "output": str(out), "width": w, "height": h,
-                                   "channels": c, "bpp": 8 * len(data) / (w * h), "decode_seconds": seconds}))
+            click.echo(json.dumps({"input": input, "output": out, "width": w, "height": h, "channels": c,
+                                   "bpp": 8 * len(data) / (w * h), "decode_seconds": seconds}), err=report)
         elif not quiet:
-            click.echo(f"{out}: {w}x{h}x{c}, {8 * len(data) / (w * h):.4f} bpp, {seconds:.2f} s")
+            click.echo(f"{display_name(out, output=True)}: {w}x{h}x{c}, {8 * len(data) / (w * h):.4f} bpp, "
+                       f"{seconds:.2f} s", err=report)
 
 
 @main.command()
 @click.argument("input", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the header as one JSON object.")
 def info(input: str, as_json: bool) -> None:
-    """Show the header of a .prc file."""
+    """Show the header of a .prc file (- reads standard input)."""
     with _errors():
         from .codec import read_header
         from .image_io import read_bytes
@@ -211,7 +237,7 @@ def info(input: str, as_json: bool) -> None:
         if isinstance(h, GridHeader):
             g = h.shape
             fields = {
-                "file": input, "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
+                "file": display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
                 "width": h.width, "height": h.height, "channels": h.channels, "network": "grid",
                 "levels": g.levels, "latents": g.num_latents(h.height, h.width), "mlp_width": g.hidden,
                 "mlp_layers": g.hidden_layers, "num_params": g.num_params, "mlp_steps": list(h.mlp_steps),
@@ -226,7 +252,7 @@ def info(input: str, as_json: bool) -> None:
             return
         spec = h.spec
         fields = {
-            "file": input, "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
+            "file": display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
             "width": h.width, "height": h.height, "channels": h.channels, "seed": spec.seed,
             "network": "siren", "hidden_layers": spec.shape.hidden_layers, "net_width": spec.shape.width,
             "omega0": spec.shape.omega0, "num_params": spec.shape.num_params,

@@ -29,6 +29,14 @@ from .errors import FormatError
 
 MAX_BOUND = 2047  # largest K: keeps every table well inside 16-bit precision
 TAIL_MASS = 1e-9  # probability reserved for the escape symbol
+# CompressAI's bypass coder loops for ever on a value of magnitude 2^28 or more (it counts the value's 4-bit
+# fields with a shift that reaches 32), so larger symbols are refused before they reach it; ours stay far below.
+MAX_MAGNITUDE = (1 << 27) - 1
+# Below that, a symbol costs at most 6 bytes (a 16-bit escape, a 4-bit count and seven 4-bit fields, measured
+# 6.008 bytes a symbol at the limit) and a stream ends with its 4-byte state. A longer stream was not written
+# by this coder; refusing it keeps the decoder's padding (17x the stream) in proportion to the symbols.
+MAX_STREAM_BYTES_PER_SYMBOL = 8
+STREAM_SLACK_BYTES = 64
 
 
 def _load_compressai_extension(name: str) -> ModuleType:
@@ -173,6 +181,8 @@ def encode_indexed(q: np.ndarray, indexes: np.ndarray, models: list[LaplaceModel
     if q.size < 2:
         # CompressAI's RansEncoder frees memory twice on a 1-symbol stream (abort, seen in 1.2.x)
         raise ValueError("entropy.encode needs at least 2 symbols")
+    if np.abs(q.astype(np.int64)).max() > MAX_MAGNITUDE:
+        raise ValueError(f"entropy.encode: a symbol beyond +-{MAX_MAGNITUDE} (the rANS bypass coder would hang)")
     cdfs, sizes, offsets = _tables(models)
     return _ans().RansEncoder().encode_with_indexes(q.astype(np.int32).tolist(), np.asarray(indexes, np.int32).tolist(),
                                                     cdfs, sizes, offsets)
@@ -184,6 +194,8 @@ def _padded(payload: bytes, k: int) -> bytes:
     # which can make it read at most 15 further nibbles; so reads stay below
     # 16 * len(payload) + 16 * k bytes for k symbols, and once in the zero padding
     # every escape ends at once. The padding keeps a tampered stream inside this buffer.
+    if len(payload) > MAX_STREAM_BYTES_PER_SYMBOL * k + STREAM_SLACK_BYTES:
+        raise FormatError(f"rANS stream of {len(payload)} bytes is longer than {k} symbols can be")
     return bytes(payload) + bytes(16 * len(payload) + 16 * k + 64)
 
 

@@ -1,5 +1,8 @@
 """Reading images into 8-bit arrays, writing PNGs, and atomic file output.
 
+The path ``-`` means standard input when reading and standard output when
+writing, as in most command-line codecs (cjpeg, cwebp, ImageMagick).
+
 Input policy (also in README.md):
 - any format Pillow reads; EXIF orientation is applied (the picture is coded as
   it is meant to be seen);
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,9 +23,31 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .bitstream import MAX_FILE_BYTES
 from .errors import InputError, LimitError
 
 Image.MAX_IMAGE_PIXELS = 8192 * 8192  # decompression-bomb guard (Pillow raises above 2x this)
+
+STDIO = "-"  # the path that names standard input or output
+# An image piped in is read whole before Pillow sees it; 1 GiB holds an uncompressed 8192 x 8192 RGBA
+# picture at 16 bits a sample (512 MB), the largest the pixel limit lets through.
+MAX_STDIN_IMAGE_BYTES = 1 << 30
+_CHUNK = 1 << 20
+
+
+def _read_stdin(limit: int, what: str) -> bytes:
+    """All of standard input, in chunks, refused once it passes ``limit`` bytes (never read past it)."""
+    stream = sys.stdin.buffer
+    if stream.isatty():
+        raise InputError(f"<stdin> is a terminal: pipe {what} into it")
+    buf = bytearray()
+    while True:
+        chunk = stream.read(min(_CHUNK, limit + 1 - len(buf)))
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            raise LimitError(f"<stdin>: more than {limit} bytes, larger than any {what} pranc reads")
 
 
 def to_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
@@ -63,22 +89,36 @@ def _existing_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """Whole contents of an input file, with a clear InputError when it cannot be read."""
+def read_bytes(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes:
+    """Whole contents of an input .prc file (``-``: standard input), with a clear InputError when it cannot
+    be read and a LimitError, before reading, when it is over ``limit`` bytes."""
+    if str(path) == STDIO:
+        return _read_stdin(limit, "a .prc file")
     p = _existing_file(path)
     try:
-        return p.read_bytes()
+        if p.stat().st_size > limit:
+            raise LimitError(f"{p}: {p.stat().st_size} bytes, larger than any .prc file ({limit} at most)")
+        with p.open("rb") as f:
+            data = f.read(limit + 1)  # a file still growing cannot take more than this
     except OSError as e:
         raise InputError(f"{p}: cannot read ({e.strerror})") from None
+    if len(data) > limit:
+        raise LimitError(f"{p}: larger than any .prc file ({limit} bytes at most)")
+    return data
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """Load an image file as uint8 (H, W, C); raises InputError/LimitError with a clear message."""
-    p = _existing_file(path)
+    """Load an image file (``-``: standard input) as uint8 (H, W, C); raises InputError/LimitError with a
+    clear message."""
+    if str(path) == STDIO:
+        name, src = "<stdin>", io.BytesIO(_read_stdin(MAX_STDIN_IMAGE_BYTES, "image"))
+    else:
+        name = src = _existing_file(path)
+    p = name
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
+            with Image.open(src) as img:
                 img.load()
                 return to_array(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -97,6 +137,20 @@ def png_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def write_output(path: str | os.PathLike, data: bytes, *, force: bool = False,
+                 protect: tuple[str | os.PathLike, ...] = ()) -> None:
+    """:func:`atomic_write`, or for ``-`` standard output (refused when it is a terminal: binary data there
+    is of no use and garbles it)."""
+    if str(path) != STDIO:
+        atomic_write(path, data, force=force, protect=protect)
+        return
+    out = sys.stdout.buffer
+    if out.isatty():
+        raise InputError("<stdout> is a terminal: redirect it to a file or a pipe")
+    out.write(data)
+    out.flush()
 
 
 def _new_file_mode() -> int:

@@ -282,3 +282,57 @@ def test_interrupt_inside_a_string_eval_still_exits_130(tmp_path):
                        timeout=120)
     assert r.returncode == 130, r.stderr
     assert r.stderr.strip() == "pranc: error: interrupted; no output written"
+
+
+def _pranc(*args, stdin: bytes = b"", **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pranc_codec", *args], input=stdin, capture_output=True, **kw)
+
+
+def test_dash_reads_standard_input_and_writes_standard_output(tmp_path, png, prc):
+    """`-` as INPUT or -o is a pipe: the same bytes as the files, the summary on stderr."""
+    from pranc_codec.codec import decode as decode_bytes
+
+    r = _pranc("encode", "-", "-o", "-", *FAST_ARGS[:-1], "--json", stdin=png.read_bytes())
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stderr.decode().strip().splitlines()[-1])
+    assert summary["output"] == "-" and summary["bytes"] == len(r.stdout)
+    assert r.stdout[:4] == b"PRNC" and decode_bytes(r.stdout).shape == (40, 56, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.png", "img.prc"]  # nothing written beside them
+
+    filed = tmp_path / "filed.png"
+    assert _pranc("decode", str(prc), "-o", str(filed), "-q").returncode == 0
+    r = _pranc("decode", "-", "-o", "-", stdin=prc.read_bytes())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == filed.read_bytes()
+    assert r.stderr.decode().startswith("<stdout>: 56x40x3")
+    r = _pranc("info", "-", "--json", stdin=prc.read_bytes())
+    assert json.loads(r.stdout)["file"] == "<stdin>"
+
+
+def test_standard_input_needs_a_named_output_and_a_terminal_gets_no_binary(tmp_path, prc):
+    import pty
+
+    for cmd in ("encode", "decode"):
+        r = _pranc(cmd, "-", stdin=prc.read_bytes(), text=False)
+        assert r.returncode == 2
+        assert r.stderr.decode().strip() == "pranc: error: reading standard input: name the output with -o " \
+                                            "(- for standard output)"
+    leader, follower = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "pranc_codec", "decode", str(prc), "-o", "-"],
+                           stdout=follower, stderr=subprocess.PIPE)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert r.returncode == 2
+    assert r.stderr.decode().strip() == "pranc: error: <stdout> is a terminal: redirect it to a file or a pipe"
+
+
+def test_a_file_larger_than_any_prc_is_refused_before_it_is_read(tmp_path, runner):
+    big = tmp_path / "big.prc"
+    with big.open("wb") as f:
+        f.truncate(bitstream.MAX_FILE_BYTES + 1)  # sparse: no disk, and reading it would take 1 GiB
+    for cmd in ("decode", "info"):
+        r = runner.invoke(main, [cmd, str(big)])
+        line = _one_line_error(r, 4)
+        assert "larger than any .prc file" in line

@@ -94,3 +94,31 @@ def test_a_model_outside_the_tables_has_no_compact_form():
         entropy.compact_indexes(LaplaceModel(decay=65475, bound=3))
     with pytest.raises(ValueError, match="no compact form"):
         entropy.compact_indexes(LaplaceModel(decay=entropy.COMPACT_DECAYS[9], bound=129))
+
+
+def test_the_largest_symbols_round_trip_within_the_stream_bound_and_larger_ones_are_refused():
+    m = LaplaceModel(decay=65535, bound=0)  # every nonzero symbol an escape
+    for k in (2, 3, 1000):
+        q = np.full(k, -entropy.MAX_MAGNITUDE, np.int32)
+        q[::2] = entropy.MAX_MAGNITUDE
+        data = entropy.encode(q, [k], [m])
+        assert len(data) <= entropy.MAX_STREAM_BYTES_PER_SYMBOL * k + entropy.STREAM_SLACK_BYTES
+        np.testing.assert_array_equal(entropy.decode(data, [k], [m]), q)
+    # CompressAI's coder would loop for ever on these
+    with pytest.raises(ValueError, match="beyond"):
+        entropy.encode(np.array([0, entropy.MAX_MAGNITUDE + 1], np.int32), [2], [m])
+
+
+def test_a_stream_longer_than_its_symbols_can_be_is_refused_before_padding():
+    from pranc_codec.errors import FormatError
+
+    m = LaplaceModel(decay=30000, bound=5)
+    q = np.arange(-50, 50, dtype=np.int32)
+    data = entropy.encode(q, [100], [m])
+    limit = entropy.MAX_STREAM_BYTES_PER_SYMBOL * 100 + entropy.STREAM_SLACK_BYTES
+    long = data + bytes(limit - len(data))  # as long as allowed: still decodes
+    np.testing.assert_array_equal(entropy.decode(long, [100], [m]), q)
+    for read in (lambda b: entropy.decode(b, [100], [m]),
+                 lambda b: entropy.SegmentReader([b], [0, 100], [m]).read(np.zeros(100, np.int64))):
+        with pytest.raises(FormatError, match="longer than 100 symbols"):
+            read(long + b"\0")

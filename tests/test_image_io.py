@@ -116,3 +116,39 @@ def test_atomic_write_does_not_clobber_a_file_that_appears_while_it_writes(tmp_p
         atomic_write(target, b"ours")
     assert target.read_bytes() == b"theirs"
     assert os.listdir(tmp_path) == ["out.prc"]
+
+
+def test_standard_input_is_read_in_chunks_and_refused_past_its_limit(monkeypatch):
+    import io
+    import sys
+
+    from pranc_codec import image_io
+    from pranc_codec.errors import LimitError
+
+    class Pipe(io.BytesIO):
+        def __init__(self, data):
+            super().__init__(data)
+            self.requested = 0
+
+        def read(self, n=-1):
+            assert n > 0  # never "read everything"
+            self.requested += n
+            return super().read(n)
+
+        def isatty(self):
+            return False
+
+    png = io.BytesIO()
+    Image.fromarray(np.full((3, 5, 3), 7, np.uint8)).save(png, format="PNG")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(Pipe(png.getvalue())))
+    arr, _ = read_image("-")
+    assert arr.shape == (3, 5, 3) and int(arr.max()) == 7
+
+    pipe = Pipe(b"x" * 5000)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(pipe))
+    monkeypatch.setattr(image_io, "_CHUNK", 1000)
+    with pytest.raises(LimitError, match="more than 2500 bytes"):
+        image_io.read_bytes("-", limit=2500)
+    assert pipe.requested == 2501  # stopped at the first byte past the limit
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(Pipe(b"y" * 2500)))
+    assert image_io.read_bytes("-", limit=2500) == b"y" * 2500
