@@ -65,7 +65,7 @@ def _protected(input: str) -> tuple[str, ...]:
     return () if input == STDIO else (input,)
 
 
-def display_name(path: str, *, output: bool = False) -> str:
+def _display_name(path: str, *, output: bool = False) -> str:
     """How messages name a path: ``<stdin>`` / ``<stdout>`` for ``-``."""
     return ("<stdout>" if output else "<stdin>") if path == STDIO else path
 
@@ -139,7 +139,7 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, tune:
     with _errors():
         from .codec import default_threads, encode as encode_image
         from .config import BasisKind, CodecConfig
-        from .image_io import read_image, write_output
+        from .image_io import check_output, read_image, write_output
 
         siren_only = {"--seed": seed, "--width": net_width, "--layers": layers, "--basis": basis,
                       "--expansion": expansion}
@@ -149,7 +149,8 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, tune:
         if model == "siren" and tune != "balanced":
             raise InputError("--tune only applies to --model grid")
         out = _output_path(input, output, ".prc")
-        if out != STDIO and Path(out).exists() and not force:  # fail before minutes of fitting, not after
+        check_output(out)  # fail before minutes of fitting, not after
+        if out != STDIO and Path(out).exists() and not force:
             raise InputError(f"{out}: already exists (use --force to overwrite)")
         image, notes = read_image(input)
         cfg = CodecConfig().with_preset(preset).with_tune(tune)
@@ -180,7 +181,7 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, tune:
         elif not quiet:
             ms = f"{s.ms_ssim:.4f}" if s.ms_ssim is not None else "n/a"
             what = "latents and weights" if s.model == "grid" else "coefficients"
-            click.echo(f"{display_name(out, output=True)}: {s.bytes} bytes, {s.bpp:.4f} bpp, PSNR {s.psnr:.2f} dB, "
+            click.echo(f"{_display_name(out, output=True)}: {s.bytes} bytes, {s.bpp:.4f} bpp, PSNR {s.psnr:.2f} dB, "
                        f"MS-SSIM {ms}, {s.num_coefs} {what}, {s.encode_seconds:.1f} s", err=report)
 
 
@@ -201,12 +202,13 @@ def decode(input: str, output: str | None, device: str, threads: int, force: boo
         import torch
 
         from .codec import decode as decode_bytes, default_threads
-        from .image_io import png_bytes, read_bytes, write_output
+        from .image_io import check_output, png_bytes, read_bytes, write_output
 
         # each process taking every core made three decodes side by side 200x slower (RESULTS.md "CUDA: session 14")
         torch.set_num_threads(threads or default_threads())
         t0 = time.perf_counter()
         out = _output_path(input, output, ".png")
+        check_output(out)
         data = read_bytes(input)
         image = decode_bytes(data, device=device)
         write_output(out, png_bytes(image), force=force, protect=_protected(input))
@@ -217,7 +219,7 @@ def decode(input: str, output: str | None, device: str, threads: int, force: boo
             click.echo(json.dumps({"input": input, "output": out, "width": w, "height": h, "channels": c,
                                    "bpp": 8 * len(data) / (w * h), "decode_seconds": seconds}), err=report)
         elif not quiet:
-            click.echo(f"{display_name(out, output=True)}: {w}x{h}x{c}, {8 * len(data) / (w * h):.4f} bpp, "
+            click.echo(f"{_display_name(out, output=True)}: {w}x{h}x{c}, {8 * len(data) / (w * h):.4f} bpp, "
                        f"{seconds:.2f} s", err=report)
 
 
@@ -237,7 +239,8 @@ def info(input: str, as_json: bool) -> None:
         if isinstance(h, GridHeader):
             g = h.shape
             fields = {
-                "file": display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
+                "file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
+                "version": data[4],
                 "width": h.width, "height": h.height, "channels": h.channels, "network": "grid",
                 "levels": g.levels, "latents": g.num_latents(h.height, h.width), "mlp_width": g.hidden,
                 "mlp_layers": g.hidden_layers, "num_params": g.num_params, "mlp_steps": list(h.mlp_steps),
@@ -252,7 +255,7 @@ def info(input: str, as_json: bool) -> None:
             return
         spec = h.spec
         fields = {
-            "file": display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
+            "file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
             "width": h.width, "height": h.height, "channels": h.channels, "seed": spec.seed,
             "network": "siren", "hidden_layers": spec.shape.hidden_layers, "net_width": spec.shape.width,
             "omega0": spec.shape.omega0, "num_params": spec.shape.num_params,

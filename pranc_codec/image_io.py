@@ -146,11 +146,15 @@ def write_output(path: str | os.PathLike, data: bytes, *, force: bool = False,
     if str(path) != STDIO:
         atomic_write(path, data, force=force, protect=protect)
         return
-    out = sys.stdout.buffer
-    if out.isatty():
+    check_output(path)
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+def check_output(path: str | os.PathLike) -> None:
+    """Refuse ``-`` when standard output is a terminal (callers check before the work, not only after it)."""
+    if str(path) == STDIO and sys.stdout.isatty():
         raise InputError("<stdout> is a terminal: redirect it to a file or a pipe")
-    out.write(data)
-    out.flush()
 
 
 def _new_file_mode() -> int:

@@ -317,15 +317,17 @@ def test_standard_input_needs_a_named_output_and_a_terminal_gets_no_binary(tmp_p
         assert r.returncode == 2
         assert r.stderr.decode().strip() == "pranc: error: reading standard input: name the output with -o " \
                                             "(- for standard output)"
-    leader, follower = pty.openpty()
-    try:
-        r = subprocess.run([sys.executable, "-m", "pranc_codec", "decode", str(prc), "-o", "-"],
-                           stdout=follower, stderr=subprocess.PIPE)
-    finally:
-        os.close(follower)
-        os.close(leader)
-    assert r.returncode == 2
-    assert r.stderr.decode().strip() == "pranc: error: <stdout> is a terminal: redirect it to a file or a pipe"
+    png = tmp_path / "img.png"
+    for args in (["decode", str(prc)], ["encode", str(png), "--steps", "100000"]):  # refused before the fit
+        leader, follower = pty.openpty()
+        try:
+            r = subprocess.run([sys.executable, "-m", "pranc_codec", *args, "-o", "-"], stdout=follower,
+                               stderr=subprocess.PIPE, timeout=120)
+        finally:
+            os.close(follower)
+            os.close(leader)
+        assert r.returncode == 2
+        assert r.stderr.decode().strip() == "pranc: error: <stdout> is a terminal: redirect it to a file or a pipe"
 
 
 def test_a_file_larger_than_any_prc_is_refused_before_it_is_read(tmp_path, runner):
