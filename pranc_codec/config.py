@@ -274,10 +274,17 @@ PRESETS: dict[str, dict[str, int]] = {
     "slow": {"steps": 8000, "qat_steps": 400},
 }
 GRID_PRESETS: dict[str, dict[str, int | float]] = {  # GridConfig overrides of the same presets
-    # measured as set here on eight Kodak images (ABLATIONS.md S2, T5, T8); fast keeps the 0.1 it was measured with
-    "fast": {"steps": 1100, "ste_frac": 0.1},
+    # measured as set here on eight Kodak images (ABLATIONS.md S2, T5, T8, AE2); fast keeps the 0.1 it was
+    # measured with
+    "fast": {"steps": 1350, "ste_frac": 0.1},
     "default": {},
     "slow": {"steps": 8500},
+}
+ROUNDING_PRESETS: dict[str, dict[str, int]] = {  # RoundingConfig overrides of the same presets
+    # fast: the third sweep (about 2.4 s with its MLP refit) buys more as 250 fitting steps (ABLATIONS.md AE2)
+    "fast": {"sweeps": 2},
+    "default": {},
+    "slow": {},
 }
 
 TUNES: dict[str, dict[str, float]] = {  # GridConfig overrides: what the grid model's fit minimises
@@ -310,7 +317,8 @@ class CodecConfig:
     def with_preset(self, name: str) -> "CodecConfig":
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        return replace(self, fit=replace(self.fit, **PRESETS[name]), grid=replace(self.grid, **GRID_PRESETS[name]))
+        return replace(self, fit=replace(self.fit, **PRESETS[name]), grid=replace(self.grid, **GRID_PRESETS[name]),
+                       rounding=replace(self.rounding, **ROUNDING_PRESETS[name]))
 
     def with_tune(self, name: str) -> "CodecConfig":
         """The grid model's fit aimed at one metric (``TUNES``); the siren model ignores it."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pranc_codec import CodecConfig, FormatError, LimitError, PrancError, bitstream, decode, encode, entropy, grid_codec
-from pranc_codec.config import GridConfig, RateConfig
+from pranc_codec.config import GridConfig, RateConfig, RoundingConfig
 from pranc_codec.grid_codec import GridCode, pack, plan
 from pranc_codec.grid_fit import context_state, fit_grid, latent_bits, structure_weights
 from pranc_codec.image_io import read_image
@@ -515,8 +515,9 @@ def test_fit_length_follows_the_finest_level_and_the_straight_through_cap():
     assert straight_through_from(g) == g.steps - min(int(round(g.steps * g.ste_frac)), g.ste_max)
     assert coarse.steps - straight_through_from(coarse) == g.ste_max  # capped: 5 % would be about 310
     assert straight_through_from(GridConfig(steps=160, ste_frac=0.5)) == 80
-    fast = CodecConfig().with_preset("fast").grid
-    assert fast.steps - straight_through_from(fast) == 110  # its own ste_frac, under the cap
+    fast = CodecConfig().with_preset("fast")
+    assert fast.grid.steps - straight_through_from(fast.grid) == 135  # its own ste_frac, under the cap
+    assert (fast.rounding.sweeps, CodecConfig().with_preset("slow").rounding.sweeps) == (2, RoundingConfig().sweeps)
 
 
 def test_bits_after_the_fit_are_priced_at_the_curves_slope():
