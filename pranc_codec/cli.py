@@ -188,7 +188,8 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, tune:
 @main.command()
 @click.argument("input", type=click.Path())
 @click.option("-o", "--output", type=click.Path(),
-              help="Output PNG (default: INPUT with .png suffix; - for standard output).")
+              help="Output image (default: INPUT with .png suffix; - for standard output, as PNG). The suffix "
+                   "picks a lossless format: .png, .ppm/.pgm/.pnm, .bmp, .tif/.tiff or .tga.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0,
               help="CPU threads (0 = all cores); 1 when decoding several files side by side.")
@@ -197,21 +198,22 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, tune:
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object.")
 def decode(input: str, output: str | None, device: str, threads: int, force: bool, quiet: bool,
            as_json: bool) -> None:
-    """Decode a .prc file into a PNG image (INPUT or -o may be -: standard input or output)."""
+    """Decode a .prc file into an image (INPUT or -o may be -: standard input or output)."""
     with _errors():
         import torch
 
         from .codec import decode as decode_bytes, default_threads
-        from .image_io import check_output, png_bytes, read_bytes, write_output
+        from .image_io import check_output, image_bytes, output_format, read_bytes, write_output
 
         # each process taking every core made three decodes side by side 200x slower (RESULTS.md "CUDA: session 14")
         torch.set_num_threads(threads or default_threads())
         t0 = time.perf_counter()
         out = _output_path(input, output, ".png")
         check_output(out)
+        fmt = output_format(out)
         data = read_bytes(input)
         image = decode_bytes(data, device=device)
-        write_output(out, png_bytes(image), force=force, protect=_protected(input))
+        write_output(out, image_bytes(image, fmt), force=force, protect=_protected(input))
         seconds = time.perf_counter() - t0
         h, w, c = image.shape
         report = out == STDIO  # the picture is on stdout: the summary goes to stderr

@@ -131,12 +131,36 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
         raise InputError(f"{p}: unreadable or corrupt image ({e})") from None
 
 
-def png_bytes(arr: np.ndarray) -> bytes:
-    """uint8 (H, W, C) -> PNG file contents."""
+# Decoded pictures are written losslessly, in the format the output's suffix names: re-encoding the codec's
+# pixels with JPEG or WebP would add a second loss the user did not ask for.
+OUTPUT_FORMATS = {".png": "PNG", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM", ".bmp": "BMP", ".tif": "TIFF",
+                  ".tiff": "TIFF", ".tga": "TGA"}
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """Pillow's name of the lossless format ``path``'s suffix asks for: PNG for ``-`` or no suffix."""
+    if str(path) == STDIO:
+        return "PNG"
+    suffix = Path(path).suffix.lower()
+    if not suffix:
+        return "PNG"
+    if suffix not in OUTPUT_FORMATS:
+        raise InputError(f"{path}: cannot write {suffix} (decoded pictures are written losslessly: "
+                         f"{', '.join(OUTPUT_FORMATS)})")
+    return OUTPUT_FORMATS[suffix]
+
+
+def image_bytes(arr: np.ndarray, format: str = "PNG") -> bytes:
+    """uint8 (H, W, C) -> the contents of an image file in ``format`` (one of ``OUTPUT_FORMATS``' values)."""
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format=format)
     return buf.getvalue()
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """uint8 (H, W, C) -> PNG file contents."""
+    return image_bytes(arr, "PNG")
 
 
 def write_output(path: str | os.PathLike, data: bytes, *, force: bool = False,
