@@ -205,8 +205,13 @@ def test_existing_output_needs_force_and_input_is_never_overwritten(runner, tmp_
     assert out.read_bytes() == b"keep me"
     assert runner.invoke(main, ["decode", str(prc), "-o", str(out), "--force", "-q"]).exit_code == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
-    assert "input" in _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(prc), "--force"]), 2)
+    _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(prc), "--force"]), 2)  # not an image suffix
     assert prc.read_bytes() == before
+    disguised = tmp_path / "stream.png"  # a .prc named like the output format
+    disguised.write_bytes(before)
+    assert "input" in _one_line_error(runner.invoke(main, ["decode", str(disguised), "-o", str(disguised),
+                                                           "--force"]), 2)
+    assert disguised.read_bytes() == before
     png_before = png.read_bytes()
     _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(png), "--force", *FAST_ARGS]), 2)
     assert png.read_bytes() == png_before
