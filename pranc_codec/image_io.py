@@ -9,6 +9,7 @@ Input policy (also in README.md):
 - 8-bit RGB is coded as 3 channels, grayscale (L, I;16, I, F) as 1 channel;
   16-bit and float grayscale are scaled to 8 bits;
 - palette, CMYK, YCbCr, LAB, ... are converted to RGB;
+- an RGB or CMYK picture with an ICC profile other than sRGB is converted to sRGB;
 - an alpha channel is dropped with a warning when it is not fully opaque.
 """
 from __future__ import annotations
@@ -53,6 +54,7 @@ def _read_stdin(limit: int, what: str) -> bytes:
 def to_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
     """PIL image -> uint8 (H, W, C) with C in {1, 3}, plus warnings for the user."""
     notes: list[str] = []
+    icc = img.info.get("icc_profile")
     img = ImageOps.exif_transpose(img)
     mode = img.mode
     if mode == "P":
@@ -72,12 +74,37 @@ def to_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
         return arr[:, :, None], notes
     elif mode == "1":
         img = img.convert("L")
-    elif mode not in ("RGB", "L"):
+    elif mode not in ("RGB", "L") and not (mode == "CMYK" and icc):
         img = img.convert("RGB")
+    if icc and img.mode in ("RGB", "CMYK"):
+        img = _to_srgb(img, icc, notes)
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return np.ascontiguousarray(arr), notes
+
+
+def _to_srgb(img: Image.Image, icc: bytes, notes: list[str]) -> Image.Image:
+    """An RGB or CMYK image with an embedded ICC profile -> sRGB RGB.
+
+    The decoder writes plain 8-bit pixels with no profile, which viewers show as sRGB; so a picture in
+    Display P3 or Adobe RGB (most phone photos) is converted on the way in, or its colours would shift.
+    An sRGB profile leaves the pixels as they are; an unreadable one is ignored with a warning.
+    """
+    from PIL import ImageCms
+
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        name = ImageCms.getProfileDescription(src).strip() or "unnamed"
+        if img.mode == "RGB" and "srgb" in name.lower():
+            return img
+        out = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"),
+                                        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as e:
+        notes.append(f"embedded ICC profile ignored ({e})")
+        return img.convert("RGB")
+    notes.append(f"converted from its ICC profile ({name}) to sRGB, as the decoded picture will be")
+    return out
 
 
 def _existing_file(path: str | os.PathLike) -> Path:

@@ -152,3 +152,57 @@ def test_standard_input_is_read_in_chunks_and_refused_past_its_limit(monkeypatch
     assert pipe.requested == 2501  # stopped at the first byte past the limit
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(Pipe(b"y" * 2500)))
     assert image_io.read_bytes("-", limit=2500) == b"y" * 2500
+
+
+def _rgb_icc_profile(name: str, columns: tuple, gamma: float) -> bytes:
+    """A minimal ICC v2 display profile: a 3x3 matrix to the D50 PCS and one gamma curve per channel."""
+    import struct
+
+    def s15(v):
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v):
+        return b"XYZ " + bytes(4) + b"".join(s15(c) for c in v)
+
+    text = name.encode() + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    tags = [(b"desc", desc), (b"wtpt", xyz((0.9642, 1.0, 0.8249))), (b"rXYZ", xyz(columns[0])),
+            (b"gXYZ", xyz(columns[1])), (b"bXYZ", xyz(columns[2])), (b"rTRC", curve), (b"gTRC", curve),
+            (b"bTRC", curve)]
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, data in tags:
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data + bytes(-len(data) % 4)
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"none" + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + bytes(12) + b"acsp"
+              + bytes(24) + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48))
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def test_a_wide_gamut_picture_is_converted_to_srgb_and_an_srgb_one_is_not(tmp_path):
+    from PIL import ImageCms
+
+    # Display P3's primaries adapted to D50 (the columns of its matrix), gamma 2.2
+    p3 = _rgb_icc_profile("Display P3 test", ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419),
+                                             (0.1571, 0.0666, 0.7841)), 2.2)
+    assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(__import__("io").BytesIO(p3))).strip() \
+        == "Display P3 test"
+    arr = np.zeros((4, 4, 3), np.uint8)
+    arr[:2] = (128, 128, 128)
+    arr[2:] = (200, 100, 50)
+    path = _save(tmp_path, Image.fromarray(arr), "p3.png", icc_profile=p3)
+    out, notes = read_image(path)
+    grey, orange = out[0, 0].astype(int), out[3, 3].astype(int)
+    assert max(grey) - min(grey) <= 1 and abs(int(grey[0]) - 128) <= 4  # the neutral axis stays neutral
+    assert orange[0] > 210 and orange[2] < 45  # P3's orange is beyond sRGB's: more saturated in sRGB numbers
+    assert len(notes) == 1 and "Display P3 test" in notes[0] and "sRGB" in notes[0]
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out, notes = read_image(_save(tmp_path, Image.fromarray(arr), "srgb.png", icc_profile=srgb))
+    np.testing.assert_array_equal(out, arr)
+    assert notes == []
+    out, notes = read_image(_save(tmp_path, Image.fromarray(arr), "junk.png", icc_profile=b"not a profile" * 20))
+    np.testing.assert_array_equal(out, arr)
+    assert len(notes) == 1 and "ICC profile ignored" in notes[0]
