@@ -499,6 +499,33 @@ def test_fit_samples_the_grown_batch_each_step(monkeypatch):
     assert seen == [100] * 6
 
 
+def test_fused_adam_gives_the_bits_of_torch_optims_fused_adam(monkeypatch):
+    """optim.FusedAdam is torch.optim.Adam(fused=True) without its wrapper: a fit (noise, rate steps that give
+    log_b a gradient only every rate_every steps, straight-through phase) and an MLP refit come out bit for
+    bit the same with either."""
+    import pranc_codec.grid_fit as grid_fit
+
+    target = torch.from_numpy(smooth_image(40, 56, seed=3).astype(np.float32) / 255.0)
+    shape = GridShape(levels=4, hidden=8, hidden_layers=2, channels=3)
+    cfg = GridConfig(steps=90, batch_pixels=512, rate_every=4, context_every=16)
+
+    def run():
+        fit = grid_fit.fit_grid(target, shape, cfg, 1.0)
+        feats = torch.rand(500, shape.levels, generator=torch.Generator().manual_seed(1))
+        refit = grid_fit.refit_mlp(feats, target.reshape(-1, 3)[:500], None, fit.weights, shape, 30, 3e-3, 64,
+                                   0.99)
+        return fit.latents + fit.weights + refit
+
+    ours = run()
+    monkeypatch.setattr(grid_fit, "FusedAdam",
+                        lambda groups, betas: torch.optim.Adam(groups, fused=True, betas=betas))
+    theirs = run()
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+    assert any(bool(t.abs().max() > 0) for t in ours[: shape.levels])  # the fit moved the latents
+
+
 def test_fit_length_follows_the_finest_level_and_the_straight_through_cap():
     """Without the finest level a CPU fit runs coarse_step_factor x the steps; the straight-through phase
     is the last ste_frac of them, at most ste_max."""
