@@ -36,11 +36,9 @@ MAX_STDIN_IMAGE_BYTES = 1 << 30
 _CHUNK = 1 << 20
 
 
-def _read_stdin(limit: int, what: str) -> bytes:
-    """All of standard input, in chunks, refused once it passes ``limit`` bytes (never read past it)."""
-    stream = sys.stdin.buffer
-    if stream.isatty():
-        raise InputError(f"<stdin> is a terminal: pipe {what} into it")
+def _read_limited(stream, limit: int, name: str, what: str) -> bytes:
+    """All of ``stream`` in 1 MiB chunks, refused once it passes ``limit`` bytes: never read past it, and never a
+    buffer of ``limit`` bytes allocated up front (``read(n)`` allocates n). Works on pipes, whose size is unknown."""
     buf = bytearray()
     while True:
         chunk = stream.read(min(_CHUNK, limit + 1 - len(buf)))
@@ -48,7 +46,15 @@ def _read_stdin(limit: int, what: str) -> bytes:
             return bytes(buf)
         buf += chunk
         if len(buf) > limit:
-            raise LimitError(f"<stdin>: more than {limit} bytes, larger than any {what} pranc reads")
+            raise LimitError(f"{name}: more than {limit} bytes, larger than any {what} pranc reads")
+
+
+def _read_stdin(limit: int, what: str) -> bytes:
+    """All of standard input (refused when it is a terminal), at most ``limit`` bytes."""
+    stream = sys.stdin.buffer
+    if stream.isatty():
+        raise InputError(f"<stdin> is a terminal: pipe {what} into it")
+    return _read_limited(stream, limit, "<stdin>", what)
 
 
 def to_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
@@ -123,15 +129,13 @@ def read_bytes(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes:
         return _read_stdin(limit, "a .prc file")
     p = _existing_file(path)
     try:
-        if p.stat().st_size > limit:
-            raise LimitError(f"{p}: {p.stat().st_size} bytes, larger than any .prc file ({limit} at most)")
+        size = p.stat().st_size
+        if size > limit:  # refused without reading
+            raise LimitError(f"{p}: {size} bytes, larger than any .prc file ({limit} at most)")
         with p.open("rb") as f:
-            data = f.read(limit + 1)  # a file still growing cannot take more than this
+            return _read_limited(f, limit, str(p), "a .prc file")  # a pipe or a growing file has no size to trust
     except OSError as e:
         raise InputError(f"{p}: cannot read ({e.strerror})") from None
-    if len(data) > limit:
-        raise LimitError(f"{p}: larger than any .prc file ({limit} bytes at most)")
-    return data
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:

@@ -206,3 +206,26 @@ def test_a_wide_gamut_picture_is_converted_to_srgb_and_an_srgb_one_is_not(tmp_pa
     out, notes = read_image(_save(tmp_path, Image.fromarray(arr), "junk.png", icc_profile=b"not a profile" * 20))
     np.testing.assert_array_equal(out, arr)
     assert len(notes) == 1 and "ICC profile ignored" in notes[0]
+
+
+def test_a_named_pipe_is_read_whole_and_bounded_like_standard_input(tmp_path):
+    import os
+    import threading
+
+    from pranc_codec import image_io
+    from pranc_codec.errors import LimitError
+
+    fifo = tmp_path / "pipe.prc"
+    for payload, limit in ((b"z" * 2000, 2500), (b"z" * 3000, 2500)):
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=lambda: fifo.write_bytes(payload))
+        writer.start()
+        try:
+            if len(payload) <= limit:  # its size on disk is 0: the reader must not trust it
+                assert image_io.read_bytes(fifo, limit=limit) == payload
+            else:
+                with pytest.raises(LimitError, match="more than 2500 bytes"):
+                    image_io.read_bytes(fifo, limit=limit)
+        finally:
+            writer.join(timeout=10)
+            os.unlink(fifo)
