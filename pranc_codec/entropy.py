@@ -29,8 +29,9 @@ from .errors import FormatError
 
 MAX_BOUND = 2047  # largest K: keeps every table well inside 16-bit precision
 TAIL_MASS = 1e-9  # probability reserved for the escape symbol
-# CompressAI's bypass coder loops for ever on a value of magnitude 2^28 or more (it counts the value's 4-bit
-# fields with a shift that reaches 32), so larger symbols are refused before they reach it; ours stay far below.
+# CompressAI's bypass coder loops for ever on large values (measured: it hangs at magnitude 2^28 - 1 and above, and
+# codes 2^27; it counts the value's 4-bit fields with a shift that reaches 32), so symbols beyond 2^27 - 1 are
+# refused before they reach it; ours stay far below.
 MAX_MAGNITUDE = (1 << 27) - 1
 # Below that, a symbol costs at most 6 bytes (a 16-bit escape, a 4-bit count and seven 4-bit fields, measured
 # 6.008 bytes a symbol at the limit) and a stream ends with its 4-byte state. A longer stream was not written
