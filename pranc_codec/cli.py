@@ -288,7 +288,7 @@ def demo(outdir: str, bpp: float, preset: str) -> None:
 
         from .codec import decode as decode_bytes, default_threads, encode as encode_image
         from .config import CodecConfig
-        from .image_io import atomic_write, png_bytes, read_image
+        from .image_io import atomic_write, image_bytes, read_image
         from .metrics import psnr
 
         src = Path(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
@@ -303,8 +303,8 @@ def demo(outdir: str, bpp: float, preset: str) -> None:
         t0 = time.perf_counter()
         decoded = decode_bytes(result.data)
         dt = time.perf_counter() - t0
-        atomic_write(d / "grace_hopper_decoded.png", png_bytes(decoded), force=True)
-        atomic_write(d / "grace_hopper_original.png", png_bytes(image), force=True)
+        atomic_write(d / "grace_hopper_decoded.png", image_bytes(decoded), force=True)
+        atomic_write(d / "grace_hopper_original.png", image_bytes(image), force=True)
         s = result.stats
         click.echo(f"{d / 'grace_hopper.prc'}: {s.bytes} bytes, {s.bpp:.4f} bpp, PSNR {psnr(image, decoded):.2f} dB, "
                    f"encode {s.encode_seconds:.1f} s, decode {dt:.2f} s")

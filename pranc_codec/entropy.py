@@ -182,7 +182,7 @@ def encode_indexed(q: np.ndarray, indexes: np.ndarray, models: list[LaplaceModel
     if q.size < 2:
         # CompressAI's RansEncoder frees memory twice on a 1-symbol stream (abort, seen in 1.2.x)
         raise ValueError("entropy.encode needs at least 2 symbols")
-    if np.abs(q.astype(np.int64)).max() > MAX_MAGNITUDE:
+    if q.min() < -MAX_MAGNITUDE or q.max() > MAX_MAGNITUDE:  # no copy; abs would overflow at int32's minimum
         raise ValueError(f"entropy.encode: a symbol beyond +-{MAX_MAGNITUDE} (the rANS bypass coder would hang)")
     cdfs, sizes, offsets = _tables(models)
     return _ans().RansEncoder().encode_with_indexes(q.astype(np.int32).tolist(), np.asarray(indexes, np.int32).tolist(),

@@ -1,4 +1,4 @@
-"""Reading images into 8-bit arrays, writing PNGs, and atomic file output.
+"""Reading images into 8-bit arrays, writing decoded pictures (lossless formats), and atomic file output.
 
 The path ``-`` means standard input when reading and standard output when
 writing, as in most command-line codecs (cjpeg, cwebp, ImageMagick).
@@ -142,10 +142,9 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """Load an image file (``-``: standard input) as uint8 (H, W, C); raises InputError/LimitError with a
     clear message."""
     if str(path) == STDIO:
-        name, src = "<stdin>", io.BytesIO(_read_stdin(MAX_STDIN_IMAGE_BYTES, "image"))
+        p, src = "<stdin>", io.BytesIO(_read_stdin(MAX_STDIN_IMAGE_BYTES, "image"))
     else:
-        name = src = _existing_file(path)
-    p = name
+        p = src = _existing_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -188,10 +187,6 @@ def image_bytes(arr: np.ndarray, format: str = "PNG") -> bytes:
     img.save(buf, format=format)
     return buf.getvalue()
 
-
-def png_bytes(arr: np.ndarray) -> bytes:
-    """uint8 (H, W, C) -> PNG file contents."""
-    return image_bytes(arr, "PNG")
 
 
 def write_output(path: str | os.PathLike, data: bytes, *, force: bool = False,
