@@ -57,6 +57,8 @@ def _output_path(input: str, output: str | None, suffix: str) -> str:
         return output
     if input == STDIO:
         raise InputError("reading standard input: name the output with -o (- for standard output)")
+    if Path(input).is_dir():  # before deriving a name: "." or "/" has none
+        raise InputError(f"{input}: is a directory")
     return str(Path(input).with_suffix(suffix))
 
 

@@ -10,7 +10,8 @@ Input policy (also in README.md):
   16-bit and float grayscale are scaled to 8 bits;
 - palette, CMYK, YCbCr, LAB, ... are converted to RGB;
 - an RGB or CMYK picture with an ICC profile other than sRGB is converted to sRGB;
-- an alpha channel is dropped with a warning when it is not fully opaque.
+- an alpha channel is dropped with a warning when it is not fully opaque;
+- of an animation or a multi-page file, the first frame is coded, with a warning.
 """
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ def _read_stdin(limit: int, what: str) -> bytes:
 def to_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
     """PIL image -> uint8 (H, W, C) with C in {1, 3}, plus warnings for the user."""
     notes: list[str] = []
+    frames = getattr(img, "n_frames", 1)  # animated GIF / PNG / WebP, multi-page TIFF
+    if frames > 1:
+        notes.append(f"{frames} frames: only the first is coded")
     icc = img.info.get("icc_profile")
     img = ImageOps.exif_transpose(img)
     mode = img.mode

@@ -192,6 +192,13 @@ def test_absurd_dimensions_refused(runner, tmp_path, prc):
     assert "60000x60000" in msg
 
 
+def test_a_directory_as_input_is_refused(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for cmd in ("encode", "decode", "info"):
+        for name in (".", str(tmp_path)):  # "." has no name to derive an output from
+            assert "is a directory" in _one_line_error(runner.invoke(main, [cmd, name]), 2)
+
+
 def test_output_directory_missing(runner, tmp_path, png, prc):
     _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "no" / "x.prc"), *FAST_ARGS]), 2)
     _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "no" / "x.png")]), 2)

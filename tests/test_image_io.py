@@ -43,6 +43,16 @@ def test_opaque_alpha_is_silent(tmp_path):
     assert got.shape == (8, 8, 3) and notes == []
 
 
+def test_an_animation_codes_its_first_frame_and_says_so(tmp_path):
+    frames = [Image.new("RGB", (8, 6), (40 * i, 10, 200 - 40 * i)) for i in range(3)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "one.gif")
+    arr, notes = read_image(tmp_path / "a.gif")
+    one, one_notes = read_image(tmp_path / "one.gif")
+    assert np.array_equal(arr, one)  # the first frame, as a still picture of it reads
+    assert notes == ["3 frames: only the first is coded"] and one_notes == []
+
+
 def test_exif_orientation_is_applied(tmp_path):
     arr = smooth_image(10, 20, 3)
     exif = Image.Exif()
