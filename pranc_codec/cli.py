@@ -12,15 +12,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import click
 
+from . import batch
+from .batch import STDIO, output_for
 from .config import TUNES, GridConfig
 from .errors import InputError, PrancError
 
-
-STDIO = "-"  # as image_io.STDIO: standard input or output (not imported here, to keep `pranc -h` fast)
 
 _BARS: list = []  # live progress bars, closed before an error so it starts on its own line
 
@@ -40,26 +40,15 @@ def _errors() -> Iterator[None]:
         yield
     except PrancError as e:
         _fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         # Under `python -m`, CPython ends the process by SIGINT instead of with our exit
         # code when the interrupt surfaced inside a string exec/eval (a lazily created
         # namedtuple, say): Py_RunMain checks a flag that run_eval_code_obj sets. Every
         # string eval clears that flag first, so one harmless eval restores exit 130.
         eval("0")
-        _fail("interrupted; no output written", 130)
+        _fail(str(e) or "interrupted; no output written", 130)  # a batch says how many files it wrote
     except MemoryError:
         _fail("out of memory", 4)
-
-
-def _output_path(input: str, output: str | None, suffix: str) -> str:
-    """The output path: ``output``, else ``input`` with ``suffix``; standard input has no name to derive one."""
-    if output:
-        return output
-    if input == STDIO:
-        raise InputError("reading standard input: name the output with -o (- for standard output)")
-    if Path(input).is_dir():  # before deriving a name: "." or "/" has none
-        raise InputError(f"{input}: is a directory")
-    return str(Path(input).with_suffix(suffix))
 
 
 def _protected(input: str) -> tuple[str, ...]:
@@ -99,6 +88,60 @@ def _progress_factory(quiet: bool):
     return make
 
 
+def _jobs_option(what: str):
+    return click.option("-j", "--jobs", type=click.IntRange(0), default=1, show_default=True,
+                        help=f"With several inputs: files {what} side by side, each in its own process "
+                             "(0 = one per core); --threads defaults to the cores shared out among them.")
+
+
+def _run_batch(command: str, inputs: list[str], output: str | None, suffix: str, args: list[str], jobs: int,
+               threads: int, quiet: bool, as_json: bool, line: Callable[[str, dict], str]) -> None:
+    """Run the single-file ``command`` over several inputs (:mod:`pranc_codec.batch`) and report each file as
+    it ends: its summary (``line``) or JSON object on stdout, its warnings and error on stderr. Exits with the
+    first failed file's code (in input order) after the others are done."""
+    plan = batch.plan(inputs, output, suffix)
+    workers, per = batch.workers_and_threads(jobs, threads, len(plan), batch.available_cores())
+    n = len(plan)
+    written = 0
+
+    def report(done: int, o: batch.Outcome) -> None:
+        nonlocal written
+        for w in o.warnings:
+            click.echo(f"pranc: warning: {o.job.input}: {w}", err=True)
+        if o.error is not None:
+            click.echo(f"pranc: error: {o.job.input}: {o.error}", err=True)
+            return
+        written += 1
+        if as_json:
+            click.echo(json.dumps(o.summary))
+        elif not quiet:
+            click.echo(f"[{done}/{n}] {line(o.job.output, o.summary)}")
+
+    try:
+        outcomes = batch.run(command, plan, [*args, "--threads", str(per)], workers, report)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted; {written} of {n} files written") from None
+    failed = [o for o in outcomes if o.code]
+    if failed:
+        if not quiet:
+            click.echo(f"pranc: {len(failed)} of {n} files failed", err=True)
+        sys.exit(failed[0].code)
+
+
+def _encode_line(out: str, s: dict) -> str:
+    """The one-line summary of an encode (``s``: EncodeStats.to_dict())."""
+    ms = f"{s['ms_ssim']:.4f}" if s["ms_ssim"] is not None else "n/a"
+    what = "latents and weights" if s["model"] == "grid" else "coefficients"
+    return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, PSNR {s['psnr']:.2f} dB, "
+            f"MS-SSIM {ms}, {s['num_coefs']} {what}, {s['encode_seconds']:.1f} s")
+
+
+def _decode_line(out: str, s: dict) -> str:
+    """The one-line summary of a decode (``s``: decode's JSON fields)."""
+    return (f"{_display_name(out, output=True)}: {s['width']}x{s['height']}x{s['channels']}, {s['bpp']:.4f} bpp, "
+            f"{s['decode_seconds']:.2f} s")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pranc-codec")
 def main() -> None:
@@ -106,9 +149,10 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("input", type=click.Path(dir_okay=True))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("-o", "--output", type=click.Path(),
-              help="Output .prc (default: INPUT with .prc suffix; - for standard output).")
+              help="Output .prc (default: INPUT with .prc suffix; - for standard output), or a directory to "
+                   "write into (with several inputs, only that).")
 @click.option("--bpp", type=float, default=None,
               help="Target bits per pixel (default 0.25); the file lands within ±10%.")
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True,
@@ -131,18 +175,16 @@ def main() -> None:
                    "many at the same cost.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads (0 = all cores).")
+@_jobs_option("encoded")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def encode(input: str, output: str | None, bpp: float | None, preset: str, tune: str, model: str, seed: int | None,
-           net_width: int | None, layers: int | None, basis: str | None, expansion: float | None,
-           steps: int | None, device: str, threads: int, force: bool, quiet: bool, as_json: bool) -> None:
-    """Compress an image file into a .prc file (INPUT or -o may be -: standard input or output)."""
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (one a file).")
+def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, preset: str, tune: str, model: str,
+           seed: int | None, net_width: int | None, layers: int | None, basis: str | None,
+           expansion: float | None, steps: int | None, device: str, threads: int, jobs: int, force: bool,
+           quiet: bool, as_json: bool) -> None:
+    """Compress image files into .prc files (INPUT or -o may be -: standard input or output)."""
     with _errors():
-        from .codec import default_threads, encode as encode_image
-        from .config import BasisKind, CodecConfig
-        from .image_io import check_output, read_image, write_output
-
         siren_only = {"--seed": seed, "--width": net_width, "--layers": layers, "--basis": basis,
                       "--expansion": expansion}
         given = [k for k, v in siren_only.items() if v is not None]
@@ -150,7 +192,21 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, tune:
             raise InputError(f"{', '.join(given)} only apply to --model siren")
         if model == "siren" and tune != "balanced":
             raise InputError("--tune only applies to --model grid")
-        out = _output_path(input, output, ".prc")
+        if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):  # as codec.encode checks, before a batch
+            raise InputError("--bpp must be a positive number")
+        if len(inputs) > 1:
+            passed = {"--bpp": bpp, "--steps": steps, **siren_only}
+            args = [a for k, v in passed.items() if v is not None for a in (k, str(v))]
+            args += ["--preset", preset, "--tune", tune, "--model", model, "--device", device, "-q"]
+            _run_batch("encode", list(inputs), output, ".prc", args + ["-f"] * force, jobs, threads, quiet,
+                       as_json, _encode_line)
+            return
+        input = inputs[0]
+        from .codec import default_threads, encode as encode_image
+        from .config import BasisKind, CodecConfig
+        from .image_io import check_output, read_image, write_output
+
+        out = output_for(input, output, ".prc")
         check_output(out)  # fail before minutes of fitting, not after
         if out != STDIO and Path(out).exists() and not force:
             raise InputError(f"{out}: already exists (use --force to overwrite)")
@@ -181,27 +237,31 @@ def encode(input: str, output: str | None, bpp: float | None, preset: str, tune:
         if as_json:
             click.echo(json.dumps({"input": str(input), "output": out, **s.to_dict()}), err=report)
         elif not quiet:
-            ms = f"{s.ms_ssim:.4f}" if s.ms_ssim is not None else "n/a"
-            what = "latents and weights" if s.model == "grid" else "coefficients"
-            click.echo(f"{_display_name(out, output=True)}: {s.bytes} bytes, {s.bpp:.4f} bpp, PSNR {s.psnr:.2f} dB, "
-                       f"MS-SSIM {ms}, {s.num_coefs} {what}, {s.encode_seconds:.1f} s", err=report)
+            click.echo(_encode_line(out, s.to_dict()), err=report)
 
 
 @main.command()
-@click.argument("input", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", type=click.Path(),
-              help="Output image (default: INPUT with .png suffix; - for standard output, as PNG). The suffix "
-                   "picks a lossless format: .png, .ppm/.pgm/.pnm, .bmp, .tif/.tiff or .tga.")
+              help="Output image (default: INPUT with .png suffix; - for standard output, as PNG), or a directory "
+                   "to write PNGs into (with several inputs, only that). The suffix picks a lossless format: "
+                   ".png, .ppm/.pgm/.pnm, .bmp, .tif/.tiff or .tga.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0,
               help="CPU threads (0 = all cores); 1 when decoding several files side by side.")
+@_jobs_option("decoded")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("-q", "--quiet", is_flag=True)
-@click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object.")
-def decode(input: str, output: str | None, device: str, threads: int, force: bool, quiet: bool,
-           as_json: bool) -> None:
-    """Decode a .prc file into an image (INPUT or -o may be -: standard input or output)."""
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object (one a file).")
+def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: int, jobs: int, force: bool,
+           quiet: bool, as_json: bool) -> None:
+    """Decode .prc files into images (INPUT or -o may be -: standard input or output)."""
     with _errors():
+        if len(inputs) > 1:
+            args = ["--device", device, "-q"] + ["-f"] * force
+            _run_batch("decode", list(inputs), output, ".png", args, jobs, threads, quiet, as_json, _decode_line)
+            return
+        input = inputs[0]
         import torch
 
         from .codec import decode as decode_bytes, default_threads
@@ -210,7 +270,7 @@ def decode(input: str, output: str | None, device: str, threads: int, force: boo
         # each process taking every core made three decodes side by side 200x slower (RESULTS.md "CUDA: session 14")
         torch.set_num_threads(threads or default_threads())
         t0 = time.perf_counter()
-        out = _output_path(input, output, ".png")
+        out = output_for(input, output, ".png")
         check_output(out)
         fmt = output_format(out)
         data = read_bytes(input)
@@ -219,12 +279,12 @@ def decode(input: str, output: str | None, device: str, threads: int, force: boo
         seconds = time.perf_counter() - t0
         h, w, c = image.shape
         report = out == STDIO  # the picture is on stdout: the summary goes to stderr
+        summary = {"input": input, "output": out, "width": w, "height": h, "channels": c,
+                   "bpp": 8 * len(data) / (w * h), "decode_seconds": seconds}
         if as_json:
-            click.echo(json.dumps({"input": input, "output": out, "width": w, "height": h, "channels": c,
-                                   "bpp": 8 * len(data) / (w * h), "decode_seconds": seconds}), err=report)
+            click.echo(json.dumps(summary), err=report)
         elif not quiet:
-            click.echo(f"{_display_name(out, output=True)}: {w}x{h}x{c}, {8 * len(data) / (w * h):.4f} bpp, "
-                       f"{seconds:.2f} s", err=report)
+            click.echo(_decode_line(out, summary), err=report)
 
 
 @main.command()

@@ -5,7 +5,6 @@ Images are uint8 numpy arrays (H, W, C) with C in {1, 3}.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from . import bitstream, entropy, grid_codec
+from .batch import available_cores
 from .bitstream import GridHeader, Header
 from .config import BasisKind, CodecConfig
 from .errors import InputError, LimitError
@@ -254,7 +254,4 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
 
 def default_threads() -> int:
     """Intra-op threads to use: every core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return available_cores()

@@ -1,0 +1,172 @@
+"""Several files in one command: ``pranc encode *.png --jobs 4``, ``pranc decode *.prc -o out/``.
+
+Each file is coded by a child process running the single-file command
+(``python -m pranc_codec encode IN -o OUT ... --json``), so a batch has every
+guarantee of one file: the same bytes, the same one-line errors, atomic
+outputs, an interrupt that leaves nothing half-written. One encode uses
+several cores poorly (two threads run a step 1.27x as fast as one, ABLATIONS.md
+AE3), so files side by side with one thread each are the fast way to code a
+folder; the parent only schedules and reports. It imports neither torch nor
+the codec, so it costs nothing next to a fit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import InputError
+
+STDIO = "-"  # standard input or output, as in image_io (not imported: it pulls in torch)
+# How long an interrupted child gets to clean up (it removes its temporary output) before it is killed.
+INTERRUPT_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file of a batch: where it is read and where its result goes."""
+
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one child reported: its exit code, its JSON summary (None on failure), its warnings and its error
+    (the message without the ``pranc: error:`` prefix; None on success)."""
+
+    job: Job
+    code: int
+    summary: dict | None
+    warnings: list[str]
+    error: str | None
+
+
+def output_for(input: str, output: str | None, suffix: str) -> str:
+    """Where one input's result goes: ``output`` itself, inside ``output`` when it is an existing directory,
+    else the input with ``suffix``."""
+    if input == STDIO:
+        if not output:
+            raise InputError("reading standard input: name the output with -o (- for standard output)")
+        return output
+    if Path(input).is_dir():  # before deriving a name: "." or "/" has none
+        raise InputError(f"{input}: is a directory")
+    if output and output != STDIO and Path(output).is_dir():
+        return str(Path(output) / Path(input).with_suffix(suffix).name)
+    return output or str(Path(input).with_suffix(suffix))
+
+
+def plan(inputs: list[str], output: str | None, suffix: str) -> list[Job]:
+    """The jobs of a batch of several inputs; ``output``, if given, must be an existing directory.
+
+    Refused before any work: standard input or output, a directory as input, and two inputs whose results
+    would have the same name (``a.png`` and ``a.jpg``; also ``a.prc`` and ``a.png`` for decode, which would
+    replace an input: a child refuses to write over its own input).
+    """
+    if STDIO in inputs or output == STDIO:
+        raise InputError("standard input or output (-) takes one file, not several")
+    if output and not Path(output).is_dir():
+        raise InputError(f"{output}: not a directory (with several inputs, -o names an existing directory)")
+    jobs = [Job(i, output_for(i, output, suffix)) for i in inputs]
+    seen: dict[Path, str] = {}
+    for j in jobs:
+        key = Path(os.path.abspath(j.output))
+        if key in seen:
+            raise InputError(f"{seen[key]} and {j.input} would both be written to {j.output}")
+        seen[key] = j.input
+    return jobs
+
+
+def available_cores() -> int:
+    """Every core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def workers_and_threads(jobs: int, threads: int, files: int, cores: int) -> tuple[int, int]:
+    """Processes side by side (``jobs``; 0: one per core) and the CPU threads each takes (``threads``; 0: the
+    cores shared out among them), never more processes than files."""
+    workers = max(1, min(jobs or cores, files))
+    return workers, threads or max(1, cores // workers)
+
+
+def _strip(line: str, prefix: str, input: str) -> str:
+    msg = line[len(prefix):].strip()
+    return msg[len(input) + 2:] if msg.startswith(f"{input}: ") else msg  # the caller names the file itself
+
+
+def _run_one(command: str, job: Job, args: list[str], live: set[subprocess.Popen], lock: threading.Lock,
+             stopping: threading.Event) -> Outcome:
+    """Run the single-file command for ``job`` in a child process and read what it reports."""
+    cmd = [sys.executable, "-m", "pranc_codec", command, job.input, "-o", job.output, *args, "--json"]
+    with lock:
+        if stopping.is_set():
+            return Outcome(job, 130, None, [], "interrupted")
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        live.add(proc)
+    try:
+        out, err = proc.communicate()
+    finally:
+        with lock:
+            live.discard(proc)
+    warns = [_strip(ln, "pranc: warning:", job.input) for ln in err.splitlines() if ln.startswith("pranc: warning:")]
+    errors = [_strip(ln, "pranc: error:", job.input) for ln in err.splitlines() if ln.startswith("pranc: error:")]
+    summary = None
+    if proc.returncode == 0:
+        try:
+            summary = json.loads(out.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            return Outcome(job, 1, None, warns, "no summary from the encoder")
+    if proc.returncode != 0 and not errors:  # killed, or a failure that printed no error line
+        code = proc.returncode
+        errors = ["interrupted" if code in (130, -signal.SIGINT) else f"failed (exit code {code})"]
+    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+    return Outcome(job, code, summary, warns, errors[0] if errors else None)
+
+
+def run(command: str, jobs: list[Job], args: list[str], workers: int,
+        report: Callable[[int, Outcome], None]) -> list[Outcome]:
+    """Run ``command`` (``encode`` or ``decode``) over ``jobs``, ``workers`` at a time, each child with the
+    extra command-line ``args``; ``report(done, outcome)`` is called as each file ends, in the order they end.
+    Returns the outcomes in the jobs' order.
+
+    On KeyboardInterrupt no new file starts; the children still running get SIGINT (as from a terminal) and
+    are waited for, so that each removes its temporary output, then the interrupt is raised again.
+    """
+    live: set[subprocess.Popen] = set()
+    lock = threading.Lock()
+    stopping = threading.Event()
+    results: dict[int, Outcome] = {}
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures: list[Future] = [pool.submit(_run_one, command, j, args, live, lock, stopping) for j in jobs]
+        index = {f: i for i, f in enumerate(futures)}
+        for done, f in enumerate(as_completed(futures), 1):
+            results[index[f]] = f.result()
+            report(done, results[index[f]])
+    except KeyboardInterrupt:
+        with lock:
+            stopping.set()
+            procs = list(live)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(INTERRUPT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return [results[i] for i in range(len(jobs))]

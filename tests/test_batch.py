@@ -1,0 +1,130 @@
+"""Several files in one command (pranc_codec/batch.py): the bytes of single-file runs, errors per file, refusals
+before any work, and an interrupt that leaves nothing behind."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pranc_codec import batch
+from pranc_codec.cli import main
+from pranc_codec.errors import InputError
+
+from .conftest import smooth_image
+
+FAST_ARGS = ["--model", "siren", "--steps", "120", "--threads", "1", "--bpp", "2", "-q"]
+
+
+@pytest.fixture()
+def pictures(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    paths = []
+    for i, (h, w) in enumerate([(40, 56), (32, 48), (24, 40)]):
+        p = src / f"p{i}.png"
+        Image.fromarray(smooth_image(h, w, 3, seed=i)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_a_batch_writes_the_bytes_of_single_runs_and_reports_every_file(tmp_path, pictures):
+    runner = CliRunner()
+    single = tmp_path / "single"
+    single.mkdir()
+    for p in pictures:
+        r = runner.invoke(main, ["encode", str(p), "-o", str(single / f"{p.stem}.prc"), *FAST_ARGS])
+        assert r.exit_code == 0, r.output
+    out = tmp_path / "out"
+    out.mkdir()
+    r = runner.invoke(main, ["encode", *map(str, pictures), "-o", str(out), "--jobs", "2", "--json", *FAST_ARGS])
+    assert r.exit_code == 0, r.output
+    reports = [json.loads(line) for line in r.stdout.splitlines()]
+    assert sorted(d["input"] for d in reports) == sorted(map(str, pictures))
+    for p in pictures:
+        assert (out / f"{p.stem}.prc").read_bytes() == (single / f"{p.stem}.prc").read_bytes()
+    # and back: decoded side by side into the same folder, the pixels of a single decode
+    r = runner.invoke(main, ["decode", *(str(out / f"{p.stem}.prc") for p in pictures), "-o", str(out), "-j", "0"])
+    assert r.exit_code == 0, r.output
+    assert sorted(line.split("]")[0] for line in r.stdout.splitlines()) == ["[1/3", "[2/3", "[3/3"]
+    for p in pictures:
+        r = runner.invoke(main, ["decode", str(single / f"{p.stem}.prc"), "-o", str(single / f"{p.stem}.png"), "-q"])
+        assert r.exit_code == 0, r.output
+        assert np.array_equal(np.asarray(Image.open(out / f"{p.stem}.png")),
+                              np.asarray(Image.open(single / f"{p.stem}.png")))
+
+
+def test_a_bad_file_fails_alone_and_sets_the_exit_code(tmp_path, pictures):
+    bad = pictures[0].parent / "bad.png"
+    bad.write_bytes(pictures[0].read_bytes()[:200])
+    r = CliRunner().invoke(main, ["encode", str(pictures[1]), str(bad), str(pictures[2]), "-j", "2", *FAST_ARGS])
+    assert r.exit_code == 2
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("pranc: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"pranc: error: {bad}: ") and "corrupt" in errors[0]
+    assert "Traceback" not in r.stderr
+    assert pictures[1].with_suffix(".prc").exists() and pictures[2].with_suffix(".prc").exists()
+    assert not bad.with_suffix(".prc").exists()
+
+
+def test_a_single_input_can_name_a_directory_to_write_into(tmp_path, pictures):
+    out = tmp_path / "out"
+    out.mkdir()
+    r = CliRunner().invoke(main, ["encode", str(pictures[0]), "-o", str(out), *FAST_ARGS])
+    assert r.exit_code == 0, r.output
+    assert (out / "p0.prc").exists()
+
+
+def test_what_a_batch_refuses_before_any_work(tmp_path, pictures):
+    runner = CliRunner()
+    twin = pictures[0].with_suffix(".bmp")
+    Image.open(pictures[0]).save(twin)
+
+    def refused(args, words):
+        r = runner.invoke(main, ["encode", *FAST_ARGS, *args])  # args last: they win over FAST_ARGS
+        assert r.exit_code == 2, r.output
+        assert words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+    refused([str(pictures[0]), str(twin)], "would both be written to")
+    refused([str(pictures[0]), "-"], "takes one file, not several")
+    refused([str(pictures[0]), str(pictures[1]), "-o", str(tmp_path / "x.prc")], "not a directory")
+    refused([str(pictures[0]), str(pictures[1]), "--bpp", "-1"], "--bpp must be a positive number")
+    assert not list(tmp_path.rglob("*.prc"))
+    with pytest.raises(InputError, match="would both be written to a.png"):  # a.prc would decode over a.png
+        batch.plan(["a.prc", "a.png"], None, ".png")
+
+
+def test_processes_and_threads_share_the_cores():
+    assert batch.workers_and_threads(1, 0, 5, 8) == (1, 8)
+    assert batch.workers_and_threads(0, 0, 5, 8) == (5, 1)  # one per core, but no more than files
+    assert batch.workers_and_threads(0, 0, 20, 8) == (8, 1)
+    assert batch.workers_and_threads(3, 0, 20, 8) == (3, 2)
+    assert batch.workers_and_threads(3, 4, 20, 8) == (3, 4)  # --threads as given
+
+
+def test_an_interrupted_batch_stops_its_children_and_leaves_no_files(tmp_path, pictures):
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-m", "pranc_codec", "encode", *map(str, pictures), "-o", str(out), "-j",
+                          "2", "--model", "siren", "--steps", "1000000", "--threads", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(6)  # the children are fitting (or still importing: either way they must stop)
+    p.send_signal(signal.SIGINT)  # the parent alone, as `kill -INT` would: it passes the interrupt on
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130
+    assert err.strip().splitlines()[-1] == "pranc: error: interrupted; 0 of 3 files written", err
+    assert os.listdir(out) == []
+    if os.path.isdir("/proc"):  # and no child is left fitting
+        alive = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    alive += [pid] if str(out).encode() in f.read() else []
+            except OSError:
+                pass
+        assert alive == []
