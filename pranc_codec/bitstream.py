@@ -24,10 +24,11 @@ from .tiling import TileGrid
 
 MAGIC = b"PRNC"
 VERSION = 3  # SIREN files (net_kind 0)
-GRID_VERSION = 7  # latent-grid files (net_kind 1): their own layout after byte 11; 5 adds context coding
-# 6: version 5 plus a loop filter; 7: the bucket models in two bytes each, the filter flagged (the one written)
-GRID_VERSIONS = (4, 5, 6, 7)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
+GRID_VERSION = 8  # latent-grid files (net_kind 1): their own layout after byte 11; 5 adds context coding
+# 6: version 5 plus a loop filter; 7: the bucket models in two bytes each, the filter flagged; 8: every model
+# as Exp-Golomb codes of its table indexes, varint segment lengths (the one written)
+GRID_VERSIONS = (4, 5, 6, 7, 8)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -72,8 +73,19 @@ _BUCKETS = struct.Struct("<B")  # version 5: buckets of one (level, pass)
 _LAYER = struct.Struct("<fHH")
 _FILTER = struct.Struct("<BBBHH")  # version 6: loop filter taps, symmetric, shift, its coefficients' model
 _COMPACT = struct.Struct("<BB")  # version 7: a bucket model as indexes into entropy.COMPACT_DECAYS, COMPACT_BOUNDS
-GRID_FLAG_FILTER = 0x01  # version 7: the loop filter record is present
-MODEL_BITS = 8 * _COMPACT.size  # header bits of one context bucket's model (version 7)
+GRID_FLAG_FILTER = 0x01  # versions 7 and 8: the loop filter record is present
+# Version 8 (FORMAT.md "Version 8"): MLP steps as f32, the filter record without its model, then every entropy
+# model in one bit string of signed Exp-Golomb codes (as H.264 codes its headers), then varint segment lengths.
+_STEP = struct.Struct("<f")
+_FILTER_V8 = struct.Struct("<BBB")  # taps, symmetric, shift
+BUCKET_COUNT_BITS = 4  # B - 1 of each (level, pass), B in 1..MAX_BUCKETS
+BOUND_ORDER = 1  # Exp-Golomb orders of a model's bound-index and decay-index changes: the best on Kodak files
+DECAY_ORDER = 3
+MAX_CODE_ZEROS = 12  # an index change within +-255 never needs more; more is a corrupt header
+MAX_VARINT_BYTES = 5
+# header bits of one context bucket's model as the encoder prices it: the mean of version 8's codes on Kodak files
+# (9.9 to 10.3 bits with the bucket counts; a version-7 record was 16)
+MODEL_BITS = 10
 assert 8 * _FILTER.size == FILTER_HEADER_BITS
 MAX_LEVELS = 12
 MAX_HIDDEN = 256
@@ -125,10 +137,11 @@ class GridHeader:
     filter_shift: int = 0
     filter_model: LaplaceModel | None = None
     compact: bool = False  # version 7: the bucket models as table indexes (entropy.fit_compact_model)
+    packed: bool = False  # version 8: every model (MLP and filter too) compact, as Exp-Golomb codes
 
     @property
     def version(self) -> int:
-        return 7 if self.compact else 6 if self.filter_taps else 5 if self.buckets else 4
+        return 8 if self.packed else 7 if self.compact else 6 if self.filter_taps else 5 if self.buckets else 4
 
     @property
     def filter_coefs(self) -> int:
@@ -161,8 +174,8 @@ def segment_bounds(total: int) -> list[int]:
 
 
 def grid_header_size(shape: GridShape, n_models: int | None = None, compact: bool = True) -> int:
-    """Bytes of a latent-grid container besides the segments' streams (header, lengths, CRC) and the loop
-    filter's fields (versions 6 and 7: ``_FILTER.size`` more).
+    """Bytes of a version-4 to 7 latent-grid container besides the segments' streams (header, lengths, CRC) and
+    the loop filter's fields (versions 6 and 7: ``_FILTER.size`` more).
 
     n_models: the latents' models in a version-5 to 7 file (None: a version-4 file, one per level);
     compact: version 7's two-byte models (False: version 5 or 6).
@@ -172,8 +185,126 @@ def grid_header_size(shape: GridShape, n_models: int | None = None, compact: boo
     return _GRID_FIXED.size + latent_fields + (shape.hidden_layers + 1) * _LAYER.size + _LEN.size + _CRC.size
 
 
+def packed_header_size(shape: GridShape) -> int:
+    """Bytes of a version-8 container that do not depend on the coded data: the fixed fields, the MLP steps and
+    the CRC (not the filter record, the model codes with their bucket counts, or the segment lengths)."""
+    return _GRID_FIXED.size + (shape.hidden_layers + 1) * _STEP.size + _CRC.size
+
+
+class _BitWriter:
+    """Bits, most significant first, for version 8's model codes."""
+
+    def __init__(self) -> None:
+        self.value, self.length = 0, 0
+
+    def put(self, value: int, n: int) -> None:
+        self.value = (self.value << n) | value
+        self.length += n
+
+    def signed(self, v: int, k: int) -> None:
+        """Signed Exp-Golomb code of order k: zigzag (0, 1, -1, 2, .. -> 0, 1, 2, 3, ..), then Elias gamma of
+        (u >> k) + 1 and the low k bits."""
+        u = 2 * v - 1 if v > 0 else -2 * v
+        q = (u >> k) + 1
+        self.put(0, q.bit_length() - 1)
+        self.put(q, q.bit_length())
+        self.put(u & ((1 << k) - 1), k)
+
+    def to_bytes(self) -> bytes:
+        pad = -self.length % 8  # zero bits to a whole byte
+        return (self.value << pad).to_bytes((self.length + pad) // 8, "big")
+
+
+class _BitReader:
+    """Reads :class:`_BitWriter`'s codes from ``data[pos:end]``; running past ``end`` is a FormatError."""
+
+    def __init__(self, data: bytes, pos: int, end: int) -> None:
+        self.data, self.bit, self.end = data, 8 * pos, 8 * end
+
+    def get(self, n: int) -> int:
+        _check(self.bit + n <= self.end, "truncated .prc file (header incomplete)")
+        v = 0
+        for _ in range(n):
+            v = (v << 1) | (self.data[self.bit >> 3] >> (7 - (self.bit & 7))) & 1
+            self.bit += 1
+        return v
+
+    def signed(self, k: int) -> int:
+        zeros = 0
+        while not self.get(1):
+            zeros += 1
+            _check(zeros <= MAX_CODE_ZEROS, "invalid entropy model code in the header")
+        u = ((((1 << zeros) | self.get(zeros)) - 1) << k) | self.get(k)
+        return (u + 1) // 2 if u & 1 else -(u // 2)
+
+    def align(self) -> int:
+        """Skip the zero bits to the next byte; returns its position."""
+        pad = -self.bit % 8
+        _check(self.get(pad) == 0, "nonzero padding after the entropy models")
+        return self.bit // 8
+
+
+def _write_models(header: GridHeader) -> _BitWriter:
+    """Version 8's model codes: every (level, pass)'s bucket count and models, the MLP layers' models, the
+    filter's model; each model as the change of its bound index, then (bound > 0) of its decay index."""
+    w = _BitWriter()
+    prev = [0, 0]  # decay index, bound index of the last model coded (its decay: the last with a bound)
+
+    def model(m: LaplaceModel) -> None:
+        i, j = compact_indexes(m)
+        w.signed(j - prev[1], BOUND_ORDER)
+        prev[1] = j
+        if j:  # a zero bound leaves one symbol, whatever the decay: none is coded
+            w.signed(i - prev[0], DECAY_ORDER)
+            prev[0] = i
+
+    models = iter(header.level_models)
+    for n in header.buckets:
+        w.put(n - 1, BUCKET_COUNT_BITS)
+        for _ in range(n):
+            model(next(models))
+    for m in header.mlp_models + ((header.filter_model,) if header.filter_taps else ()):
+        model(m)
+    return w
+
+
+def _varint(n: int) -> bytes:
+    """LEB128: seven bits a byte, least significant first, the top bit set on every byte but the last."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    n = 0
+    for k in range(MAX_VARINT_BYTES):
+        _check(pos + k < len(data), "truncated .prc payload (segment length missing)")
+        n |= (data[pos + k] & 0x7F) << (7 * k)
+        if not data[pos + k] & 0x80:
+            return n, pos + k + 1
+    raise FormatError("invalid segment length (varint too long)")
+
+
+def _pack_v8(header: GridHeader, segments: list[bytes]) -> bytes:
+    s = header.shape
+    flags = GRID_FLAG_FILTER if header.filter_taps else 0
+    body = (_GRID_FIXED.pack(MAGIC, 8, flags, header.width, header.height, header.channels, NET_GRID, s.levels,
+                             s.hidden, s.hidden_layers)
+            + b"".join(_STEP.pack(st) for st in header.mlp_steps)
+            + (_FILTER_V8.pack(header.filter_taps, int(header.filter_symmetric), header.filter_shift)
+               if header.filter_taps else b"")
+            + _write_models(header).to_bytes()
+            + b"".join(_varint(len(seg)) for seg in segments[:-1]) + b"".join(segments))
+    return body + _CRC.pack(zlib.crc32(body))
+
+
 def pack_grid(header: GridHeader, segments: list[bytes]) -> bytes:
     """Serialize a latent-grid file (the version ``header.version``): header, length-prefixed segments, CRC32."""
+    if header.packed:
+        return _pack_v8(header, segments)
     s = header.shape
     flags = GRID_FLAG_FILTER if header.compact and header.filter_taps else 0
     fixed = _GRID_FIXED.pack(MAGIC, header.version, flags, header.width, header.height, header.channels, NET_GRID,
@@ -200,6 +331,18 @@ def pack_grid(header: GridHeader, segments: list[bytes]) -> bytes:
 def split_segments(header: GridHeader, payload: bytes) -> list[bytes]:
     """The payload's segments, as many as ``header.segment_bounds()`` defines; checks every length."""
     count = len(header.segment_bounds()) - 1
+    if header.packed:  # version 8: the lengths of all but the last, then the segments, the last to the end
+        lengths, pos = [], 0
+        for _ in range(count - 1):
+            n, pos = _read_varint(payload, pos)
+            lengths.append(n)
+        _check(sum(lengths) <= len(payload) - pos, "truncated .prc payload (segment runs past the end)")
+        lengths.append(len(payload) - pos - sum(lengths))
+        out = []
+        for n in lengths:
+            out.append(payload[pos: pos + n])
+            pos += n
+        return out
     out, pos = [], 0
     for _ in range(count):
         _check(pos + _LEN.size <= len(payload), "truncated .prc payload (segment length missing)")
@@ -224,7 +367,7 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
     """Fields of a version-4 to 7 file (the CRC is already checked)."""
     _check(len(data) >= _GRID_FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
     (_, _, flags, width, height, channels, net_kind, levels, hidden, hidden_layers) = _GRID_FIXED.unpack_from(data, 0)
-    _check(flags & ~(GRID_FLAG_FILTER if version == 7 else 0) == 0, f"unknown header flags 0x{flags:02x}")
+    _check(flags & ~(GRID_FLAG_FILTER if version >= 7 else 0) == 0, f"unknown header flags 0x{flags:02x}")
     compact = version == 7
     has_filter = version == 6 or bool(flags & GRID_FLAG_FILTER)
     _check_image(width, height, channels)
@@ -236,6 +379,8 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
     shape = GridShape(levels=levels, hidden=hidden, hidden_layers=hidden_layers, channels=channels)
     _check(shape.num_params * width * height <= MAX_RENDER_MACS,
            "network too large for the image size (rendering cost over the limit)", LimitError)
+    if version == 8:
+        return _parse_v8(data, shape, width, height, channels, bool(flags & GRID_FLAG_FILTER))
     pos = _GRID_FIXED.size
     n_layers = hidden_layers + 1
     tail = n_layers * _LAYER.size + (_FILTER.size if has_filter else 0) + _LEN.size + _CRC.size
@@ -293,6 +438,57 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
                         mlp_steps=tuple(steps), mlp_models=tuple(mlp_models), buckets=tuple(buckets), compact=compact,
                         **flt)
     return header, bytes(data[pos: pos + payload_len])
+
+
+def _parse_v8(data: bytes, shape: GridShape, width: int, height: int, channels: int,
+              has_filter: bool) -> tuple[GridHeader, bytes]:
+    """The rest of a version-8 file after its fixed fields (checked by the caller, with the CRC)."""
+    pos = _GRID_FIXED.size
+    n_layers = shape.hidden_layers + 1
+    end = len(data) - _CRC.size
+    _check(pos + n_layers * _STEP.size + (_FILTER_V8.size if has_filter else 0) <= end,
+           "truncated .prc file (header incomplete)")
+    steps = []
+    for _ in range(n_layers):
+        (step,) = _STEP.unpack_from(data, pos)
+        pos += _STEP.size
+        _check(math.isfinite(step) and 0 < step <= 1e6, f"invalid MLP quantization step {step}")
+        steps.append(step)
+    flt: dict = {}
+    if has_filter:
+        taps, symmetric, shift = _FILTER_V8.unpack_from(data, pos)
+        pos += _FILTER_V8.size
+        _check(taps in TAPS, f"loop filter taps {taps} not one of {TAPS}")
+        _check(symmetric in (0, 1), f"loop filter symmetry flag {symmetric} is not 0 or 1")
+        _check(1 <= shift <= MAX_SHIFT, f"loop filter shift {shift} outside 1..{MAX_SHIFT}")
+        flt = dict(filter_taps=taps, filter_symmetric=bool(symmetric), filter_shift=shift)
+    bits = _BitReader(data, pos, end)
+    prev = [0, 0]
+
+    def model() -> LaplaceModel:
+        j = prev[1] + bits.signed(BOUND_ORDER)
+        _check(0 <= j < len(COMPACT_BOUNDS), f"entropy model bound index {j} out of range")
+        prev[1] = j
+        if j:
+            i = prev[0] + bits.signed(DECAY_ORDER)
+            _check(0 <= i < len(COMPACT_DECAYS), f"entropy model decay index {i} out of range")
+            prev[0] = i
+        return LaplaceModel(COMPACT_DECAYS[prev[0] if j else 0], COMPACT_BOUNDS[j])
+
+    buckets, level_models = [], []
+    for _ in range(shape.levels * PASSES):
+        n = bits.get(BUCKET_COUNT_BITS) + 1
+        _check(n <= MAX_BUCKETS, f"context bucket count {n} outside 1..{MAX_BUCKETS}")
+        buckets.append(n)
+        level_models += [model() for _ in range(n)]
+    mlp_models = [model() for _ in range(n_layers)]
+    if has_filter:
+        flt["filter_model"] = model()
+    pos = bits.align()
+    header = GridHeader(width=width, height=height, channels=channels, shape=shape, level_models=tuple(level_models),
+                        mlp_steps=tuple(steps), mlp_models=tuple(mlp_models), buckets=tuple(buckets), compact=True,
+                        packed=True, **flt)
+    return header, bytes(data[pos: end])
 
 
 def header_size(n_groups: int) -> int:

@@ -87,8 +87,8 @@ def _choose_buckets(symbols: np.ndarray, ctx: torch.Tensor) -> list[entropy.Lapl
 
 
 def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
-    """Symbols -> version-7 ``.prc`` bytes (fits the context buckets' compact models, the MLP
-    layers' and the filter's models)."""
+    """Symbols -> version-8 ``.prc`` bytes (fits the compact models of the context buckets, the MLP layers and
+    the filter)."""
     lat = [torch.from_numpy(q.astype(np.int64)) for q in code.latents]
     coded: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]] = {}  # (level, sublattice) -> symbols, contexts
     for l, k in _coding_order(shape.levels):
@@ -103,15 +103,16 @@ def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
                                            torch.cat([coded[l, k][1] for k in ks]))
     header_order = [(l, p) for l in range(shape.levels) for p in range(PASSES)]
     level_models = [m for key in header_order for m in chosen[key]]
-    mlp_models = [entropy.fit_model(q) for q in code.mlp_q]
+    mlp_models = [entropy.fit_compact_model(q) for q in code.mlp_q]
     flt = code.loop_filter
     filter_q = flt.coefs.reshape(-1).astype(np.int32) if flt is not None else None
     filter_fields = {} if flt is None else dict(filter_taps=flt.taps, filter_symmetric=flt.symmetric,
-                                                filter_shift=flt.shift, filter_model=entropy.fit_model(filter_q))
+                                                filter_shift=flt.shift,
+                                                filter_model=entropy.fit_compact_model(filter_q))
     header = GridHeader(width=width, height=height, channels=shape.channels, shape=shape,
                         level_models=tuple(level_models), mlp_steps=tuple(code.mlp_steps),
                         mlp_models=tuple(mlp_models), buckets=tuple(len(chosen[key]) for key in header_order),
-                        compact=True, **filter_fields)
+                        compact=True, packed=True, **filter_fields)
     offsets = _model_offsets(header.buckets, shape.levels)
     symbols, indexes = [], []
     for l, k in _coding_order(shape.levels):
@@ -300,8 +301,10 @@ def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, devic
 def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int) -> float:
     """Bits per pixel left for the latents: the target less the header, segment and expected MLP bits."""
     segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
-    # the latents' bucket models are counted in their rate (grid_fit.context_state), not here
-    overhead = 8 * bitstream.grid_header_size(shape, 0) + 32 * segments
+    # the latents' bucket models are counted in their rate (grid_fit.context_state), not here; the segments'
+    # lengths but the last's are varints of about three bytes
+    overhead = (8 * bitstream.packed_header_size(shape) + bitstream.BUCKET_COUNT_BITS * shape.levels * PASSES
+                + 24 * (segments - 1))
     f = config.filter
     total = config.rate.bpp * height * width
     reserve = min(f.reserve_scale * math.sqrt(total), f.reserve_share * total) if f.enabled else 0.0

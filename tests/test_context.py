@@ -92,7 +92,7 @@ def test_version5_round_trip_restores_every_symbol(h, w):
     code.latents[0].flat[0] = 3 * CLIP  # far beyond the entropy models' bound and the contexts' clip
     data = pack(code, shape, h, w)
     header, payload = bitstream.parse(data)
-    assert data[4] == 7 and header.version == 7 and header.filter_taps == 0 and data[5] == 0  # no loop filter
+    assert data[4] == header.version == bitstream.GRID_VERSION and header.filter_taps == 0 and data[5] == 0
     lat, mlp, flt = _read_v5(header, bitstream.split_segments(header, payload))
     assert flt is None
     for got, want in zip(lat, code.latents):
@@ -104,13 +104,14 @@ def test_version5_round_trip_restores_every_symbol(h, w):
 def test_context_coding_beats_one_model_per_level_on_smooth_latents():
     code, shape = _smooth_code(96, 128)
     data = pack(code, shape, 96, 128)
-    header, _ = bitstream.parse(data)
+    header, payload = bitstream.parse(data)
     per_level = sum(entropy.code_length(q.reshape(-1), entropy.fit_model(q.reshape(-1))) for q in code.latents)
     mlp = sum(entropy.code_length(q, entropy.fit_model(q)) for q in code.mlp_q)
-    context_coded = 8 * len(data) - 8 * bitstream.grid_header_size(shape, len(header.level_models)) - mlp
+    streams = 8 * sum(len(seg) for seg in bitstream.split_segments(header, payload))
+    context_coded = streams - mlp
     assert context_coded < 0.85 * per_level, (context_coded, per_level)
     # and the fit's rate estimate is what the coder writes for the latents, their models included
-    with_models = 8 * len(data) - 8 * bitstream.grid_header_size(shape, 0) - mlp
+    with_models = 8 * len(data) - 8 * bitstream.packed_header_size(shape) - 8 * (len(payload) - streams // 8) - mlp
     estimate = latent_bits([torch.from_numpy(q.astype(np.float32)) for q in code.latents])
     assert abs(estimate - with_models) < 0.02 * with_models, (estimate, with_models)
 

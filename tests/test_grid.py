@@ -55,7 +55,7 @@ def test_round_trip_is_what_the_encoder_measured(grid_image, grid_encoded):
 
 def test_header_fields_and_repacking(grid_encoded):
     d = grid_encoded.data
-    assert d[:4] == b"PRNC" and d[4] == 7 == bitstream.GRID_VERSION
+    assert d[:4] == b"PRNC" and d[4] == 8 == bitstream.GRID_VERSION
     header, payload = bitstream.parse(d)
     assert isinstance(header, bitstream.GridHeader)
     assert (header.width, header.height, header.channels) == (64, 48, 3)
@@ -63,9 +63,10 @@ def test_header_fields_and_repacking(grid_encoded):
                                                     header.shape.hidden, header.shape.hidden_layers)
     segs = bitstream.split_segments(header, payload)
     assert bitstream.pack_grid(header, segs) == d
-    filter_record = bitstream._FILTER.size if header.filter_taps else 0
-    assert len(d) == (bitstream.grid_header_size(header.shape, len(header.level_models)) + filter_record
-                      + sum(4 + len(s) for s in segs))
+    filter_record = bitstream._FILTER_V8.size if header.filter_taps else 0
+    varints = sum(len(bitstream._varint(len(s))) for s in segs[:-1])  # the last segment runs to the CRC
+    assert len(d) == (bitstream.packed_header_size(header.shape) + filter_record + len(bitstream._write_models(header).to_bytes())
+                      + varints + sum(len(s) for s in segs))
     assert len(header.buckets) == 3 * header.shape.levels and sum(header.buckets) == len(header.level_models)
 
 
@@ -78,9 +79,71 @@ def test_golden_file_and_pixels():
     code, shape = _synthetic()
     data = pack(code, shape, 37, 53)
     out = decode(data)
-    assert data[4] == 7 and data[5] == 0  # no loop filter
-    assert hashlib.sha256(data).hexdigest()[:16] == "7b0d50f908360a06"
+    assert data[4] == 8 and data[5] == 0  # no loop filter
+    assert hashlib.sha256(data).hexdigest()[:16] == "18b9048015493ff2"
     assert hashlib.sha256(out.tobytes()).hexdigest()[:16] == "7fd041b19821e1a9"
+
+
+def test_version7_files_still_decode_to_the_same_pixels():
+    """tests/data/golden_v7.prc is the same code written by the version-7 encoder (two-byte bucket models, the
+    MLP's models in four bytes, u32 segment lengths)."""
+    data = (Path(__file__).parent / "data" / "golden_v7.prc").read_bytes()
+    assert data[4] == 7 and hashlib.sha256(data).hexdigest()[:16] == "7b0d50f908360a06"
+    header, payload = bitstream.parse(data)
+    assert header.version == 7 and header.compact and not header.packed
+    assert bitstream.pack_grid(header, bitstream.split_segments(header, payload)) == data
+    code, shape = _synthetic()
+    new = pack(code, shape, 37, 53)
+    assert len(new) < len(data) and np.array_equal(decode(data), decode(new))
+    new_header = bitstream.parse(new)[0]  # the same latents' models; the MLP's now from the compact tables
+    assert new_header.buckets == header.buckets and new_header.level_models == header.level_models
+
+
+def test_version8_model_codes_round_trip_and_bad_ones_are_refused():
+    """Every compact model survives the Exp-Golomb codes, whatever the jumps between neighbours; an index
+    pushed past its table, a code with too many leading zeros and a nonzero padding bit are refused."""
+    rs = np.random.RandomState(0)
+    code, shape = _synthetic()
+    header, payload = bitstream.parse(pack(code, shape, 37, 53))
+    D, K = entropy.COMPACT_DECAYS, entropy.COMPACT_BOUNDS
+    picks = [(int(i), int(j)) for i, j in zip(rs.randint(0, 256, 400), rs.randint(0, 254, 400))]
+    picks += [(0, 0), (255, 253), (0, 253), (255, 0), (17, 0), (3, 1)]
+    models = tuple(entropy.LaplaceModel(D[i] if j else D[0], K[j]) for i, j in picks)
+    n = len(header.level_models)
+    for start in range(0, len(models) - n, n):
+        h = replace(header, level_models=models[start: start + n])
+        data = bitstream.pack_grid(h, bitstream.split_segments(header, payload))
+        assert bitstream.parse(data)[0] == h
+    at = bitstream._GRID_FIXED.size + 4 * (shape.hidden_layers + 1)  # the model codes: no filter record here
+    data = pack(code, shape, 37, 53)
+
+    coded = bitstream._write_models(header)
+    size = len(coded.to_bytes())
+
+    def with_models(bits: "bitstream._BitWriter") -> bytes:
+        return _with_crc(data[:at] + bits.to_bytes() + data[at + size:])
+
+    w = bitstream._BitWriter()
+    w.put(0, bitstream.BUCKET_COUNT_BITS)
+    w.signed(254, bitstream.BOUND_ORDER)  # bound index 254: one past the table
+    with pytest.raises(FormatError, match="bound index 254"):
+        decode(with_models(w))
+    w = bitstream._BitWriter()
+    w.put(0, bitstream.BUCKET_COUNT_BITS)
+    w.signed(5, bitstream.BOUND_ORDER)
+    w.signed(-1, bitstream.DECAY_ORDER)  # decay index -1
+    with pytest.raises(FormatError, match="decay index -1"):
+        decode(with_models(w))
+    w = bitstream._BitWriter()
+    w.put(9, bitstream.BUCKET_COUNT_BITS)
+    w.put(0, 30)  # a run of zeros no index change needs
+    with pytest.raises(FormatError, match="invalid entropy model code"):
+        decode(with_models(w))
+    assert coded.length % 8  # the synthetic file's codes end inside a byte: its last bit is padding
+    b = bytearray(data)
+    b[at + size - 1] |= 1
+    with pytest.raises(FormatError, match="nonzero padding"):
+        decode(_with_crc(bytes(b)))
 
 
 def test_version5_files_still_decode_to_the_same_pixels():

@@ -115,7 +115,7 @@ def test_filtered_file_is_the_unfiltered_picture_filtered():
     code, shape = _synthetic()
     plain = decode(pack(code, shape, 37, 53))
     data, flt = _v6()
-    assert data[4] == 7 == bitstream.GRID_VERSION and data[5] == bitstream.GRID_FLAG_FILTER
+    assert data[4] == 8 == bitstream.GRID_VERSION and data[5] == bitstream.GRID_FLAG_FILTER
     header, payload = bitstream.parse(data)
     assert (header.filter_taps, header.filter_symmetric, header.filter_shift) == (5, True, 10)
     assert bitstream.pack_grid(header, bitstream.split_segments(header, payload)) == data
@@ -123,11 +123,26 @@ def test_filtered_file_is_the_unfiltered_picture_filtered():
 
 
 def test_golden_filtered_file_and_pixels():
-    """Pins version 7 with a filter: a fixed code and filter must give these bytes and decode to these pixels
+    """Pins version 8 with a filter: a fixed code and filter must give these bytes and decode to these pixels
     everywhere."""
     data, _ = _v6()
-    assert hashlib.sha256(data).hexdigest()[:16] == "86968df91410fd67"
+    assert hashlib.sha256(data).hexdigest()[:16] == "846db0fc26a13ffc"
     assert hashlib.sha256(decode(data).tobytes()).hexdigest()[:16] == "a10dab92ccf5b7fb"
+
+
+def _golden_v7() -> bytes:
+    """tests/data/golden_v7_filter.prc: the code and filter of :func:`_v6` written by the version-7 encoder."""
+    return (Path(__file__).parent / "data" / "golden_v7_filter.prc").read_bytes()
+
+
+def test_version7_filtered_files_still_decode_to_the_same_pixels():
+    data = _golden_v7()
+    assert data[4] == 7 and hashlib.sha256(data).hexdigest()[:16] == "86968df91410fd67"
+    header, payload = bitstream.parse(data)
+    assert header.version == 7 and (header.filter_taps, header.filter_symmetric, header.filter_shift) == (5, True, 10)
+    assert bitstream.pack_grid(header, bitstream.split_segments(header, payload)) == data
+    new, _ = _v6()
+    assert len(new) < len(data) and np.array_equal(decode(data), decode(new))
 
 
 def _golden_v6() -> bytes:
@@ -150,15 +165,18 @@ def _with_crc(body: bytes) -> bytes:
 
 
 def _filter_record(data: bytes) -> int:
-    """Offset of the filter record: the bytes before the payload length, less the record."""
+    """Offset of the filter record: in version 8 after the MLP's steps, in 6 and 7 before the payload length."""
     header, payload = bitstream.parse(data)
+    if header.version == 8:
+        return bitstream._GRID_FIXED.size + 4 * (header.shape.hidden_layers + 1)
     return len(data) - 4 - len(payload) - 4 - bitstream._FILTER.size
 
 
+@pytest.mark.parametrize("version", [8, 7])
 @pytest.mark.parametrize("field,value,match", [(0, 4, "taps"), (0, 0, "taps"), (1, 2, "symmetry"),
                                                (2, 0, "shift"), (2, 17, "shift")])
-def test_bad_filter_fields_give_one_line_errors(field, value, match):
-    data, _ = _v6()
+def test_bad_filter_fields_give_one_line_errors(version, field, value, match):
+    data = _v6()[0] if version == 8 else _golden_v7()
     b = bytearray(data)
     b[_filter_record(data) + field] = value
     with pytest.raises(FormatError, match=match) as e:
@@ -198,7 +216,7 @@ def test_encoder_writes_a_filter_only_when_it_pays():
     cfg = apply_overrides(CodecConfig(), ["rate.bpp=1.5", "grid.steps=300", "grid.batch_pixels=1024"])
     on = encode(sharp, cfg)
     off = encode(sharp, apply_overrides(cfg, ["filter.enabled=false"]))
-    assert on.data[4] == 7 == off.data[4] and (on.data[5], off.data[5]) == (bitstream.GRID_FLAG_FILTER, 0)
+    assert on.data[4] == 8 == off.data[4] and (on.data[5], off.data[5]) == (bitstream.GRID_FLAG_FILTER, 0)
     assert psnr(sharp, decode(on.data)) == on.stats.psnr
     assert on.stats.psnr > off.stats.psnr
 
@@ -216,7 +234,7 @@ def test_info_shows_the_filter(tmp_path):
     r = CliRunner().invoke(main, ["info", str(path), "--json"])
     assert r.exit_code == 0, r.output
     info = json.loads(r.output)
-    assert info["version"] == 7
+    assert info["version"] == 8
     assert info["loop_filter"] == {"taps": 5, "symmetric": True, "shift": 10, "coefficients": flt.coefs.size}
 
 
@@ -230,7 +248,7 @@ def _first_bucket_model(data: bytes) -> int:
     ("bound", 255, "model index"), ("bound", 254, "model index"),  # past the end of the bounds' table
 ])
 def test_bad_version7_fields_give_one_line_errors(offset, value, match):
-    data, _ = _v6()
+    data = _golden_v7()
     b = bytearray(data)
     b[_first_bucket_model(data) + 1 if offset == "bound" else offset] = value
     with pytest.raises(FormatError, match=match) as e:
@@ -239,8 +257,8 @@ def test_bad_version7_fields_give_one_line_errors(offset, value, match):
 
 
 def test_filter_flag_is_version7s_alone():
-    """Version 5 and 6 files have no flags; a version-7 file without the flag has no filter record, so setting
-    it (or clearing it on a filtered file) misreads the layout and is refused."""
+    """Version 5 and 6 files have no flags; a version-7 or 8 file without the flag has no filter record, so
+    setting it (or clearing it on a filtered file) misreads the layout and is refused."""
     v5 = (Path(__file__).parent / "data" / "golden_v5.prc").read_bytes()
     for data in (v5, _golden_v6()):
         b = bytearray(data)
@@ -248,7 +266,9 @@ def test_filter_flag_is_version7s_alone():
         with pytest.raises(FormatError, match="flags"):
             decode(_with_crc(bytes(b)))
     code, shape = _synthetic()
-    for data, flag in ((pack(code, shape, 37, 53), bitstream.GRID_FLAG_FILTER), (_v6()[0], 0)):
+    for data, flag in ((pack(code, shape, 37, 53), bitstream.GRID_FLAG_FILTER), (_v6()[0], 0),
+                       ((Path(__file__).parent / "data" / "golden_v7.prc").read_bytes(), bitstream.GRID_FLAG_FILTER),
+                       (_golden_v7(), 0)):
         b = bytearray(data)
         b[5] = flag
         with pytest.raises(FormatError):
