@@ -119,7 +119,7 @@ class Header:
 
 @dataclass(frozen=True)
 class GridHeader:
-    """Decoded header of a latent-grid file (version 4 to 7)."""
+    """Decoded header of a latent-grid file (version 4 to 8)."""
 
     width: int
     height: int
@@ -364,7 +364,7 @@ def _check_image(width: int, height: int, channels: int) -> None:
 
 
 def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
-    """Fields of a version-4 to 7 file (the CRC is already checked)."""
+    """Fields of a version-4 to 8 file (the CRC is already checked)."""
     _check(len(data) >= _GRID_FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")
     (_, _, flags, width, height, channels, net_kind, levels, hidden, hidden_layers) = _GRID_FIXED.unpack_from(data, 0)
     _check(flags & ~(GRID_FLAG_FILTER if version >= 7 else 0) == 0, f"unknown header flags 0x{flags:02x}")

@@ -161,7 +161,7 @@ def main() -> None:
               help="What the fit aims at: balanced (PSNR and MS-SSIM) or psnr (plain squared error: more PSNR, "
                    "less MS-SSIM).")
 @click.option("--model", type=click.Choice(["grid", "siren"]), default="grid", show_default=True,
-              help="grid: latent grids + small MLP (format v7); siren: the PRANC random-basis SIREN (format v3).")
+              help="grid: latent grids + small MLP (format v8); siren: the PRANC random-basis SIREN (format v3).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Basis seed (stored in the header).")
 @click.option("--width", "net_width", type=click.IntRange(1, 1024), default=None,
               help="Hidden width of the network (default: derived from --bpp).")

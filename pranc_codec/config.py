@@ -308,7 +308,7 @@ class CodecConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     rounding: RoundingConfig = field(default_factory=RoundingConfig)
-    # "grid": latent grids + MLP (format v7, the default); "siren": the PRANC SIREN (format v3)
+    # "grid": latent grids + MLP (format v8, the default); "siren": the PRANC SIREN (format v3)
     model: str = "grid"
     seed: int = 2023
     device: str = "auto"  # auto | cpu | cuda

@@ -126,14 +126,14 @@ def fit_model(q: np.ndarray) -> LaplaceModel:
 
 
 def _compact_decays() -> tuple[int, ...]:
-    """The decays a version-7 bucket model can hold: round(65536 exp(-exp(t_i))), t_i = -7 + 9.3 i / 255 for
+    """The decays a version-7 or 8 model can hold: round(65536 exp(-exp(t_i))), t_i = -7 + 9.3 i / 255 for
     i = 0..255, strictly decreasing 65476 .. 3 (mean magnitudes ~1100 down to ~1e-4; steps of 3.7 % in the
     scale cost under 0.01 % of a model's bits). Pinned by tests/test_entropy.py: a change is a format break."""
     return tuple(min(65535, max(1, round(65536.0 * math.exp(-math.exp(-7.0 + 9.3 * i / 255))))) for i in range(256))
 
 
 def _compact_bounds() -> tuple[int, ...]:
-    """The bounds K a version-7 bucket model can hold: 0..127, then b += b // 42 (2.4 % apart) from 128, then
+    """The bounds K a version-7 or 8 model can hold: 0..127, then b += b // 42 (2.4 % apart) from 128, then
     MAX_BOUND: 254 values, integer arithmetic only."""
     out, b = list(range(128)), 128
     while b < MAX_BOUND:
@@ -149,7 +149,7 @@ _BOUND_INDEX = {b: i for i, b in enumerate(COMPACT_BOUNDS)}
 
 
 def fit_compact_model(q: np.ndarray) -> LaplaceModel:
-    """:func:`fit_model` restricted to the models a version-7 bucket record holds: the least bound of
+    """:func:`fit_model` restricted to the models a version-7 bucket record (every version-8 model) holds: the least bound of
     COMPACT_BOUNDS that covers max |q| (MAX_BOUND at most), the best decay of COMPACT_DECAYS."""
     return _fit(q, COMPACT_DECAYS, COMPACT_BOUNDS)
 

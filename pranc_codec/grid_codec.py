@@ -1,4 +1,4 @@
-"""Encoding and decoding of latent-grid files (format versions 4 to 7); ``codec.py`` dispatches here.
+"""Encoding and decoding of latent-grid files (format versions 4 to 8); ``codec.py`` dispatches here.
 
 Encoder: fit latents and MLP for the target rate (grid_fit.py), round the
 latents and move them a step where that lowers error + lambda x bits
@@ -6,7 +6,7 @@ latents and move them a step where that lowers error + lambda x bits
 entropy-code the latents in context order (context.py: one Laplace model per
 context bucket of each level and pass) and the MLP with one model per layer
 (entropy.py), fit the loop filter to the decoded picture (loop_filter.py), and
-pack (bitstream.py; version 7, the filter flagged). Decoder: the reverse,
+pack (bitstream.py; version 8, the filter flagged). Decoder: the reverse,
 :func:`latent.render`, then the filter. Version-4 files (one model per level, no
 contexts) are still decoded.
 """
