@@ -128,6 +128,22 @@ def _run_batch(command: str, inputs: list[str], output: str | None, suffix: str,
         sys.exit(failed[0].code)
 
 
+_SIZE_UNITS = {"": 1, "k": 1000, "m": 1000 ** 2}
+
+
+def _parse_size(text: str) -> int:
+    """``--size``: a positive number of bytes, optionally with a k (1000) or M (10^6) suffix (also kB, MB)."""
+    t = text.strip().lower().removesuffix("b")
+    unit = t[-1:] if t[-1:] in ("k", "m") else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise InputError(f"--size {text!r}: give bytes, e.g. 20000, 20k or 1.5M") from None
+    if not (math.isfinite(value) and value >= 1):
+        raise InputError(f"--size {text!r}: must be at least one byte")
+    return round(value)
+
+
 def _encode_line(out: str, s: dict) -> str:
     """The one-line summary of an encode (``s``: EncodeStats.to_dict())."""
     ms = f"{s['ms_ssim']:.4f}" if s["ms_ssim"] is not None else "n/a"
@@ -155,6 +171,9 @@ def main() -> None:
                    "write into (with several inputs, only that).")
 @click.option("--bpp", type=float, default=None,
               help="Target bits per pixel (default 0.25); the file lands within ±10%.")
+@click.option("--size", "size", type=str, default=None,
+              help="Target file size instead of --bpp: bytes, or with a suffix k (1000) or M (10^6), e.g. 20k; "
+                   "each file of a batch gets that size.")
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True,
               help="Trade encode time for quality.")
 @click.option("--tune", type=click.Choice(list(TUNES)), default="balanced", show_default=True,
@@ -179,7 +198,8 @@ def main() -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (one a file).")
-def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, preset: str, tune: str, model: str,
+def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size: str | None, preset: str,
+           tune: str, model: str,
            seed: int | None, net_width: int | None, layers: int | None, basis: str | None,
            expansion: float | None, steps: int | None, device: str, threads: int, jobs: int, force: bool,
            quiet: bool, as_json: bool) -> None:
@@ -194,8 +214,11 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, prese
             raise InputError("--tune only applies to --model grid")
         if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):  # as codec.encode checks, before a batch
             raise InputError("--bpp must be a positive number")
+        if size is not None and bpp is not None:
+            raise InputError("give --bpp or --size, not both")
+        target_bytes = _parse_size(size) if size is not None else None
         if len(inputs) > 1:
-            passed = {"--bpp": bpp, "--steps": steps, **siren_only}
+            passed = {"--bpp": bpp, "--size": size, "--steps": steps, **siren_only}
             args = [a for k, v in passed.items() if v is not None for a in (k, str(v))]
             args += ["--preset", preset, "--tune", tune, "--model", model, "--device", device, "-q"]
             _run_batch("encode", list(inputs), output, ".prc", args + ["-f"] * force, jobs, threads, quiet,
@@ -212,6 +235,8 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, prese
             raise InputError(f"{out}: already exists (use --force to overwrite)")
         image, notes = read_image(input)
         cfg = CodecConfig().with_preset(preset).with_tune(tune)
+        if target_bytes is not None:  # the rate control works in bits per pixel of this picture
+            bpp = 8 * target_bytes / (image.shape[0] * image.shape[1])
         if bpp is not None:
             cfg = replace(cfg, rate=replace(cfg.rate, bpp=bpp))
         if seed is not None:

@@ -199,6 +199,16 @@ def test_a_directory_as_input_is_refused(runner, tmp_path, monkeypatch):
             assert "is a directory" in _one_line_error(runner.invoke(main, [cmd, name]), 2)
 
 
+def test_size_sets_the_target_in_bytes(runner, tmp_path, png):
+    args = ["--model", "siren", "--steps", "120", "--threads", "1", "--json", "-o", str(tmp_path / "s.prc")]
+    r = runner.invoke(main, ["encode", str(png), "--size", "0.7k", *args])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["target_bpp"] == 8 * 700 / (40 * 56)
+    assert "not both" in _one_line_error(runner.invoke(main, ["encode", str(png), "--size", "700", "--bpp", "1"]), 2)
+    for bad in ("0", "-3", "20kk", "lots"):
+        assert "--size" in _one_line_error(runner.invoke(main, ["encode", str(png), "--size", bad]), 2)
+
+
 def test_output_directory_missing(runner, tmp_path, png, prc):
     _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "no" / "x.prc"), *FAST_ARGS]), 2)
     _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "no" / "x.png")]), 2)
