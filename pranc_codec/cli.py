@@ -313,47 +313,65 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
 
 
 @main.command()
-@click.argument("input", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the header as one JSON object.")
-def info(input: str, as_json: bool) -> None:
-    """Show the header of a .prc file (- reads standard input)."""
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print each header as one JSON object (a line a file).")
+def info(inputs: tuple[str, ...], as_json: bool) -> None:
+    """Show the header of .prc files (- reads standard input)."""
     with _errors():
-        from .codec import read_header
-        from .image_io import read_bytes
-
-        from .bitstream import GridHeader
-
-        data = read_bytes(input)
-        h = read_header(data)
-        if isinstance(h, GridHeader):
-            g = h.shape
-            fields = {
-                "file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
-                "version": data[4],
-                "width": h.width, "height": h.height, "channels": h.channels, "network": "grid",
-                "levels": g.levels, "latents": g.num_latents(h.height, h.width), "mlp_width": g.hidden,
-                "mlp_layers": g.hidden_layers, "num_params": g.num_params, "mlp_steps": list(h.mlp_steps),
-                "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.level_models + h.mlp_models],
-            }
-            if h.buckets:  # versions 5-7: context buckets of every (level, pass), finest level first
-                fields["context_buckets"] = list(h.buckets)
-            if h.filter_taps:  # versions 6-7
-                fields["loop_filter"] = {"taps": h.filter_taps, "symmetric": h.filter_symmetric,
-                                         "shift": h.filter_shift, "coefficients": h.filter_coefs}
-            _print_fields(fields, as_json)
+        if len(inputs) == 1:
+            _print_fields(_info_fields(inputs[0]), as_json)
             return
-        spec = h.spec
+        failed = 0
+        for input in inputs:
+            try:
+                fields = _info_fields(input)
+            except PrancError as e:  # the other files are still shown; the exit code is the first failure's
+                click.echo(f"pranc: error: {input}: {e}", err=True)
+                failed = failed or e.exit_code
+                continue
+            if not as_json:
+                click.echo(f"== {input}")
+            _print_fields(fields, as_json)
+    if failed:
+        sys.exit(failed)
+
+
+def _info_fields(input: str) -> dict:
+    """The header fields of one .prc file, for ``info``."""
+    from .codec import read_header
+    from .image_io import read_bytes
+
+    from .bitstream import GridHeader
+
+    data = read_bytes(input)
+    h = read_header(data)
+    if isinstance(h, GridHeader):
+        g = h.shape
         fields = {
-            "file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
-            "width": h.width, "height": h.height, "channels": h.channels, "seed": spec.seed,
-            "network": "siren", "hidden_layers": spec.shape.hidden_layers, "net_width": spec.shape.width,
-            "omega0": spec.shape.omega0, "num_params": spec.shape.num_params,
-            "basis": spec.kind.name.lower(), "chunk_size": spec.chunk_size,
-            "expansion": spec.expansion_fp / 256, "ternary_density": spec.density_byte / 256,
-            "offset": spec.offset, "num_coefs": spec.num_coefs, "delta": h.delta, "step_shifts": list(h.shifts),
-            "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.models],
+            "file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
+            "version": data[4],
+            "width": h.width, "height": h.height, "channels": h.channels, "network": "grid",
+            "levels": g.levels, "latents": g.num_latents(h.height, h.width), "mlp_width": g.hidden,
+            "mlp_layers": g.hidden_layers, "num_params": g.num_params, "mlp_steps": list(h.mlp_steps),
+            "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.level_models + h.mlp_models],
         }
-        _print_fields(fields, as_json)
+        if h.buckets:  # versions 5-8: context buckets of every (level, pass), finest level first
+            fields["context_buckets"] = list(h.buckets)
+        if h.filter_taps:  # versions 6-8
+            fields["loop_filter"] = {"taps": h.filter_taps, "symmetric": h.filter_symmetric,
+                                     "shift": h.filter_shift, "coefficients": h.filter_coefs}
+        return fields
+    spec = h.spec
+    return {
+        "file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
+        "width": h.width, "height": h.height, "channels": h.channels, "seed": spec.seed,
+        "network": "siren", "hidden_layers": spec.shape.hidden_layers, "net_width": spec.shape.width,
+        "omega0": spec.shape.omega0, "num_params": spec.shape.num_params,
+        "basis": spec.kind.name.lower(), "chunk_size": spec.chunk_size,
+        "expansion": spec.expansion_fp / 256, "ternary_density": spec.density_byte / 256,
+        "offset": spec.offset, "num_coefs": spec.num_coefs, "delta": h.delta, "step_shifts": list(h.shifts),
+        "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.models],
+    }
 
 
 def _print_fields(fields: dict, as_json: bool) -> None:

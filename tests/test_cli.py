@@ -209,6 +209,18 @@ def test_size_sets_the_target_in_bytes(runner, tmp_path, png):
         assert "--size" in _one_line_error(runner.invoke(main, ["encode", str(png), "--size", bad]), 2)
 
 
+def test_info_shows_several_files_and_goes_on_past_a_bad_one(runner, tmp_path, prc):
+    bad = tmp_path / "bad.prc"
+    bad.write_bytes(b"PRNC\x07 and nothing else")
+    r = runner.invoke(main, ["info", str(prc), str(bad), str(prc), "--json"])
+    assert r.exit_code == 3
+    shown = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [d["file"] for d in shown] == [str(prc)] * 2 and shown[0] == shown[1]
+    assert r.stderr.startswith(f"pranc: error: {bad}: ") and r.stderr.count("\n") == 1
+    r = runner.invoke(main, ["info", str(prc), str(prc)])
+    assert r.exit_code == 0 and r.stdout.count(f"== {prc}") == 2
+
+
 def test_output_directory_missing(runner, tmp_path, png, prc):
     _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "no" / "x.prc"), *FAST_ARGS]), 2)
     _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "no" / "x.png")]), 2)
