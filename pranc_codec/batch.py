@@ -92,10 +92,49 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def workers_and_threads(jobs: int, threads: int, files: int, cores: int) -> tuple[int, int]:
-    """Processes side by side (``jobs``; 0: one per core) and the CPU threads each takes (``threads``; 0: the
-    cores shared out among them), never more processes than files."""
-    workers = max(1, min(jobs or cores, files))
+# What one child needs at its peak, to size --jobs 0 by the memory free: an encode of a Kodak picture (0.39 MP)
+# peaks at 0.84-0.96 GB (0.5 of it torch itself), one of 3072 x 2048 (6.3 MP) at 1.9 GB (ABLATIONS.md AC, AD):
+# about 0.17 GB a megapixel more, rounded up. A decode of 6.3 MP peaks at 0.87 GB.
+PEAK_BYTES = {"encode": (0.9e9, 200.0), "decode": (0.6e9, 60.0)}  # (base, per pixel)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def picture_pixels(command: str, path: str) -> int:
+    """Pixels of an input, read from its header only (an image's, or a .prc's width and height at bytes 6-9);
+    0 where it cannot be read (its child will say why)."""
+    try:
+        if command == "decode":
+            with open(path, "rb") as f:
+                head = f.read(10)
+            return int.from_bytes(head[6:8], "little") * int.from_bytes(head[8:10], "little")
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return img.size[0] * img.size[1]
+    except Exception:  # noqa: BLE001 - any unreadable input: the child reports it properly
+        return 0
+
+
+def workers_and_threads(jobs: int, threads: int, files: int, cores: int, peak: float = 0.0,
+                        memory: float | None = None) -> tuple[int, int]:
+    """Processes side by side and the CPU threads each takes. ``jobs`` > 0 is taken as given; 0 is one per core,
+    no more than ``memory`` (bytes free, None: unknown) holds at ``peak`` bytes each. Never more processes than
+    files; ``threads`` 0 shares the cores out among them."""
+    workers = jobs or cores
+    if not jobs and memory is not None and peak > 0:
+        workers = min(workers, int(memory // peak))
+    workers = max(1, min(workers, files))
     return workers, threads or max(1, cores // workers)
 
 

@@ -89,9 +89,10 @@ def _progress_factory(quiet: bool):
 
 
 def _jobs_option(what: str):
-    return click.option("-j", "--jobs", type=click.IntRange(0), default=1, show_default=True,
-                        help=f"With several inputs: files {what} side by side, each in its own process "
-                             "(0 = one per core); --threads defaults to the cores shared out among them.")
+    return click.option("-j", "--jobs", type=click.IntRange(0), default=0,
+                        help=f"With several inputs: files {what} side by side, each in its own process (default 0: "
+                             "one per core, as many as the free memory holds); --threads defaults to the cores "
+                             "shared out among them.")
 
 
 def _run_batch(command: str, inputs: list[str], output: str | None, suffix: str, args: list[str], jobs: int,
@@ -100,7 +101,12 @@ def _run_batch(command: str, inputs: list[str], output: str | None, suffix: str,
     it ends: its summary (``line``) or JSON object on stdout, its warnings and error on stderr. Exits with the
     first failed file's code (in input order) after the others are done."""
     plan = batch.plan(inputs, output, suffix)
-    workers, per = batch.workers_and_threads(jobs, threads, len(plan), batch.available_cores())
+    peak = 0.0
+    if not jobs:  # sized by the largest picture's peak memory
+        base, per_pixel = batch.PEAK_BYTES[command]
+        peak = base + per_pixel * max(batch.picture_pixels(command, j.input) for j in plan)
+    workers, per = batch.workers_and_threads(jobs, threads, len(plan), batch.available_cores(), peak,
+                                             batch.available_memory())
     n = len(plan)
     written = 0
 

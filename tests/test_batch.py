@@ -98,12 +98,22 @@ def test_what_a_batch_refuses_before_any_work(tmp_path, pictures):
         batch.plan(["a.prc", "a.png"], None, ".png")
 
 
-def test_processes_and_threads_share_the_cores():
+def test_processes_and_threads_share_the_cores_and_the_memory(tmp_path, pictures):
     assert batch.workers_and_threads(1, 0, 5, 8) == (1, 8)
     assert batch.workers_and_threads(0, 0, 5, 8) == (5, 1)  # one per core, but no more than files
     assert batch.workers_and_threads(0, 0, 20, 8) == (8, 1)
     assert batch.workers_and_threads(3, 0, 20, 8) == (3, 2)
     assert batch.workers_and_threads(3, 4, 20, 8) == (3, 4)  # --threads as given
+    assert batch.workers_and_threads(0, 0, 20, 8, 2e9, 7e9) == (3, 2)  # three 2 GB encodes fit in 7 GB
+    assert batch.workers_and_threads(0, 0, 20, 8, 2e9, 1e9) == (1, 8)  # one at least
+    assert batch.workers_and_threads(4, 0, 20, 8, 2e9, 1e9) == (4, 2)  # --jobs as given
+    assert batch.workers_and_threads(0, 0, 20, 8, 2e9, None) == (8, 1)  # memory unknown
+    assert batch.picture_pixels("encode", str(pictures[0])) == 40 * 56
+    prc = tmp_path / "p.prc"
+    r = CliRunner().invoke(main, ["encode", str(pictures[1]), "-o", str(prc), *FAST_ARGS])
+    assert r.exit_code == 0, r.output
+    assert batch.picture_pixels("decode", str(prc)) == 32 * 48
+    assert batch.picture_pixels("encode", str(tmp_path / "missing.png")) == 0
 
 
 def test_an_interrupted_batch_stops_its_children_and_leaves_no_files(tmp_path, pictures):
