@@ -138,6 +138,11 @@ def workers_and_threads(jobs: int, threads: int, files: int, cores: int, peak: f
     return workers, threads or max(1, cores // workers)
 
 
+# the children import this very package, installed or not (bin/pranc runs from a checkout)
+_CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    [str(Path(__file__).resolve().parent.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+
+
 def _strip(line: str, prefix: str, input: str) -> str:
     msg = line[len(prefix):].strip()
     return msg[len(input) + 2:] if msg.startswith(f"{input}: ") else msg  # the caller names the file itself
@@ -151,7 +156,7 @@ def _run_one(command: str, job: Job, args: list[str], live: set[subprocess.Popen
         if stopping.is_set():
             return Outcome(job, 130, None, [], "interrupted")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, env=_CHILD_ENV)
         live.add(proc)
     try:
         out, err = proc.communicate()
