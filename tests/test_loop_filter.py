@@ -130,31 +130,27 @@ def test_golden_filtered_file_and_pixels():
     assert hashlib.sha256(decode(data).tobytes()).hexdigest()[:16] == "a10dab92ccf5b7fb"
 
 
-def _golden_v7() -> bytes:
-    """tests/data/golden_v7_filter.prc: the code and filter of :func:`_v6` written by the version-7 encoder."""
-    return (Path(__file__).parent / "data" / "golden_v7_filter.prc").read_bytes()
-
-
-def test_version7_filtered_files_still_decode_to_the_same_pixels():
-    data = _golden_v7()
-    assert data[4] == 7 and hashlib.sha256(data).hexdigest()[:16] == "86968df91410fd67"
-    header, payload = bitstream.parse(data)
-    assert header.version == 7 and (header.filter_taps, header.filter_symmetric, header.filter_shift) == (5, True, 10)
-    assert bitstream.pack_grid(header, bitstream.split_segments(header, payload)) == data
-    new, _ = _v6()
-    assert len(new) < len(data) and np.array_equal(decode(data), decode(new))
+def _golden(name: str) -> bytes:
+    """A file of tests/data: the code and filter of :func:`_v6` written by an older encoder."""
+    return (Path(__file__).parent / "data" / name).read_bytes()
 
 
 def _golden_v6() -> bytes:
-    """tests/data/golden_v6.prc: the code and filter of :func:`_v6` written by the version-6 encoder."""
-    return (Path(__file__).parent / "data" / "golden_v6.prc").read_bytes()
+    return _golden("golden_v6.prc")
 
 
-def test_version6_files_still_decode_to_the_same_pixels():
-    data = _golden_v6()
-    assert data[4] == 6 and hashlib.sha256(data).hexdigest()[:16] == "df72ef9d4a870833"
+def _golden_v7() -> bytes:
+    return _golden("golden_v7_filter.prc")
+
+
+@pytest.mark.parametrize("version,name,digest", [(6, "golden_v6.prc", "df72ef9d4a870833"),
+                                                 (7, "golden_v7_filter.prc", "86968df91410fd67")])
+def test_older_filtered_files_still_decode_to_the_same_pixels(version, name, digest):
+    data = _golden(name)
+    assert data[4] == version and hashlib.sha256(data).hexdigest()[:16] == digest
     header, payload = bitstream.parse(data)
-    assert header.version == 6 and (header.filter_taps, header.filter_symmetric, header.filter_shift) == (5, True, 10)
+    assert header.version == version
+    assert (header.filter_taps, header.filter_symmetric, header.filter_shift) == (5, True, 10)
     assert bitstream.pack_grid(header, bitstream.split_segments(header, payload)) == data
     new, _ = _v6()
     assert len(new) < len(data) and np.array_equal(decode(data), decode(new))
