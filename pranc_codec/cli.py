@@ -109,19 +109,31 @@ def _run_batch(command: str, inputs: list[str], output: str | None, suffix: str,
                                              batch.available_memory())
     n = len(plan)
     written = 0
+    progress = _progress_factory(quiet or as_json)  # a bar over the files (each child is quiet)
+    tick = progress(f"{command} ({workers} at a time)", n, unit="file") if progress else None
+
+    def say(text: str, err: bool = False) -> None:
+        if tick is None:
+            click.echo(text, err=err)
+        else:  # above the bar, which is redrawn under it
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr if err else sys.stdout)
 
     def report(done: int, o: batch.Outcome) -> None:
         nonlocal written
         for w in o.warnings:
-            click.echo(f"pranc: warning: {o.job.input}: {w}", err=True)
+            say(f"pranc: warning: {o.job.input}: {w}", err=True)
         if o.error is not None:
-            click.echo(f"pranc: error: {o.job.input}: {o.error}", err=True)
-            return
-        written += 1
-        if as_json:
-            click.echo(json.dumps(o.summary))
-        elif not quiet:
-            click.echo(f"[{done}/{n}] {line(o.job.output, o.summary)}")
+            say(f"pranc: error: {o.job.input}: {o.error}", err=True)
+        else:
+            written += 1
+            if as_json:
+                click.echo(json.dumps(o.summary))
+            elif not quiet:
+                say(f"[{done}/{n}] {line(o.job.output, o.summary)}")
+        if tick is not None:
+            tick(1, math.nan)
 
     try:
         outcomes = batch.run(command, plan, [*args, "--threads", str(per)], workers, report)
