@@ -173,7 +173,13 @@ def _run_one(command: str, job: Job, args: list[str], live: set[subprocess.Popen
             return Outcome(job, 1, None, warns, "no summary from the encoder")
     if proc.returncode != 0 and not errors:  # killed, or a failure that printed no error line
         code = proc.returncode
-        errors = ["interrupted" if code in (130, -signal.SIGINT) else f"failed (exit code {code})"]
+        if code in (130, -signal.SIGINT):
+            errors = ["interrupted"]
+        elif code < 0:  # SIGKILL is most often the kernel's out-of-memory killer
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            errors = [f"killed by {name}" + (" (out of memory?)" if code == -signal.SIGKILL else "")]
+        else:
+            errors = [f"failed (exit code {code})"]
     code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
     return Outcome(job, code, summary, warns, errors[0] if errors else None)
 

@@ -138,3 +138,14 @@ def test_an_interrupted_batch_stops_its_children_and_leaves_no_files(tmp_path, p
             except OSError:
                 pass
         assert alive == []
+
+
+def test_a_child_killed_by_a_signal_is_reported_as_such(tmp_path, monkeypatch):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nkill -9 $$\n")  # as the kernel's out-of-memory killer would
+    fake.chmod(0o755)
+    monkeypatch.setattr(batch.sys, "executable", str(fake))
+    seen = []
+    out = batch.run("encode", [batch.Job("a.png", "a.prc")], [], 1, lambda done, o: seen.append((done, o)))
+    assert [o.code for o in out] == [137] and seen == [(1, out[0])]
+    assert out[0].error == "killed by SIGKILL (out of memory?)" and out[0].summary is None
