@@ -138,6 +138,16 @@ def workers_and_threads(jobs: int, threads: int, files: int, cores: int, peak: f
     return workers, threads or max(1, cores // workers)
 
 
+def schedule(command: str, jobs: list[Job], workers: int, threads: int) -> tuple[int, int]:
+    """:func:`workers_and_threads` on this machine: its cores, and with ``workers`` 0 its free memory at the
+    peak of the largest input (``PEAK_BYTES``)."""
+    peak = 0.0
+    if not workers:
+        base, per_pixel = PEAK_BYTES[command]
+        peak = base + per_pixel * max(picture_pixels(command, j.input) for j in jobs)
+    return workers_and_threads(workers, threads, len(jobs), available_cores(), peak, available_memory())
+
+
 # the children import this very package, installed or not (bin/pranc runs from a checkout)
 _CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     [str(Path(__file__).resolve().parent.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}

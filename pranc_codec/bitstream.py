@@ -10,6 +10,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from itertools import accumulate
 
 from .config import BasisKind
 from .context import MAX_BUCKETS, PASSES
@@ -83,6 +84,7 @@ BOUND_ORDER = 1  # Exp-Golomb orders of a model's bound-index and decay-index ch
 DECAY_ORDER = 3
 MAX_CODE_ZEROS = 12  # an index change within +-255 never needs more; more is a corrupt header
 MAX_VARINT_BYTES = 5
+SEGMENT_LENGTH_BITS = 24  # a full segment (2^18 symbols, 30 kB to 1 MB) has a three-byte length
 # header bits of one context bucket's model as the encoder prices it: the mean of version 8's codes on Kodak files
 # (9.9 to 10.3 bits with the bucket counts; a version-7 record was 16)
 MODEL_BITS = 10
@@ -173,22 +175,18 @@ def segment_bounds(total: int) -> list[int]:
     return [i * total // n for i in range(n + 1)]
 
 
-def grid_header_size(shape: GridShape, n_models: int | None = None, compact: bool = True) -> int:
-    """Bytes of a version-4 to 7 latent-grid container besides the segments' streams (header, lengths, CRC) and
-    the loop filter's fields (versions 6 and 7: ``_FILTER.size`` more).
-
-    n_models: the latents' models in a version-5 to 7 file (None: a version-4 file, one per level);
-    compact: version 7's two-byte models (False: version 5 or 6).
-    """
-    latent_fields = shape.levels * _LEVEL.size if n_models is None else (
-        shape.levels * PASSES * _BUCKETS.size + n_models * (_COMPACT.size if compact else _LEVEL.size))
-    return _GRID_FIXED.size + latent_fields + (shape.hidden_layers + 1) * _LAYER.size + _LEN.size + _CRC.size
-
-
 def packed_header_size(shape: GridShape) -> int:
     """Bytes of a version-8 container that do not depend on the coded data: the fixed fields, the MLP steps and
     the CRC (not the filter record, the model codes with their bucket counts, or the segment lengths)."""
     return _GRID_FIXED.size + (shape.hidden_layers + 1) * _STEP.size + _CRC.size
+
+
+def packed_overhead_bits(shape: GridShape, segments: int) -> int:
+    """Bits of a version-8 file the encoder budgets before it has coded anything: :func:`packed_header_size`,
+    the bucket counts, and the lengths of all segments but the last (a full segment's is a three-byte varint).
+    The models' codes are priced with the latents' rate (MODEL_BITS a model), the filter with the filter."""
+    return (8 * packed_header_size(shape) + BUCKET_COUNT_BITS * shape.levels * PASSES
+            + SEGMENT_LENGTH_BITS * (segments - 1))
 
 
 class _BitWriter:
@@ -337,12 +335,8 @@ def split_segments(header: GridHeader, payload: bytes) -> list[bytes]:
             n, pos = _read_varint(payload, pos)
             lengths.append(n)
         _check(sum(lengths) <= len(payload) - pos, "truncated .prc payload (segment runs past the end)")
-        lengths.append(len(payload) - pos - sum(lengths))
-        out = []
-        for n in lengths:
-            out.append(payload[pos: pos + n])
-            pos += n
-        return out
+        cuts = [*accumulate(lengths, initial=pos), len(payload)]
+        return [payload[a:b] for a, b in zip(cuts, cuts[1:])]
     out, pos = [], 0
     for _ in range(count):
         _check(pos + _LEN.size <= len(payload), "truncated .prc payload (segment length missing)")
@@ -361,6 +355,18 @@ def _check_image(width: int, height: int, channels: int) -> None:
            f"image size {width}x{height} outside 1..{MAX_SIDE}", LimitError)
     _check(width * height <= MAX_PIXELS, f"image of {width}x{height} pixels exceeds {MAX_PIXELS} pixels", LimitError)
     _check(channels in (1, 3), f"unsupported channel count {channels}")
+
+
+def _check_step(step: float) -> None:
+    _check(math.isfinite(step) and 0 < step <= 1e6, f"invalid MLP quantization step {step}")
+
+
+def _filter_fields(taps: int, symmetric: int, shift: int) -> dict:
+    """A loop filter record's fields, checked (versions 6 to 8)."""
+    _check(taps in TAPS, f"loop filter taps {taps} not one of {TAPS}")
+    _check(symmetric in (0, 1), f"loop filter symmetry flag {symmetric} is not 0 or 1")
+    _check(1 <= shift <= MAX_SHIFT, f"loop filter shift {shift} outside 1..{MAX_SHIFT}")
+    return dict(filter_taps=taps, filter_symmetric=bool(symmetric), filter_shift=shift)
 
 
 def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
@@ -416,7 +422,7 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
     for _ in range(n_layers):
         step, decay, bound = _LAYER.unpack_from(data, pos)
         pos += _LAYER.size
-        _check(math.isfinite(step) and 0 < step <= 1e6, f"invalid MLP quantization step {step}")
+        _check_step(step)
         _check(1 <= decay <= 65535 and bound <= MAX_BOUND, f"entropy model out of range (decay={decay}, bound={bound})")
         steps.append(step)
         mlp_models.append(LaplaceModel(decay, bound))
@@ -424,12 +430,9 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
     if has_filter:
         taps, symmetric, shift, decay, bound = _FILTER.unpack_from(data, pos)
         pos += _FILTER.size
-        _check(taps in TAPS, f"loop filter taps {taps} not one of {TAPS}")
-        _check(symmetric in (0, 1), f"loop filter symmetry flag {symmetric} is not 0 or 1")
-        _check(1 <= shift <= MAX_SHIFT, f"loop filter shift {shift} outside 1..{MAX_SHIFT}")
+        flt = _filter_fields(taps, symmetric, shift)
         _check(1 <= decay <= 65535 and bound <= MAX_BOUND, f"entropy model out of range (decay={decay}, bound={bound})")
-        flt = dict(filter_taps=taps, filter_symmetric=bool(symmetric), filter_shift=shift,
-                   filter_model=LaplaceModel(decay, bound))
+        flt["filter_model"] = LaplaceModel(decay, bound)
     (payload_len,) = _LEN.unpack_from(data, pos)
     pos += _LEN.size
     _check(pos + payload_len + _CRC.size == len(data),
@@ -452,16 +455,13 @@ def _parse_v8(data: bytes, shape: GridShape, width: int, height: int, channels: 
     for _ in range(n_layers):
         (step,) = _STEP.unpack_from(data, pos)
         pos += _STEP.size
-        _check(math.isfinite(step) and 0 < step <= 1e6, f"invalid MLP quantization step {step}")
+        _check_step(step)
         steps.append(step)
     flt: dict = {}
     if has_filter:
         taps, symmetric, shift = _FILTER_V8.unpack_from(data, pos)
         pos += _FILTER_V8.size
-        _check(taps in TAPS, f"loop filter taps {taps} not one of {TAPS}")
-        _check(symmetric in (0, 1), f"loop filter symmetry flag {symmetric} is not 0 or 1")
-        _check(1 <= shift <= MAX_SHIFT, f"loop filter shift {shift} outside 1..{MAX_SHIFT}")
-        flt = dict(filter_taps=taps, filter_symmetric=bool(symmetric), filter_shift=shift)
+        flt = _filter_fields(taps, symmetric, shift)
     bits = _BitReader(data, pos, end)
     prev = [0, 0]
 

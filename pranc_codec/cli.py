@@ -101,12 +101,7 @@ def _run_batch(command: str, inputs: list[str], output: str | None, suffix: str,
     it ends: its summary (``line``) or JSON object on stdout, its warnings and error on stderr. Exits with the
     first failed file's code (in input order) after the others are done."""
     plan = batch.plan(inputs, output, suffix)
-    peak = 0.0
-    if not jobs:  # sized by the largest picture's peak memory
-        base, per_pixel = batch.PEAK_BYTES[command]
-        peak = base + per_pixel * max(batch.picture_pixels(command, j.input) for j in plan)
-    workers, per = batch.workers_and_threads(jobs, threads, len(plan), batch.available_cores(), peak,
-                                             batch.available_memory())
+    workers, per = batch.schedule(command, plan, jobs, threads)
     n = len(plan)
     written = 0
     progress = _progress_factory(quiet or as_json)  # a bar over the files (each child is quiet)

@@ -301,10 +301,8 @@ def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, devic
 def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int) -> float:
     """Bits per pixel left for the latents: the target less the header, segment and expected MLP bits."""
     segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
-    # the latents' bucket models are counted in their rate (grid_fit.context_state), not here; the segments'
-    # lengths but the last's are varints of about three bytes
-    overhead = (8 * bitstream.packed_header_size(shape) + bitstream.BUCKET_COUNT_BITS * shape.levels * PASSES
-                + 24 * (segments - 1))
+    # the latents' bucket models are counted in their rate (grid_fit.context_state), not here
+    overhead = bitstream.packed_overhead_bits(shape, segments)
     f = config.filter
     total = config.rate.bpp * height * width
     reserve = min(f.reserve_scale * math.sqrt(total), f.reserve_share * total) if f.enabled else 0.0
