@@ -6,14 +6,37 @@ Public API::
     result = encode(image_uint8_hwc, CodecConfig())
     image = decode(result.data)
 """
-from .codec import EncodeResult, EncodeStats, decode, encode, read_header
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .config import BasisConfig, BasisKind, CodecConfig, FitConfig, NetworkConfig, RateConfig
 from .errors import FormatError, InputError, LimitError, PrancError
 
+if TYPE_CHECKING:
+    from .codec import EncodeResult, EncodeStats, decode, encode, read_header
+
 __version__ = "0.1.0"
+
+# The codec's names come from pranc_codec.codec on first use (PEP 562), because that imports torch (about 1.5 s):
+# `pranc --help`, `pranc info` and a batch's parent process, which only schedules, never need it.
+_FROM_CODEC = ("EncodeResult", "EncodeStats", "decode", "encode", "read_header")
 
 __all__ = [
     "BasisConfig", "BasisKind", "CodecConfig", "EncodeResult", "EncodeStats", "FitConfig",
     "FormatError", "InputError", "LimitError", "NetworkConfig", "PrancError", "RateConfig",
     "decode", "encode", "read_header",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_CODEC:
+        value = getattr(importlib.import_module(".codec", __name__), name)
+        globals()[name] = value  # later lookups skip this hook
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -256,6 +256,20 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_help_does_not_load_torch_and_the_api_still_does():
+    """`pranc --help` took 2 s, nearly all of it importing torch through the package's public API."""
+    code = ("import sys; from click.testing import CliRunner; from pranc_codec.cli import main; "
+            "r = CliRunner().invoke(main, ['encode', '--help']); assert r.exit_code == 0, r.output; "
+            "assert '--bpp' in r.output; print('torch' in sys.modules); "
+            "import pranc_codec; pranc_codec.encode; print('torch' in sys.modules, pranc_codec.encode.__module__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "True", "pranc_codec.codec"]
+    import pranc_codec
+    with pytest.raises(AttributeError):
+        pranc_codec.no_such_name
+
+
 def test_grayscale_and_alpha_inputs(runner, tmp_path):
     g = tmp_path / "g.png"
     Image.fromarray(smooth_image(30, 30, 1)[:, :, 0]).save(g)
