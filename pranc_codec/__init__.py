@@ -16,23 +16,25 @@ from .errors import FormatError, InputError, LimitError, PrancError
 
 if TYPE_CHECKING:
     from .codec import EncodeResult, EncodeStats, decode, encode, read_header
+    from .quality_target import encode_to_psnr
 
 __version__ = "0.1.0"
 
-# The codec's names come from pranc_codec.codec on first use (PEP 562), because that imports torch (about 1.5 s):
-# `pranc --help`, `pranc info` and a batch's parent process, which only schedules, never need it.
-_FROM_CODEC = ("EncodeResult", "EncodeStats", "decode", "encode", "read_header")
+# The codec's names come from their modules on first use (PEP 562), because that imports torch (about 1.5 s):
+# `pranc --help` and a batch's parent process, which only schedules, never need it.
+_LAZY = {"EncodeResult": "codec", "EncodeStats": "codec", "decode": "codec", "encode": "codec",
+         "read_header": "codec", "encode_to_psnr": "quality_target"}
 
 __all__ = [
     "BasisConfig", "BasisKind", "CodecConfig", "EncodeResult", "EncodeStats", "FitConfig",
     "FormatError", "InputError", "LimitError", "NetworkConfig", "PrancError", "RateConfig",
-    "decode", "encode", "read_header",
+    "decode", "encode", "encode_to_psnr", "read_header",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _FROM_CODEC:
-        value = getattr(importlib.import_module(".codec", __name__), name)
+    if name in _LAZY:
+        value = getattr(importlib.import_module("." + _LAZY[name], __name__), name)
         globals()[name] = value  # later lookups skip this hook
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

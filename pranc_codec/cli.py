@@ -162,7 +162,8 @@ def _encode_line(out: str, s: dict) -> str:
     ms = f"{s['ms_ssim']:.4f}" if s["ms_ssim"] is not None else "n/a"
     what = "latents and weights" if s["model"] == "grid" else "coefficients"
     return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, PSNR {s['psnr']:.2f} dB, "
-            f"MS-SSIM {ms}, {s['num_coefs']} {what}, {s['encode_seconds']:.1f} s")
+            f"MS-SSIM {ms}, {s['num_coefs']} {what}, {s['encode_seconds']:.1f} s"
+            + (f" ({s['passes']} encodes for {s['target_psnr']:g} dB)" if s.get("target_psnr") is not None else ""))
 
 
 def _decode_line(out: str, s: dict) -> str:
@@ -187,6 +188,9 @@ def main() -> None:
 @click.option("--size", "size", type=str, default=None,
               help="Target file size instead of --bpp: bytes, or with a suffix k (1000) or M (10^6), e.g. 20k; "
                    "each file of a batch gets that size.")
+@click.option("--psnr", "psnr_db", type=float, default=None,
+              help="Target PSNR in dB instead of a rate: the encoder searches for the rate that reaches it, "
+                   "within 0.2 dB, in at most 3 whole encodes (mostly 2).")
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True,
               help="Trade encode time for quality.")
 @click.option("--tune", type=click.Choice(list(TUNES)), default="balanced", show_default=True,
@@ -211,7 +215,8 @@ def main() -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (one a file).")
-def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size: str | None, preset: str,
+def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size: str | None,
+           psnr_db: float | None, preset: str,
            tune: str, model: str,
            seed: int | None, net_width: int | None, layers: int | None, basis: str | None,
            expansion: float | None, steps: int | None, device: str, threads: int, jobs: int, force: bool,
@@ -227,11 +232,14 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             raise InputError("--tune only applies to --model grid")
         if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):  # as codec.encode checks, before a batch
             raise InputError("--bpp must be a positive number")
-        if size is not None and bpp is not None:
-            raise InputError("give --bpp or --size, not both")
+        targets = [k for k, v in {"--bpp": bpp, "--size": size, "--psnr": psnr_db}.items() if v is not None]
+        if len(targets) > 1:
+            raise InputError(f"give one of --bpp, --size and --psnr, not {' and '.join(targets)}")
+        if psnr_db is not None and not (psnr_db > 0 and math.isfinite(psnr_db)):
+            raise InputError("--psnr must be a positive number of dB")
         target_bytes = _parse_size(size) if size is not None else None
         if len(inputs) > 1:
-            passed = {"--bpp": bpp, "--size": size, "--steps": steps, **siren_only}
+            passed = {"--bpp": bpp, "--size": size, "--psnr": psnr_db, "--steps": steps, **siren_only}
             args = [a for k, v in passed.items() if v is not None for a in (k, str(v))]
             args += ["--preset", preset, "--tune", tune, "--model", model, "--device", device, "-q"]
             _run_batch("encode", list(inputs), output, ".prc", args + ["-f"] * force, jobs, threads, quiet,
@@ -266,7 +274,11 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
                       fit=replace(cfg.fit, threads=threads or default_threads()))
         for n in notes:
             click.echo(f"pranc: warning: {n}", err=True)
-        result = encode_image(image, cfg, progress=_progress_factory(quiet or as_json))
+        if psnr_db is not None:
+            from .quality_target import encode_to_psnr
+            result = encode_to_psnr(image, psnr_db, cfg, progress=_progress_factory(quiet or as_json))
+        else:
+            result = encode_image(image, cfg, progress=_progress_factory(quiet or as_json))
         write_output(out, result.data, force=force, protect=_protected(input))
         s = result.stats
         for n in s.warnings:

@@ -50,6 +50,8 @@ class EncodeStats:
     device: str
     fit_restarts: int = 0  # divergence-guard restarts during fitting (fit.py)
     model: str = "siren"  # "grid" (format v4) or "siren" (format v3)
+    target_psnr: float | None = None  # the PSNR asked for (quality_target.encode_to_psnr), else None
+    passes: int = 1  # whole encodes made (several when searching for a PSNR target)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

@@ -267,6 +267,26 @@ class RateConfig:
     min_coefs: int = 64
 
 
+@dataclass(frozen=True)
+class QualityConfig:
+    """A PSNR target instead of a rate (``pranc encode --psnr``; quality_target.py): whole encodes at rates
+    found by search, as cwebp's ``-psnr`` does. The first rate comes from the picture itself: the rate at which
+    Pillow's JPEG reaches the target (a few millisecond encodes), times this codec's measured rate ratio to
+    JPEG at equal PSNR. Later rates step along the codec's curve from the encodes made so far."""
+
+    tolerance_db: float = 0.2  # an encode within this of the target ends the search
+    max_passes: int = 3  # whole encodes at most; then the one nearest the target is kept
+    # The codec's rate over JPEG's at equal PSNR, per picture, as a function of the codec's rate (bpp): the
+    # means over Kodak's 24 in session 27's run (eval/results/per_image.csv, the default preset and tune;
+    # one picture's log2 ratio scatters by 0.16 about it, so a first encode lands within about 0.3 dB)
+    jpeg_ratio_bpp: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+    jpeg_ratio: tuple[float, ...] = (0.40, 0.56, 0.67, 0.72)
+    # Pillow JPEG qualities bisected to bracket the target (quality 1 and 95 are the ends of JPEG's range)
+    jpeg_quality_range: tuple[int, int] = (1, 95)
+    max_doublings: float = 2.0  # the most one step of the search moves the rate, in doublings
+    bpp_range: tuple[float, float] = (0.01, 8.0)  # the rates the search may ask for
+
+
 PRESETS: dict[str, dict[str, int]] = {
     # name: FitConfig overrides. "default" is the tuned trade-off.
     "fast": {"steps": 1000, "qat_steps": 100},
@@ -308,6 +328,7 @@ class CodecConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     rounding: RoundingConfig = field(default_factory=RoundingConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     # "grid": latent grids + MLP (format v8, the default); "siren": the PRANC SIREN (format v3)
     model: str = "grid"
     seed: int = 2023

@@ -273,15 +273,20 @@ def _collapsed(mse: float, target: torch.Tensor) -> bool:
     return not math.isfinite(mse) or mse > 0.5 * flat
 
 
+def curve_slope(bpp: float, cfg: GridConfig) -> float:
+    """dB of PSNR gained per doubling of the rate at ``bpp`` on the codec's mean Kodak curve: interpolated in log
+    bpp from ``cfg.slope_bpp``, ``cfg.slope_db`` (held constant past their ends)."""
+    return float(np.interp(math.log2(max(bpp, 1e-9)), np.log2(cfg.slope_bpp), cfg.slope_db))
+
+
 def curve_lambda(mse: float, bpp: float, cfg: GridConfig) -> float:
     """The price of a bit after the fit (MSE of colour in [0, 1] per bit per pixel): the slope -d MSE / d bpp of
     the codec's rate-distortion curve at ``bpp`` for a picture at ``mse``.
 
-    With s dB gained per doubling of the rate, d ln MSE / d bpp = -(ln 10 / 10) s / (ln 2 bpp); s is
-    interpolated in log bpp from the codec's mean Kodak curve (``cfg.slope_bpp``, ``cfg.slope_db``).
+    With s dB gained per doubling of the rate (:func:`curve_slope`), d ln MSE / d bpp = -(ln 10 / 10) s /
+    (ln 2 bpp).
     """
-    s = float(np.interp(math.log2(max(bpp, 1e-9)), np.log2(cfg.slope_bpp), cfg.slope_db))
-    return math.log(10) / 10 * s / math.log(2) * mse / bpp
+    return math.log(10) / 10 * curve_slope(bpp, cfg) / math.log(2) * mse / bpp
 
 
 def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, device: torch.device) -> GridConfig:

@@ -204,7 +204,7 @@ def test_size_sets_the_target_in_bytes(runner, tmp_path, png):
     r = runner.invoke(main, ["encode", str(png), "--size", "0.7k", *args])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["target_bpp"] == 8 * 700 / (40 * 56)
-    assert "not both" in _one_line_error(runner.invoke(main, ["encode", str(png), "--size", "700", "--bpp", "1"]), 2)
+    assert "give one of" in _one_line_error(runner.invoke(main, ["encode", str(png), "--size", "700", "--bpp", "1"]), 2)
     for bad in ("0", "-3", "20kk", "lots"):
         assert "--size" in _one_line_error(runner.invoke(main, ["encode", str(png), "--size", bad]), 2)
 

@@ -1,0 +1,152 @@
+"""A PSNR target instead of a rate (``pranc encode --psnr``): the rate that reaches it, found by whole encodes.
+
+The codec controls its rate, not its quality, and a picture's PSNR at a given rate is known only once it is
+encoded. So, as cwebp's ``-psnr`` does, this searches: each pass is an ordinary encode at a rate, and the
+next rate steps along the codec's rate-distortion curve from the passes made so far.
+
+The first rate comes from the picture itself. How many bits a picture needs for a PSNR varies tenfold
+between pictures, but JPEG's needs and this codec's go together: on Kodak's 24, this codec's rate over
+Pillow JPEG's at equal PSNR is 0.40 / 0.56 / 0.67 / 0.72 at 0.125 / 0.25 / 0.5 / 1 bpp, and a picture's
+log2 ratio scatters by only 0.16 about that (``config.QualityConfig``). JPEG's rate for the target is found by
+bisecting its quality setting, a few encodes of a few milliseconds each.
+"""
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .codec import EncodeResult, ProgressFactory, encode
+from .config import CodecConfig, QualityConfig
+from .errors import InputError
+from .grid_codec import curve_slope
+from .metrics import psnr
+
+Encoder = Callable[[np.ndarray, CodecConfig, "ProgressFactory | None"], EncodeResult]  # as codec.encode
+
+
+def jpeg_point(image: np.ndarray, quality: int) -> tuple[float, float]:
+    """(bpp, PSNR dB) of ``image`` (uint8 (H, W, C)) through Pillow's JPEG at ``quality``, default settings
+    (4:2:0), as the evaluation's ``jpeg`` codec encodes."""
+    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+    buf = io.BytesIO()
+    pil.save(buf, "JPEG", quality=quality)
+    decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(pil.mode)).reshape(image.shape)
+    return 8.0 * buf.tell() / (image.shape[0] * image.shape[1]), psnr(image, decoded)
+
+
+def jpeg_rate_for(image: np.ndarray, target_db: float, cfg: QualityConfig) -> tuple[float, float]:
+    """(bpp, PSNR) of JPEG at ``target_db`` on ``image``: interpolated in log bpp between the two qualities that
+    bracket the target (bisection), or JPEG's own point at the end of its quality range that the target is past."""
+    lo, hi = cfg.jpeg_quality_range
+    p_lo, p_hi = jpeg_point(image, lo), jpeg_point(image, hi)
+    if target_db <= p_lo[1]:
+        return p_lo
+    if target_db >= p_hi[1]:
+        return p_hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        p_mid = jpeg_point(image, mid)
+        if p_mid[1] < target_db:
+            lo, p_lo = mid, p_mid
+        else:
+            hi, p_hi = mid, p_mid
+    t = (target_db - p_lo[1]) / max(p_hi[1] - p_lo[1], 1e-9)
+    return 2.0 ** ((1 - t) * math.log2(p_lo[0]) + t * math.log2(p_hi[0])), target_db
+
+
+def rate_from_jpeg(jpeg_bpp: float, cfg: QualityConfig) -> float:
+    """This codec's rate (bpp) for the PSNR that JPEG reaches at ``jpeg_bpp``: the rate b with b = jpeg_bpp x
+    ratio(b), the ratio interpolated in log2 bpp (a fixed point: the ratio changes slowly with the rate)."""
+    xs, ys = np.log2(cfg.jpeg_ratio_bpp), np.log2(cfg.jpeg_ratio)
+    x = math.log2(jpeg_bpp)
+    y = x + float(ys[0])
+    for _ in range(60):  # |d log ratio / d log b| <= 0.5 on the table: converges to 1e-18
+        y = x + float(np.interp(y, xs, ys))
+    return 2.0 ** y
+
+
+def first_rate(image: np.ndarray, target_db: float, config: CodecConfig) -> float:
+    """The rate (bpp) of the first pass: JPEG's rate for the target scaled by this codec's ratio to it; a
+    target past JPEG's range is reached from its end along this codec's mean curve."""
+    cfg = config.quality
+    jpeg_bpp, jpeg_db = jpeg_rate_for(image, target_db, cfg)
+    bpp = rate_from_jpeg(jpeg_bpp, cfg)
+    return _clamp(bpp * 2.0 ** ((target_db - jpeg_db) / curve_slope(bpp, config.grid)), cfg)
+
+
+def _clamp(bpp: float, cfg: QualityConfig) -> float:
+    return min(max(bpp, cfg.bpp_range[0]), cfg.bpp_range[1])
+
+
+def _slope(passes: list[tuple[float, float]], config: CodecConfig) -> float:
+    """dB per doubling of the rate for the next step: the secant through the last two passes (bpp, PSNR) where
+    it is within a factor of 4 of the mean curve's slope there, else the mean curve's."""
+    curve = curve_slope(passes[-1][0], config.grid)
+    if len(passes) >= 2:
+        (b0, p0), (b1, p1) = passes[-2], passes[-1]
+        if b0 != b1 and math.isfinite(p0) and math.isfinite(p1):
+            secant = (p1 - p0) / (math.log2(b1) - math.log2(b0))
+            if curve / 4 <= secant <= curve * 4:
+                return secant
+    return curve
+
+
+def _labelled(progress: ProgressFactory | None, done: int) -> ProgressFactory | None:
+    """The progress bars of one pass, named for it."""
+    if progress is None:
+        return None
+    return lambda name, total, unit="step": progress(f"{name} (encode {done + 1})", total, unit)
+
+
+def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = CodecConfig(),
+                   progress: ProgressFactory | None = None, encoder: Encoder = encode) -> EncodeResult:
+    """Encode ``image`` (uint8 (H, W, C)) at the rate whose decoded PSNR is ``target_db`` (within
+    ``config.quality.tolerance_db``), by at most ``config.quality.max_passes`` calls of ``encoder``
+    (codec.encode; a test's stand-in). Returns the first encode within the tolerance, else the one nearest the target, with a warning;
+    its stats give the target, the passes and the time of them all."""
+    if not (math.isfinite(target_db) and target_db > 0):
+        raise InputError("--psnr must be a positive number of dB")
+    cfg = config.quality
+    t0 = time.perf_counter()
+    bpp = first_rate(image, target_db, config)
+    results = []  # (asked bpp, EncodeResult)
+    stop = ""
+    while True:
+        result = encoder(image, replace(config, rate=replace(config.rate, bpp=bpp)), _labelled(progress, len(results)))
+        results.append((bpp, result))
+        got, landed = result.stats.psnr, result.stats.bpp
+        short = target_db - got  # dB still wanted (negative: over the target)
+        if abs(short) <= cfg.tolerance_db or (math.isinf(got) and short < 0):
+            break
+        if len(results) >= cfg.max_passes:
+            break
+        # a rate the codec could not spend, or could not go under: asking further past it changes nothing
+        if short > 0 and landed < bpp * (1 - config.rate.tolerance):
+            stop = f"; this picture's files stop growing at about {landed:.3g} bpp"
+            break
+        if short < 0 and landed > bpp * (1 + config.rate.tolerance):
+            stop = f"; this picture's files go no smaller than about {landed:.3g} bpp"
+            break
+        passes = [(r.stats.bpp, r.stats.psnr) for _, r in results]
+        step = max(-cfg.max_doublings, min(cfg.max_doublings, short / _slope(passes, config)))
+        nxt = _clamp(landed * 2.0 ** step, cfg)
+        if any(abs(math.log2(nxt / b)) < 1e-3 for b, _ in results):  # at a bound of the range, or back again
+            break
+        bpp = nxt
+
+    def miss(r: EncodeResult) -> float:
+        return 0.0 if math.isinf(r.stats.psnr) and r.stats.psnr > target_db else abs(target_db - r.stats.psnr)
+
+    reached = miss(results[-1][1]) <= cfg.tolerance_db  # the search stops at the first pass that does
+    best = results[-1][1] if reached else min((r for _, r in results), key=miss)
+    notes = [] if reached else [f"reached {best.stats.psnr:.2f} dB of the {target_db:g} dB asked in "
+                               f"{len(results)} encode{'s' * (len(results) > 1)}{stop}"]
+    stats = replace(best.stats, target_psnr=target_db, passes=len(results), warnings=notes,
+                    encode_seconds=time.perf_counter() - t0)
+    return replace(best, stats=stats)
