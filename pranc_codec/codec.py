@@ -52,6 +52,7 @@ class EncodeStats:
     model: str = "siren"  # "grid" (format v4) or "siren" (format v3)
     target_psnr: float | None = None  # the PSNR asked for (quality_target.encode_to_psnr), else None
     passes: int = 1  # whole encodes made (several when searching for a PSNR target)
+    search: list[tuple[float, float, float]] = field(default_factory=list)  # each pass's (asked bpp, bpp, PSNR)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

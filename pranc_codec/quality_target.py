@@ -148,5 +148,6 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
     notes = [] if reached else [f"reached {best.stats.psnr:.2f} dB of the {target_db:g} dB asked in "
                                f"{len(results)} encode{'s' * (len(results) > 1)}{stop}"]
     stats = replace(best.stats, target_psnr=target_db, passes=len(results), warnings=notes,
+                    search=[(asked, r.stats.bpp, r.stats.psnr) for asked, r in results],
                     encode_seconds=time.perf_counter() - t0)
     return replace(best, stats=stats)

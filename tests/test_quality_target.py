@@ -126,6 +126,7 @@ def test_the_first_pass_within_tolerance_ends_the_search_else_the_nearest_is_kep
     assert len(results) == 3 == r.stats.passes
     nearest = min(results, key=lambda x: abs(x.stats.psnr - 30.0))
     assert r.data == nearest.data and r.stats.psnr == nearest.stats.psnr
+    assert r.stats.search == [(a, x.stats.bpp, x.stats.psnr) for a, x in zip(codec.asked, results)]
     assert r.stats.warnings == [f"reached {nearest.stats.psnr:.2f} dB of the 30 dB asked in 3 encodes"]
 
 
