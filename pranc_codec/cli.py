@@ -190,7 +190,7 @@ def main() -> None:
                    "each file of a batch gets that size.")
 @click.option("--psnr", "psnr_db", type=float, default=None,
               help="Target PSNR in dB instead of a rate: the encoder searches for the rate that reaches it, "
-                   "within 0.2 dB, in at most 3 whole encodes (mostly 2).")
+                   "within 0.2 dB, in at most 3 whole encodes (2.25 on average on Kodak).")
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True,
               help="Trade encode time for quality.")
 @click.option("--tune", type=click.Choice(list(TUNES)), default="balanced", show_default=True,

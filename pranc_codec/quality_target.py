@@ -86,13 +86,15 @@ def _clamp(bpp: float, cfg: QualityConfig) -> float:
 
 def _slope(passes: list[tuple[float, float]], config: CodecConfig) -> float:
     """dB per doubling of the rate for the next step: the secant through the last two passes (bpp, PSNR) where
-    it is within a factor of 4 of the mean curve's slope there, else the mean curve's."""
+    it is within ``quality.secant_range`` x of the mean curve's slope there (two passes that nearly agree in
+    rate make a noisy secant), else the mean curve's."""
     curve = curve_slope(passes[-1][0], config.grid)
+    k = config.quality.secant_range
     if len(passes) >= 2:
         (b0, p0), (b1, p1) = passes[-2], passes[-1]
         if b0 != b1 and math.isfinite(p0) and math.isfinite(p1):
             secant = (p1 - p0) / (math.log2(b1) - math.log2(b0))
-            if curve / 4 <= secant <= curve * 4:
+            if curve / k <= secant <= curve * k:
                 return secant
     return curve
 
@@ -136,7 +138,7 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
         passes = [(r.stats.bpp, r.stats.psnr) for _, r in results]
         step = max(-cfg.max_doublings, min(cfg.max_doublings, short / _slope(passes, config)))
         nxt = _clamp(landed * 2.0 ** step, cfg)
-        if any(abs(math.log2(nxt / b)) < 1e-3 for b, _ in results):  # at a bound of the range, or back again
+        if any(abs(math.log2(nxt / b)) < 1e-3 for b, _ in results):  # the same rate again (at a bound): no news
             break
         bpp = nxt
 
