@@ -19,7 +19,7 @@ import click
 from . import batch
 from .batch import STDIO, output_for
 from .config import TUNES, GridConfig
-from .errors import InputError, PrancError
+from .errors import InputError, PrancError, require_positive
 
 
 _BARS: list = []  # live progress bars, closed before an error so it starts on its own line
@@ -230,13 +230,13 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             raise InputError(f"{', '.join(given)} only apply to --model siren")
         if model == "siren" and tune != "balanced":
             raise InputError("--tune only applies to --model grid")
-        if bpp is not None and not (bpp > 0 and math.isfinite(bpp)):  # as codec.encode checks, before a batch
-            raise InputError("--bpp must be a positive number")
+        if bpp is not None:
+            require_positive(bpp, "--bpp")
         targets = [k for k, v in {"--bpp": bpp, "--size": size, "--psnr": psnr_db}.items() if v is not None]
         if len(targets) > 1:
             raise InputError(f"give one of --bpp, --size and --psnr, not {' and '.join(targets)}")
-        if psnr_db is not None and not (psnr_db > 0 and math.isfinite(psnr_db)):
-            raise InputError("--psnr must be a positive number of dB")
+        if psnr_db is not None:
+            require_positive(psnr_db, "--psnr", " of dB")
         target_bytes = _parse_size(size) if size is not None else None
         if len(inputs) > 1:
             passed = {"--bpp": bpp, "--size": size, "--psnr": psnr_db, "--steps": steps, **siren_only}
@@ -274,11 +274,12 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
                       fit=replace(cfg.fit, threads=threads or default_threads()))
         for n in notes:
             click.echo(f"pranc: warning: {n}", err=True)
+        progress = _progress_factory(quiet or as_json)
         if psnr_db is not None:
             from .quality_target import encode_to_psnr
-            result = encode_to_psnr(image, psnr_db, cfg, progress=_progress_factory(quiet or as_json))
+            result = encode_to_psnr(image, psnr_db, cfg, progress=progress)
         else:
-            result = encode_image(image, cfg, progress=_progress_factory(quiet or as_json))
+            result = encode_image(image, cfg, progress=progress)
         write_output(out, result.data, force=force, protect=_protected(input))
         s = result.stats
         for n in s.warnings:
@@ -370,12 +371,12 @@ def _info_fields(input: str) -> dict:
 
     data = read_bytes(input)
     h = read_header(data)
+    common = {"file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
+              "version": data[4], "width": h.width, "height": h.height, "channels": h.channels}
     if isinstance(h, GridHeader):
         g = h.shape
         fields = {
-            "file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
-            "version": data[4],
-            "width": h.width, "height": h.height, "channels": h.channels, "network": "grid",
+            **common, "network": "grid",
             "levels": g.levels, "latents": g.num_latents(h.height, h.width), "mlp_width": g.hidden,
             "mlp_layers": g.hidden_layers, "num_params": g.num_params, "mlp_steps": list(h.mlp_steps),
             "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.level_models + h.mlp_models],
@@ -388,8 +389,7 @@ def _info_fields(input: str) -> dict:
         return fields
     spec = h.spec
     return {
-        "file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels, "version": data[4],
-        "width": h.width, "height": h.height, "channels": h.channels, "seed": spec.seed,
+        **common, "seed": spec.seed,
         "network": "siren", "hidden_layers": spec.shape.hidden_layers, "net_width": spec.shape.width,
         "omega0": spec.shape.omega0, "num_params": spec.shape.num_params,
         "basis": spec.kind.name.lower(), "chunk_size": spec.chunk_size,

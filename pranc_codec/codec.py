@@ -16,7 +16,7 @@ from . import bitstream, entropy, grid_codec
 from .batch import available_cores
 from .bitstream import GridHeader, Header
 from .config import BasisKind, CodecConfig
-from .errors import InputError, LimitError
+from .errors import InputError, LimitError, require_positive
 from .fit import fit_alpha, group_sensitivity
 from .fit import TileData
 from .inr import SirenShape, render, width_for_params
@@ -150,8 +150,7 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     if max(height, width) > bitstream.MAX_SIDE or height * width > bitstream.MAX_PIXELS:
         raise LimitError(f"image of {width}x{height} exceeds the limits "
                          f"({bitstream.MAX_SIDE} per side, {bitstream.MAX_PIXELS} pixels)")
-    if config.rate.bpp <= 0 or not math.isfinite(config.rate.bpp):
-        raise InputError("--bpp must be a positive number")
+    require_positive(config.rate.bpp, "--bpp")
     if config.fit.threads > 0:
         torch.set_num_threads(config.fit.threads)
     device = resolve_device(config.device)

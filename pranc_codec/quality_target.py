@@ -23,7 +23,7 @@ from PIL import Image
 
 from .codec import EncodeResult, ProgressFactory, encode
 from .config import CodecConfig, QualityConfig
-from .errors import InputError
+from .errors import require_positive
 from .grid_codec import curve_slope
 from .metrics import psnr
 
@@ -110,24 +110,25 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
                    progress: ProgressFactory | None = None, encoder: Encoder = encode) -> EncodeResult:
     """Encode ``image`` (uint8 (H, W, C)) at the rate whose decoded PSNR is ``target_db`` (within
     ``config.quality.tolerance_db``), by at most ``config.quality.max_passes`` calls of ``encoder``
-    (codec.encode; a test's stand-in). Returns the first encode within the tolerance, else the one nearest the target, with a warning;
-    its stats give the target, the passes and the time of them all."""
-    if not (math.isfinite(target_db) and target_db > 0):
-        raise InputError("--psnr must be a positive number of dB")
+    (codec.encode; a test's stand-in). Returns the first encode within the tolerance, else the one nearest the
+    target, with a warning; its stats give the target, the passes and the time of them all."""
+    require_positive(target_db, "--psnr", " of dB")
     cfg = config.quality
     t0 = time.perf_counter()
+
+    def miss(r: EncodeResult) -> float:  # dB from the target; a lossless file (inf dB) is past any target
+        return 0.0 if r.stats.psnr == math.inf else abs(target_db - r.stats.psnr)
+
     bpp = first_rate(image, target_db, config)
-    results = []  # (asked bpp, EncodeResult)
+    results: list[tuple[float, EncodeResult]] = []  # (asked bpp, its encode)
     stop = ""
     while True:
         result = encoder(image, replace(config, rate=replace(config.rate, bpp=bpp)), _labelled(progress, len(results)))
         results.append((bpp, result))
-        got, landed = result.stats.psnr, result.stats.bpp
-        short = target_db - got  # dB still wanted (negative: over the target)
-        if abs(short) <= cfg.tolerance_db or (math.isinf(got) and short < 0):
+        if miss(result) <= cfg.tolerance_db or len(results) >= cfg.max_passes:
             break
-        if len(results) >= cfg.max_passes:
-            break
+        landed = result.stats.bpp
+        short = target_db - result.stats.psnr  # dB still wanted (negative: over the target)
         # a rate the codec could not spend, or could not go under: asking further past it changes nothing
         if short > 0 and landed < bpp * (1 - config.rate.tolerance):
             stop = f"; this picture's files stop growing at about {landed:.3g} bpp"
@@ -141,9 +142,6 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
         if any(abs(math.log2(nxt / b)) < 1e-3 for b, _ in results):  # the same rate again (at a bound): no news
             break
         bpp = nxt
-
-    def miss(r: EncodeResult) -> float:
-        return 0.0 if math.isinf(r.stats.psnr) and r.stats.psnr > target_db else abs(target_db - r.stats.psnr)
 
     reached = miss(results[-1][1]) <= cfg.tolerance_db  # the search stops at the first pass that does
     best = results[-1][1] if reached else min((r for _, r in results), key=miss)
