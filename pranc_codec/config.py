@@ -127,6 +127,13 @@ class GridConfig:
     # at 0.125 bpp the same rate collapsed the fit, ABLATIONS.md L13-L14).
     lr_high: float = 0.08
     high_rate_bpp: float = 0.75
+    # and ever larger ones above: from lr_growth_bpp on, lr_high x (bpp / lr_growth_bpp)^lr_growth, up to
+    # lr_growth_max_bpp. At 0.08 the fits stalled short of their budgets (kodim23 at 4 bpp: 3.13 bpp, 42.6 dB).
+    # On four Kodak images at equal rate, the best measured were 0.15 at 2 bpp (+0.31 dB), 0.2 at 3 (+0.78) and
+    # 0.2-0.28 at 4 (+1.2); at 1 bpp 0.11-0.15 were level and 0.2 fell apart on two (ABLATIONS.md AH1).
+    lr_growth: float = 0.75
+    lr_growth_bpp: float = 1.0
+    lr_growth_max_bpp: float = 4.0
     mlp_lr: float = 0.01
     # and the MLP at mlp_lr_high: +0.1 dB at 1 bpp on two images, but -0.4 dB on one at
     # 0.25 bpp (ABLATIONS.md N)

@@ -289,15 +289,22 @@ def curve_lambda(mse: float, bpp: float, cfg: GridConfig) -> float:
     return math.log(10) / 10 * curve_slope(bpp, cfg) / math.log(2) * mse / bpp
 
 
+def high_rate_lr(bpp: float, g: GridConfig) -> float:
+    """The latents' learning rate at a target of ``bpp`` (from ``g.high_rate_bpp`` on): ``g.lr_high``, growing as
+    bpp^``g.lr_growth`` between ``g.lr_growth_bpp`` and ``g.lr_growth_max_bpp``. With the latents rounded to integers,
+    a high rate wants large latents, and Adam moves each by about lr a step."""
+    return g.lr_high * (min(max(bpp, g.lr_growth_bpp), g.lr_growth_max_bpp) / g.lr_growth_bpp) ** g.lr_growth
+
+
 def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, device: torch.device) -> GridConfig:
     """The grid settings the fit runs with at this rate: from ``high_rate_bpp`` on, the high-rate learning
-    rates; without the finest level (a latent budget below ``finest_min_bpp``) on the CPU,
+    rates (:func:`high_rate_lr`); without the finest level (a latent budget below ``finest_min_bpp``) on the CPU,
     ``coarse_step_factor`` x the steps. On CUDA a step is launch-bound (RESULTS.md "CUDA"): fewer latents
     do not make it cheaper, and 1.82x the steps (session 15) took 34-40 s instead of 20-22 s there, so it keeps
     its steps."""
     g = config.grid
     if config.rate.bpp >= g.high_rate_bpp:
-        g = replace(g, lr=g.lr_high, mlp_lr=g.mlp_lr_high)
+        g = replace(g, lr=high_rate_lr(config.rate.bpp, g), mlp_lr=g.mlp_lr_high)
     if not fits_finest(g, latent_bpp, shape.levels) and device.type == "cpu":
         g = replace(g, steps=round(g.steps * g.coarse_step_factor))
     return g

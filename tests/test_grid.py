@@ -380,7 +380,7 @@ def test_a_collapsed_fit_is_redone_gently(monkeypatch, grid_image):
     res = encode(grid_image, GRID_FAST)
     g = GRID_FAST.grid
     assert GRID_FAST.rate.bpp >= g.high_rate_bpp  # 3 bpp: the high-rate learning rates
-    lr, mlp_lr = g.lr_high, g.mlp_lr_high
+    lr, mlp_lr = grid_codec.high_rate_lr(3.0, g), g.mlp_lr_high
     assert calls == [(lr, mlp_lr, None), (lr * g.retry_lr_factor, mlp_lr * g.retry_lr_factor, g.retry_lam_range)]
     assert res.stats.psnr > 25.0
 
@@ -648,3 +648,18 @@ def test_the_mse_after_the_fit_is_taken_chunk_by_chunk_over_every_pixel():
     assert grid_codec._mlp_mse(feats, target, layers) == pytest.approx(want, rel=1e-6)
     assert grid_codec._mlp_mse(feats[:5], target[:5], layers) == pytest.approx(
         float(((mlp_forward(feats[:5], layers) - target[:5]) ** 2).mean()), rel=1e-6)
+
+
+def test_the_latents_learn_faster_at_high_rates():
+    """From 1 bpp on, the latents' learning rate grows as bpp^lr_growth up to lr_growth_max_bpp; up to 1 bpp the
+    settings are those of the Kodak runs (lr below high_rate_bpp, lr_high from there)."""
+    g = GridConfig()
+    shape = GridShape(levels=7, hidden=32, hidden_layers=2, channels=3)
+
+    def lr_at(bpp: float) -> float:
+        return grid_codec.fit_settings(CodecConfig(rate=RateConfig(bpp=bpp)), shape, bpp, torch.device("cpu")).lr
+
+    assert lr_at(0.5) == g.lr
+    assert lr_at(g.high_rate_bpp) == lr_at(1.0) == g.lr_high
+    assert lr_at(2.0) == pytest.approx(g.lr_high * 2.0 ** g.lr_growth)
+    assert g.lr_high < lr_at(2.0) < lr_at(3.0) < lr_at(4.0) == lr_at(8.0)
