@@ -148,3 +148,21 @@ def test_eval_tune_sets_pranc_fit_and_keeps_its_cache_apart():
     assert "psnr tune" in psnr.description and "balanced tune" in balanced.description
     assert psnr.identity() != balanced.identity()  # part of the cache key
     assert registry(tune="psnr")["direct"].identity() == registry()["direct"].identity()  # not a grid codec
+
+
+def test_figure_axes_cover_the_neural_codecs_measured_rates():
+    """The figure's rate axis reaches past the highest rate a neural codec was run at (a run at 2 and 4 bpp is
+    drawn, not cut off at Kodak's 1.25), whatever rates JPEG's sweep or the published curves reach; the PSNR axis
+    widens to the highest point drawn."""
+    from pranc_codec.evaluation.report import MIN_AXIS_BPP, PSNR_AXIS, axis_limits
+
+    def curve(bpp, psnr):
+        return {"results": {"bpp": bpp, "psnr-rgb": psnr}}
+
+    jpeg = curve([0.2, 1.0, 3.4], [24.0, 32.9, 40.6])
+    low = curve([0.125, 0.25, 0.5, 1.0], [26.8, 28.8, 31.3, 34.8])
+    assert axis_limits([low], [low, jpeg]) == (MIN_AXIS_BPP, PSNR_AXIS[1])
+    assert axis_limits([], [jpeg]) == (MIN_AXIS_BPP, PSNR_AXIS[1])
+    high = curve([2.05, 3.96], [39.2, 43.3])
+    max_bpp, top = axis_limits([high], [high, jpeg])
+    assert 3.96 < max_bpp < 4.5 and top == 45.0

@@ -72,7 +72,7 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
                  threads, out, cache, method, cached_only, compare, as_json, quiet) -> None:
     """Measure rate–distortion of pranc and reference codecs; write curves, tables and a figure."""
     from .codecs import registry
-    from .report import bd_table, plot, points_table
+    from .report import axis_limits, bd_table, plot, points_table
     from .runner import ImageItem, aggregate, dataset as list_images, load_curves, run
     from .provenance import file_digest
 
@@ -145,7 +145,9 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
         c["name"] = f"{c['name']} [{Path(path).parent.name}]"  # e.g. "pranc [results-siren]"
         c["earlier"] = str(path)
         earlier.append(c)
-    plot(curves + earlier, published, out_dir / "rd.png",
+    neural = [c for c, codec in zip(curves, chosen) if codec.heavy] + earlier
+    max_bpp, psnr_top = axis_limits(neural, curves + earlier + published)
+    plot(curves + earlier, published, out_dir / "rd.png", max_bpp=max_bpp, psnr_top=psnr_top,
          title=f"{data_dir.name}: {len(items)} images" + (f", {crop_wh[0]}x{crop_wh[1]} crops" if crop_wh else ""))
     md = [f"# Rate–distortion: {len(items)} images from `{data_dir.name}`"
           + (f" ({crop_wh[0]}x{crop_wh[1]} centre crops)" if crop_wh else ""), "",

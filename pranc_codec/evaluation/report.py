@@ -1,6 +1,7 @@
 """Markdown tables and the figure from aggregated curves."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,25 @@ def points_table(curve: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+MIN_AXIS_BPP = 1.25  # the rate axis spans at least Kodak's usual 0-1 bpp (and the published curves there)
+AXIS_MARGIN = 1.1  # and 10 % past the highest rate a neural codec was measured at
+PSNR_AXIS = (20.0, 40.0)  # dB, widened upward in steps of 5 to the highest point drawn
+
+
+def axis_limits(neural: list[dict[str, Any]], curves: list[dict[str, Any]]) -> tuple[float, float]:
+    """(largest bpp, largest PSNR in dB) of the figure's axes: the rate axis covers every point of the ``neural``
+    curves (a run at 2 and 4 bpp is drawn, not cut off at 1.25), the PSNR axis every point of ``curves`` within it."""
+    top_bpp = max([b for c in neural for b in c["results"]["bpp"]], default=0.0)
+    max_bpp = max(MIN_AXIS_BPP, AXIS_MARGIN * top_bpp)
+    peak = max([v for c in curves for b, v in zip(c["results"]["bpp"], c["results"].get("psnr-rgb") or [])
+                if v is not None and b <= max_bpp], default=PSNR_AXIS[1])
+    return max_bpp, max(PSNR_AXIS[1], 5.0 * math.ceil(peak / 5.0))
+
+
 def plot(measured: list[dict[str, Any]], published: list[dict[str, Any]], path: Path,
-         max_bpp: float = 1.25, title: str = "Kodak") -> None:
-    """PSNR and MS-SSIM panels: measured curves solid, published anchors dashed."""
+         max_bpp: float = MIN_AXIS_BPP, title: str = "Kodak", psnr_top: float = PSNR_AXIS[1]) -> None:
+    """PSNR and MS-SSIM panels: measured curves solid, published anchors dashed, bpp up to ``max_bpp`` and PSNR
+    up to ``psnr_top`` dB (:func:`axis_limits`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +95,7 @@ def plot(measured: list[dict[str, Any]], published: list[dict[str, Any]], path: 
         ax.set_ylabel(label)
         ax.set_xlim(0, max_bpp)
         ax.grid(alpha=0.3)
-    axes[0].set_ylim(20, 40)
+    axes[0].set_ylim(PSNR_AXIS[0], psnr_top)
     axes[1].set_ylim(0.8, 1.0)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
