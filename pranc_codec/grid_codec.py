@@ -304,7 +304,7 @@ def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, devic
     its steps."""
     g = config.grid
     if config.rate.bpp >= g.high_rate_bpp:
-        g = replace(g, lr=high_rate_lr(config.rate.bpp, g), mlp_lr=g.mlp_lr_high)
+        g = replace(g, lr=high_rate_lr(config.rate.bpp, g), scale_lr=g.lr_high, mlp_lr=g.mlp_lr_high)
     if not fits_finest(g, latent_bpp, shape.levels) and device.type == "cpu":
         g = replace(g, steps=round(g.steps * g.coarse_step_factor))
     return g
@@ -340,7 +340,9 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     mse = _fit_mse(feats, pixels, fit, shape)
     if _collapsed(mse, pixels):
         cb = progress("fit (retry)", cfg.steps) if progress else None
-        retry = replace(cfg, lr=cfg.lr * cfg.retry_lr_factor, mlp_lr=cfg.mlp_lr * cfg.retry_lr_factor)
+        f = cfg.retry_lr_factor
+        retry = replace(cfg, lr=cfg.lr * f, mlp_lr=cfg.mlp_lr * f,
+                        scale_lr=None if cfg.scale_lr is None else cfg.scale_lr * f)
         fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range, pix_w=pix_w)
         latents = [torch.round(g).cpu() for g in fit.latents]
         feats = _features(latents, width, n)

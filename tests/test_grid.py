@@ -651,15 +651,20 @@ def test_the_mse_after_the_fit_is_taken_chunk_by_chunk_over_every_pixel():
 
 
 def test_the_latents_learn_faster_at_high_rates():
-    """From 1 bpp on, the latents' learning rate grows as bpp^lr_growth up to lr_growth_max_bpp; up to 1 bpp the
-    settings are those of the Kodak runs (lr below high_rate_bpp, lr_high from there)."""
+    """From 1 bpp on, the latents' learning rate grows as bpp^lr_growth up to lr_growth_max_bpp, while their
+    entropy model's scales stay at lr_high; up to 1 bpp the settings are those of the Kodak runs (lr below
+    high_rate_bpp, lr_high from there)."""
     g = GridConfig()
     shape = GridShape(levels=7, hidden=32, hidden_layers=2, channels=3)
 
-    def lr_at(bpp: float) -> float:
-        return grid_codec.fit_settings(CodecConfig(rate=RateConfig(bpp=bpp)), shape, bpp, torch.device("cpu")).lr
+    def settings(bpp: float) -> GridConfig:
+        return grid_codec.fit_settings(CodecConfig(rate=RateConfig(bpp=bpp)), shape, bpp, torch.device("cpu"))
 
-    assert lr_at(0.5) == g.lr
-    assert lr_at(g.high_rate_bpp) == lr_at(1.0) == g.lr_high
+    def lr_at(bpp: float) -> float:
+        return settings(bpp).lr
+
+    assert lr_at(0.5) == g.lr and settings(0.5).scale_lr is None  # the entropy model's scales learn at lr
+    assert lr_at(g.high_rate_bpp) == lr_at(1.0) == g.lr_high == settings(1.0).scale_lr
     assert lr_at(2.0) == pytest.approx(g.lr_high * 2.0 ** g.lr_growth)
     assert g.lr_high < lr_at(2.0) < lr_at(3.0) < lr_at(4.0) == lr_at(8.0)
+    assert settings(4.0).scale_lr == g.lr_high  # the scales do not speed up with the latents

@@ -156,7 +156,7 @@ def test_cli_psnr_target_end_to_end(tmp_path):
     r = runner.invoke(main, ["encode", str(png), "-o", str(out), "--psnr", "30", "--steps", "150", "--threads", "1",
                              "--json"])
     assert r.exit_code == 0, r.output
-    s = json.loads(r.output)
+    s = json.loads(r.stdout)  # a warning, if any, goes to stderr
     assert s["target_psnr"] == 30 and 1 <= s["passes"] <= 3
     decoded = decode(out.read_bytes())
     assert psnr(np.asarray(Image.open(png)), decoded) == pytest.approx(s["psnr"], abs=1e-9)
