@@ -123,9 +123,9 @@ class GridConfig:
     coarse_step_factor: float = 1.72  # 1.82 before session 16's cheaper step, which saved less here (U1)
     lr: float = 0.05  # latents (and their entropy-model scales); 0.1 stalls (ABLATIONS.md K)
     # The entropy-model scales' own learning rate (None: lr). Above 1 bpp the latents learn faster (lr_growth
-    # below) but the scales stay at lr_high: at the latents' 0.165 and 0.2 they made fits fall apart (a 48 x 64
-    # picture at 2.63 bpp: 24.5 dB against 33.4 at 0.08, and two of four Kodak files at 1 bpp with 0.2), and
-    # at 0.08 the same fits reached 34.1 and 34.5 dB (ABLATIONS.md AH5).
+    # below) but the scales stay at lr_high (grid_codec.fit_settings): at the latents' 0.165 and 0.2 they made a
+    # fit fall apart (a 48 x 64 picture at 2.63 bpp: 24.5 dB against 33.4 at 0.08), and at 0.08 the same fits
+    # reached 34.1 and 34.5 dB (ABLATIONS.md AH5).
     scale_lr: float | None = None
     # High rates want larger latents sooner: from high_rate_bpp on, the latents learn at
     # lr_high (+0.45 to +0.6 dB on three of four images at 1 bpp, level on the fourth;

@@ -369,7 +369,7 @@ def test_a_collapsed_fit_is_redone_gently(monkeypatch, grid_image):
     real = gc.fit_grid
 
     def fake(image, shape, cfg, latent_bpp, progress=None, lam_range=None, pix_w=None):
-        calls.append((cfg.lr, cfg.mlp_lr, lam_range))
+        calls.append((cfg.lr, cfg.mlp_lr, cfg.scale_lr, lam_range))
         if len(calls) == 1:  # a dead network: zero latents and weights, mid-grey everywhere
             h, w = image.shape[:2]
             return GridFit([torch.zeros(a, b) for a, b in shape.level_dims(h, w)],
@@ -380,8 +380,8 @@ def test_a_collapsed_fit_is_redone_gently(monkeypatch, grid_image):
     res = encode(grid_image, GRID_FAST)
     g = GRID_FAST.grid
     assert GRID_FAST.rate.bpp >= g.high_rate_bpp  # 3 bpp: the high-rate learning rates
-    lr, mlp_lr = grid_codec.high_rate_lr(3.0, g), g.mlp_lr_high
-    assert calls == [(lr, mlp_lr, None), (lr * g.retry_lr_factor, mlp_lr * g.retry_lr_factor, g.retry_lam_range)]
+    lr, mlp_lr, scale_lr, f = grid_codec.high_rate_lr(3.0, g), g.mlp_lr_high, g.lr_high, g.retry_lr_factor
+    assert calls == [(lr, mlp_lr, scale_lr, None), (lr * f, mlp_lr * f, scale_lr * f, g.retry_lam_range)]
     assert res.stats.psnr > 25.0
 
 
