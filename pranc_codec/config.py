@@ -6,7 +6,7 @@ header (see ``FORMAT.md``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
 
 
@@ -205,6 +205,11 @@ class GridConfig:
     slope_db: tuple[float, ...] = (1.99, 2.22, 3.21)
     seed: int = 0  # initialisation and minibatches (encoder only)
 
+    @property
+    def effective_scale_lr(self) -> float:
+        """The entropy-model scales' learning rate: ``scale_lr``, or ``lr`` when that is unset."""
+        return self.lr if self.scale_lr is None else self.scale_lr
+
 
 @dataclass(frozen=True)
 class FilterConfig:
@@ -374,20 +379,23 @@ def apply_overrides(config: CodecConfig, assignments: list[str]) -> CodecConfig:
         if not sep:
             raise ValueError(f"override {item!r} is not of the form section.field=value")
         parts = key.strip().split(".")
-        if len(parts) == 1:
-            config = replace(config, **{parts[0]: _parse(getattr(config, parts[0], None), raw, key)})
-            continue
-        if len(parts) != 2 or not hasattr(config, parts[0]):
+        if len(parts) > 2 or (len(parts) == 2 and not hasattr(config, parts[0])):
             raise ValueError(f"unknown setting {key!r}")
-        section = getattr(config, parts[0])
-        if not hasattr(section, parts[1]):
+        owner = config if len(parts) == 1 else getattr(config, parts[0])
+        declared = _declared(owner, parts[-1])
+        if not declared:  # not a field (a property such as effective_scale_lr, or nothing)
             raise ValueError(f"unknown setting {key!r}")
-        value = _parse(getattr(section, parts[1]), raw, key)
-        config = replace(config, **{parts[0]: replace(section, **{parts[1]: value})})
+        changed = replace(owner, **{parts[-1]: _parse(getattr(owner, parts[-1]), raw, key, declared)})
+        config = changed if len(parts) == 1 else replace(config, **{parts[0]: changed})
     return config
 
 
-def _parse(current: object, raw: str, key: str) -> object:
+def _declared(obj: object, name: str) -> str:
+    """The type a dataclass declares for its field ``name``, as written (e.g. ``"float | None"``); "" if none."""
+    return next((str(f.type) for f in fields(obj) if f.name == name), "")
+
+
+def _parse(current: object, raw: str, key: str, declared: str = "") -> object:
     raw = raw.strip()
     try:
         if isinstance(current, IntEnum):
@@ -402,8 +410,8 @@ def _parse(current: object, raw: str, key: str) -> object:
             return float(raw)
         if isinstance(current, tuple):  # comma-separated, each parsed as the default's items
             return tuple(_parse(current[0], part, key) for part in raw.split(","))
-        if current is None:  # optional int fields (width)
-            return None if raw.lower() == "none" else int(raw)
+        if current is None:  # optional fields (width: int | None, grid.scale_lr: float | None)
+            return None if raw.lower() == "none" else (float if "float" in declared else int)(raw)
         return raw
     except (KeyError, ValueError):
         raise ValueError(f"bad value {raw!r} for {key}") from None

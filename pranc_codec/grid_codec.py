@@ -341,8 +341,7 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     if _collapsed(mse, pixels):
         cb = progress("fit (retry)", cfg.steps) if progress else None
         f = cfg.retry_lr_factor
-        retry = replace(cfg, lr=cfg.lr * f, mlp_lr=cfg.mlp_lr * f,
-                        scale_lr=None if cfg.scale_lr is None else cfg.scale_lr * f)
+        retry = replace(cfg, lr=cfg.lr * f, mlp_lr=cfg.mlp_lr * f, scale_lr=cfg.effective_scale_lr * f)
         fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range, pix_w=pix_w)
         latents = [torch.round(g).cpu() for g in fit.latents]
         feats = _features(latents, width, n)

@@ -52,6 +52,16 @@ def test_apply_overrides_types_and_errors():
             apply_overrides(CodecConfig(), [bad])
 
 
+def test_apply_overrides_optional_floats_and_non_fields():
+    """An optional float field takes a float (or none); a property or an unknown top-level name is an unknown
+    setting (ValueError, which the CLI reports in one line), not a TypeError from the dataclass."""
+    assert apply_overrides(CodecConfig(), ["grid.scale_lr=0.1"]).grid.scale_lr == 0.1
+    assert apply_overrides(CodecConfig(), ["grid.scale_lr=none"]).grid.scale_lr is None
+    for bad in ["grid.effective_scale_lr=0.1", "nothing=1", "width=1.5"]:
+        with pytest.raises(ValueError):
+            apply_overrides(CodecConfig(), [bad])
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path):
     d = tmp_path / "set"
