@@ -419,6 +419,38 @@ def batch_size(cfg: GridConfig, pixels: int) -> int:
     return min(pixels, round(cfg.batch_pixels * scale))
 
 
+def revive_dead_units(feats: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]], opt: FusedAdam,
+                      gen: torch.Generator) -> int:
+    """Give every hidden ReLU unit that is zero on all of a batch's pixels fresh inputs; returns how many.
+
+    feats: (levels, B) the batch's features; layers: the MLP's (W (out, in), b (out,)) tensors, changed in
+    place. A dead unit has no gradient and never comes back, yet its weights are still coded. The revived
+    unit gets new incoming weights (drawn as at init), a bias that makes it active on half the batch, and
+    zero outgoing weights, so the MLP's output is unchanged and the fit lets the unit in gradually. Its
+    entries' Adam moments restart: the first moment at zero, the second at its tensor's mean, so its first
+    steps are as large as its neighbours' (a zero second moment would make them ~3x lr).
+    """
+    h, count = feats, 0
+    for i, (W, b) in enumerate(layers[:-1]):
+        pre = torch.addmm(b[:, None], W, h)
+        dead = (pre <= 0).all(dim=1).nonzero().reshape(-1)
+        if len(dead):
+            count += len(dead)
+            bound = 1.0 / math.sqrt(W.shape[1])
+            W[dead] = ((torch.rand(len(dead), W.shape[1], generator=gen) * 2 - 1) * bound).to(W.device)
+            b[dead] = -torch.quantile(W[dead] @ h, 0.5, dim=1)
+            W_next = layers[i + 1][0]
+            W_next[:, dead] = 0.0
+            for p, sel in ((W, (dead,)), (b, (dead,)), (W_next, (slice(None), dead))):
+                s = opt.state.get(p)
+                if s is not None:
+                    s[0][sel] = 0.0
+                    s[1][sel] = s[1].mean()
+            pre = torch.addmm(b[:, None], W, h)
+        h = pre.relu_()
+    return count
+
+
 def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp: float,
              progress: Progress | None = None, lam_range: float | None = None,
              pix_w: torch.Tensor | None = None) -> GridFit:
@@ -514,6 +546,10 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
                 continue
             log_b.grad = g_log_b
         opt.step()
+        if cfg.revive_every and step % cfg.revive_every == cfg.revive_every - 1 and not ste:
+            with torch.no_grad():
+                revive_dead_units(sample_levels([y.detach() for y in ys], (idx // W).float(), (idx % W).float()),
+                                  layers, opt, gen)
         if progress is not None and (step + 1) % report_every == 0:
             progress(report_every, value)
     if progress is not None and cfg.steps % report_every:
