@@ -125,6 +125,15 @@ def test_eval_pillow_codecs_outputs_and_cache(tmp_path, tiny_dataset):
     assert "2 tasks not run" in r3.output
     (jp,) = json.loads(r3.stdout.strip().splitlines()[-1])
     assert jp["results"]["point"] == [10, 50]
+    # and draws no curve for a neural codec none of whose points are cached (was a KeyError in the figure's axes)
+    r4 = CliRunner().invoke(main, ["eval", "--dataset", str(data), "--anchors", str(anchors), "--out",
+                                   str(tmp_path / "out4"), "--cache", str(tmp_path / "cache"), "--codecs", "pranc,jpeg",
+                                   "--bpp", "0.5", "--qualities", "10,50", "--cached-only", "--json"],
+                         catch_exceptions=False)
+    assert r4.exit_code == 0 and "2 tasks not run" in r4.output
+    pranc, jp = json.loads(r4.stdout.strip().splitlines()[-1])
+    assert pranc["results"] == {} and jp["results"]["point"] == [10, 50]
+    assert (tmp_path / "out4" / "rd.png").exists()
 
 
 def test_eval_rejects_bad_dataset_and_codec(tmp_path, tiny_dataset):
@@ -176,3 +185,5 @@ def test_figure_axes_cover_the_neural_codecs_measured_rates():
     high = curve([2.05, 3.96], [39.2, 43.3])
     max_bpp, top = axis_limits([high], [high, jpeg])
     assert 3.96 < max_bpp < 4.5 and top == 45.0
+    empty = {"results": {}}  # a --cached-only report of points the cache does not hold (was a KeyError)
+    assert axis_limits([empty, high], [empty, high, jpeg]) == (max_bpp, top)

@@ -56,9 +56,10 @@ PSNR_AXIS = (20.0, 40.0)  # dB, widened upward in steps of 5 to the highest poin
 def axis_limits(neural: list[dict[str, Any]], curves: list[dict[str, Any]]) -> tuple[float, float]:
     """(largest bpp, largest PSNR in dB) of the figure's axes: the rate axis covers every point of the ``neural``
     curves (a run at 2 and 4 bpp is drawn, not cut off at 1.25), the PSNR axis every point of ``curves`` within it."""
-    top_bpp = max([b for c in neural for b in c["results"]["bpp"]], default=0.0)
+    # (a curve may be empty: a --cached-only report of points not in the cache)
+    top_bpp = max([b for c in neural for b in c["results"].get("bpp") or []], default=0.0)
     max_bpp = max(MIN_AXIS_BPP, AXIS_MARGIN * top_bpp)
-    peak = max([v for c in curves for b, v in zip(c["results"]["bpp"], c["results"].get("psnr-rgb") or [])
+    peak = max([v for c in curves for b, v in zip(c["results"].get("bpp") or [], c["results"].get("psnr-rgb") or [])
                 if v is not None and b <= max_bpp], default=PSNR_AXIS[1])
     return max_bpp, max(PSNR_AXIS[1], 5.0 * math.ceil(peak / 5.0))
 
