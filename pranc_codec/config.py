@@ -181,17 +181,17 @@ class GridConfig:
     # level in, each of its latents reached once in ~48 steps) 0.1 held the rate 2-3 % under its budget all fit
     # long; 0.2 halves that lag, level at equal rate on eight Kodak images (ABLATIONS.md X4)
     gain: float = 0.2
+    # Every revive_every steps of the noisy phase, hidden units of the MLP that are zero on the whole batch get
+    # fresh inputs (grid_fit.revive_dead_units; 0 = never). Without it 13-19 of the 32 units of the second layer
+    # were dead at the end of Kodak fits, and a 4-wide MLP on a 48 x 64 picture lost all but two and with them
+    # the colours (18 dB instead of 27 at 1.5 bpp). On Kodak's 24 at equal rate: +0.06 / +0.11 / +0.10 / +0.22 /
+    # +0.23 / +0.47 dB at 0.125 / 0.25 / 0.5 / 1 / 2 / 4 bpp, 140 of 144 files ahead, in the same time; every 25
+    # steps did no better, and no unit died after half the fit (ABLATIONS.md AI).
+    revive_every: int = 100
     # Collapse guard: a fit whose MSE is over half that of the flat mean-colour picture
     # (within 3 dB of it) is redone once at retry_lr_factor x the learning rates, with
     # lambda kept within retry_lam_range of its start. Seen with lr 0.08 at 0.125 bpp:
     # lambda wound up 10^7-fold and every latent died (ABLATIONS.md L14).
-    # Every revive_every steps of the noisy phase, hidden units of the MLP that are zero on the whole batch get
-    # fresh inputs (grid_fit.revive_dead_units; 0 = never). Without it 13-19 of the 32 units of the second layer
-    # were dead at the end of Kodak fits, and a 4-wide MLP on a 48 x 64 picture lost all but two and with them
-    # the colours (18 dB instead of 27 at 1.5 bpp). On four Kodak images at equal rate: +0.04 / +0.13 / +0.10 /
-    # +0.25 dB at 0.125 / 0.25 / 0.5 / 1 bpp, all 16 files ahead in PSNR and MS-SSIM, same time; every 25 steps
-    # did no better, and no unit died after half the fit (ABLATIONS.md AI).
-    revive_every: int = 100
     retry_lr_factor: float = 0.5
     retry_lam_range: float = 16.0
     # The MLP's weights are quantized with step max|w| / 2^(bits-1) per layer; the

@@ -512,7 +512,8 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
             off = int(torch.randint(0, total, (1,), generator=gen))
             ys = grids[:first] + [y + u.view_as(y) for y, u in zip(free, noise_buf[off: off + total].split(sizes))]
         idx = torch.randint(0, n, (batch,), generator=gen).to(device)
-        pred = mlp_forward_t(sample_levels(ys, (idx // W).float(), (idx % W).float()), layers)
+        feats = sample_levels(ys, (idx // W).float(), (idx % W).float())  # (levels, batch)
+        pred = mlp_forward_t(feats, layers)
         rows = table.index_select(0, idx).t()  # (C or 2C, batch): colour, then weights
         ref = rows[:C]
         loss = F.mse_loss(pred, ref) if pix_w is None else ((pred - ref).square() * rows[C:]).mean()
@@ -548,8 +549,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
         opt.step()
         if cfg.revive_every and step % cfg.revive_every == cfg.revive_every - 1 and not ste:
             with torch.no_grad():
-                revive_dead_units(sample_levels([y.detach() for y in ys], (idx // W).float(), (idx % W).float()),
-                                  layers, opt, gen)
+                revive_dead_units(feats.detach(), layers, opt, gen)
         if progress is not None and (step + 1) % report_every == 0:
             progress(report_every, value)
     if progress is not None and cfg.steps % report_every:
