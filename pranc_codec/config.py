@@ -181,6 +181,11 @@ class GridConfig:
     # level in, each of its latents reached once in ~48 steps) 0.1 held the rate 2-3 % under its budget all fit
     # long; 0.2 halves that lag, level at equal rate on eight Kodak images (ABLATIONS.md X4)
     gain: float = 0.2
+    # and never further than this factor from its start. A budget the fit cannot reach winds lambda up e^0.2
+    # per rate step without end: a 5 x 7 picture at 4 bpp, whose header alone is over its budget, passed
+    # float32's 3.4e38 and the encode failed. 10^12 is far past any wind-up that left a fit worth keeping
+    # (L14's collapse: 10^7); the golden encodes are unchanged.
+    lam_max_range: float = 1e12
     # Every revive_every steps of the noisy phase, hidden units of the MLP that are zero on the whole batch get
     # fresh inputs (grid_fit.revive_dead_units; 0 = never). Without it 13-19 of the 32 units of the second layer
     # were dead at the end of Kodak fits, and a 4-wide MLP on a 48 x 64 picture lost all but two and with them

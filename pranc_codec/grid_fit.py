@@ -456,7 +456,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
              pix_w: torch.Tensor | None = None) -> GridFit:
     """Fit latents and MLP to ``image`` (H, W, C) float in [0, 1] for ``latent_bpp`` bits per pixel of latents.
 
-    ``lam_range``: keep lambda within [start / lam_range, start x lam_range] (None: unbounded). ``pix_w``: the
+    ``lam_range``: keep lambda within [start / lam_range, start x lam_range] (None: ``cfg.lam_max_range``). ``pix_w``: the
     :func:`pixel_weights` of ``image``, (C, H W) on its device, if the caller has them (computed here otherwise).
     """
     H, W, C = image.shape
@@ -535,8 +535,8 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
                 r = zeroth * context_ratio / n
                 step_log = math.log(max(r, 1e-6) / max(latent_bpp, 1e-6))
                 lam *= math.exp(cfg.gain * max(-1.0, min(1.0, step_log)))
-                if lam_range is not None:
-                    lam = min(max(lam, lam0 / lam_range), lam0 * lam_range)
+                bound = cfg.lam_max_range if lam_range is None else min(lam_range, cfg.lam_max_range)
+                lam = min(max(lam, lam0 / bound), lam0 * bound)
         opt.zero_grad()
         if not torch.isfinite(loss):  # never let one bad step poison the latents (they are the file)
             continue
