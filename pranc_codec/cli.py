@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from .config import TUNES, GridConfig
 from .errors import InputError, PrancError, require_positive
 
 
+DEBUG_ENV = "PRANC_DEBUG"  # set: an internal error shows its traceback
 _BARS: list = []  # live progress bars, closed before an error so it starts on its own line
 
 
@@ -49,6 +51,12 @@ def _errors() -> Iterator[None]:
         _fail(str(e) or "interrupted; no output written", 130)  # a batch says how many files it wrote
     except MemoryError:
         _fail("out of memory", 4)
+    except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise  # click's own (usage errors, --help's exit): click prints them (Exit and Abort are RuntimeErrors)
+    except Exception as e:  # a bug, not bad input: still one line, and no partial output (writes are atomic)
+        if os.environ.get(DEBUG_ENV):
+            raise
+        _fail(f"internal error ({type(e).__name__}: {e}); please report it, {DEBUG_ENV}=1 shows where", 70)
 
 
 def _protected(input: str) -> tuple[str, ...]:

@@ -401,3 +401,22 @@ def test_decode_writes_the_lossless_format_its_suffix_names_and_refuses_lossy_on
     for name in ("a.jpg", "a.webp", "a.xyz"):
         line = _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / name)]), 2)
         assert "losslessly" in line and not (tmp_path / name).exists()
+
+
+def test_an_internal_error_is_one_line_and_exit_70(runner, tmp_path, png, monkeypatch):
+    """A bug (an exception that is not a PrancError) still ends in one line on stderr, exit code 70 and no
+    output file; PRANC_DEBUG=1 lets it through with its traceback."""
+    import pranc_codec.codec as codec
+
+    def broken(image, config, **kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(codec, "encode", broken)
+    out = tmp_path / "x.prc"
+    line = _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(out), *FAST_ARGS]), 70)
+    assert "internal error (RuntimeError: boom)" in line and "PRANC_DEBUG=1" in line
+    assert not out.exists()
+    monkeypatch.setenv("PRANC_DEBUG", "1")
+    r = runner.invoke(main, ["encode", str(png), "-o", str(out), *FAST_ARGS])
+    assert isinstance(r.exception, RuntimeError) and str(r.exception) == "boom"
+    assert runner.invoke(main, ["encode", "--help"]).exit_code == 0  # click's own exits pass through
