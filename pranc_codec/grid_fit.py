@@ -32,7 +32,7 @@ from .bitstream import MODEL_BITS
 from .config import GridConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, buckets, contexts, split
 from .fit import lr_at
-from .latent import GridShape, init_mlp, mlp_forward_t, sample_levels, split_params
+from .latent import GridShape, init_mlp, init_uniform, mlp_forward_t, sample_levels, split_params
 from .optim import FusedAdam
 from .metrics import MS_SSIM_WEIGHTS, SSIM_SIGMA, SSIM_WINDOW
 
@@ -436,8 +436,7 @@ def revive_dead_units(feats: torch.Tensor, layers: list[tuple[torch.Tensor, torc
         dead = (pre <= 0).all(dim=1).nonzero().reshape(-1)
         if len(dead):
             count += len(dead)
-            bound = 1.0 / math.sqrt(W.shape[1])
-            W[dead] = ((torch.rand(len(dead), W.shape[1], generator=gen) * 2 - 1) * bound).to(W.device)
+            W[dead] = init_uniform(len(dead) * W.shape[1], W.shape[1], gen).view(len(dead), -1).to(W.device)
             b[dead] = -torch.quantile(W[dead] @ h, 0.5, dim=1)
             W_next = layers[i + 1][0]
             W_next[:, dead] = 0.0
@@ -481,6 +480,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
                     betas=(0.9, cfg.adam_beta2))
     base = [g["lr"] for g in opt.param_groups]
     lam = lam0 = initial_lambda(cfg, latent_bpp)
+    lam_bound = cfg.lam_max_range if lam_range is None else min(lam_range, cfg.lam_max_range)
     batch = batch_size(cfg, n)
     report_every = max(1, cfg.steps // 100)
     ste_from = straight_through_from(cfg)
@@ -535,8 +535,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
                 r = zeroth * context_ratio / n
                 step_log = math.log(max(r, 1e-6) / max(latent_bpp, 1e-6))
                 lam *= math.exp(cfg.gain * max(-1.0, min(1.0, step_log)))
-                bound = cfg.lam_max_range if lam_range is None else min(lam_range, cfg.lam_max_range)
-                lam = min(max(lam, lam0 / bound), lam0 * bound)
+                lam = min(max(lam, lam0 / lam_bound), lam0 * lam_bound)
         opt.zero_grad()
         if not torch.isfinite(loss):  # never let one bad step poison the latents (they are the file)
             continue

@@ -179,10 +179,11 @@ def render(latents: list[torch.Tensor], weights: list[torch.Tensor], shape: Grid
     return out.view(height, width, shape.channels)
 
 
+def init_uniform(count: int, fan_in: int, gen: torch.Generator) -> torch.Tensor:
+    """(count,) weights uniform in +-1/sqrt(fan_in), like torch.nn.Linear's (encoder only)."""
+    return (torch.rand(count, generator=gen) * 2 - 1) * (1.0 / math.sqrt(fan_in))
+
+
 def init_mlp(shape: GridShape, gen: torch.Generator) -> list[torch.Tensor]:
-    """Per-layer flat parameter vectors, uniform(+-1/sqrt(fan_in)) like torch.nn.Linear (encoder only)."""
-    out = []
-    for fi, fo in shape.layer_dims():
-        bound = 1.0 / math.sqrt(fi)
-        out.append((torch.rand(fi * fo + fo, generator=gen) * 2 - 1) * bound)
-    return out
+    """Per-layer flat parameter vectors, :func:`init_uniform` (encoder only)."""
+    return [init_uniform(fi * fo + fo, fi, gen) for fi, fo in shape.layer_dims()]
