@@ -203,18 +203,28 @@ def test_every_truncation_and_bit_flip_of_a_filtered_file_is_refused(version):
             decode(bytes(e))
 
 
+def _grating(height: int = 48, width: int = 64) -> np.ndarray:
+    """A smooth picture under a fine grating (periods of 4 and 5.2 pixels): a short fit leaves it soft."""
+    y, x = np.mgrid[0:height, 0:width]
+    g = 40 * np.sin(2 * np.pi * x / 4) * np.sin(2 * np.pi * y / 5.2)
+    return (smooth_image(height, width, 3, seed=2) * 0.6 + 50 + g[..., None]).clip(0, 255).round().astype(np.uint8)
+
+
 def test_encoder_writes_a_filter_only_when_it_pays():
-    """On a picture the network leaves blurred the encoder keeps a filter (flagged in the header) and the
-    decoder's pixels are what it measured; with the filter off the same fit gives a file without and lower PSNR."""
+    """On a picture the network leaves soft the encoder keeps a filter (flagged in the header) and the
+    decoder's pixels are what it measured; with the filter off the same fit gives a file without and lower PSNR.
+
+    The margin is wide on purpose: with fit seeds 0-13 on the CPU the filter was kept every time, 2.5-4.7 dB
+    ahead. (The earlier noise picture kept it with seed 0 only, and not on CUDA, whose sums differ.)"""
     from pranc_codec.metrics import psnr
 
-    sharp, _ = _blurred(2)
-    cfg = apply_overrides(CodecConfig(), ["rate.bpp=1.5", "grid.steps=300", "grid.batch_pixels=1024"])
+    sharp = _grating()
+    cfg = apply_overrides(CodecConfig(), ["rate.bpp=3", "grid.steps=300", "grid.batch_pixels=1024"])
     on = encode(sharp, cfg)
     off = encode(sharp, apply_overrides(cfg, ["filter.enabled=false"]))
     assert on.data[4] == 8 == off.data[4] and (on.data[5], off.data[5]) == (bitstream.GRID_FLAG_FILTER, 0)
     assert psnr(sharp, decode(on.data)) == on.stats.psnr
-    assert on.stats.psnr > off.stats.psnr
+    assert on.stats.psnr > off.stats.psnr + 1.0
 
 
 def test_info_shows_the_filter(tmp_path):
