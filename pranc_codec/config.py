@@ -216,8 +216,9 @@ class GridConfig:
     # Past 0.707 bpp the table was held at 3.21 dB, where session 30's mean curve climbs 4.31 dB from 1.006 to
     # 2.060 bpp and 4.51 from 2.060 to 3.971: a bit was priced a quarter to a third too low there, the rounding's
     # first sweep spent 5-7 % over the latents' budget and the later ones pulled only part of it back (kodim05 at
-    # 2 bpp: +3.4 %). With those two points (session 31) the 2 bpp files land +0.8 % over instead of +3.1 %, level
-    # at equal rate (ABLATIONS.md AJ2). Below 0.707 the session-17 figures stay, within 11 % of session 30's.
+    # 2 bpp: +3.4 %). With those two points (session 31) Kodak's 24 files at 2 bpp land +0.7 % over on average
+    # instead of +3.0 %, level at equal rate at 1, 2 and 4 bpp (ABLATIONS.md AJ2, RESULTS.md session 31). Below
+    # 0.707 the session-17 figures stay (within 11 % of session 30's), so the files there are unchanged.
     slope_bpp: tuple[float, ...] = (0.177, 0.354, 0.707, 1.440, 2.860)
     slope_db: tuple[float, ...] = (1.99, 2.22, 3.21, 4.31, 4.51)
     seed: int = 0  # initialisation and minibatches (encoder only)
