@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from .config import BasisKind
-from .context import MAX_BUCKETS, PASSES
+from .basis import EXPANSION_ONE, SubspaceSpec
 from .entropy import COMPACT_BOUNDS, COMPACT_DECAYS, MAX_BOUND, LaplaceModel, compact_indexes
 from .errors import FormatError, LimitError
-from .inr import SirenShape
-from .latent import GridShape
-from .loop_filter import HEADER_BITS as FILTER_HEADER_BITS
-from .loop_filter import MAX_SHIFT, TAPS, num_coefs
-from .subspace import EXPANSION_ONE, SubspaceSpec
+from .shapes import HEADER_BITS as FILTER_HEADER_BITS
+from .shapes import MAX_BUCKETS, MAX_SHIFT, PASSES, TAPS, GridShape, SirenShape, num_coefs
 from .tiling import TileGrid
 
 MAGIC = b"PRNC"

@@ -372,13 +372,12 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
 
 def _info_fields(input: str) -> dict:
     """The header fields of one .prc file, for ``info``."""
-    from .codec import read_header
+    # the container alone: no torch to load (shapes.py), so a header prints in a fraction of a second
+    from .bitstream import GridHeader, parse
     from .image_io import read_bytes
 
-    from .bitstream import GridHeader
-
     data = read_bytes(input)
-    h = read_header(data)
+    h = parse(data)[0]
     common = {"file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
               "version": data[4], "width": h.width, "height": h.height, "channels": h.channels}
     if isinstance(h, GridHeader):

@@ -23,7 +23,8 @@ from .inr import SirenShape, render, width_for_params
 from .tiling import TileGrid
 from .metrics import ms_ssim, psnr
 from .quantization import coef_steps, dequantize, quantize, shifts_for
-from .subspace import EXPANSION_ONE, Subspace, SubspaceSpec, reconstruct
+from .basis import EXPANSION_ONE, SubspaceSpec
+from .subspace import Subspace, reconstruct
 
 # (phase name, total units[, unit name, "step" by default]) announcement, then per-unit progress.
 ProgressFactory = Callable[..., Callable[[int, float], None]]

@@ -27,11 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-PASSES = 3  # model groups per level: S0, S1, S2 + S3
-SUBLATTICES = ((0, 0), (1, 1), (0, 1), (1, 0))  # (row, column) offset of S0 .. S3
-PASS_OF = (0, 1, 2, 2)
-EDGES = (1, 2, 3, 4, 6, 8, 12, 16, 24)  # bucket edges on the context (sum of neighbour magnitudes)
-MAX_BUCKETS = len(EDGES) + 1
+from .shapes import EDGES, MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES  # noqa: F401 (re-exported)
+
 CLIP = 1 << 24  # latents are clipped to +-CLIP for contexts: sums of four fit in int32
 
 # Neighbours of S1 .. S3 as (sublattice, row shift, column shift) in sublattice

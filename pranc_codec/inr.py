@@ -7,45 +7,9 @@ they are produced by the PRANC reparametrization (see ``subspace.py``).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass(frozen=True)
-class SirenShape:
-    """Geometry of the network; fully determined by header fields."""
-
-    width: int
-    hidden_layers: int
-    channels: int
-    omega0: float
-
-    def layer_dims(self) -> list[tuple[int, int]]:
-        """(fan_in, fan_out) of each linear layer, input first."""
-        dims = [(2, self.width)]
-        dims += [(self.width, self.width)] * (self.hidden_layers - 1)
-        dims.append((self.width, self.channels))
-        return dims
-
-    def layer_sizes(self) -> list[int]:
-        """Parameters per layer (weight matrix + bias)."""
-        return [fi * fo + fo for fi, fo in self.layer_dims()]
-
-    @property
-    def num_params(self) -> int:
-        return sum(self.layer_sizes())
-
-    def init_bounds(self) -> list[float]:
-        """Half-width of SIREN's uniform initialisation, per layer."""
-        bounds = []
-        for i, (fan_in, _) in enumerate(self.layer_dims()):
-            if i == 0:
-                bounds.append(1.0 / fan_in)
-            else:
-                bounds.append(math.sqrt(6.0 / fan_in) / self.omega0)
-        return bounds
+from .shapes import SirenShape
 
 
 def width_for_params(n: int, hidden_layers: int, channels: int, lo: int, hi: int) -> int:

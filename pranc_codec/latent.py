@@ -23,40 +23,11 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class GridShape:
-    """Geometry of the latent-grid network; fully determined by header fields."""
-
-    levels: int  # latent grids, finest (full resolution) first
-    hidden: int  # MLP width
-    hidden_layers: int  # ReLU layers of the MLP
-    channels: int
-
-    def level_dims(self, height: int, width: int) -> list[tuple[int, int]]:
-        """(rows, cols) of every latent grid."""
-        return [(-(-height // 2 ** l), -(-width // 2 ** l)) for l in range(self.levels)]
-
-    def num_latents(self, height: int, width: int) -> int:
-        return sum(h * w for h, w in self.level_dims(height, width))
-
-    def layer_dims(self) -> list[tuple[int, int]]:
-        """(fan_in, fan_out) of each linear layer of the MLP, input first."""
-        dims = [(self.levels, self.hidden)] + [(self.hidden, self.hidden)] * (self.hidden_layers - 1)
-        return dims + [(self.hidden, self.channels)]
-
-    def layer_sizes(self) -> list[int]:
-        """Parameters per layer: weight matrix (fan_out x fan_in, row-major), then bias."""
-        return [fi * fo + fo for fi, fo in self.layer_dims()]
-
-    @property
-    def num_params(self) -> int:
-        return sum(self.layer_sizes())
+from .shapes import GridShape
 
 
 def split_params(flat: list[torch.Tensor], shape: GridShape) -> list[tuple[torch.Tensor, torch.Tensor]]:

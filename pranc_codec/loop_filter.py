@@ -22,7 +22,6 @@ picks the shape and precision that minimise MSE + lambda x bits (none included).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -30,11 +29,8 @@ import torch.nn.functional as F
 
 from . import entropy
 from .config import FilterConfig
+from .shapes import HEADER_BITS, MAX_COEF, num_features, offsets
 
-TAPS = (3, 5, 7)  # filter sides a file may declare (0: no filter)
-MAX_SHIFT = 16
-MAX_COEF = 1 << 24  # |q| of a valid file; keeps every sum far below 2^53
-HEADER_BITS = 8 * 7  # the filter's header fields: taps, symmetric, shift, its model (bitstream._FILTER)
 _ROWS = 1 << 16  # pixels per strip: the feature matrix of a strip is at most 148 x 65536 float64 (78 MB)
 
 
@@ -46,24 +42,6 @@ class LoopFilter:
     symmetric: bool
     shift: int
     coefs: np.ndarray  # int32 (C, num_features(C, taps, symmetric))
-
-
-@lru_cache(maxsize=None)
-def offsets(taps: int, symmetric: bool) -> tuple[tuple[int, int], ...]:
-    """(dy, dx) of one channel's features: all taps^2 offsets row-major, or for a symmetric filter the
-    centre then one offset of each pair (d, -d), the one that comes later in row-major order."""
-    r = taps // 2
-    every = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
-    return tuple(every) if not symmetric else ((0, 0),) + tuple(d for d in every if d > (0, 0))
-
-
-def num_features(channels: int, taps: int, symmetric: bool) -> int:
-    """Coefficients of one output channel: the offsets of every input channel, then the constant."""
-    return channels * len(offsets(taps, symmetric)) + 1
-
-
-def num_coefs(channels: int, taps: int, symmetric: bool) -> int:
-    return 0 if taps == 0 else channels * num_features(channels, taps, symmetric)
 
 
 def _strips(height: int, width: int) -> list[tuple[int, int]]:

@@ -221,6 +221,19 @@ def test_info_shows_several_files_and_goes_on_past_a_bad_one(runner, tmp_path, p
     assert r.exit_code == 0 and r.stdout.count(f"== {prc}") == 2
 
 
+def test_info_reads_headers_without_loading_torch(prc):
+    """``info`` is the container alone (shapes.py, basis.py): torch takes ~2 s to import, a header a few ms."""
+    grid = os.path.join(os.path.dirname(__file__), "data", "golden_v7_filter.prc")
+    code = ("import sys\nfrom pranc_codec.cli import main\n"
+            "try:\n    main(['info', '--json', sys.argv[1], sys.argv[2]])\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('torch' in sys.modules, code)")
+    r = subprocess.run([sys.executable, "-c", code, str(prc), grid], capture_output=True, text=True)
+    *shown, last = r.stdout.splitlines()
+    assert last == "False 0", r.stdout + r.stderr
+    assert [json.loads(s)["network"] for s in shown] == ["siren", "grid"]
+    assert json.loads(shown[1])["loop_filter"]["taps"] in (3, 5, 7)
+
+
 def test_output_directory_missing(runner, tmp_path, png, prc):
     _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "no" / "x.prc"), *FAST_ARGS]), 2)
     _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "no" / "x.png")]), 2)
