@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import entropy
 from .config import FilterConfig
@@ -74,26 +73,41 @@ def _padded_strip(image: np.ndarray, rows: tuple[int, int], r: int) -> torch.Ten
     return torch.from_numpy(image[ys][:, xs]).permute(2, 0, 1).double()
 
 
-def kernel(flt: LoopFilter, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The filter as a convolution: weight (C, C, taps, taps) and bias (C,), float64 holding integers
-    (a symmetric filter's pair coefficient at both d and -d)."""
-    q = torch.from_numpy(flt.coefs.astype(np.float64)) @ _feature_map(channels, flt.taps, flt.taps, flt.symmetric)
-    return q[:, :-1].reshape(channels, channels, flt.taps, flt.taps).contiguous(), q[:, -1].clone()
-
-
 def apply(image: np.ndarray, flt: LoopFilter) -> np.ndarray:
     """Filter a decoded uint8 (H, W, C) picture; exact integer arithmetic (see the module docstring), strip by
-    strip of rows so that the float64 work space stays bounded."""
+    strip of rows so that the float64 work space stays bounded.
+
+    Feature by feature, as FORMAT.md writes it: each feature plane (a shifted channel, or a symmetric pair's
+    sum) is added into every output channel's accumulator times its coefficient. Every value is an integer
+    below 2^53, so the order does not matter. 4x faster than the same sums as a float64 ``conv2d`` (0.34 ->
+    0.08 s for kodim05 at 1 bpp, a 7 x 7 symmetric filter; 0.19 -> 0.05 s at 0.25 bpp, 5 x 5;
+    ``eval/bench_decode.py``): torch has no fast float64 convolution on the CPU, and a symmetric filter's
+    pairs are summed once here, not multiplied twice.
+    """
     height, width, channels = image.shape
     r = flt.taps // 2
-    weight, bias = kernel(flt, channels)
+    q = flt.coefs.astype(np.float64)  # (C, features)
     out = np.empty_like(image)
     half, div = float(1 << flt.shift >> 1), float(1 << flt.shift)
     for r0, r1 in _strips(height, width):
-        padded = _padded_strip(image, (r0, r1), r)
-        acc = F.conv2d(padded[None], weight, bias)[0]  # (C, rows, W), integers
+        padded = _padded_strip(image, (r0, r1), r)  # (C, rows + 2r, W + 2r)
+        rows = r1 - r0
+        acc = torch.empty(channels, rows, width, dtype=torch.float64)
+        for c in range(channels):
+            acc[c].fill_(float(q[c, -1]))
+        pair = torch.empty(rows, width, dtype=torch.float64)
+        j = 0
+        for ci in range(channels):
+            for dy, dx in offsets(flt.taps, flt.symmetric):
+                f = padded[ci, r + dy: r + dy + rows, r + dx: r + dx + width]
+                if flt.symmetric and (dy, dx) != (0, 0):
+                    f = torch.add(f, padded[ci, r - dy: r - dy + rows, r - dx: r - dx + width], out=pair)
+                for c in range(channels):
+                    if q[c, j]:
+                        acc[c].add_(f, alpha=float(q[c, j]))
+                j += 1
         corr = torch.floor((acc + half) / div)  # a power-of-two division is exact
-        y = (padded[:, r: r + r1 - r0, r: r + width] + corr).clamp_(0, 255).to(torch.uint8)
+        y = (padded[:, r: r + rows, r: r + width] + corr).clamp_(0, 255).to(torch.uint8)
         out[r0: r1] = y.permute(1, 2, 0).numpy()
     return out
 

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Benchmark: seconds to decode grid ``.prc`` files, split into the decoder's three phases.
+
+One torch thread (as the harness decodes), each file decoded ``--repeat`` times
+after one warm-up; the fastest run of each phase is reported, since the
+machine's load only ever adds time. Phases: ``read`` (container, entropy
+decoding of the latents and the MLP, sublattice by sublattice), ``render``
+(the latent grid's float64 sampling and the MLP, ``grid_codec._render``) and
+``filter`` (``loop_filter.apply``). ``sha256`` is of the decoded pixels, so
+two commits can be checked for the same output as well as timed: run it from
+two worktrees on the same files, one after the other.
+
+    python eval/bench_decode.py FILE.prc [FILE.prc ...] [--repeat 5]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+
+import torch
+
+from pranc_codec import bitstream, grid_codec, loop_filter
+from pranc_codec.bitstream import GridHeader
+
+
+def phases(data: bytes) -> tuple[dict[str, float], str]:
+    """Seconds of each phase of one decode, and the sha256 of the pixels."""
+    t0 = time.perf_counter()
+    header, payload = bitstream.parse(data)
+    if not isinstance(header, GridHeader) or header.version < 5:
+        raise SystemExit("bench_decode times grid files of format version 5 and later")
+    latents, mlp_q, flt = grid_codec._read_v5(header, bitstream.split_segments(header, payload))
+    t1 = time.perf_counter()
+    pixels = grid_codec._render(latents, mlp_q, header.mlp_steps, header.shape, header.height, header.width)
+    t2 = time.perf_counter()
+    if flt is not None:
+        pixels = loop_filter.apply(pixels, flt)
+    t3 = time.perf_counter()
+    return {"read": t1 - t0, "render": t2 - t1, "filter": t3 - t2, "total": t3 - t0}, \
+        hashlib.sha256(pixels.tobytes()).hexdigest()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    for path in args.files:
+        data = open(path, "rb").read()
+        _, digest = phases(data)  # warm-up: first-call allocations and caches
+        runs = [phases(data)[0] for _ in range(args.repeat)]
+        best = {k: round(min(r[k] for r in runs), 4) for k in runs[0]}
+        print(json.dumps({"file": path, **best, "sha256": digest[:16]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
