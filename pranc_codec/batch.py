@@ -110,6 +110,20 @@ def available_memory() -> int | None:
     return None
 
 
+def memory_note(command: str, pixels: int, memory: int | None = None) -> str | None:
+    """A warning when one ``command`` ("encode" or "decode") of a picture of ``pixels`` would peak above the
+    memory free (``memory`` bytes; None: this machine's :func:`available_memory`), else None. A warning, not a
+    refusal: the estimate is rough (``PEAK_BYTES``) and MemAvailable leaves out swap, but a process killed for
+    memory prints nothing, minutes into an encode."""
+    memory = available_memory() if memory is None else memory
+    base, per_pixel = PEAK_BYTES[command]
+    peak = base + per_pixel * pixels
+    if memory is None or peak <= memory:
+        return None
+    return (f"this {pixels / 1e6:.1f}-megapixel picture needs about {peak / 1e9:.1f} GB to {command}, and "
+            f"{memory / 1e9:.1f} GB is free: the system may stop pranc for lack of memory")
+
+
 def picture_pixels(command: str, path: str) -> int:
     """Pixels of an input, read from its header only (an image's, or a .prc's width and height at bytes 6-9);
     0 where it cannot be read (its child will say why)."""

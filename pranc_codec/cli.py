@@ -280,7 +280,8 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             cfg = replace(cfg, fit=replace(cfg.fit, steps=steps), grid=replace(cfg.grid, steps=steps))
         cfg = replace(cfg, model=model, device=device, width=net_width,
                       fit=replace(cfg.fit, threads=threads or default_threads()))
-        for n in notes:
+        note = batch.memory_note("encode", image.shape[0] * image.shape[1])
+        for n in notes + ([note] if note else []):
             click.echo(f"pranc: warning: {n}", err=True)
         progress = _progress_factory(quiet or as_json)
         if psnr_db is not None:
@@ -333,6 +334,11 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
         check_output(out)
         fmt = output_format(out)
         data = read_bytes(input)
+        from .bitstream import parse
+
+        note = batch.memory_note("decode", parse(data)[0].num_pixels)  # a checked header: no warning for a bad file
+        if note:
+            click.echo(f"pranc: warning: {note}", err=True)
         image = decode_bytes(data, device=device)
         write_output(out, image_bytes(image, fmt), force=force, protect=_protected(input))
         seconds = time.perf_counter() - t0

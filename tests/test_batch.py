@@ -116,6 +116,32 @@ def test_processes_and_threads_share_the_cores_and_the_memory(tmp_path, pictures
     assert batch.picture_pixels("encode", str(tmp_path / "missing.png")) == 0
 
 
+def test_a_picture_too_large_for_the_free_memory_is_warned_about_before_the_work(tmp_path, pictures, monkeypatch):
+    base, per_pixel = batch.PEAK_BYTES["encode"]
+    need = base + per_pixel * 8192 ** 2  # the largest picture a file may hold: ~14 GB
+    note = batch.memory_note("encode", 8192 ** 2, memory=int(need) - 1)
+    assert note.startswith("this 67.1-megapixel picture needs about 14.3 GB to encode, and 14.3 GB is free")
+    assert batch.memory_note("encode", 8192 ** 2, memory=int(need)) is None
+    assert batch.memory_note("decode", 8192 ** 2, memory=int(need)) is None  # decoding needs less
+    # the command line: one line on stderr before the encode (and the decode), the work still done
+    prc, png = tmp_path / "p.prc", tmp_path / "p.png"
+    monkeypatch.setattr(batch, "available_memory", lambda: 10 ** 8)  # 0.1 GB free
+    r = CliRunner().invoke(main, ["encode", str(pictures[0]), "-o", str(prc), *FAST_ARGS])
+    assert r.exit_code == 0 and prc.exists(), r.output
+    warned = [line for line in r.stderr.splitlines() if "GB is free" in line]
+    assert warned == ["pranc: warning: this 0.0-megapixel picture needs about 0.9 GB to encode, and 0.1 GB is free: "
+                      "the system may stop pranc for lack of memory"]
+    r = CliRunner().invoke(main, ["decode", str(prc), "-o", str(png), "-q"])
+    assert r.exit_code == 0 and png.exists() and "0.6 GB to decode" in r.stderr
+    monkeypatch.setattr(batch, "available_memory", lambda: 10 ** 10)
+    r = CliRunner().invoke(main, ["decode", str(prc), "-o", str(png), "-q", "-f"])
+    assert r.exit_code == 0 and "GB is free" not in r.stderr
+    monkeypatch.setattr(batch, "available_memory", lambda: 10 ** 8)
+    (tmp_path / "bad.prc").write_bytes(b"PRNC\x08" + bytes(40))  # no warning for a file that does not decode
+    r = CliRunner().invoke(main, ["decode", str(tmp_path / "bad.prc"), "-o", str(tmp_path / "bad.png")])
+    assert r.exit_code != 0 and "GB is free" not in r.stderr and r.stderr.startswith("pranc: error:")
+
+
 def test_an_interrupted_batch_stops_its_children_and_leaves_no_files(tmp_path, pictures):
     out = tmp_path / "out"
     out.mkdir()
