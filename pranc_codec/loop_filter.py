@@ -83,8 +83,8 @@ def apply(image: np.ndarray, flt: LoopFilter) -> np.ndarray:
     below 2^53, so the order does not matter. A strip is held flat, rows at the padded width W + 2r, so that a
     shifted plane is a contiguous slice (offset dy (W + 2r) + dx) and every addition one vectorised pass; the
     2r extra columns a row are computed and dropped. Against the same sums as a float64 ``conv2d`` (torch has
-    no fast float64 convolution on the CPU): 0.37 -> 0.05 s for kodim05 at 1 bpp (7 x 7 symmetric), 5.8 ->
-    1.2 s at 3072 x 2048 (7 x 7), ``eval/bench_decode.py``.
+    no fast float64 convolution on the CPU): 0.34-0.37 -> 0.05 s for kodim05 at 1 bpp (7 x 7 symmetric),
+    2.0-5.8 -> 1.0-1.2 s at 3072 x 2048 (7 x 7), ``eval/bench_decode.py`` (ABLATIONS.md AK2).
     """
     height, width, channels = image.shape
     r = flt.taps // 2
