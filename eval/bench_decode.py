@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: seconds to decode grid ``.prc`` files, split into the decoder's three phases.
 
-One torch thread (as the harness decodes), each file decoded ``--repeat`` times
+One thread, torch's and the BLAS's (as the harness decodes), each file decoded ``--repeat`` times
 after one warm-up; the fastest run of each phase is reported, since the
 machine's load only ever adds time. Phases: ``read`` (container, entropy
 decoding of the latents and the MLP, sublattice by sublattice), ``render``
@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 
-import torch
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread, set before numpy loads
+    os.environ[_var] = "1"
 
-from pranc_codec import bitstream, grid_codec, loop_filter
-from pranc_codec.bitstream import GridHeader
+from pranc_codec import bitstream, grid_codec, loop_filter  # noqa: E402
+from pranc_codec.bitstream import GridHeader  # noqa: E402
 
 
 def phases(data: bytes) -> tuple[dict[str, float], str]:
@@ -47,6 +49,8 @@ def main() -> None:
     ap.add_argument("files", nargs="+")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    import torch  # the SIREN's decoder and older commits' grid decoders use torch
+
     torch.set_num_threads(1)
     for path in args.files:
         data = open(path, "rb").read()

@@ -8,7 +8,7 @@ fine ones were missing. The loop filter is not applied (its coefficients were fi
 """
 import sys
 
-import torch
+import numpy as np
 
 from pranc_codec import bitstream, grid_codec
 from pranc_codec.image_io import read_image
@@ -22,9 +22,9 @@ def main() -> None:
     image = read_image(sys.argv[2])[0]
     header, payload = bitstream.parse(data)
     latents, mlp, _ = grid_codec._read_v5(header, bitstream.split_segments(header, payload))
-    sizes = [g.numel() for g in latents]
+    sizes = [g.size for g in latents]
     for k in range(len(latents)):
-        kept = [torch.zeros_like(g) if l < k else g for l, g in enumerate(latents)]
+        kept = [np.zeros_like(g) if l < k else g for l, g in enumerate(latents)]
         pixels = grid_codec._render(kept, mlp, header.mlp_steps, header.shape, header.height, header.width)
         dropped = sum(int((g != 0).sum()) for g in latents[:k])
         print(f"{k} finest levels zeroed: {sum(sizes[k:]) / sum(sizes):.3f} of the latents kept, {dropped} nonzero "

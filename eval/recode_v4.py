@@ -13,7 +13,8 @@ import sys
 import numpy as np
 
 from pranc_codec import bitstream, decode
-from pranc_codec.grid_codec import GridCode, _read_v4, pack
+from pranc_codec.grid_codec import GridCode, pack
+from pranc_codec.grid_decode import read_v4
 
 
 def main() -> None:
@@ -24,8 +25,8 @@ def main() -> None:
         header, payload = bitstream.parse(data)
         if not isinstance(header, bitstream.GridHeader) or header.version != 4:
             sys.exit(f"{path}: not a version-4 grid file")
-        latents, mlp_q = _read_v4(header, bitstream.split_segments(header, payload))
-        code = GridCode([g.numpy() for g in latents], list(mlp_q), list(header.mlp_steps))
+        latents, mlp_q = read_v4(header, bitstream.split_segments(header, payload))
+        code = GridCode(list(latents), list(mlp_q), list(header.mlp_steps))
         v5 = pack(code, header.shape, header.height, header.width)
         assert np.array_equal(decode(v5), decode(data))
         print(json.dumps({"file": path, "v4_bytes": len(data), "v5_bytes": len(v5),

@@ -15,14 +15,16 @@ from .config import BasisConfig, BasisKind, CodecConfig, FitConfig, NetworkConfi
 from .errors import FormatError, InputError, LimitError, PrancError
 
 if TYPE_CHECKING:
-    from .codec import EncodeResult, EncodeStats, decode, encode, read_header
+    from .codec import EncodeResult, EncodeStats, encode, read_header
+    from .decoder import decode
     from .quality_target import encode_to_psnr
 
 __version__ = "0.1.0"
 
-# The codec's names come from their modules on first use (PEP 562), because that imports torch (about 1.5 s):
-# `pranc --help` and a batch's parent process, which only schedules, never need it.
-_LAZY = {"EncodeResult": "codec", "EncodeStats": "codec", "decode": "codec", "encode": "codec",
+# The codec's names come from their modules on first use (PEP 562), because the encoder imports torch (about
+# 1.5 s): `pranc --help` and a batch's parent process, which only schedules, never need it, nor does decoding a
+# grid file (decoder.py).
+_LAZY = {"EncodeResult": "codec", "EncodeStats": "codec", "decode": "decoder", "encode": "codec",
          "read_header": "codec", "encode_to_psnr": "quality_target"}
 
 __all__ = [

@@ -322,23 +322,31 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             _run_batch("decode", list(inputs), output, ".png", args, jobs, threads, quiet, as_json, _decode_line)
             return
         input = inputs[0]
-        import torch
-
-        from .codec import decode as decode_bytes, default_threads
+        if threads and "numpy" not in sys.modules:
+            # the grid decoder's float32 products are numpy's BLAS, which reads its thread count when it loads:
+            # each process taking every core made three decodes side by side 200x slower (RESULTS.md "CUDA:
+            # session 14")
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[var] = str(threads)
+        from .decoder import decode as decode_bytes
         from .image_io import check_output, image_bytes, output_format, read_bytes, write_output
 
-        # each process taking every core made three decodes side by side 200x slower (RESULTS.md "CUDA: session 14")
-        torch.set_num_threads(threads or default_threads())
         t0 = time.perf_counter()
         out = output_for(input, output, ".png")
         check_output(out)
         fmt = output_format(out)
         data = read_bytes(input)
-        from .bitstream import parse
+        from .bitstream import GridHeader, parse
 
-        note = batch.memory_note("decode", parse(data)[0].num_pixels)  # a checked header: no warning for a bad file
+        header = parse(data)[0]  # checked first: no warning for a file that does not decode
+        note = batch.memory_note("decode", header.num_pixels)
         if note:
             click.echo(f"pranc: warning: {note}", err=True)
+        if not isinstance(header, GridHeader):  # the SIREN's network runs in torch (a grid file decodes in numpy)
+            import torch
+
+            from .codec import default_threads
+            torch.set_num_threads(threads or default_threads())
         image = decode_bytes(data, device=device)
         write_output(out, image_bytes(image, fmt), force=force, protect=_protected(input))
         seconds = time.perf_counter() - t0

@@ -24,6 +24,7 @@ from .tiling import TileGrid
 from .metrics import ms_ssim, psnr
 from .quantization import coef_steps, dequantize, quantize, shifts_for
 from .basis import EXPANSION_ONE, SubspaceSpec
+from .decoder import decode  # noqa: F401 (the public API's decode, re-exported)
 from .subspace import Subspace, reconstruct
 
 # (phase name, total units[, unit name, "step" by default]) announcement, then per-unit progress.
@@ -233,15 +234,12 @@ def read_header(data: bytes) -> Header | GridHeader:
     return bitstream.parse(data)[0]
 
 
-def decode(data: bytes, device: str = "cpu") -> np.ndarray:
-    """``.prc`` bytes -> uint8 image (H, W, C). Raises FormatError/LimitError on bad input.
+def decode_siren(header: Header, payload: bytes, device: str = "cpu") -> np.ndarray:
+    """A version-3 (PRANC SIREN) file's payload -> uint8 image (H, W, C); ``decoder.decode`` dispatches here.
 
     The result is the same on every machine: the basis is generated with integer
     arithmetic and the network is evaluated in float64.
     """
-    header, payload = bitstream.parse(data)
-    if isinstance(header, GridHeader):
-        return grid_codec.decode(header, payload)
     spec = header.spec
     sizes = spec.group_sizes()
     q = entropy.decode(payload, sizes, list(header.models))

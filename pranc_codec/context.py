@@ -27,19 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .shapes import EDGES, MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES  # noqa: F401 (re-exported)
-
-CLIP = 1 << 24  # latents are clipped to +-CLIP for contexts: sums of four fit in int32
-
-# Neighbours of S1 .. S3 as (sublattice, row shift, column shift) in sublattice
-# coordinates: S1[a, b] = q[2a+1, 2b+1] has diagonal neighbours S0[a, b], S0[a, b+1],
-# S0[a+1, b], S0[a+1, b+1], and so on.
-NEIGHBOURS = {
-    1: ((0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)),
-    2: ((1, -1, 0), (1, 0, 0), (0, 0, 0), (0, 0, 1)),
-    3: ((0, 0, 0), (0, 1, 0), (1, 0, -1), (1, 0, 0)),
-}
-
+from .shapes import CLIP, EDGES, MAX_BUCKETS, NEIGHBOURS, PASS_OF, PASSES, SUBLATTICES  # noqa: F401 (re-exported)
 
 def split(q: torch.Tensor) -> list[torch.Tensor]:
     """The four sublattices of a level (h, w): views q[r::2, c::2] in coding order."""

@@ -1,4 +1,4 @@
-"""Encoding and decoding of latent-grid files (format versions 4 to 8); ``codec.py`` dispatches here.
+"""Encoding of latent-grid files (format version 8); ``codec.py`` dispatches here.
 
 Encoder: fit latents and MLP for the target rate (grid_fit.py), round the
 latents and move them a step where that lowers error + lambda x bits
@@ -6,9 +6,9 @@ latents and move them a step where that lowers error + lambda x bits
 entropy-code the latents in context order (context.py: one Laplace model per
 context bucket of each level and pass) and the MLP with one model per layer
 (entropy.py), fit the loop filter to the decoded picture (loop_filter.py), and
-pack (bitstream.py; version 8, the filter flagged). Decoder: the reverse,
-:func:`latent.render`, then the filter. Version-4 files (one model per level, no
-contexts) are still decoded.
+pack (bitstream.py; version 8, the filter flagged). The decoder is
+``grid_decode.py`` (numpy, no torch); the encoder renders and reads through it
+too, so that it measures what a decoder will produce.
 """
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from . import bitstream, entropy, loop_filter, rounding
+from . import bitstream, entropy, grid_decode, loop_filter, rounding
 from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig, GridConfig, RoundingConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
-from .errors import FormatError
 from .grid_fit import GridFit, context_state, fit_grid, fits_finest, pixel_weights, refit_mlp
-from .latent import GridShape, mlp_forward, render, sample_levels, split_params
+from .latent import GridShape, mlp_forward, sample_levels, split_params
 from .loop_filter import LoopFilter
-from .quantization import dequantize, quantize
+from .quantization import quantize
 
 
 @dataclass
@@ -53,24 +52,9 @@ def plan(config: CodecConfig, height: int, width: int, channels: int) -> GridSha
     return shape(hidden)
 
 
-def _segment_counts(group_sizes: list[int], a: int, b: int) -> list[int]:
-    """Symbols of each group that fall in [a, b) of the concatenated sequence."""
-    out, start = [], 0
-    for n in group_sizes:
-        out.append(max(0, min(b, start + n) - max(a, start)))
-        start += n
-    return out
-
-
-def _coding_order(levels: int) -> list[tuple[int, int]]:
-    """(level, sublattice) in the order the latents are coded: coarsest level first."""
-    return [(l, k) for l in reversed(range(levels)) for k in range(len(SUBLATTICES))]
-
-
-def _model_offsets(bucket_counts: tuple[int, ...], levels: int) -> dict[tuple[int, int], int]:
-    """Index of the first bucket model of each (level, pass) in the header's order (finest level first)."""
-    starts = np.concatenate([[0], np.cumsum(bucket_counts)]).tolist()
-    return {(l, p): starts[l * PASSES + p] for l in range(levels) for p in range(PASSES)}
+# the decoder's (grid_decode.py, numpy): the encoder codes in the order and with the model indexes it reads
+_coding_order = grid_decode.coding_order
+_model_offsets = grid_decode.model_offsets
 
 
 def _choose_buckets(symbols: np.ndarray, ctx: torch.Tensor) -> list[entropy.LaplaceModel]:
@@ -133,63 +117,18 @@ def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
     return bitstream.pack_grid(header, segments)
 
 
-def _read_v4(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
-    """Latents (int32 grids) and MLP symbols of a version-4 payload."""
-    sizes = header.group_sizes()
-    bounds = header.segment_bounds()
-    models = list(header.level_models + header.mlp_models)
-    symbols = np.empty(bounds[-1], dtype=np.int32)
-    for seg, a, b in zip(segments, bounds, bounds[1:]):
-        symbols[a:b] = entropy.decode(seg, _segment_counts(sizes, a, b), models)
-    parts = np.split(symbols, np.cumsum(sizes)[:-1])
-    dims = header.shape.level_dims(header.height, header.width)
-    return [torch.from_numpy(q.reshape(h, w)) for q, (h, w) in zip(parts, dims)], parts[len(dims):]
-
-
-def _read_v5(header: GridHeader, segments: list[bytes]) -> tuple[list[torch.Tensor], list[np.ndarray],
+def _read_v5(header: GridHeader, segments: list[bytes]) -> tuple[list[np.ndarray], list[np.ndarray],
                                                                  LoopFilter | None]:
-    """Latents (int64 grids), MLP symbols and loop filter of a version-5 to 7 payload, the latents decoded
-    sublattice by sublattice."""
-    shape = header.shape
-    models = list(header.level_models + header.mlp_models)
-    if header.filter_taps:
-        models.append(header.filter_model)
-    reader = entropy.SegmentReader(segments, header.segment_bounds(), models)
-    offsets = _model_offsets(header.buckets, shape.levels)
-    lat = [torch.zeros(d, dtype=torch.int64) for d in shape.level_dims(header.height, header.width)]
-    for l, k in _coding_order(shape.levels):
-        subs = split(lat[l])  # views: writing S_k fills the level
-        mu, ctx = contexts(subs, lat[l + 1] if l + 1 < shape.levels else None, k)
-        p = PASS_OF[k]
-        idx = offsets[l, p] + buckets(ctx, header.buckets[l * PASSES + p]).reshape(-1)
-        subs[k].copy_(torch.from_numpy(reader.read(idx.numpy())).long().view_as(mu) + mu)
-    n_latent_models = len(header.level_models)
-    mlp = [reader.read(np.full(n, n_latent_models + j)) for j, n in enumerate(shape.layer_sizes())]
-    flt = None
-    if header.filter_taps:
-        q = reader.read(np.full(header.filter_coefs, len(models) - 1))
-        if np.abs(q.astype(np.int64)).max() >= loop_filter.MAX_COEF:
-            raise FormatError(f"loop filter coefficient beyond +-{loop_filter.MAX_COEF}")
-        flt = LoopFilter(header.filter_taps, header.filter_symmetric, header.filter_shift,
-                         q.astype(np.int32).reshape(header.channels, -1))
-    return lat, mlp, flt
+    """Latents (int64 grids), MLP symbols and loop filter of a version-5 to 8 payload (``grid_decode.read_v5``)."""
+    return grid_decode.read_v5(header, segments)
 
 
-def _render(latents: list[torch.Tensor], mlp_q: list[np.ndarray], steps: tuple[float, ...] | list[float],
-            shape: GridShape, height: int, width: int) -> np.ndarray:
-    """The network's uint8 (H, W, C) picture from integer latents and MLP symbols, before any loop filter."""
-    # one correctly rounded multiplication per weight: the same on every machine
-    weights = [torch.from_numpy(dequantize(q, float(step))) for q, step in zip(mlp_q, steps)]
-    return render([g.double() for g in latents], weights, shape, height, width).numpy()
-
-
-def decode(header: GridHeader, payload: bytes) -> np.ndarray:
-    """Payload of a version-4 to 7 file -> uint8 (H, W, C)."""
-    shape = header.shape
-    segments = bitstream.split_segments(header, payload)
-    latents, mlp_q, flt = _read_v5(header, segments) if header.version >= 5 else (*_read_v4(header, segments), None)
-    pixels = _render(latents, mlp_q, header.mlp_steps, shape, header.height, header.width)
-    return pixels if flt is None else loop_filter.apply(pixels, flt)
+def _render(latents: list[torch.Tensor] | list[np.ndarray], mlp_q: list[np.ndarray],
+            steps: tuple[float, ...] | list[float], shape: GridShape, height: int, width: int) -> np.ndarray:
+    """The network's uint8 (H, W, C) picture from integer latents and MLP symbols, before any loop filter, as
+    the decoder renders it (``grid_decode.render``)."""
+    grids = [g.numpy() if isinstance(g, torch.Tensor) else g for g in latents]
+    return grid_decode.render(grids, grid_decode.dequantize_mlp(mlp_q, steps), shape, height, width)
 
 
 def quantize_mlp(weights: list[torch.Tensor], bits: int) -> tuple[list[np.ndarray], list[float]]:

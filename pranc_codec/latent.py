@@ -15,9 +15,11 @@ Two evaluations:
 
 - :func:`sample_levels` for fitting: ``torch.nn.functional.grid_sample``,
   float32, differentiable (2.3x faster than gathering by hand);
-- :func:`render` for decoding: bilinear weights and the MLP in float64 with a
-  fixed order of IEEE operations (no BLAS for the pixels that matter), so every
-  machine decodes the same 8-bit pixels.
+- :func:`render` for decoding (``grid_decode.render``, numpy): bilinear weights
+  and the MLP in float64 with a fixed order of IEEE operations (no BLAS for the
+  pixels that matter), so every machine decodes the same 8-bit pixels;
+  :func:`_bilinear64` and :func:`_mlp64` are that order, per pixel, in torch:
+  the reference the tests hold the decoder to.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import grid_decode
+from .grid_decode import EXACT_MARGIN  # noqa: F401 (re-exported)
 from .shapes import GridShape
 
 
@@ -106,28 +110,6 @@ def _bilinear64(grid: torch.Tensor, level: int, py: torch.Tensor, px: torch.Tens
     return top * (1 - fy) + bottom * fy
 
 
-def _bilinear64_rows(grid: torch.Tensor, level: int, r0: int, r1: int, width: int) -> torch.Tensor:
-    """:func:`_bilinear64` at every pixel of image rows [r0, r1), (r1 - r0) x width, row-major: the same IEEE
-    operations on the same operands, so the same bits, in two passes. The horizontal blends
-    ``a (1-fx) + b fx`` depend only on a source row and an output column, so each is computed once for the
-    source rows the strip reads, where the per-pixel form computed two a pixel, and every read is a row or
-    column gather rather than a random one: 0.13 -> 0.02 s of a Kodak decode (ABLATIONS.md AK2)."""
-    h, w = grid.shape
-    s = 2.0 ** level
-    u = (torch.arange(width, dtype=torch.float64) + 0.5) / s - 0.5
-    v = (torch.arange(r0, r1, dtype=torch.float64) + 0.5) / s - 0.5
-    x0f, y0f = torch.floor(u), torch.floor(v)
-    fx, fy = u - x0f, (v - y0f)[:, None]
-    x0, y0 = x0f.long(), y0f.long()
-    x1, y1 = (x0 + 1).clamp(0, w - 1), (y0 + 1).clamp(0, h - 1)
-    x0, y0 = x0.clamp(0, w - 1), y0.clamp(0, h - 1)
-    lo, hi = int(y0[0]), int(y1[-1]) + 1  # the source rows this strip reads
-    src = grid[lo:hi]
-    horiz = src.index_select(1, x0) * (1 - fx) + src.index_select(1, x1) * fx  # (hi - lo, width)
-    top, bottom = horiz.index_select(0, y0 - lo), horiz.index_select(0, y1 - lo)
-    return (top * (1 - fy) + bottom * fy).reshape(-1)
-
-
 def _mlp64(feats: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """The MLP in float64 with a fixed summation order (b + x_0 w_0 + x_1 w_1 + ...), no BLAS."""
     h = feats
@@ -139,37 +121,15 @@ def _mlp64(feats: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]])
     return h
 
 
-# float32 BLAS evaluation differs from the float64 reference by < 1e-3 of an
-# 8-bit level on Kodak (tests/test_latent.py measures it); pixels whose float32
-# value lies within this margin of a rounding boundary are re-evaluated exactly.
-EXACT_MARGIN = 0.02
+def render(latents: list[torch.Tensor], weights: list[torch.Tensor], shape: GridShape, height: int,
+           width: int) -> torch.Tensor:
+    """Rasterize to uint8 pixels (height, width, C), as the decoder does (``grid_decode.render``, numpy).
 
-
-def render(latents: list[torch.Tensor], weights: list[torch.Tensor], shape: GridShape, height: int, width: int,
-           max_batch: int = 1 << 16) -> torch.Tensor:
-    """Rasterize to uint8 pixels (height, width, C).
-
-    latents: float64 grids (h_l, w_l) (integer values); weights: per-layer float64
-    flat vectors. Features are sampled in float64 (exact order); the MLP runs in
-    float32 and, within ``EXACT_MARGIN`` of a rounding boundary, again by
-    :func:`_mlp64`, so the output is that of the float64 reference everywhere.
+    latents: float64 grids (h_l, w_l) (integer values); weights: per-layer float64 flat vectors. The
+    output is that of the per-pixel float64 reference, :func:`_bilinear64` then :func:`_mlp64`, everywhere.
     """
-    layers64 = split_params(weights, shape)
-    layers32 = [(W.float(), b.float()) for W, b in layers64]
-    out = torch.empty((height * width, shape.channels), dtype=torch.uint8)
-    with torch.no_grad():
-        rows = max(1, max_batch // width)  # strips of whole rows: the sampling is separable (_bilinear64_rows)
-        for r0 in range(0, height, rows):
-            r1 = min(height, r0 + rows)
-            feats = torch.stack([_bilinear64_rows(g, l, r0, r1, width) for l, g in enumerate(latents)], dim=1)
-            v = (mlp_forward(feats.float(), layers32) * 255).double()
-            near = ((v - v.floor() - 0.5).abs() < EXACT_MARGIN).any(dim=1)
-            if near.any():
-                v[near] = _mlp64(feats[near], layers64) * 255
-            # a tampered file can drive the MLP to inf - inf; NaN would have no defined uint8 value
-            v = torch.nan_to_num(v, nan=0.0)
-            out[r0 * width: r1 * width] = torch.round(v.clamp(0, 255)).to(torch.uint8)
-    return out.view(height, width, shape.channels)
+    return torch.from_numpy(grid_decode.render([g.cpu().numpy() for g in latents], [w.cpu().numpy() for w in weights],
+                                               shape, height, width))
 
 
 def init_uniform(count: int, fan_in: int, gen: torch.Generator) -> torch.Tensor:

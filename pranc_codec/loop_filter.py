@@ -18,30 +18,21 @@ on every machine and device.
 The encoder (:func:`fit_filter`) solves the normal equations once for the
 largest filter, takes the smaller and symmetric ones from the same sums, and
 picks the shape and precision that minimise MSE + lambda x bits (none included).
+The decoder's half, :class:`LoopFilter` and :func:`apply`, is numpy code in
+``grid_decode.py`` (re-exported here).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import entropy
 from .config import FilterConfig
+from .grid_decode import LoopFilter
+from .grid_decode import apply_filter as apply  # noqa: F401 (the decoder's, re-exported)
 from .shapes import HEADER_BITS, MAX_COEF, num_features, offsets
 
 _ROWS = 1 << 16  # pixels per strip: the feature matrix of a strip is at most 148 x 65536 float64 (78 MB)
-
-
-@dataclass(frozen=True)
-class LoopFilter:
-    """A decoded or fitted filter: ``taps`` x ``taps``, point-symmetric or not, coefficients in 2^-shift units."""
-
-    taps: int
-    symmetric: bool
-    shift: int
-    coefs: np.ndarray  # int32 (C, num_features(C, taps, symmetric))
 
 
 def _strips(height: int, width: int) -> list[tuple[int, int]]:
@@ -72,52 +63,6 @@ def _padded_strip(image: np.ndarray, rows: tuple[int, int], r: int) -> torch.Ten
     ys = np.clip(np.arange(rows[0] - r, rows[1] + r), 0, height - 1)
     xs = np.clip(np.arange(-r, width + r), 0, width - 1)
     return torch.from_numpy(image[ys][:, xs]).permute(2, 0, 1).double()
-
-
-def apply(image: np.ndarray, flt: LoopFilter) -> np.ndarray:
-    """Filter a decoded uint8 (H, W, C) picture; exact integer arithmetic (see the module docstring), strip by
-    strip of rows so that the float64 work space stays bounded.
-
-    Feature by feature, as FORMAT.md writes it: each feature plane (a shifted channel, or a symmetric pair's
-    sum) is added into every output channel's accumulator times its coefficient. Every value is an integer
-    below 2^53, so the order does not matter. A strip is held flat, rows at the padded width W + 2r, so that a
-    shifted plane is a contiguous slice (offset dy (W + 2r) + dx) and every addition one vectorised pass; the
-    2r extra columns a row are computed and dropped. Against the same sums as a float64 ``conv2d`` (torch has
-    no fast float64 convolution on the CPU): 0.34-0.37 -> 0.05 s for kodim05 at 1 bpp (7 x 7 symmetric),
-    2.0-5.8 -> 1.0-1.2 s at 3072 x 2048 (7 x 7), ``eval/bench_decode.py`` (ABLATIONS.md AK2).
-    """
-    height, width, channels = image.shape
-    r = flt.taps // 2
-    pw = width + 2 * r
-    q = flt.coefs.astype(np.float64)  # (C, features)
-    out = np.empty_like(image)
-    half, div = float(1 << flt.shift >> 1), float(1 << flt.shift)
-    for r0, r1 in _strips(height, width):
-        rows = r1 - r0
-        n = rows * pw  # outputs at the padded width
-        # (C, (rows + 2r) pw + 2r): the last row's shifted slices reach 2r values past the padded strip
-        padded = F.pad(_padded_strip(image, (r0, r1), r).reshape(channels, -1), (0, 2 * r))
-        base = r * pw + r  # the first output pixel's position in the flat padded strip
-        acc = torch.empty(channels, n, dtype=torch.float64)
-        for c in range(channels):
-            acc[c].fill_(float(q[c, -1]))
-        pair = torch.empty(n, dtype=torch.float64)
-        j = 0
-        for ci in range(channels):
-            for dy, dx in offsets(flt.taps, flt.symmetric):
-                o = base + dy * pw + dx
-                f = padded[ci, o: o + n]
-                if flt.symmetric and (dy, dx) != (0, 0):
-                    o2 = base - dy * pw - dx
-                    f = torch.add(f, padded[ci, o2: o2 + n], out=pair)
-                for c in range(channels):
-                    if q[c, j]:
-                        acc[c].add_(f, alpha=float(q[c, j]))
-                j += 1
-        corr = torch.floor((acc + half) / div).view(channels, rows, pw)[:, :, :width]  # power-of-two: exact
-        centre = padded[:, base: base + n].view(channels, rows, pw)[:, :, :width]
-        out[r0: r1] = (centre + corr).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    return out
 
 
 def _feature_map(channels: int, big: int, taps: int, symmetric: bool) -> torch.Tensor:

@@ -84,6 +84,16 @@ SUBLATTICES = ((0, 0), (1, 1), (0, 1), (1, 0))  # (row, column) offset of S0 .. 
 PASS_OF = (0, 1, 2, 2)
 EDGES = (1, 2, 3, 4, 6, 8, 12, 16, 24)  # bucket edges on the context (sum of neighbour magnitudes)
 MAX_BUCKETS = len(EDGES) + 1
+CLIP = 1 << 24  # latents are clipped to +-CLIP for contexts: sums of four fit in int32
+
+# Neighbours of S1 .. S3 as (sublattice, row shift, column shift) in sublattice
+# coordinates: S1[a, b] = q[2a+1, 2b+1] has diagonal neighbours S0[a, b], S0[a, b+1],
+# S0[a+1, b], S0[a+1, b+1], and so on.
+NEIGHBOURS = {
+    1: ((0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)),
+    2: ((1, -1, 0), (1, 0, 0), (0, 0, 0), (0, 0, 1)),
+    3: ((0, 0, 0), (0, 1, 0), (1, 0, -1), (1, 0, 0)),
+}
 
 
 # The loop filter (loop_filter.py): the shapes a file may declare and the number of coefficients they take.

@@ -234,6 +234,20 @@ def test_info_reads_headers_without_loading_torch(prc):
     assert json.loads(shown[1])["loop_filter"]["taps"] in (3, 5, 7)
 
 
+def test_decoding_a_grid_file_does_not_load_torch(tmp_path):
+    """A grid file decodes in numpy (grid_decode.py): torch's import alone takes 1.4-2 s."""
+    grid = os.path.join(os.path.dirname(__file__), "data", "golden_v7_filter.prc")
+    out = tmp_path / "g.png"
+    code = ("import sys\nfrom pranc_codec.cli import main\n"
+            "try:\n    main(['decode', sys.argv[1], '-o', sys.argv[2], '-q', '--threads', '1'])\n"
+            "except SystemExit as e:\n    code = e.code\n"
+            "print('torch' in sys.modules, code)")
+    r = subprocess.run([sys.executable, "-c", code, grid, str(out)], capture_output=True, text=True)
+    assert r.stdout.splitlines()[-1] == "False 0", r.stdout + r.stderr
+    from pranc_codec import decode
+    assert np.array_equal(np.asarray(Image.open(out)), decode(open(grid, "rb").read()))
+
+
 def test_output_directory_missing(runner, tmp_path, png, prc):
     _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "no" / "x.prc"), *FAST_ARGS]), 2)
     _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "no" / "x.png")]), 2)

@@ -46,6 +46,25 @@ def test_means_and_contexts_match_the_definition(h, w):
         assert mu.reshape(-1).tolist() == want_mu.tolist() and c.reshape(-1).tolist() == want_c.tolist()
 
 
+@pytest.mark.parametrize("h,w", SIDES + [(37, 53)])
+def test_the_decoders_numpy_contexts_are_the_fits_torch_ones(h, w):
+    """grid_decode.py (numpy, the coder's) and context.py (torch, the fit's): the same integers, with a parent,
+    latents past +-CLIP, and every bucket count."""
+    from pranc_codec import grid_decode
+
+    rs = np.random.RandomState(h * 7 + w)
+    q = rs.randint(-30, 31, size=(h, w)).astype(np.int64)
+    q[rs.rand(h, w) < 0.1] = CLIP * 3
+    parent = rs.randint(-9, 10, size=split(torch.from_numpy(q))[0].shape).astype(np.int64)
+    for k in range(4):
+        for par in (None, parent):
+            mu_t, c_t = contexts(split(torch.from_numpy(q)), None if par is None else torch.from_numpy(par), k)
+            mu_n, c_n = grid_decode.contexts(grid_decode.split(q), par, k)
+            assert np.array_equal(mu_n, mu_t.numpy()) and np.array_equal(c_n, c_t.numpy()), (k, par is None)
+            for n in (1, 4, MAX_BUCKETS):
+                assert np.array_equal(grid_decode.buckets(c_n, n), buckets(c_t, n).numpy())
+
+
 def test_contexts_read_only_earlier_sublattices():
     """What the decoder has not decoded yet (S_k and later) must not change S_k's contexts."""
     rs = np.random.RandomState(1)
@@ -96,7 +115,7 @@ def test_version5_round_trip_restores_every_symbol(h, w):
     lat, mlp, flt = _read_v5(header, bitstream.split_segments(header, payload))
     assert flt is None
     for got, want in zip(lat, code.latents):
-        assert np.array_equal(got.numpy(), want)
+        assert np.array_equal(got, want)
     for got, want in zip(mlp, code.mlp_q):
         assert np.array_equal(got, want)
 

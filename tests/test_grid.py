@@ -195,26 +195,32 @@ def test_fast_pass_equals_the_float64_reference_everywhere():
     assert err < EXACT_MARGIN / 10
 
 
-def test_row_sampler_is_the_per_pixel_sampler_bit_for_bit():
-    """The decoder samples strips of rows separably (_bilinear64_rows); FORMAT.md defines the per-pixel blend
-    (_bilinear64). Non-integer values, so that a different rounding anywhere would show; odd sizes, every level,
-    strips that start on odd rows; and render() in strips of 3 rows against one strip."""
-    from pranc_codec.latent import _bilinear64_rows
+def test_numpy_decoder_is_the_torch_reference_bit_for_bit(monkeypatch):
+    """The decoder (grid_decode.py, numpy) samples strips of rows separably and runs the exact MLP feature-major;
+    FORMAT.md's order is the per-pixel torch reference (_bilinear64, _mlp64). Non-integer values, so that a
+    different rounding anywhere would show; odd sizes, every level, strips that start on odd rows; and render()
+    in strips of 3 rows against one strip."""
+    from pranc_codec import grid_decode
 
     rs = np.random.RandomState(5)
     for height, width in ((37, 53), (64, 96), (1, 7), (9, 1)):
         for l in range(7):
             h, w = -(-height // 2 ** l), -(-width // 2 ** l)
-            grid = torch.from_numpy(rs.randn(h, w) * 10 ** rs.uniform(-3, 3, (h, w)))
+            grid = rs.randn(h, w) * 10 ** rs.uniform(-3, 3, (h, w))
             cuts = sorted({0, height, *rs.randint(0, height + 1, 3).tolist()})
             for r0, r1 in zip(cuts, cuts[1:]):
                 idx = torch.arange(r0 * width, r1 * width)
-                ref = _bilinear64(grid, l, idx // width, idx % width)
-                assert torch.equal(_bilinear64_rows(grid, l, r0, r1, width), ref), (height, width, l, r0, r1)
+                ref = _bilinear64(torch.from_numpy(grid), l, idx // width, idx % width).numpy()
+                assert np.array_equal(grid_decode.bilinear_rows(grid, l, r0, r1, width), ref), (height, width, l, r0)
     code, shape = _synthetic(37, 53)
-    lat = [torch.from_numpy(q).double() for q in code.latents]
-    weights = [torch.from_numpy(q.astype(np.float64) * s) for q, s in zip(code.mlp_q, code.mlp_steps)]
-    assert torch.equal(render(lat, weights, shape, 37, 53, max_batch=3 * 53 + 5), render(lat, weights, shape, 37, 53))
+    weights = [q.astype(np.float64) * s * 10 ** rs.uniform(-1, 1) for q, s in zip(code.mlp_q, code.mlp_steps)]
+    feats = rs.randn(500, shape.levels) * 30
+    ref = _mlp64(torch.from_numpy(feats), split_params([torch.from_numpy(w) for w in weights], shape)).numpy()
+    assert np.array_equal(grid_decode.mlp64(feats, grid_decode.split_params(weights, shape)), ref)
+    lat = [q.astype(np.float64) for q in code.latents]
+    whole = grid_decode.render(lat, weights, shape, 37, 53)
+    monkeypatch.setattr(grid_decode, "_STRIP_PIXELS", 3 * 53 + 5)
+    assert np.array_equal(grid_decode.render(lat, weights, shape, 37, 53), whole)
 
 
 def test_training_sampler_matches_the_decoder_sampler():

@@ -59,13 +59,13 @@ def test_filtering_is_exact_integer_arithmetic(taps, symmetric):
 
 
 def test_filtering_in_strips_equals_one_pass(monkeypatch):
-    import pranc_codec.loop_filter as lf
+    import pranc_codec.grid_decode as gd
 
     rs = np.random.RandomState(3)
     image = (rs.rand(40, 29, 3) * 256).astype(np.uint8)
     flt = _random_filter(rs, 3, 7, False, 10, 200.0)
     whole = apply(image, flt)
-    monkeypatch.setattr(lf, "_ROWS", 29 * 3)  # strips of 3 rows
+    monkeypatch.setattr(gd, "_STRIP_PIXELS", 29 * 3)  # strips of 3 rows
     assert np.array_equal(apply(image, flt), whole)
 
 

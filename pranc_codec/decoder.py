@@ -1,0 +1,23 @@
+"""``decode(data) -> image``, the public decoder: latent-grid files (versions 4-8) in numpy, without
+loading torch (``grid_decode.py``: a decode starts in a fraction of a second, not 1.5-2 s); PRANC SIREN
+files (version 3) through torch (``codec.decode_siren``)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import bitstream, grid_decode
+from .bitstream import GridHeader
+
+
+def decode(data: bytes, device: str = "cpu") -> np.ndarray:
+    """``.prc`` bytes -> uint8 image (H, W, C). Raises FormatError/LimitError on bad input.
+
+    The same pixels on every machine and device (FORMAT.md fixes every operation that makes them).
+    ``device`` ("cpu", "cuda", "auto") is where a SIREN file's network runs; a grid file decodes on the CPU.
+    """
+    header, payload = bitstream.parse(data)
+    if isinstance(header, GridHeader):
+        return grid_decode.decode(header, payload)
+    from .codec import decode_siren  # torch
+
+    return decode_siren(header, payload, device)
