@@ -26,24 +26,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import entropy
+from . import entropy, grid_decode
 from .config import FilterConfig
 from .grid_decode import LoopFilter
 from .grid_decode import apply_filter as apply  # noqa: F401 (the decoder's, re-exported)
 from .shapes import HEADER_BITS, MAX_COEF, num_features, offsets
 
-_ROWS = 1 << 16  # pixels per strip: the feature matrix of a strip is at most 148 x 65536 float64 (78 MB)
-
-
-def _strips(height: int, width: int) -> list[tuple[int, int]]:
-    rows = max(1, _ROWS // width)
-    return [(r, min(height, r + rows)) for r in range(0, height, rows)]
-
-
 def _features(padded: torch.Tensor, rows: tuple[int, int], taps: int) -> torch.Tensor:
     """(C taps^2 + 1, pixels) float64: every channel's taps x taps neighbourhood (the non-symmetric filter's
     features, in ``offsets`` order) of image rows [r0, r1), then the constant. padded: (C, H + 2r, W + 2r),
-    the picture or a strip of it (:func:`_padded_strip`), borders replicated by r = taps // 2. (Stacked
+    a strip of the picture (``grid_decode.padded_strip``), borders replicated by r = taps // 2. (Stacked
     slices: 0.13 s faster a Kodak fit than ``F.unfold``.)"""
     r0, r1 = rows
     r = taps // 2
@@ -52,17 +44,6 @@ def _features(padded: torch.Tensor, rows: tuple[int, int], taps: int) -> torch.T
            for c in range(padded.shape[0]) for dy, dx in offsets(taps, False)]
     out.append(torch.ones_like(out[0]))
     return torch.stack(out)
-
-
-def _padded_strip(image: np.ndarray, rows: tuple[int, int], r: int) -> torch.Tensor:
-    """uint8 (H, W, C) -> float64 (C, r1 - r0 + 2r, W + 2r): rows [r0 - r, r1 + r) and columns [-r, W + r) of
-    the picture, borders replicated. A strip at a time: the whole picture in float64 held 24 bytes a pixel, and
-    48 while it was padded (at 3072 x 2048 the decoder's peak was 1.22 GB with it, 0.86 GB without;
-    ABLATIONS.md AC3)."""
-    height, width = image.shape[:2]
-    ys = np.clip(np.arange(rows[0] - r, rows[1] + r), 0, height - 1)
-    xs = np.clip(np.arange(-r, width + r), 0, width - 1)
-    return torch.from_numpy(image[ys][:, xs]).permute(2, 0, 1).double()
 
 
 def _feature_map(channels: int, big: int, taps: int, symmetric: bool) -> torch.Tensor:
@@ -99,8 +80,9 @@ def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: Filte
     G = torch.zeros(m, m, dtype=torch.float64)
     B = torch.zeros(m, channels, dtype=torch.float64)
     rr = torch.zeros(channels, dtype=torch.float64)
-    for r0, r1 in _strips(height, width):
-        padded = _padded_strip(decoded, (r0, r1), r)
+    # the decoder's strips (at most 65,536 pixels: a strip's features are at most 148 x 65,536 float64, 78 MB)
+    for r0, r1 in grid_decode.filter_strips(height, width):
+        padded = torch.from_numpy(grid_decode.padded_strip(decoded, (r0, r1), r))
         A = _features(padded, (0, r1 - r0), big)
         target = torch.from_numpy(original[r0: r1].astype(np.float64)).permute(2, 0, 1)
         res = (target.reshape(channels, -1)
