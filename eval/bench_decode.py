@@ -23,7 +23,7 @@ import time
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread, set before numpy loads
     os.environ[_var] = "1"
 
-from pranc_codec import bitstream, grid_codec, loop_filter  # noqa: E402
+from pranc_codec import bitstream, grid_codec, grid_decode, loop_filter  # noqa: E402
 from pranc_codec.bitstream import GridHeader  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def phases(data: bytes) -> tuple[dict[str, float], str]:
     header, payload = bitstream.parse(data)
     if not isinstance(header, GridHeader) or header.version < 5:
         raise SystemExit("bench_decode times grid files of format version 5 and later")
-    latents, mlp_q, flt = grid_codec._read_v5(header, bitstream.split_segments(header, payload))
+    latents, mlp_q, flt = grid_decode.read_v5(header, bitstream.split_segments(header, payload))
     t1 = time.perf_counter()
     pixels = grid_codec._render(latents, mlp_q, header.mlp_steps, header.shape, header.height, header.width)
     t2 = time.perf_counter()

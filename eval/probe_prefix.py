@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from pranc_codec import bitstream, grid_codec
+from pranc_codec import bitstream, grid_codec, grid_decode
 from pranc_codec.image_io import read_image
 from pranc_codec.metrics import ms_ssim, psnr
 
@@ -21,7 +21,7 @@ def main() -> None:
     data = open(sys.argv[1], "rb").read()
     image = read_image(sys.argv[2])[0]
     header, payload = bitstream.parse(data)
-    latents, mlp, _ = grid_codec._read_v5(header, bitstream.split_segments(header, payload))
+    latents, mlp, _ = grid_decode.read_v5(header, bitstream.split_segments(header, payload))
     sizes = [g.size for g in latents]
     for k in range(len(latents)):
         kept = [np.zeros_like(g) if l < k else g for l, g in enumerate(latents)]

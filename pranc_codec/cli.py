@@ -328,7 +328,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             # session 14")
             for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = str(threads)
-        from .decoder import decode as decode_bytes
+        from .decoder import decode_parsed
         from .image_io import check_output, image_bytes, output_format, read_bytes, write_output
 
         t0 = time.perf_counter()
@@ -338,7 +338,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
         data = read_bytes(input)
         from .bitstream import GridHeader, parse
 
-        header = parse(data)[0]  # checked first: no warning for a file that does not decode
+        header, payload = parse(data)  # checked first: no warning for a file that does not decode
         note = batch.memory_note("decode", header.num_pixels)
         if note:
             click.echo(f"pranc: warning: {note}", err=True)
@@ -347,7 +347,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
 
             from .codec import default_threads
             torch.set_num_threads(threads or default_threads())
-        image = decode_bytes(data, device=device)
+        image = decode_parsed(header, payload, device=device)
         write_output(out, image_bytes(image, fmt), force=force, protect=_protected(input))
         seconds = time.perf_counter() - t0
         h, w, c = image.shape

@@ -27,11 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .grid_decode import split  # noqa: F401 (views by slicing: the same for tensors)
 from .shapes import CLIP, EDGES, MAX_BUCKETS, NEIGHBOURS, PASS_OF, PASSES, SUBLATTICES  # noqa: F401 (re-exported)
-
-def split(q: torch.Tensor) -> list[torch.Tensor]:
-    """The four sublattices of a level (h, w): views q[r::2, c::2] in coding order."""
-    return [q[r::2, c::2] for r, c in SUBLATTICES]
 
 
 def sublattice_dims(height: int, width: int) -> list[tuple[int, int]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import bitstream, grid_decode
-from .bitstream import GridHeader
+from .bitstream import GridHeader, Header
 
 
 def decode(data: bytes, device: str = "cpu") -> np.ndarray:
@@ -15,7 +15,11 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     The same pixels on every machine and device (FORMAT.md fixes every operation that makes them).
     ``device`` ("cpu", "cuda", "auto") is where a SIREN file's network runs; a grid file decodes on the CPU.
     """
-    header, payload = bitstream.parse(data)
+    return decode_parsed(*bitstream.parse(data), device=device)
+
+
+def decode_parsed(header: Header | GridHeader, payload: bytes, device: str = "cpu") -> np.ndarray:
+    """:func:`decode` of a file :func:`bitstream.parse` has already read and checked."""
     if isinstance(header, GridHeader):
         return grid_decode.decode(header, payload)
     from .codec import decode_siren  # torch

@@ -21,7 +21,7 @@ import torch
 from . import bitstream, entropy, grid_decode, loop_filter, rounding
 from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig, GridConfig, RoundingConfig
-from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
+from .shapes import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES
 from .grid_fit import GridFit, context_state, fit_grid, fits_finest, pixel_weights, refit_mlp
 from .latent import GridShape, mlp_forward, sample_levels, split_params
 from .loop_filter import LoopFilter
@@ -52,16 +52,11 @@ def plan(config: CodecConfig, height: int, width: int, channels: int) -> GridSha
     return shape(hidden)
 
 
-# the decoder's (grid_decode.py, numpy): the encoder codes in the order and with the model indexes it reads
-_coding_order = grid_decode.coding_order
-_model_offsets = grid_decode.model_offsets
-
-
-def _choose_buckets(symbols: np.ndarray, ctx: torch.Tensor) -> list[entropy.LaplaceModel]:
+def _choose_buckets(symbols: np.ndarray, ctx: np.ndarray) -> list[entropy.LaplaceModel]:
     """The bucket count (1..MAX_BUCKETS) that minimises coded bits plus header bits, and its (compact) models."""
     best, best_bits = None, math.inf
     for n in range(1, MAX_BUCKETS + 1):
-        b = buckets(ctx, n).numpy()
+        b = grid_decode.buckets(ctx, n)
         parts = [symbols[b == k] for k in range(n)]
         models = [entropy.fit_compact_model(q) for q in parts]
         bits = sum(entropy.code_length(q, m) for q, m in zip(parts, models)) + MODEL_BITS * n
@@ -72,19 +67,19 @@ def _choose_buckets(symbols: np.ndarray, ctx: torch.Tensor) -> list[entropy.Lapl
 
 def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
     """Symbols -> version-8 ``.prc`` bytes (fits the compact models of the context buckets, the MLP layers and
-    the filter)."""
-    lat = [torch.from_numpy(q.astype(np.int64)) for q in code.latents]
-    coded: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]] = {}  # (level, sublattice) -> symbols, contexts
-    for l, k in _coding_order(shape.levels):
-        subs = split(lat[l])
-        mu, ctx = contexts(subs, lat[l + 1] if l + 1 < shape.levels else None, k)
-        coded[l, k] = (subs[k] - mu).reshape(-1).numpy().astype(np.int32), ctx.reshape(-1)
+    the filter). The contexts, order and model indexes are the decoder's own (``grid_decode``)."""
+    lat = [q.astype(np.int64) for q in code.latents]
+    coded: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (level, sublattice) -> symbols, contexts
+    for l, k in grid_decode.coding_order(shape.levels):
+        subs = grid_decode.split(lat[l])
+        mu, ctx = grid_decode.contexts(subs, lat[l + 1] if l + 1 < shape.levels else None, k)
+        coded[l, k] = (subs[k] - mu).reshape(-1).astype(np.int32), ctx.reshape(-1)
     chosen: dict[tuple[int, int], list[entropy.LaplaceModel]] = {}  # (level, pass) -> bucket models
     for l in range(shape.levels):
         for p in range(PASSES):
             ks = [k for k in range(len(SUBLATTICES)) if PASS_OF[k] == p]
             chosen[l, p] = _choose_buckets(np.concatenate([coded[l, k][0] for k in ks]),
-                                           torch.cat([coded[l, k][1] for k in ks]))
+                                           np.concatenate([coded[l, k][1] for k in ks]))
     header_order = [(l, p) for l in range(shape.levels) for p in range(PASSES)]
     level_models = [m for key in header_order for m in chosen[key]]
     mlp_models = [entropy.fit_compact_model(q) for q in code.mlp_q]
@@ -97,12 +92,12 @@ def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
                         level_models=tuple(level_models), mlp_steps=tuple(code.mlp_steps),
                         mlp_models=tuple(mlp_models), buckets=tuple(len(chosen[key]) for key in header_order),
                         compact=True, packed=True, **filter_fields)
-    offsets = _model_offsets(header.buckets, shape.levels)
+    offsets = grid_decode.model_offsets(header.buckets, shape.levels)
     symbols, indexes = [], []
-    for l, k in _coding_order(shape.levels):
+    for l, k in grid_decode.coding_order(shape.levels):
         sym, ctx = coded[l, k]
         symbols.append(sym)
-        indexes.append(offsets[l, PASS_OF[k]] + buckets(ctx, len(chosen[l, PASS_OF[k]])).numpy())
+        indexes.append(offsets[l, PASS_OF[k]] + grid_decode.buckets(ctx, len(chosen[l, PASS_OF[k]])))
     for j, q in enumerate(code.mlp_q):
         symbols.append(q)
         indexes.append(np.full(q.size, len(level_models) + j))
@@ -115,12 +110,6 @@ def pack(code: GridCode, shape: GridShape, height: int, width: int) -> bytes:
     bounds = header.segment_bounds()
     segments = [entropy.encode_indexed(symbols[a:b], indexes[a:b], models) for a, b in zip(bounds, bounds[1:])]
     return bitstream.pack_grid(header, segments)
-
-
-def _read_v5(header: GridHeader, segments: list[bytes]) -> tuple[list[np.ndarray], list[np.ndarray],
-                                                                 LoopFilter | None]:
-    """Latents (int64 grids), MLP symbols and loop filter of a version-5 to 8 payload (``grid_decode.read_v5``)."""
-    return grid_decode.read_v5(header, segments)
 
 
 def _render(latents: list[torch.Tensor] | list[np.ndarray], mlp_q: list[np.ndarray],

@@ -15,7 +15,7 @@ Two evaluations:
 
 - :func:`sample_levels` for fitting: ``torch.nn.functional.grid_sample``,
   float32, differentiable (2.3x faster than gathering by hand);
-- :func:`render` for decoding (``grid_decode.render``, numpy): bilinear weights
+- ``grid_decode.render`` for decoding (numpy): bilinear weights
   and the MLP in float64 with a fixed order of IEEE operations (no BLAS for the
   pixels that matter), so every machine decodes the same 8-bit pixels;
   :func:`_bilinear64` and :func:`_mlp64` are that order, per pixel, in torch:
@@ -29,14 +29,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import grid_decode
 from .grid_decode import EXACT_MARGIN  # noqa: F401 (re-exported)
+from .grid_decode import split_params  # noqa: F401 (slicing: the same for tensors)
 from .shapes import GridShape
-
-
-def split_params(flat: list[torch.Tensor], shape: GridShape) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per-layer flat vectors (n_l,) -> (W (fan_out, fan_in), b (fan_out,))."""
-    return [(v[: fi * fo].reshape(fo, fi), v[fi * fo: fi * fo + fo]) for v, (fi, fo) in zip(flat, shape.layer_dims())]
 
 
 @functools.lru_cache(maxsize=16)
@@ -119,17 +114,6 @@ def _mlp64(feats: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]])
             acc = acc + h[:, j: j + 1] * W[:, j]
         h = torch.relu(acc) if i < len(layers) - 1 else acc + 0.5
     return h
-
-
-def render(latents: list[torch.Tensor], weights: list[torch.Tensor], shape: GridShape, height: int,
-           width: int) -> torch.Tensor:
-    """Rasterize to uint8 pixels (height, width, C), as the decoder does (``grid_decode.render``, numpy).
-
-    latents: float64 grids (h_l, w_l) (integer values); weights: per-layer float64 flat vectors. The
-    output is that of the per-pixel float64 reference, :func:`_bilinear64` then :func:`_mlp64`, everywhere.
-    """
-    return torch.from_numpy(grid_decode.render([g.cpu().numpy() for g in latents], [w.cpu().numpy() for w in weights],
-                                               shape, height, width))
 
 
 def init_uniform(count: int, fan_in: int, gen: torch.Generator) -> torch.Tensor:

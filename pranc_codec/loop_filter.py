@@ -32,6 +32,7 @@ from .grid_decode import LoopFilter
 from .grid_decode import apply_filter as apply  # noqa: F401 (the decoder's, re-exported)
 from .shapes import HEADER_BITS, MAX_COEF, num_features, offsets
 
+
 def _features(padded: torch.Tensor, rows: tuple[int, int], taps: int) -> torch.Tensor:
     """(C taps^2 + 1, pixels) float64: every channel's taps x taps neighbourhood (the non-symmetric filter's
     features, in ``offsets`` order) of image rows [r0, r1), then the constant. padded: (C, H + 2r, W + 2r),

@@ -5,7 +5,8 @@ import torch
 
 from pranc_codec import bitstream, entropy
 from pranc_codec.context import CLIP, EDGES, MAX_BUCKETS, NEIGHBOURS, buckets, contexts, split, sublattice_dims
-from pranc_codec.grid_codec import GridCode, _read_v5, pack
+from pranc_codec.grid_codec import GridCode, pack
+from pranc_codec.grid_decode import read_v5
 from pranc_codec.grid_fit import latent_bits
 from pranc_codec.latent import GridShape
 
@@ -112,7 +113,7 @@ def test_version5_round_trip_restores_every_symbol(h, w):
     data = pack(code, shape, h, w)
     header, payload = bitstream.parse(data)
     assert data[4] == header.version == bitstream.GRID_VERSION and header.filter_taps == 0 and data[5] == 0
-    lat, mlp, flt = _read_v5(header, bitstream.split_segments(header, payload))
+    lat, mlp, flt = read_v5(header, bitstream.split_segments(header, payload))
     assert flt is None
     for got, want in zip(lat, code.latents):
         assert np.array_equal(got, want)

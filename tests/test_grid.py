@@ -15,7 +15,7 @@ from pranc_codec.config import GridConfig, RateConfig, RoundingConfig
 from pranc_codec.grid_codec import GridCode, pack, plan
 from pranc_codec.grid_fit import context_state, fit_grid, latent_bits, structure_weights
 from pranc_codec.image_io import read_image
-from pranc_codec.latent import GridShape, _bilinear64, _mlp64, render, sample_levels, split_params
+from pranc_codec.latent import GridShape, _bilinear64, _mlp64, sample_levels, split_params
 
 from .conftest import smooth_image
 
@@ -178,11 +178,15 @@ def test_version4_files_still_decode_to_the_same_pixels():
 
 
 def test_fast_pass_equals_the_float64_reference_everywhere():
-    """render() uses float32 BLAS except near rounding boundaries; every pixel must be the reference's."""
+    """The decoder's render() uses float32 BLAS except near rounding boundaries; every pixel must be the
+    reference's."""
+    from pranc_codec import grid_decode
+
     code, shape = _synthetic(64, 96)
     lat = [torch.from_numpy(q) for q in code.latents]
     weights = [torch.from_numpy(q.astype(np.float64) * s) for q, s in zip(code.mlp_q, code.mlp_steps)]
-    fast = render(lat, weights, shape, 64, 96).reshape(-1, 3)
+    fast = grid_decode.render(code.latents, [w.numpy() for w in weights], shape, 64, 96)
+    fast = torch.from_numpy(fast).reshape(-1, 3)
     idx = torch.arange(64 * 96)
     feats = torch.stack([_bilinear64(g, l, idx // 96, idx % 96) for l, g in enumerate(lat)], 1)
     ref64 = _mlp64(feats, split_params(weights, shape)) * 255
