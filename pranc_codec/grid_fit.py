@@ -215,25 +215,41 @@ def context_state(grids: list[torch.Tensor], first: int = 0) -> ContextState:
         bits, mus, models = 0.0, [], []
         for l in range(first, len(lat)):
             q = lat[l]
-            subs = split(q)
-            parent = lat[l + 1] if l + 1 < len(lat) else None
             mu_map = torch.zeros(q.shape, dtype=torch.float32)
             model_map = torch.zeros(q.shape, dtype=torch.int64)
-            count = torch.zeros(PASSES, MAX_BUCKETS, dtype=torch.float64)
-            sum_mag = torch.zeros(PASSES, MAX_BUCKETS, dtype=torch.float64)
-            for k in range(len(subs)):
-                mu, ctx = contexts(subs, parent, k)
-                b = buckets(ctx, MAX_BUCKETS)
-                flat = b.reshape(-1)
-                count[PASS_OF[k]] += torch.bincount(flat, minlength=MAX_BUCKETS)
-                sum_mag[PASS_OF[k]] += torch.bincount(flat, weights=(subs[k] - mu).abs().reshape(-1).double(),
-                                                      minlength=MAX_BUCKETS)
-                split(mu_map)[k].copy_(mu)
-                split(model_map)[k].copy_(b + (l * PASSES + PASS_OF[k]) * MAX_BUCKETS)
+            bits += _level_bits(q, lat[l + 1] if l + 1 < len(lat) else None, (mu_map, model_map, l))
             mus.append(mu_map.reshape(-1))
             models.append(model_map.reshape(-1))
-            bits += sum(_pass_bits(count[p], sum_mag[p]) for p in range(PASSES))
         return ContextState(torch.cat(mus).to(device), torch.cat(models).to(device), bits)
+
+
+def level_bits(q: torch.Tensor, parent: torch.Tensor | None) -> float:
+    """The coder's code length (bits, bucket models included) of one level's integer latents q (h, w) int64
+    under the context model, given the next coarser level ``parent`` (None for the coarsest): one level's share
+    of :func:`context_state`'s ``bits``."""
+    with torch.no_grad():
+        return _level_bits(q, parent)
+
+
+def _level_bits(q: torch.Tensor, parent: torch.Tensor | None,
+                maps: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> float:
+    """:func:`level_bits`; with ``maps`` (mu_map, model_map, level) also writes each latent's predicted mean
+    and model index into the two (h, w) maps."""
+    subs = split(q)
+    count = torch.zeros(PASSES, MAX_BUCKETS, dtype=torch.float64)
+    sum_mag = torch.zeros(PASSES, MAX_BUCKETS, dtype=torch.float64)
+    for k in range(len(subs)):
+        mu, ctx = contexts(subs, parent, k)
+        b = buckets(ctx, MAX_BUCKETS)
+        flat = b.reshape(-1)
+        count[PASS_OF[k]] += torch.bincount(flat, minlength=MAX_BUCKETS)
+        sum_mag[PASS_OF[k]] += torch.bincount(flat, weights=(subs[k] - mu).abs().reshape(-1).double(),
+                                              minlength=MAX_BUCKETS)
+        if maps is not None:
+            mu_map, model_map, l = maps
+            split(mu_map)[k].copy_(mu)
+            split(model_map)[k].copy_(b + (l * PASSES + PASS_OF[k]) * MAX_BUCKETS)
+    return sum(_pass_bits(count[p], sum_mag[p]) for p in range(PASSES))
 
 
 def latent_bits(grids: list[torch.Tensor]) -> float:

@@ -40,7 +40,7 @@ import torch
 from . import entropy
 from .config import RoundingConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
-from .grid_fit import context_state
+from .grid_fit import context_state, level_bits
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
 # MLP chunks per span of the rounding's per-pixel work: 1,048,576 pixels (a Kodak picture is one span), about
@@ -114,14 +114,59 @@ def _slopes(subs: list[torch.Tensor], parent: torch.Tensor | None) -> torch.Tens
     return out
 
 
+def _select(costs: torch.Tensor, dbits: torch.Tensor, lam: float) -> tuple[torch.Tensor, float]:
+    """Each latent's best choice at ``lam``: the index into [stay, candidates...] of the least error change +
+    lam x bits change (the first on a tie), and the sum of the chosen bits changes. costs, dbits: (candidates,
+    latents) float64."""
+    total = torch.cat([torch.zeros(1, costs.shape[1], dtype=torch.float64), costs + lam * dbits])
+    pick = torch.argmin(total, dim=0)
+    chosen = torch.cat([torch.zeros(1, dbits.shape[1], dtype=torch.float64), dbits]).gather(0, pick[None])
+    return pick, float(chosen.sum())
+
+
+def _railed_lambda(costs: torch.Tensor, dbits: torch.Tensor, lam: float, lo: float, hi: float,
+                   iterations: int = 40) -> float:
+    """``lam``, or the nearest lambda whose choices change the bits by an amount within [lo, hi] (lo <= 0 <= hi).
+
+    The bits a sublattice's choices add fall as lambda rises (a Lagrangian choice per latent), so a bisection in
+    log lambda finds it. Staying put everywhere changes nothing, so a large enough lambda always meets ``hi``; a
+    ``lo`` that even lambda -> 0 cannot meet gets the smallest lambda tried."""
+    _, d = _select(costs, dbits, lam)
+    if lo <= d <= hi:
+        return lam
+    up = d > hi  # too many bits: raise lambda
+    near = far = lam
+    if up and lam <= 0:  # doubling needs a start: no move that adds bits is taken from the largest such ratio on
+        adds = (dbits > 0) & (costs < 0)
+        far = float((-costs[adds] / dbits[adds]).max()) * 2.0 ** -iterations
+    for _ in range(iterations):  # bracket: double (or halve) until the bound is met
+        far = far * 2.0 if up else far / 2.0
+        _, d = _select(costs, dbits, far)
+        if (d <= hi) if up else (d >= lo):
+            break
+        near = far
+    else:
+        return far
+    for _ in range(iterations):  # near fails the bound, far meets it
+        mid = math.sqrt(near * far)
+        _, d = _select(costs, dbits, mid)
+        if (d <= hi) if up else (d >= lo):
+            far = mid
+        else:
+            near = mid
+    return far
+
+
 def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: int, slopes: torch.Tensor, l: int,
                       dims: tuple[int, int], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
                       weights: torch.Tensor | None, base: torch.Tensor, lam: float, height: int, width: int,
-                      cfg: RoundingConfig) -> int:
+                      cfg: RoundingConfig, rails: tuple[float, float] | None = None) -> tuple[int, float]:
     """One sublattice k of level l: each latent moved to its best candidate, in place in ``subs`` (int64 views of
     the level), ``feats`` (column l) and ``base`` (the pixels' current errors). slopes: (MAX_BUCKETS,) bits per
-    unit of |symbol| of this pass. Returns how many latents moved. (A function of its own so that its
-    picture-sized vectors are freed before the next sublattice's are made.)"""
+    unit of |symbol| of this pass. rails: (lo, hi), bounds on the bits the moves may add (lo <= 0 <= hi), met by
+    moving lambda for this sublattice (:func:`_railed_lambda`). Returns how many latents moved and the bits
+    the moves added, as the pass's models price them. (A function of its own so that its picture-sized vectors
+    are freed before the next sublattice's are made.)"""
     mu, ctx = contexts(subs, parent, k)  # from what is already decided, as the decoder sees it
     cur, mu = subs[k].reshape(-1), mu.reshape(-1)
     slope = slopes[buckets(ctx, MAX_BUCKETS).reshape(-1)]
@@ -156,21 +201,22 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
             errs[j, span] = pixel_errors(f_s, layers, t_s, w_s, cfg.chunk, l, delta[index_s] * wgt_s)
             costs[j].index_add_(0, index_s, (errs[j, span] - base_s).double())
     cur_bits = (cur - mu).abs().double() * slope
-    best_cost = torch.zeros(cur.shape, dtype=torch.float64)
+    dbits = torch.stack([(cur + delta - mu).abs().double() * slope - cur_bits for delta in candidates])
+    if rails is not None:
+        lam = _railed_lambda(costs, dbits, lam, *rails)
+    choice, added = _select(costs, dbits, lam)  # 0: stay, j + 1: candidate j
     best = torch.zeros_like(cur)
     best_err = base_l.clone()
     for j, delta in enumerate(candidates):
-        cost = costs[j] + lam * ((cur + delta - mu).abs().double() * slope - cur_bits)
-        better = cost < best_cost
-        best_cost = torch.where(better, cost, best_cost)
-        best = torch.where(better, delta, best)
+        taken = choice == j + 1
+        best = torch.where(taken, delta, best)
         for span in spans:
-            best_err[span] = torch.where(better[index[span]], errs[j, span], best_err[span])
+            best_err[span] = torch.where(taken[index[span]], errs[j, span], best_err[span])
     subs[k].add_(best.view(subs[k].shape))  # subs[k] is a view of the level
     for span, pick in zip(spans, picks):
         feats[pick, l] += best[index[span]] * wgt[span]
     base[live if live is not None else slice(None)] = best_err
-    return int(torch.count_nonzero(best))
+    return int(torch.count_nonzero(best)), added
 
 
 def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
@@ -194,6 +240,12 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     feats = feats.clone()
     dims = [tuple(g.shape) for g in lat]
     changed = 0
+    rail = cfg.rate_rail if target_bits else 0.0
+    levels = len(lat)
+
+    def parent_of(l: int) -> torch.Tensor | None:
+        return lat[l + 1] if l + 1 < levels else None
+
     with torch.no_grad():
         base = errors.clone() if errors is not None else pixel_errors(feats, layers, target, weights, cfg.chunk)
         for sweep in range(cfg.sweeps):
@@ -201,6 +253,9 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                 bits = context_state(lat, first).bits
                 ratio = (bits / target_bits) ** (1.0 / cfg.rate_elasticity)
                 lam *= min(max(ratio, 1.0 / cfg.max_lam_step), cfg.max_lam_step)
+            # with rails, each level's exact code length, refreshed after each of its sublattices (whose moves also
+            # change its other sublattices' means) and after its parent's (whose values are its contexts)
+            per_level = [level_bits(lat[l], parent_of(l)) if rail and l >= first else 0.0 for l in range(levels)]
             if sweep and refit is not None:
                 layers = refit(feats)
                 base = pixel_errors(feats, layers, target, weights, cfg.chunk)
@@ -211,8 +266,16 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                 for k in range(len(SUBLATTICES)):
                     if subs[k].numel() == 0:
                         continue
+                    rails = None
+                    if rail:  # neither past the rails nor further past them than the latents already are
+                        now = sum(per_level)
+                        rails = (min(target_bits * (1 - rail) - now, 0.0), max(target_bits * (1 + rail) - now, 0.0))
                     changed += _round_sublattice(subs, parent, k, slopes[PASS_OF[k]], l, dims[l], feats, layers,
-                                                 target, weights, base, lam, height, width, cfg)
+                                                 target, weights, base, lam, height, width, cfg, rails)[0]
+                    if rail:
+                        per_level[l] = level_bits(lat[l], parent)
+                if rail and l - 1 >= first:
+                    per_level[l - 1] = level_bits(lat[l - 1], lat[l])
             if progress is not None:
                 progress(1, float("nan"))
     return [g.to(src.dtype) for g, src in zip(lat, latents)], feats, changed

@@ -173,6 +173,57 @@ def test_the_rounding_holds_the_latents_budget_when_told_and_else_the_fits_code_
     assert rounded_bits(bits) == held
 
 
+def test_rails_keep_the_code_length_near_the_bits_held_when_lambda_is_far_off_the_pictures_own():
+    """A first sweep at a price far off the picture's own swings the code length (a noisy picture went -52 %,
+    then +26 % over three sweeps); with rails (RoundingConfig.rate_rail) every sweep stays near the bits held,
+    up to what one sublattice's moves do to its neighbours' means. Rails that never bind change nothing."""
+    h, w = 24, 32
+
+    def ratio(latents, feats, layers, target, lam, rail):
+        held = context_state(latents).bits
+        out, _, _ = optimise(latents, feats, layers, target, None, lam, 0, h, w,
+                             RoundingConfig(sweeps=3, rate_rail=rail), target_bits=held)
+        return context_state(out).bits / held, out
+
+    for seed in (5, 6):
+        _, latents, layers, target, feats = _problem(seed=seed)
+        for lam in (1e-2, 1e3):  # too high a price: bits cut
+            free, plain = ratio(latents, feats, layers, target, lam, 0.0)
+            railed, _ = ratio(latents, feats, layers, target, lam, 0.04)
+            assert free < 0.6 and 0.92 < railed < 1.0
+            _, loose = ratio(latents, feats, layers, target, lam, 10.0)
+            assert all(torch.equal(a, b) for a, b in zip(loose, plain))
+        small = [torch.round(0.5 * g) for g in latents]  # latents the picture wants larger: bits added
+        small_feats = grid_codec._features(small, w, h * w)
+        for lam in (0.0, 1e-5):
+            free, _ = ratio(small, small_feats, layers, target, lam, 0.0)
+            railed, _ = ratio(small, small_feats, layers, target, lam, 0.04)
+            assert free > 1.2 and 1.0 < railed < 1.13
+
+
+def test_the_railed_lambda_is_the_nearest_that_meets_the_bounds():
+    gen = torch.Generator().manual_seed(0)
+    costs = torch.randn(2, 5000, generator=gen, dtype=torch.float64)
+    dbits = torch.randn(2, 5000, generator=gen, dtype=torch.float64) + 0.5  # cheap moves add bits, dear ones cut
+
+    def added(lam: float) -> float:
+        return rounding_module._select(costs, dbits, lam)[1]
+
+    assert added(0.0) > 1000 and added(1e3) < -1000  # the bits fall as the price rises
+    start = {"up": 0.05, "down": 5.0}
+    for direction, lo, hi in [("up", -1e9, 100.0), ("up", -1e9, 0.0), ("down", -100.0, 1e9), ("down", 0.0, 1e9)]:
+        lam0 = start[direction]
+        assert not lo <= added(lam0) <= hi
+        lam = rounding_module._railed_lambda(costs, dbits, lam0, lo, hi)
+        assert (lam > lam0) == (direction == "up") and lo <= added(lam) <= hi
+        nearer = lam * (lam0 / lam) ** 1e-3  # a little nearer the price asked breaks the bound
+        assert not lo <= added(nearer) <= hi
+    d = added(0.5)
+    assert rounding_module._railed_lambda(costs, dbits, 0.5, d - 1, d + 1) == 0.5  # already within: unchanged
+    lam = rounding_module._railed_lambda(costs, dbits, 0.0, -1e9, 0.0)  # a price from nothing
+    assert lam > 0 and added(lam) <= 0
+
+
 @pytest.mark.parametrize("to_mean", [False, True])
 def test_the_rounding_in_spans_of_pixels_equals_the_rounding_in_one_span(monkeypatch, to_mean):
     # odd sizes: level 0's sublattices touch a subset of the pixels, and the borders of the others hold pixels of
