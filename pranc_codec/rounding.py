@@ -114,43 +114,55 @@ def _slopes(subs: list[torch.Tensor], parent: torch.Tensor | None) -> torch.Tens
     return out
 
 
-def _select(costs: torch.Tensor, dbits: torch.Tensor, lam: float) -> tuple[torch.Tensor, float]:
-    """Each latent's best choice at ``lam``: the index into [stay, candidates...] of the least error change +
-    lam x bits change (the first on a tie), and the sum of the chosen bits changes. costs, dbits: (candidates,
-    latents) float64."""
-    total = torch.cat([torch.zeros(1, costs.shape[1], dtype=torch.float64), costs + lam * dbits])
-    pick = torch.argmin(total, dim=0)
-    chosen = torch.cat([torch.zeros(1, dbits.shape[1], dtype=torch.float64), dbits]).gather(0, pick[None])
-    return pick, float(chosen.sum())
+def _options(costs: torch.Tensor, dbits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 + candidates, latents) error and bits changes of [stay, candidates...]: stay changes nothing."""
+    zero = torch.zeros(1, costs.shape[1], dtype=torch.float64)
+    return torch.cat([zero, costs]), torch.cat([zero, dbits])
 
 
-def _railed_lambda(costs: torch.Tensor, dbits: torch.Tensor, lam: float, lo: float, hi: float,
-                   iterations: int = 40) -> float:
-    """``lam``, or the nearest lambda whose choices change the bits by an amount within [lo, hi] (lo <= 0 <= hi).
+def _select(options: tuple[torch.Tensor, torch.Tensor], lam: float) -> tuple[torch.Tensor, float]:
+    """Each latent's best option at ``lam``: the index into [stay, candidates...] (:func:`_options`) of the least
+    error change + lam x bits change (the first on a tie), and the sum of the chosen bits changes."""
+    costs, dbits = options
+    pick = torch.argmin(costs + lam * dbits, dim=0)
+    return pick, float(dbits.gather(0, pick[None]).sum())
 
-    The bits a sublattice's choices add fall as lambda rises (a Lagrangian choice per latent), so a bisection in
-    log lambda finds it. Staying put everywhere changes nothing, so a large enough lambda always meets ``hi``; a
-    ``lo`` that even lambda -> 0 cannot meet gets the smallest lambda tried."""
-    _, d = _select(costs, dbits, lam)
+
+def _railed_lambda(options: tuple[torch.Tensor, torch.Tensor], lam: float, lo: float, hi: float,
+                   bracket: int = 24, halvings: int = 8) -> float:
+    """``lam``, or about the nearest lambda whose choices change the bits by an amount within [lo, hi]
+    (lo <= 0 <= hi).
+
+    The bits a sublattice's choices add fall as lambda rises (a Lagrangian choice per latent), so stepping
+    lambda 4-fold brackets the bound and a bisection in log lambda narrows it to 4^(1/2^halvings) (0.5 %).
+    Staying put everywhere changes nothing, so a large enough lambda always meets ``hi``; a ``lo`` that even
+    lambda -> 0 cannot meet gets the smallest lambda tried."""
+    d = _select(options, lam)[1]
     if lo <= d <= hi:
         return lam
     up = d > hi  # too many bits: raise lambda
     near = far = lam
-    if up and lam <= 0:  # doubling needs a start: no move that adds bits is taken from the largest such ratio on
+    if up and lam <= 0:  # stepping needs a start: no move that adds bits is taken from the largest such ratio on
+        costs, dbits = options
         adds = (dbits > 0) & (costs < 0)
-        far = float((-costs[adds] / dbits[adds]).max()) * 2.0 ** -iterations
-    for _ in range(iterations):  # bracket: double (or halve) until the bound is met
-        far = far * 2.0 if up else far / 2.0
-        _, d = _select(costs, dbits, far)
-        if (d <= hi) if up else (d >= lo):
+        far = float((-costs[adds] / dbits[adds]).max()) * 4.0 ** -bracket
+
+    def meets(x: float) -> bool:
+        d = _select(options, x)[1]
+        return d <= hi if up else d >= lo
+
+    for _ in range(bracket):
+        far = far * 4.0 if up else far / 4.0
+        if meets(far):
             break
         near = far
     else:
         return far
-    for _ in range(iterations):  # near fails the bound, far meets it
+    if near <= 0:
+        return far
+    for _ in range(halvings):  # near fails the bound, far meets it
         mid = math.sqrt(near * far)
-        _, d = _select(costs, dbits, mid)
-        if (d <= hi) if up else (d >= lo):
+        if meets(mid):
             far = mid
         else:
             near = mid
@@ -202,9 +214,10 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
             costs[j].index_add_(0, index_s, (errs[j, span] - base_s).double())
     cur_bits = (cur - mu).abs().double() * slope
     dbits = torch.stack([(cur + delta - mu).abs().double() * slope - cur_bits for delta in candidates])
+    options = _options(costs, dbits)
     if rails is not None:
-        lam = _railed_lambda(costs, dbits, lam, *rails)
-    choice, added = _select(costs, dbits, lam)  # 0: stay, j + 1: candidate j
+        lam = _railed_lambda(options, lam, *rails)
+    choice, added = _select(options, lam)  # 0: stay, j + 1: candidate j
     best = torch.zeros_like(cur)
     best_err = base_l.clone()
     for j, delta in enumerate(candidates):

@@ -1,5 +1,4 @@
 """Rate-distortion optimised rounding of the latents (pranc_codec/rounding.py)."""
-import numpy as np
 import pytest
 import torch
 
@@ -206,21 +205,23 @@ def test_the_railed_lambda_is_the_nearest_that_meets_the_bounds():
     costs = torch.randn(2, 5000, generator=gen, dtype=torch.float64)
     dbits = torch.randn(2, 5000, generator=gen, dtype=torch.float64) + 0.5  # cheap moves add bits, dear ones cut
 
+    options = rounding_module._options(costs, dbits)
+
     def added(lam: float) -> float:
-        return rounding_module._select(costs, dbits, lam)[1]
+        return rounding_module._select(options, lam)[1]
 
     assert added(0.0) > 1000 and added(1e3) < -1000  # the bits fall as the price rises
     start = {"up": 0.05, "down": 5.0}
     for direction, lo, hi in [("up", -1e9, 100.0), ("up", -1e9, 0.0), ("down", -100.0, 1e9), ("down", 0.0, 1e9)]:
         lam0 = start[direction]
         assert not lo <= added(lam0) <= hi
-        lam = rounding_module._railed_lambda(costs, dbits, lam0, lo, hi)
+        lam = rounding_module._railed_lambda(options, lam0, lo, hi)
         assert (lam > lam0) == (direction == "up") and lo <= added(lam) <= hi
-        nearer = lam * (lam0 / lam) ** 1e-3  # a little nearer the price asked breaks the bound
+        nearer = lam * (lam0 / lam) ** 0.02  # a little nearer the price asked breaks the bound
         assert not lo <= added(nearer) <= hi
     d = added(0.5)
-    assert rounding_module._railed_lambda(costs, dbits, 0.5, d - 1, d + 1) == 0.5  # already within: unchanged
-    lam = rounding_module._railed_lambda(costs, dbits, 0.0, -1e9, 0.0)  # a price from nothing
+    assert rounding_module._railed_lambda(options, 0.5, d - 1, d + 1) == 0.5  # already within: unchanged
+    lam = rounding_module._railed_lambda(options, 0.0, -1e9, 0.0)  # a price from nothing
     assert lam > 0 and added(lam) <= 0
 
 
