@@ -238,11 +238,16 @@ def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, devic
     return g
 
 
+def _overhead_bits(shape: GridShape, height: int, width: int) -> int:
+    """Bits of a file that neither the latents' rate nor the MLP's nor the filter's counts: the header and the
+    segments' lengths (the latents' bucket models are counted in their rate, grid_fit.context_state)."""
+    segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
+    return bitstream.packed_overhead_bits(shape, segments)
+
+
 def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int) -> float:
     """Bits per pixel left for the latents: the target less the header, segment and expected MLP bits."""
-    segments = len(bitstream.segment_bounds(shape.num_latents(height, width) + shape.num_params)) - 1
-    # the latents' bucket models are counted in their rate (grid_fit.context_state), not here
-    overhead = bitstream.packed_overhead_bits(shape, segments)
+    overhead = _overhead_bits(shape, height, width)
     f = config.filter
     total = config.rate.bpp * height * width
     reserve = min(f.reserve_scale * math.sqrt(total), f.reserve_share * total) if f.enabled else 0.0
@@ -343,7 +348,17 @@ def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Ten
     _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in weights], shape, config.grid.mlp_bits, lam, n)
     flt = None
     if config.filter.enabled:  # fitted to the pixels the decoder will render
-        flt = loop_filter.fit_filter(_render(latents, mlp_q, steps, shape, height, width), image, lam,
-                                     config.filter)
+        rendered = _render(latents, mlp_q, steps, shape, height, width)
+        flt = loop_filter.fit_filter(rendered, image, lam, config.filter)
+        cap = config.rate.bpp * n * (1 + config.filter.max_overshoot)  # bits the file may take with its filter
+        # what the file spends without a filter, first as estimated (the latents' code length, an over-estimate
+        # of a few per cent on a small picture, the MLP's symbols and models, the header), then where that says
+        # the filter may not fit, as packed
+        if flt is not None and (context_state(latents).bits + mlp_code_length(mlp_q) + MODEL_BITS * len(mlp_q)
+                                + _overhead_bits(shape, height, width) + loop_filter.filter_bits(flt.coefs) > cap):
+            spent = 8 * len(pack(GridCode([g.numpy().astype(np.int32) for g in latents], mlp_q, steps), shape,
+                                 height, width))
+            if spent + loop_filter.filter_bits(flt.coefs) > cap:
+                flt = loop_filter.fit_filter(rendered, image, lam, config.filter, max_bits=cap - spent)
     return GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps,
                     loop_filter=flt)

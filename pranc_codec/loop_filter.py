@@ -23,6 +23,8 @@ The decoder's half, :class:`LoopFilter` and :func:`apply`, is numpy code in
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -65,8 +67,17 @@ def _feature_map(channels: int, big: int, taps: int, symmetric: bool) -> torch.T
     return torch.stack(rows + [last])
 
 
-def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: FilterConfig) -> LoopFilter | None:
-    """The filter (or None) minimising MSE + lam x bits / pixels over ``cfg``'s shapes and shifts.
+def filter_bits(coefs: np.ndarray) -> float:
+    """Bits a filter of integer coefficients ``coefs`` (any shape) takes in the file: their code length under
+    their fitted Laplace model plus the filter's header fields."""
+    flat = coefs.reshape(-1).astype(np.int32)
+    return entropy.code_length(flat, entropy.fit_model(flat)) + HEADER_BITS
+
+
+def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: FilterConfig,
+               max_bits: float = math.inf) -> LoopFilter | None:
+    """The filter (or None) minimising MSE + lam x bits / pixels over ``cfg``'s shapes and shifts, among those of
+    at most ``max_bits`` bits.
 
     decoded, original: uint8 (H, W, C). MSE is of colour in [0, 1], bits are the coefficients' code length
     under their fitted Laplace model plus the model's header bits, as ``grid_codec.choose_mlp_bits`` counts.
@@ -107,8 +118,9 @@ def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: Filte
                 qi = q.t().numpy().astype(np.int64)
                 if np.abs(qi).max() >= MAX_COEF:
                     continue
-                flat = qi.reshape(-1).astype(np.int32)
-                bits = entropy.code_length(flat, entropy.fit_model(flat)) + HEADER_BITS
+                bits = filter_bits(qi)
+                if bits > max_bits:
+                    continue
                 cost = float(sse.sum()) / (scale * channels) + lam * bits / n
                 if cost < best[0]:
                     best = (cost, LoopFilter(taps, symmetric, shift, qi.astype(np.int32)))

@@ -10,7 +10,7 @@ import pytest
 from pranc_codec import FormatError, bitstream, decode, encode
 from pranc_codec.config import CodecConfig, FilterConfig, apply_overrides
 from pranc_codec.grid_codec import GridCode, pack
-from pranc_codec.loop_filter import MAX_COEF, LoopFilter, apply, fit_filter, num_features, offsets
+from pranc_codec.loop_filter import MAX_COEF, LoopFilter, apply, filter_bits, fit_filter, num_features, offsets
 
 from .conftest import smooth_image
 from .test_grid import _synthetic
@@ -102,6 +102,18 @@ def test_fit_weighs_bits_against_distortion():
     cheap = fit_filter(blurred, sharp, 1e-5, FilterConfig())
     free = fit_filter(blurred, sharp, 0.0, FilterConfig())
     assert cheap is not None and cheap.coefs.size <= free.coefs.size
+
+
+def test_fit_keeps_to_the_bits_it_is_given():
+    """``max_bits`` (the room left under the file's rate cap, FilterConfig.max_overshoot) rules out larger
+    filters: the best of the smaller ones is kept, or none."""
+    sharp, blurred = _blurred()
+    free = fit_filter(blurred, sharp, 0.0, FilterConfig())
+    room = filter_bits(free.coefs) - 1
+    capped = fit_filter(blurred, sharp, 0.0, FilterConfig(), max_bits=room)
+    assert capped is not None and filter_bits(capped.coefs) <= room < filter_bits(free.coefs)
+    assert _mse(apply(blurred, capped), sharp) < _mse(blurred, sharp)  # still a filter that helps
+    assert fit_filter(blurred, sharp, 0.0, FilterConfig(), max_bits=0.0) is None
 
 
 def _v6(flt: LoopFilter | None = None) -> tuple[bytes, LoopFilter]:
@@ -225,6 +237,11 @@ def test_encoder_writes_a_filter_only_when_it_pays():
     assert on.data[4] == 8 == off.data[4] and (on.data[5], off.data[5]) == (bitstream.GRID_FLAG_FILTER, 0)
     assert psnr(sharp, decode(on.data)) == on.stats.psnr
     assert on.stats.psnr > off.stats.psnr + 1.0
+    # the filter takes this file a few per cent over its rate; held to 2 % over, a smaller filter is kept
+    assert on.stats.bpp > 1.03 * 3
+    held = encode(sharp, apply_overrides(cfg, ["filter.max_overshoot=0.02"]))
+    assert held.data[5] == bitstream.GRID_FLAG_FILTER and held.stats.bpp <= 1.02 * 3
+    assert off.stats.psnr < held.stats.psnr < on.stats.psnr
 
 
 def test_info_shows_the_filter(tmp_path):
