@@ -130,13 +130,13 @@ def _select(options: tuple[torch.Tensor, torch.Tensor], lam: float) -> tuple[tor
 
 def _railed_lambda(options: tuple[torch.Tensor, torch.Tensor], lam: float, lo: float, hi: float,
                    bracket: int = 24, halvings: int = 8) -> float:
-    """``lam``, or about the nearest lambda whose choices change the bits by an amount within [lo, hi]
-    (lo <= 0 <= hi).
+    """``lam``, or about the nearest lambda whose choices change the bits by an amount within [lo, hi] (lo <= 0,
+    lo <= hi).
 
     The bits a sublattice's choices add fall as lambda rises (a Lagrangian choice per latent), so stepping
     lambda 4-fold brackets the bound and a bisection in log lambda narrows it to 4^(1/2^halvings) (0.5 %).
-    Staying put everywhere changes nothing, so a large enough lambda always meets ``hi``; a ``lo`` that even
-    lambda -> 0 cannot meet gets the smallest lambda tried."""
+    A bound that no lambda meets (a ``hi`` below what the cheapest choices save, a ``lo`` above what the
+    dearest add) gets the last lambda tried: the nearest the choices come to it."""
     d = _select(options, lam)[1]
     if lo <= d <= hi:
         return lam
@@ -145,7 +145,7 @@ def _railed_lambda(options: tuple[torch.Tensor, torch.Tensor], lam: float, lo: f
     if up and lam <= 0:  # stepping needs a start: no move that adds bits is taken from the largest such ratio on
         costs, dbits = options
         adds = (dbits > 0) & (costs < 0)
-        far = float((-costs[adds] / dbits[adds]).max()) * 4.0 ** -bracket
+        far = float((-costs[adds] / dbits[adds]).max()) * 4.0 ** -bracket if bool(adds.any()) else 1.0
 
     def meets(x: float) -> bool:
         d = _select(options, x)[1]
@@ -175,8 +175,8 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
                       cfg: RoundingConfig, rails: tuple[float, float] | None = None) -> tuple[int, float]:
     """One sublattice k of level l: each latent moved to its best candidate, in place in ``subs`` (int64 views of
     the level), ``feats`` (column l) and ``base`` (the pixels' current errors). slopes: (MAX_BUCKETS,) bits per
-    unit of |symbol| of this pass. rails: (lo, hi), bounds on the bits the moves may add (lo <= 0 <= hi), met by
-    moving lambda for this sublattice (:func:`_railed_lambda`). Returns how many latents moved and the bits
+    unit of |symbol| of this pass. rails: (lo, hi), bounds on the bits the moves may add (lo <= 0, lo <= hi), met
+    as nearly as they can be by moving lambda for this sublattice (:func:`_railed_lambda`). Returns how many latents moved and the bits
     the moves added, as the pass's models price them. (A function of its own so that its picture-sized vectors
     are freed before the next sublattice's are made.)"""
     mu, ctx = contexts(subs, parent, k)  # from what is already decided, as the decoder sees it
@@ -253,7 +253,6 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     feats = feats.clone()
     dims = [tuple(g.shape) for g in lat]
     changed = 0
-    rail = cfg.rate_rail if target_bits else 0.0
     levels = len(lat)
 
     def parent_of(l: int) -> torch.Tensor | None:
@@ -266,6 +265,9 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                 bits = context_state(lat, first).bits
                 ratio = (bits / target_bits) ** (1.0 / cfg.rate_elasticity)
                 lam *= min(max(ratio, 1.0 / cfg.max_lam_step), cfg.max_lam_step)
+            # rails on the last sweep only: the earlier ones may swing (the rescaling between sweeps steers them
+            # back), and a Kodak file that lands within the rails is left as it was
+            rail = cfg.rate_rail if target_bits and sweep == cfg.sweeps - 1 else 0.0
             # with rails, each level's exact code length, refreshed after each of its sublattices (whose moves also
             # change its other sublattices' means) and after its parent's (whose values are its contexts)
             per_level = [level_bits(lat[l], parent_of(l)) if rail and l >= first else 0.0 for l in range(levels)]
@@ -280,9 +282,9 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                     if subs[k].numel() == 0:
                         continue
                     rails = None
-                    if rail:  # neither past the rails nor further past them than the latents already are
+                    if rail:  # not over the upper rail (back under it, if it is), nor further under the lower
                         now = sum(per_level)
-                        rails = (min(target_bits * (1 - rail) - now, 0.0), max(target_bits * (1 + rail) - now, 0.0))
+                        rails = (min(target_bits * (1 - rail) - now, 0.0), target_bits * (1 + rail) - now)
                     changed += _round_sublattice(subs, parent, k, slopes[PASS_OF[k]], l, dims[l], feats, layers,
                                                  target, weights, base, lam, height, width, cfg, rails)[0]
                     if rail:
