@@ -282,9 +282,9 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                     if subs[k].numel() == 0:
                         continue
                     rails = None
-                    if rail:  # not over the upper rail (back under it, if it is), nor further under the lower
+                    if rail:  # neither past a rail nor further past it than the latents already are
                         now = sum(per_level)
-                        rails = (min(target_bits * (1 - rail) - now, 0.0), target_bits * (1 + rail) - now)
+                        rails = (min(target_bits * (1 - rail) - now, 0.0), max(target_bits * (1 + rail) - now, 0.0))
                     changed += _round_sublattice(subs, parent, k, slopes[PASS_OF[k]], l, dims[l], feats, layers,
                                                  target, weights, base, lam, height, width, cfg, rails)[0]
                     if rail:
