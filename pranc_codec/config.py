@@ -327,7 +327,7 @@ class QualityConfig:
     tolerance_db: float = 0.2  # an encode within this of the target ends the search
     max_passes: int = 3  # whole encodes at most; then the one nearest the target is kept
     # The codec's rate over JPEG's at equal PSNR, per picture, as a function of the codec's rate (bpp): the
-    # means over Kodak's 24 in session 30's run (eval/results/per_image.csv, the default preset and tune;
+    # means over Kodak's 24 in session 30's run (eval/results-s30/per_image.csv, the default preset and tune;
     # one picture's log2 ratio scatters by 0.16 about it, so a first encode lands within about 0.3 dB).
     # Session 27's run gave 0.40 / 0.55 / 0.68 / 0.71 by the same measure (ABLATIONS.md AI).
     jpeg_ratio_bpp: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
