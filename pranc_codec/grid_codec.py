@@ -346,19 +346,20 @@ def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Ten
     height, width, _ = image.shape
     n = height * width
     _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in weights], shape, config.grid.mlp_bits, lam, n)
+    symbols = [g.numpy().astype(np.int32) for g in latents]
     flt = None
     if config.filter.enabled:  # fitted to the pixels the decoder will render
         rendered = _render(latents, mlp_q, steps, shape, height, width)
         flt = loop_filter.fit_filter(rendered, image, lam, config.filter)
+    if flt is not None:
+        need = loop_filter.filter_bits(flt.coefs)
         cap = config.rate.bpp * n * (1 + config.filter.max_overshoot)  # bits the file may take with its filter
         # what the file spends without a filter, first as estimated (the latents' code length, an over-estimate
         # of a few per cent on a small picture, the MLP's symbols and models, the header), then where that says
         # the filter may not fit, as packed
-        if flt is not None and (context_state(latents).bits + mlp_code_length(mlp_q) + MODEL_BITS * len(mlp_q)
-                                + _overhead_bits(shape, height, width) + loop_filter.filter_bits(flt.coefs) > cap):
-            spent = 8 * len(pack(GridCode([g.numpy().astype(np.int32) for g in latents], mlp_q, steps), shape,
-                                 height, width))
-            if spent + loop_filter.filter_bits(flt.coefs) > cap:
+        if (context_state(latents).bits + mlp_code_length(mlp_q) + MODEL_BITS * len(mlp_q)
+                + _overhead_bits(shape, height, width) + need > cap):
+            spent = 8 * len(pack(GridCode(symbols, mlp_q, steps), shape, height, width))
+            if spent + need > cap:
                 flt = loop_filter.fit_filter(rendered, image, lam, config.filter, max_bits=cap - spent)
-    return GridCode(latents=[g.numpy().astype(np.int32) for g in latents], mlp_q=mlp_q, mlp_steps=steps,
-                    loop_filter=flt)
+    return GridCode(latents=symbols, mlp_q=mlp_q, mlp_steps=steps, loop_filter=flt)

@@ -172,13 +172,13 @@ def _railed_lambda(options: tuple[torch.Tensor, torch.Tensor], lam: float, lo: f
 def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: int, slopes: torch.Tensor, l: int,
                       dims: tuple[int, int], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
                       weights: torch.Tensor | None, base: torch.Tensor, lam: float, height: int, width: int,
-                      cfg: RoundingConfig, rails: tuple[float, float] | None = None) -> tuple[int, float]:
+                      cfg: RoundingConfig, rails: tuple[float, float] | None = None) -> int:
     """One sublattice k of level l: each latent moved to its best candidate, in place in ``subs`` (int64 views of
     the level), ``feats`` (column l) and ``base`` (the pixels' current errors). slopes: (MAX_BUCKETS,) bits per
     unit of |symbol| of this pass. rails: (lo, hi), bounds on the bits the moves may add (lo <= 0, lo <= hi), met
-    as nearly as they can be by moving lambda for this sublattice (:func:`_railed_lambda`). Returns how many latents moved and the bits
-    the moves added, as the pass's models price them. (A function of its own so that its picture-sized vectors
-    are freed before the next sublattice's are made.)"""
+    as nearly as they can be by moving lambda for this sublattice (:func:`_railed_lambda`). Returns how many
+    latents moved. (A function of its own so that its picture-sized vectors are freed before the next
+    sublattice's are made.)"""
     mu, ctx = contexts(subs, parent, k)  # from what is already decided, as the decoder sees it
     cur, mu = subs[k].reshape(-1), mu.reshape(-1)
     slope = slopes[buckets(ctx, MAX_BUCKETS).reshape(-1)]
@@ -217,7 +217,7 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
     options = _options(costs, dbits)
     if rails is not None:
         lam = _railed_lambda(options, lam, *rails)
-    choice, added = _select(options, lam)  # 0: stay, j + 1: candidate j
+    choice = _select(options, lam)[0]  # 0: stay, j + 1: candidate j
     best = torch.zeros_like(cur)
     best_err = base_l.clone()
     for j, delta in enumerate(candidates):
@@ -229,7 +229,7 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
     for span, pick in zip(spans, picks):
         feats[pick, l] += best[index[span]] * wgt[span]
     base[live if live is not None else slice(None)] = best_err
-    return int(torch.count_nonzero(best)), added
+    return int(torch.count_nonzero(best))
 
 
 def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
@@ -261,22 +261,22 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     with torch.no_grad():
         base = errors.clone() if errors is not None else pixel_errors(feats, layers, target, weights, cfg.chunk)
         for sweep in range(cfg.sweeps):
-            if sweep and target_bits:  # steer the latents' code length to target_bits
-                bits = context_state(lat, first).bits
-                ratio = (bits / target_bits) ** (1.0 / cfg.rate_elasticity)
-                lam *= min(max(ratio, 1.0 / cfg.max_lam_step), cfg.max_lam_step)
             # rails on the last sweep only: the earlier ones may swing (the rescaling between sweeps steers them
             # back), and a Kodak file that lands within the rails is left as it was
             rail = cfg.rate_rail if target_bits and sweep == cfg.sweeps - 1 else 0.0
             # with rails, each level's exact code length, refreshed after each of its sublattices (whose moves also
             # change its other sublattices' means) and after its parent's (whose values are its contexts)
-            per_level = [level_bits(lat[l], parent_of(l)) if rail and l >= first else 0.0 for l in range(levels)]
+            per_level = [level_bits(lat[l], parent_of(l)) if l >= first else 0.0 for l in range(levels)] if rail else []
+            if sweep and target_bits:  # steer the latents' code length to target_bits
+                bits = sum(per_level) if rail else context_state(lat, first).bits  # the same sum, level by level
+                ratio = (bits / target_bits) ** (1.0 / cfg.rate_elasticity)
+                lam *= min(max(ratio, 1.0 / cfg.max_lam_step), cfg.max_lam_step)
             if sweep and refit is not None:
                 layers = refit(feats)
                 base = pixel_errors(feats, layers, target, weights, cfg.chunk)
             for l in reversed(range(first, len(lat))):
                 subs = split(lat[l])  # views: updating a sublattice updates the level
-                parent = lat[l + 1] if l + 1 < len(lat) else None
+                parent = parent_of(l)
                 slopes = _slopes(subs, parent)
                 for k in range(len(SUBLATTICES)):
                     if subs[k].numel() == 0:
@@ -286,7 +286,7 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                         now = sum(per_level)
                         rails = (min(target_bits * (1 - rail) - now, 0.0), max(target_bits * (1 + rail) - now, 0.0))
                     changed += _round_sublattice(subs, parent, k, slopes[PASS_OF[k]], l, dims[l], feats, layers,
-                                                 target, weights, base, lam, height, width, cfg, rails)[0]
+                                                 target, weights, base, lam, height, width, cfg, rails)
                     if rail:
                         per_level[l] = level_bits(lat[l], parent)
                 if rail and l - 1 >= first:
