@@ -152,16 +152,17 @@ def _run_batch(command: str, inputs: list[str], output: str | None, suffix: str,
 _SIZE_UNITS = {"": 1, "k": 1000, "m": 1000 ** 2}
 
 
-def _parse_size(text: str) -> int:
-    """``--size``: a positive number of bytes, optionally with a k (1000) or M (10^6) suffix (also kB, MB)."""
+def _parse_size(text: str, option: str = "--size") -> int:
+    """``--size``, ``--max-size``: a positive number of bytes, optionally with a k (1000) or M (10^6) suffix (also
+    kB, MB)."""
     t = text.strip().lower().removesuffix("b")
     unit = t[-1:] if t[-1:] in ("k", "m") else ""
     try:
         value = float(t[: len(t) - len(unit)]) * _SIZE_UNITS[unit]
     except ValueError:
-        raise InputError(f"--size {text!r}: give bytes, e.g. 20000, 20k or 1.5M") from None
+        raise InputError(f"{option} {text!r}: give bytes, e.g. 20000, 20k or 1.5M") from None
     if not (math.isfinite(value) and value >= 1):
-        raise InputError(f"--size {text!r}: must be at least one byte")
+        raise InputError(f"{option} {text!r}: must be at least one byte")
     return round(value)
 
 
@@ -171,7 +172,8 @@ def _encode_line(out: str, s: dict) -> str:
     what = "latents and weights" if s["model"] == "grid" else "coefficients"
     return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, PSNR {s['psnr']:.2f} dB, "
             f"MS-SSIM {ms}, {s['num_coefs']} {what}, {s['encode_seconds']:.1f} s"
-            + (f" ({s['passes']} encodes for {s['target_psnr']:g} dB)" if s.get("target_psnr") is not None else ""))
+            + (f" ({s['passes']} encodes for {s['target_psnr']:g} dB)" if s.get("target_psnr") is not None else "")
+            + (f", at most {s['max_bytes']} bytes" if s.get("max_bytes") is not None else ""))
 
 
 def _decode_line(out: str, s: dict) -> str:
@@ -196,6 +198,9 @@ def main() -> None:
 @click.option("--size", "size", type=str, default=None,
               help="Target file size instead of --bpp: bytes, or with a suffix k (1000) or M (10^6), e.g. 20k; "
                    "each file of a batch gets that size.")
+@click.option("--max-size", "max_size", type=str, default=None,
+              help="A ceiling on each file's size (bytes, k or M as for --size): the file is never larger. "
+                   "Alone it is also the target; with --bpp, --size or --psnr, that target within it.")
 @click.option("--psnr", "psnr_db", type=float, default=None,
               help="Target PSNR in dB instead of a rate: the encoder searches for the rate that reaches it, "
                    "within 0.2 dB, in at most 3 whole encodes (2.25 on average on Kodak).")
@@ -224,7 +229,7 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (one a file).")
 def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size: str | None,
-           psnr_db: float | None, preset: str,
+           max_size: str | None, psnr_db: float | None, preset: str,
            tune: str, model: str,
            seed: int | None, net_width: int | None, layers: int | None, basis: str | None,
            expansion: float | None, steps: int | None, device: str, threads: int, jobs: int, force: bool,
@@ -246,8 +251,14 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
         if psnr_db is not None:
             require_positive(psnr_db, "--psnr", " of dB")
         target_bytes = _parse_size(size) if size is not None else None
+        max_bytes = _parse_size(max_size, "--max-size") if max_size is not None else None
+        if max_bytes is not None and model != "grid":
+            raise InputError("--max-size only applies to --model grid")
+        if max_bytes is not None and not targets:
+            target_bytes = max_bytes  # the ceiling alone is the target too (the encode aims just under it)
         if len(inputs) > 1:
-            passed = {"--bpp": bpp, "--size": size, "--psnr": psnr_db, "--steps": steps, **siren_only}
+            passed = {"--bpp": bpp, "--size": size, "--max-size": max_size, "--psnr": psnr_db, "--steps": steps,
+                      **siren_only}
             args = [a for k, v in passed.items() if v is not None for a in (k, str(v))]
             args += ["--preset", preset, "--tune", tune, "--model", model, "--device", device, "-q"]
             _run_batch("encode", list(inputs), output, ".prc", args + ["-f"] * force, jobs, threads, quiet,
@@ -268,6 +279,8 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             bpp = 8 * target_bytes / (image.shape[0] * image.shape[1])
         if bpp is not None:
             cfg = replace(cfg, rate=replace(cfg.rate, bpp=bpp))
+        if max_bytes is not None:
+            cfg = replace(cfg, rate=replace(cfg.rate, max_bytes=max_bytes))
         if seed is not None:
             cfg = replace(cfg, seed=seed)
         if layers is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from . import bitstream, entropy, grid_codec
 from .batch import available_cores
 from .bitstream import GridHeader, Header
-from .config import BasisKind, CodecConfig
+from .config import BasisKind, CodecConfig, RateConfig
 from .errors import InputError, LimitError, require_positive
 from .fit import fit_alpha, group_sensitivity
 from .fit import TileData
@@ -55,6 +55,7 @@ class EncodeStats:
     target_psnr: float | None = None  # the PSNR asked for (quality_target.encode_to_psnr), else None
     passes: int = 1  # whole encodes made (several when searching for a PSNR target)
     search: list[tuple[float, float, float]] = field(default_factory=list)  # each pass's (asked bpp, bpp, PSNR)
+    max_bytes: int | None = None  # the ceiling asked for (--max-size), else None
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -76,6 +77,14 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise InputError(f"unknown device {name!r} (auto, cpu or cuda)")
     return torch.device(name)
+
+
+def aim_bpp(rate: RateConfig, height: int, width: int) -> float:
+    """The rate (bits per pixel) an encode of a height x width picture aims at: ``rate.bpp``, or under a ceiling
+    (``rate.max_bytes``) at most ``rate.cap_margin`` under it, so that few files need trimming."""
+    if rate.max_bytes is None:
+        return rate.bpp
+    return min(rate.bpp, 8.0 * rate.max_bytes * (1 - rate.cap_margin) / (height * width))
 
 
 def tile_grid(config: CodecConfig, height: int, width: int) -> TileGrid:
@@ -153,6 +162,12 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         raise LimitError(f"image of {width}x{height} exceeds the limits "
                          f"({bitstream.MAX_SIDE} per side, {bitstream.MAX_PIXELS} pixels)")
     require_positive(config.rate.bpp, "--bpp")
+    if config.rate.max_bytes is not None:
+        if config.model != "grid":
+            raise InputError("--max-size only applies to --model grid")
+        if config.rate.max_bytes < 1:
+            raise InputError(f"--max-size must be at least one byte, not {config.rate.max_bytes}")
+        config = replace(config, rate=replace(config.rate, bpp=aim_bpp(config.rate, height, width)))
     if config.fit.threads > 0:
         torch.set_num_threads(config.fit.threads)
     device = resolve_device(config.device)
@@ -224,7 +239,8 @@ def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.d
         width=width, height=height, channels=channels, bytes=len(data),
         bpp=8.0 * len(data) / (height * width), target_bpp=config.rate.bpp, rate_ok=rate_ok,
         psnr=psnr(image, decoded), ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
-        encode_seconds=time.perf_counter() - t0, device=str(device), warnings=notes, **network,
+        encode_seconds=time.perf_counter() - t0, device=str(device), warnings=notes, max_bytes=config.rate.max_bytes,
+        **network,
     )
     return EncodeResult(data=data, stats=stats)
 

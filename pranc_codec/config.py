@@ -296,6 +296,12 @@ class RoundingConfig:
     mlp_steps: int = 200  # 0 = the fit's MLP throughout
     mlp_lr: float = 3e-3
     mlp_batch: int = 8192
+    # A file over its ceiling (RateConfig.max_bytes) is trimmed by single sweeps from the rounded latents, at
+    # lambda raised trim_growth-fold until the file fits, then bisected in log lambda for the largest file that
+    # fits (one within trim_slack of the ceiling ends it): at most trim_sweeps sweeps (a Kodak sweep: ~2.5 s).
+    trim_sweeps: int = 8
+    trim_growth: float = 4.0
+    trim_slack: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -315,6 +321,12 @@ class RateConfig:
     bits_per_coef: float = 5.0  # expected coded bits per coefficient, sets k from the budget
     tolerance: float = 0.10  # written size must be within +-10 % of the target
     min_coefs: int = 64
+    # A ceiling on the file's size (bytes; pranc encode --max-size), None for none; grid model only. A capped
+    # encode aims cap_margin under it (Kodak's files land -1.5 to +4.5 % about their target, pictures unlike
+    # Kodak's up to +7 %, RESULTS.md "content"), and a file still over is trimmed by the rounding until it fits
+    # (grid_codec.trim_to_ceiling; RoundingConfig.trim_sweeps).
+    max_bytes: int | None = None
+    cap_margin: float = 0.03
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import torch
 from . import bitstream, entropy, grid_decode, loop_filter, rounding
 from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig, GridConfig, RoundingConfig
+from .errors import LimitError
 from .shapes import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES
 from .grid_fit import GridFit, context_state, fit_grid, fits_finest, pixel_weights, refit_mlp
 from .latent import GridShape, mlp_forward, sample_levels, split_params
@@ -245,6 +246,12 @@ def _overhead_bits(shape: GridShape, height: int, width: int) -> int:
     return bitstream.packed_overhead_bits(shape, segments)
 
 
+def header_floor_bits(shape: GridShape) -> int:
+    """Bits no file of this shape goes under: its container's fields that do not depend on the coded data (the
+    fixed fields, the MLP steps, the CRC and the bucket counts)."""
+    return 8 * bitstream.packed_header_size(shape) + bitstream.BUCKET_COUNT_BITS * shape.levels * PASSES
+
+
 def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int) -> float:
     """Bits per pixel left for the latents: the target less the header, segment and expected MLP bits."""
     overhead = _overhead_bits(shape, height, width)
@@ -260,6 +267,10 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     height, width, channels = image.shape
     shape = plan(config, height, width, channels)
     n = height * width
+    cap = config.rate.max_bytes
+    floor = math.ceil(header_floor_bits(shape) / 8)
+    if cap is not None and cap < floor:  # before minutes of fitting
+        raise LimitError(f"cannot fit this picture in {cap} bytes: its header alone takes {floor} bytes")
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
     latent_bpp = latent_budget(config, shape, height, width)
     cfg = fit_settings(config, shape, latent_bpp, device)
@@ -285,7 +296,11 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
                                                 config.rounding, lam, mse, first, progress, pix_w,
                                                 budget_bits=latent_bpp * n)
     code = choose_code(image, pixels, latents, feats, weights, shape, config, lam)
-    return pack(code, shape, height, width), shape
+    data = pack(code, shape, height, width)
+    if cap is not None and len(data) > cap:
+        data = trim_to_ceiling(image, pixels, latents, feats, weights, shape, config, lam, first, pix_w, data,
+                               progress)
+    return data, shape
 
 
 def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
@@ -338,11 +353,14 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
 
 
 def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
-                weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float) -> GridCode:
+                weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float,
+                ceiling_bits: float = math.inf) -> GridCode:
     """The encoder's choices after the fit, at ``lam`` (MSE of colour in [0, 1] per bit per pixel): the MLP's
     bit depth and the loop filter. image: uint8 (H, W, C); pixels: the same as (H W, C) float32 in [0, 1]
-    (CPU); latents: the rounded grids (CPU); feats: their (H W, levels) features; weights: the fit's MLP.
-    (eval/replay_fit.py replays it per lambda.)"""
+    (CPU); latents: the rounded grids (CPU); feats: their (H W, levels) features; weights: the fit's MLP;
+    ceiling_bits: a size the file with its filter may not pass (trim_to_ceiling's; an encode's first choice is
+    not held to it, so that the trim, not the filter alone, pays for an excess). (eval/replay_fit.py replays it
+    per lambda.)"""
     height, width, _ = image.shape
     n = height * width
     _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in weights], shape, config.grid.mlp_bits, lam, n)
@@ -354,6 +372,7 @@ def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Ten
     if flt is not None:
         need = loop_filter.filter_bits(flt.coefs)
         cap = config.rate.bpp * n * (1 + config.filter.max_overshoot)  # bits the file may take with its filter
+        cap = min(cap, ceiling_bits)
         # what the file spends without a filter, first as estimated (the latents' code length, an over-estimate
         # of a few per cent on a small picture, the MLP's symbols and models, the header), then where that says
         # the filter may not fit, as packed
@@ -363,3 +382,53 @@ def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Ten
             if spent + need > cap:
                 flt = loop_filter.fit_filter(rendered, image, lam, config.filter, max_bits=cap - spent)
     return GridCode(latents=symbols, mlp_q=mlp_q, mlp_steps=steps, loop_filter=flt)
+
+
+def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
+                    weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float, first: int,
+                    pix_w: torch.Tensor | None, data: bytes, progress=None) -> bytes:
+    """A file of at most ``config.rate.max_bytes`` bytes from the encode's rounded latents, where ``data`` (that
+    encode's file) is over: one rounding sweep from those latents at lambda x f, then the MLP's bits and the
+    filter chosen at the same price, for f stepped ``trim_growth``-fold until the file fits and then bisected
+    in log f for the largest file that fits. Each try is the rounding's own Lagrangian choice, so the cut falls
+    where bits are cheapest in error, not on the first latents coded.
+
+    image: uint8 (H, W, C); pixels: (H W, C) float32 in [0, 1]; latents: rounded grids; feats: their
+    (H W, levels) features; weights: the MLP after the rounding; lam: the encode's price of a bit (MSE per
+    bpp); first: the first level coded; pix_w: the fit's (C, H W) error weights or None.
+    Raises LimitError when no try fits: the header, the MLP and the latents at their cheapest are over."""
+    cap, rc = config.rate.max_bytes, config.rounding
+    height, width, _ = image.shape
+    mlp = [w.detach().cpu().float() for w in weights]
+    layers = split_params(mlp, shape)
+    w_t = None if pix_w is None else pix_w.cpu().t().contiguous()  # (H W, C), as optimise_rounding has it
+    errors = rounding.pixel_errors(feats, layers, pixels, w_t, rc.chunk)
+    # the rounding's price is in its own (weighted) error's units: the same conversion as optimise_rounding's
+    price = lam * float(errors.mean()) / max(_mlp_mse(feats, pixels, layers), 1e-12)
+    one = replace(rc, sweeps=1)
+    cb = progress(f"trim to {cap} bytes", rc.trim_sweeps, "sweep") if progress else None
+
+    def attempt(f: float) -> bytes:
+        lat, ft, _ = rounding.optimise(latents, feats, layers, pixels, w_t, price * f, first, height, width, one,
+                                       errors=errors)
+        if cb is not None:
+            cb(1, float("nan"))
+        code = choose_code(image, pixels, lat, ft, mlp, shape, config, lam * f, ceiling_bits=8 * cap)
+        return pack(code, shape, height, width)
+
+    over, fits, best, smallest = 1.0, None, None, len(data)  # f = 1 is the encode itself, over the ceiling
+    for _ in range(rc.trim_sweeps):
+        f = over * rc.trim_growth if fits is None else math.sqrt(over * fits)
+        out = attempt(f)
+        smallest = min(smallest, len(out))
+        if len(out) <= cap:
+            fits = f
+            if best is None or len(out) > len(best):
+                best = out
+            if len(best) >= cap * (1 - rc.trim_slack):
+                break
+        else:
+            over = f
+    if best is None:
+        raise LimitError(f"cannot fit this picture in {cap} bytes: the smallest file made was {smallest} bytes")
+    return best

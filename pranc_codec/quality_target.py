@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .codec import EncodeResult, ProgressFactory, encode
+from .codec import EncodeResult, ProgressFactory, aim_bpp, encode
 from .config import CodecConfig, QualityConfig
 from .errors import require_positive
 from .grid_codec import curve_slope
@@ -119,7 +119,9 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
     def miss(r: EncodeResult) -> float:  # dB from the target; a lossless file (inf dB) is past any target
         return 0.0 if r.stats.psnr == math.inf else abs(target_db - r.stats.psnr)
 
-    bpp = first_rate(image, target_db, config)
+    # under a ceiling (--max-size), no pass asks for more than the rate an encode aims at under it
+    ceiling = aim_bpp(replace(config.rate, bpp=math.inf), *image.shape[:2])
+    bpp = min(first_rate(image, target_db, config), ceiling)
     results: list[tuple[float, EncodeResult]] = []  # (asked bpp, its encode)
     stop = ""
     while True:
@@ -129,6 +131,9 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
             break
         landed = result.stats.bpp
         short = target_db - result.stats.psnr  # dB still wanted (negative: over the target)
+        if short > 0 and bpp >= ceiling:
+            stop = f"; --max-size ({config.rate.max_bytes} bytes) holds it there"
+            break
         # a rate the codec could not spend, or could not go under: asking further past it changes nothing
         if short > 0 and landed < bpp * (1 - config.rate.tolerance):
             stop = f"; this picture's files stop growing at about {landed:.3g} bpp"
@@ -138,7 +143,7 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
             break
         passes = [(r.stats.bpp, r.stats.psnr) for _, r in results]
         step = max(-cfg.max_doublings, min(cfg.max_doublings, short / _slope(passes, config)))
-        nxt = _clamp(landed * 2.0 ** step, cfg)
+        nxt = min(_clamp(landed * 2.0 ** step, cfg), ceiling)
         if any(abs(math.log2(nxt / b)) < 1e-3 for b, _ in results):  # the same rate again (at a bound): no news
             break
         bpp = nxt

@@ -1,0 +1,135 @@
+"""A ceiling on the file's size (RateConfig.max_bytes, `pranc encode --max-size`): the file is never larger."""
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pranc_codec import CodecConfig, LimitError, decode, encode, grid_codec
+from pranc_codec.cli import main
+from pranc_codec.codec import aim_bpp
+from pranc_codec.config import RateConfig, apply_overrides
+from pranc_codec.errors import InputError
+from pranc_codec.metrics import psnr
+from pranc_codec.quality_target import encode_to_psnr
+
+from .conftest import smooth_image
+from .test_loop_filter import _grating
+from .test_quality_target import FakeCodec
+
+# the grating at 3 bpp lands 3-5 % over its target (test_loop_filter), so a ceiling at the target is passed
+FAST = apply_overrides(CodecConfig(), ["rate.bpp=3", "grid.steps=300", "grid.batch_pixels=1024"])
+
+
+@pytest.fixture(scope="module")
+def grating() -> np.ndarray:
+    return _grating()
+
+
+@pytest.fixture(scope="module")
+def free(grating):
+    """The grating's encode without a ceiling."""
+    return encode(grating, FAST)
+
+
+def _capped(cap: int, **rate) -> CodecConfig:
+    return replace(FAST, rate=replace(FAST.rate, max_bytes=cap, **rate))
+
+
+def test_aim_is_the_target_or_just_under_the_ceiling():
+    rate = RateConfig(bpp=2.0)
+    assert aim_bpp(rate, 10, 20) == 2.0
+    assert aim_bpp(replace(rate, max_bytes=1000), 10, 20) == 2.0  # a ceiling far above the target
+    under = aim_bpp(replace(rate, max_bytes=40), 10, 20)
+    assert under == pytest.approx(8 * 40 * (1 - rate.cap_margin) / 200)
+
+
+def test_a_file_over_its_ceiling_is_trimmed_under_it(grating, monkeypatch):
+    """Without its filter the grating lands about 5 % over a 4 bpp target. With the ceiling at that target and no
+    margin, the trim brings the file under it, close to it, and the file decodes to the pixels the encoder
+    measured. Without trim sweeps the same encode fails."""
+    cfg = apply_overrides(FAST, ["rate.bpp=4", "filter.enabled=false"])
+    over = encode(grating, cfg)
+    cap = math.floor(4 * grating.shape[0] * grating.shape[1] / 8)
+    assert len(over.data) > 1.02 * cap
+    calls = []
+    trim = grid_codec.trim_to_ceiling
+    monkeypatch.setattr(grid_codec, "trim_to_ceiling", lambda *a, **k: calls.append(1) or trim(*a, **k))
+    capped = replace(cfg, rate=replace(cfg.rate, max_bytes=cap, cap_margin=0.0))
+    out = encode(grating, capped)
+    assert calls == [1]
+    assert cap * (1 - 2 * cfg.rounding.trim_slack) <= len(out.data) <= cap
+    assert out.stats.max_bytes == cap and out.stats.psnr == psnr(grating, decode(out.data))
+    assert out.stats.psnr > over.stats.psnr - 1.0  # a few per cent fewer bits, not a ruined picture
+    with pytest.raises(LimitError, match=f"in {cap} bytes"):
+        encode(grating, replace(capped, rounding=replace(cfg.rounding, trim_sweeps=0)))
+
+
+def test_a_trimmed_file_keeps_a_filter_that_pays(grating, free):
+    """With its filter the grating lands 7 % over 3 bpp. Under a ceiling 3 % below that file, the trim chooses
+    the filter at its raised price too: the file is under the ceiling, filtered, and ahead of the same fit at 3
+    bpp without a filter."""
+    cap = int(0.97 * len(free.data))
+    out = encode(grating, _capped(cap, cap_margin=0.0, bpp=8 * cap / (grating.shape[0] * grating.shape[1])))
+    off = encode(grating, apply_overrides(FAST, ["filter.enabled=false"]))
+    assert len(out.data) <= cap and out.data[5] == free.data[5] == 1  # filtered
+    assert off.stats.psnr + 0.5 < out.stats.psnr < free.stats.psnr
+
+
+def test_a_ceiling_above_the_file_changes_nothing(grating, free):
+    out = encode(grating, _capped(2 * len(free.data)))
+    assert out.data == free.data
+
+
+def test_a_ceiling_under_the_header_is_refused_before_fitting(grating, monkeypatch):
+    def no_fit(*a, **k):
+        raise AssertionError("fitted")
+
+    monkeypatch.setattr(grid_codec, "fit_grid", no_fit)
+    with pytest.raises(LimitError, match="header alone"):
+        encode(grating, _capped(20))
+
+
+def test_a_ceiling_no_trim_reaches_is_an_error(grating):
+    """Above the header but under what the MLP and the cheapest latents take: every trim sweep is over."""
+    cfg = replace(_capped(50), rounding=replace(FAST.rounding, trim_sweeps=3))
+    with pytest.raises(LimitError, match=r"in 50 bytes: the smallest file made was \d+ bytes"):
+        encode(grating, cfg)
+
+
+def test_only_the_grid_model_takes_a_ceiling(grating):
+    with pytest.raises(InputError, match="--max-size"):
+        encode(grating, replace(_capped(1000), model="siren"))
+    with pytest.raises(InputError, match="at least one byte"):
+        encode(grating, _capped(0))
+
+
+def test_a_psnr_search_asks_for_no_more_than_the_ceiling_allows():
+    image = smooth_image(64, 64)
+    cfg = replace(CodecConfig(), rate=replace(CodecConfig().rate, max_bytes=256))
+    ceiling = aim_bpp(replace(cfg.rate, bpp=math.inf), 64, 64)
+    fake = FakeCodec(offset=30.0)  # 30 dB at 1 bpp: 40 dB would need 16 bpp
+    r = encode_to_psnr(image, 40.0, cfg, encoder=fake)
+    assert fake.asked == [ceiling]  # one encode: past the ceiling there is nothing to search
+    assert "--max-size (256 bytes)" in r.stats.warnings[0]
+
+
+def test_cli_max_size(tmp_path):
+    png = tmp_path / "p.png"
+    Image.fromarray(_grating()).save(png)
+    runner = CliRunner()
+    out = tmp_path / "p.prc"
+    args = ["--steps", "300", "--threads", "1", "--json", "-o", str(out)]
+    r = runner.invoke(main, ["encode", str(png), "--max-size", "1.1k", *args])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["max_bytes"] == 1100 and out.stat().st_size == s["bytes"] <= 1100
+    assert s["target_bpp"] == pytest.approx(8 * 1100 * 0.97 / (48 * 64))  # alone, the ceiling is the target
+    for bad, why in ((["--max-size", "0"], "--max-size"), (["--max-size", "lots"], "--max-size"),
+                     (["--max-size", "2k", "--model", "siren"], "only applies to --model grid"),
+                     (["--max-size", "20"], "header alone")):
+        r = runner.invoke(main, ["encode", str(png), "-f", *bad, *args])
+        assert r.exit_code != 0 and why in r.output and "Traceback" not in r.output, r.output
