@@ -23,7 +23,7 @@ def main() -> None:
     cfg = apply_overrides(CodecConfig(), [f"rate.bpp={sys.argv[2]}", "fit.threads=1"] + sys.argv[3:])
     s = encode(image, cfg).stats
     print(json.dumps({"image": sys.argv[1].split("/")[-1], "bpp_target": float(sys.argv[2]), "over": sys.argv[3:],
-                      "bpp": round(s.bpp, 4), "psnr": round(s.psnr, 2),
+                      "bytes": s.bytes, "max_bytes": s.max_bytes, "bpp": round(s.bpp, 4), "psnr": round(s.psnr, 2),
                       "ms_ssim": None if s.ms_ssim is None else round(s.ms_ssim, 4),
                       "hidden": s.net_width, "encode_s": round(s.encode_seconds, 1)}), flush=True)
 

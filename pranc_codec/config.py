@@ -300,7 +300,7 @@ class RoundingConfig:
     # lambda raised trim_growth-fold until the file fits, then bisected in log lambda for the largest file that
     # fits (one within trim_slack of the ceiling ends it): at most trim_sweeps sweeps (a Kodak sweep: ~2.5 s).
     trim_sweeps: int = 8
-    trim_growth: float = 4.0
+    trim_growth: float = 2.0
     trim_slack: float = 0.01
 
 

@@ -388,10 +388,16 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
                     weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float, first: int,
                     pix_w: torch.Tensor | None, data: bytes, progress=None) -> bytes:
     """A file of at most ``config.rate.max_bytes`` bytes from the encode's rounded latents, where ``data`` (that
-    encode's file) is over: one rounding sweep from those latents at lambda x f, then the MLP's bits and the
-    filter chosen at the same price, for f stepped ``trim_growth``-fold until the file fits and then bisected
-    in log f for the largest file that fits. Each try is the rounding's own Lagrangian choice, so the cut falls
-    where bits are cheapest in error, not on the first latents coded.
+    encode's file) is over.
+
+    Each try is one rounding sweep from those latents at lambda x f, railed (as the rounding's last sweep is)
+    to a goal for the latents' code length of what they take now less the excess and half of ``trim_slack``
+    of the ceiling, then the MLP's bits and the filter chosen at the same price and the file packed. f starts
+    at 1 and steps ``trim_growth``-fold while the file is over, then is bisected in log f for the smallest f
+    that fits: a low f spreads the cut over every level by price, where the rails alone would take it from the
+    first (coarsest) latents coded; the rails stop a sweep from cutting far past the goal where the encode's
+    own rails had held the latents above their price's choice. A try whose latents met the goal but whose
+    file is still over (the MLP's or the filter's bits grew) lowers the goal by the rest.
 
     image: uint8 (H, W, C); pixels: (H W, C) float32 in [0, 1]; latents: rounded grids; feats: their
     (H W, levels) features; weights: the MLP after the rounding; lam: the encode's price of a bit (MSE per
@@ -405,30 +411,38 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
     errors = rounding.pixel_errors(feats, layers, pixels, w_t, rc.chunk)
     # the rounding's price is in its own (weighted) error's units: the same conversion as optimise_rounding's
     price = lam * float(errors.mean()) / max(_mlp_mse(feats, pixels, layers), 1e-12)
-    one = replace(rc, sweeps=1)
+    half = 0.5 * rc.trim_slack * 8 * cap  # bits
+    goal = context_state(latents, first).bits - 8 * (len(data) - cap) - half
     cb = progress(f"trim to {cap} bytes", rc.trim_sweeps, "sweep") if progress else None
 
-    def attempt(f: float) -> bytes:
+    def attempt(f: float) -> tuple[bytes, float]:
+        """The file at lambda x f, and its latents' code length."""
+        one = replace(rc, sweeps=1, rate_rail=half / max(goal, 1.0))
         lat, ft, _ = rounding.optimise(latents, feats, layers, pixels, w_t, price * f, first, height, width, one,
-                                       errors=errors)
+                                       target_bits=max(goal, 1.0), errors=errors)
         if cb is not None:
             cb(1, float("nan"))
         code = choose_code(image, pixels, lat, ft, mlp, shape, config, lam * f, ceiling_bits=8 * cap)
-        return pack(code, shape, height, width)
+        return pack(code, shape, height, width), context_state(lat, first).bits
 
-    over, fits, best, smallest = 1.0, None, None, len(data)  # f = 1 is the encode itself, over the ceiling
+    f, over, fits, best, smallest = 1.0, 0.0, math.inf, None, len(data)  # over: the largest f over, fits: the least
     for _ in range(rc.trim_sweeps):
-        f = over * rc.trim_growth if fits is None else math.sqrt(over * fits)
-        out = attempt(f)
+        out, bits = attempt(f)
         smallest = min(smallest, len(out))
         if len(out) <= cap:
             fits = f
             if best is None or len(out) > len(best):
                 best = out
-            if len(best) >= cap * (1 - rc.trim_slack):
+            # within the slack, or fitting from the first try (a lower f only adds bits up to the rails), or
+            # bisected to within 5 %
+            if len(best) >= cap * (1 - rc.trim_slack) or not over or fits < 1.05 * over:
                 break
+        elif bits <= goal + half:  # the latents met their goal and the rest of the file grew: a lower goal
+            goal -= 8 * (len(out) - cap) + half
+            continue
         else:
             over = f
+        f = over * rc.trim_growth if math.isinf(fits) else math.sqrt(over * fits)
     if best is None:
         raise LimitError(f"cannot fit this picture in {cap} bytes: the smallest file made was {smallest} bytes")
     return best
