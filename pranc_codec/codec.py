@@ -56,6 +56,7 @@ class EncodeStats:
     passes: int = 1  # whole encodes made (several when searching for a PSNR target)
     search: list[tuple[float, float, float]] = field(default_factory=list)  # each pass's (asked bpp, bpp, PSNR)
     max_bytes: int | None = None  # the ceiling asked for (--max-size), else None
+    trim_sweeps: int = 0  # rounding sweeps that brought the file under max_bytes (grid_codec.trim_to_ceiling)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -220,10 +221,10 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
 def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress: ProgressFactory | None, t0: float) -> EncodeResult:
     """The latent-grid path of :func:`encode` (grid_codec.py)."""
-    data, shape = grid_codec.fit_and_code(image, config, device, progress)
+    data, shape, trims = grid_codec.fit_and_code(image, config, device, progress)
     height, width = image.shape[:2]
     return _finish(image, data, config, device, t0, num_coefs=shape.num_latents(height, width) + shape.num_params,
-                   num_params=shape.num_params, net_width=shape.hidden, delta=1.0, model="grid")
+                   num_params=shape.num_params, net_width=shape.hidden, delta=1.0, model="grid", trim_sweeps=trims)
 
 
 def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.device, t0: float,

@@ -296,9 +296,11 @@ class RoundingConfig:
     mlp_steps: int = 200  # 0 = the fit's MLP throughout
     mlp_lr: float = 3e-3
     mlp_batch: int = 8192
-    # A file over its ceiling (RateConfig.max_bytes) is trimmed by single sweeps from the rounded latents, at
-    # lambda raised trim_growth-fold until the file fits, then bisected in log lambda for the largest file that
-    # fits (one within trim_slack of the ceiling ends it): at most trim_sweeps sweeps (a Kodak sweep: ~2.5 s).
+    # A file over its ceiling (RateConfig.max_bytes) is trimmed by single sweeps from the rounded latents, railed
+    # to a goal for their code length (the excess and half of trim_slack under what they take), at lambda x f:
+    # f from 1, raised trim_growth-fold while the file is over, then bisected in log f for the least f that
+    # fits; a file within trim_slack under the ceiling ends it. At most trim_sweeps sweeps (Kodak: ~4 s each
+    # with the filter's choice and the pack; grid_codec.trim_to_ceiling).
     trim_sweeps: int = 8
     trim_growth: float = 2.0
     trim_slack: float = 0.01

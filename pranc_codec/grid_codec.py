@@ -262,8 +262,9 @@ def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int
 
 
 def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
-                 progress=None) -> tuple[bytes, GridShape]:
-    """uint8 (H, W, C) -> ``.prc`` bytes, and the network shape it used."""
+                 progress=None) -> tuple[bytes, GridShape, int]:
+    """uint8 (H, W, C) -> ``.prc`` bytes, the network shape it used, and the sweeps that trimmed the file under
+    its ceiling (``config.rate.max_bytes``; 0 where none did)."""
     height, width, channels = image.shape
     shape = plan(config, height, width, channels)
     n = height * width
@@ -297,10 +298,11 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
                                                 budget_bits=latent_bpp * n)
     code = choose_code(image, pixels, latents, feats, weights, shape, config, lam)
     data = pack(code, shape, height, width)
+    trims = 0
     if cap is not None and len(data) > cap:
-        data = trim_to_ceiling(image, pixels, latents, feats, weights, shape, config, lam, first, pix_w, data,
-                               progress)
-    return data, shape
+        data, trims = trim_to_ceiling(image, pixels, latents, feats, weights, shape, config, lam, first, pix_w,
+                                      data, progress)
+    return data, shape, trims
 
 
 def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
@@ -386,7 +388,7 @@ def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Ten
 
 def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
                     weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float, first: int,
-                    pix_w: torch.Tensor | None, data: bytes, progress=None) -> bytes:
+                    pix_w: torch.Tensor | None, data: bytes, progress=None) -> tuple[bytes, int]:
     """A file of at most ``config.rate.max_bytes`` bytes from the encode's rounded latents, where ``data`` (that
     encode's file) is over.
 
@@ -401,8 +403,8 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
 
     image: uint8 (H, W, C); pixels: (H W, C) float32 in [0, 1]; latents: rounded grids; feats: their
     (H W, levels) features; weights: the MLP after the rounding; lam: the encode's price of a bit (MSE per
-    bpp); first: the first level coded; pix_w: the fit's (C, H W) error weights or None.
-    Raises LimitError when no try fits: the header, the MLP and the latents at their cheapest are over."""
+    bpp); first: the first level coded; pix_w: the fit's (C, H W) error weights or None. Returns the file and
+    the sweeps it took. Raises LimitError when no try fits: the header, the MLP and the latents at their cheapest are over."""
     cap, rc = config.rate.max_bytes, config.rounding
     height, width, _ = image.shape
     mlp = [w.detach().cpu().float() for w in weights]
@@ -426,7 +428,8 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
         return pack(code, shape, height, width), context_state(lat, first).bits
 
     f, over, fits, best, smallest = 1.0, 0.0, math.inf, None, len(data)  # over: the largest f over, fits: the least
-    for _ in range(rc.trim_sweeps):
+    sweeps = 0
+    for sweeps in range(1, rc.trim_sweeps + 1):
         out, bits = attempt(f)
         smallest = min(smallest, len(out))
         if len(out) <= cap:
@@ -445,4 +448,4 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
         f = over * rc.trim_growth if math.isinf(fits) else math.sqrt(over * fits)
     if best is None:
         raise LimitError(f"cannot fit this picture in {cap} bytes: the smallest file made was {smallest} bytes")
-    return best
+    return best, sweeps
