@@ -421,6 +421,8 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
     def attempt(f: float) -> tuple[bytes, float]:
         """The file at lambda x f, and its latents' code length."""
         one = replace(rc, sweeps=1, rate_rail=half / max(goal, 1.0))
+        if rc.trim_toward:
+            one = replace(one, deltas=(), to_mean=False, toward_mean=True)
         lat, ft, _ = rounding.optimise(latents, feats, layers, pixels, w_t, price * f, first, height, width, one,
                                        target_bits=max(goal, 1.0), errors=errors)
         if cb is not None:

@@ -201,6 +201,8 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
     candidates = [torch.full_like(cur, d) for d in cfg.deltas]
     if cfg.to_mean:
         candidates.append(mu - cur)
+    if cfg.toward_mean:
+        candidates.append(torch.sign(mu - cur))
     # every candidate's pixel errors, and the change it makes to each latent's error sum; a span's pixels are
     # gathered once for all the candidates
     errs = torch.empty(len(candidates), m)

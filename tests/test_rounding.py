@@ -77,6 +77,26 @@ def test_a_high_price_on_bits_moves_latents_to_their_predicted_means():
     assert _mse(cheap, layers, target, w) < _mse(step, layers, target, w) < _mse(out, layers, target, w)
 
 
+def test_a_step_toward_the_mean_alone_only_moves_latents_toward_their_predicted_values():
+    """The ceiling's trim sweeps (RoundingConfig.trim_toward): one candidate a latent, a step toward the value the
+    coder predicts for it. At a price on bits the moves cut the code length; at none they are taken only where
+    they lower the error, which +-1 steps (also away from the prediction) lower further."""
+    h, w = 24, 32
+    shape, latents, layers, target, feats = _problem(seed=3)
+    cfg = RoundingConfig(sweeps=1, deltas=(), toward_mean=True)
+    out, _, changed = optimise(latents, feats, layers, target, None, 1e-2, 0, h, w, cfg)
+    assert changed > 0
+    moved = [(o - l).abs() for o, l in zip(out, latents)]
+    assert all(float(m.max()) <= 1 for m in moved)  # one step at most
+    assert context_state(out).bits < context_state(latents).bits
+    # at no price on bits, a move toward the mean is taken only where it lowers the error
+    free, _, _ = optimise(latents, feats, layers, target, None, 0.0, 0, h, w, cfg)
+    assert _mse(free, layers, target, w) < _mse(latents, layers, target, w)
+    both = RoundingConfig(sweeps=1)  # deltas +-1: also steps away from the mean
+    away, _, _ = optimise(latents, feats, layers, target, None, 0.0, 0, h, w, both)
+    assert _mse(away, layers, target, w) < _mse(free, layers, target, w)
+
+
 def test_lambda_is_steered_between_sweeps_to_hold_the_code_length():
     h, w = 24, 32
     shape, latents, layers, target, feats = _problem(seed=5)
