@@ -246,12 +246,6 @@ def _overhead_bits(shape: GridShape, height: int, width: int) -> int:
     return bitstream.packed_overhead_bits(shape, segments)
 
 
-def header_floor_bits(shape: GridShape) -> int:
-    """Bits no file of this shape goes under: its container's fields that do not depend on the coded data (the
-    fixed fields, the MLP steps, the CRC and the bucket counts)."""
-    return 8 * bitstream.packed_header_size(shape) + bitstream.BUCKET_COUNT_BITS * shape.levels * PASSES
-
-
 def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int) -> float:
     """Bits per pixel left for the latents: the target less the header, segment and expected MLP bits."""
     overhead = _overhead_bits(shape, height, width)
@@ -269,9 +263,10 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     shape = plan(config, height, width, channels)
     n = height * width
     cap = config.rate.max_bytes
-    floor = math.ceil(header_floor_bits(shape) / 8)
-    if cap is not None and cap < floor:  # before minutes of fitting
-        raise LimitError(f"cannot fit this picture in {cap} bytes: its header alone takes {floor} bytes")
+    if cap is not None:  # before minutes of fitting: the container's fields that do not depend on the coded data
+        floor = math.ceil(bitstream.packed_overhead_bits(shape, segments=1) / 8)
+        if cap < floor:
+            raise LimitError(f"cannot fit this picture in {cap} bytes: its header alone takes {floor} bytes")
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
     latent_bpp = latent_budget(config, shape, height, width)
     cfg = fit_settings(config, shape, latent_bpp, device)
@@ -323,13 +318,8 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
     n = height * width
     pixels = target.reshape(-1, channels)
     layers = split_params(mlp, shape)
-    errors = None
-    price = lam
-    pix_w = pixel_weights(target, g, pix_w)
-    if pix_w is not None:  # the error the fit minimised; a bit priced at the same share of it as of plain MSE
-        pix_w = pix_w.cpu().t().contiguous()  # (H W, C)
-        errors = rounding.pixel_errors(feats, layers, pixels, pix_w, rc.chunk)
-        price *= float(errors.mean()) / max(mse, 1e-12)
+    pix_w, errors, price = _rounding_price(feats, layers, pixels, pixel_weights(target, g, pix_w), lam, mse,
+                                           rc.chunk)
 
     def refit(f: torch.Tensor, quantize: bool = True) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The MLP refitted to features f (H W, levels); quantized as choose_code would (at the curve's price)
@@ -354,6 +344,21 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
     return out, feats, mlp
 
 
+def _rounding_price(feats: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]], pixels: torch.Tensor,
+                    pix_w: torch.Tensor | None, lam: float, mse: float | None,
+                    chunk: int) -> tuple[torch.Tensor | None, torch.Tensor, float]:
+    """What rounding.optimise prices in: the fit's error weights as (H W, C) (CPU; None for plain MSE), the
+    pixels' (H W,) errors of the MLP ``layers`` on ``feats``, and ``lam`` (plain MSE per bpp) as a price in those
+    errors' units, a bit priced at the same share of the weighted error as of plain MSE ``mse`` (None: measured
+    here). pix_w: (C, H W) or None; pixels: (H W, C)."""
+    w_t = None if pix_w is None else pix_w.cpu().t().contiguous()
+    errors = rounding.pixel_errors(feats, layers, pixels, w_t, chunk)
+    if w_t is None:
+        return None, errors, lam
+    mse = _mlp_mse(feats, pixels, layers) if mse is None else mse
+    return w_t, errors, lam * float(errors.mean()) / max(mse, 1e-12)
+
+
 def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
                 weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float,
                 ceiling_bits: float = math.inf) -> GridCode:
@@ -373,8 +378,8 @@ def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Ten
         flt = loop_filter.fit_filter(rendered, image, lam, config.filter)
     if flt is not None:
         need = loop_filter.filter_bits(flt.coefs)
-        cap = config.rate.bpp * n * (1 + config.filter.max_overshoot)  # bits the file may take with its filter
-        cap = min(cap, ceiling_bits)
+        # bits the file may take with its filter
+        cap = min(config.rate.bpp * n * (1 + config.filter.max_overshoot), ceiling_bits)
         # what the file spends without a filter, first as estimated (the latents' code length, an over-estimate
         # of a few per cent on a small picture, the MLP's symbols and models, the header), then where that says
         # the filter may not fit, as packed
@@ -410,10 +415,7 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
     height, width, _ = image.shape
     mlp = [w.detach().cpu().float() for w in weights]
     layers = split_params(mlp, shape)
-    w_t = None if pix_w is None else pix_w.cpu().t().contiguous()  # (H W, C), as optimise_rounding has it
-    errors = rounding.pixel_errors(feats, layers, pixels, w_t, rc.chunk)
-    # the rounding's price is in its own (weighted) error's units: the same conversion as optimise_rounding's
-    price = lam * float(errors.mean()) / max(_mlp_mse(feats, pixels, layers), 1e-12)
+    w_t, errors, price = _rounding_price(feats, layers, pixels, pix_w, lam, None, rc.chunk)
     half = 0.5 * rc.trim_slack * 8 * cap  # bits
     goal = context_state(latents, first).bits - 8 * (len(data) - cap) - half
     cb = progress(f"trim to {cap} bytes", rc.trim_sweeps, "sweep") if progress else None
