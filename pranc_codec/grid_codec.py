@@ -225,13 +225,35 @@ def high_rate_lr(bpp: float, g: GridConfig) -> float:
     return g.lr_high * (min(max(bpp, g.lr_growth_bpp), g.lr_growth_max_bpp) / g.lr_growth_bpp) ** g.lr_growth
 
 
-def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, device: torch.device) -> GridConfig:
+def flat_share(image: np.ndarray) -> float:
+    """The share of an (H, W, C) picture's pixels that equal their upper and left neighbours in every channel
+    (the first row and column count as not flat): near 1 for screenshots, charts and diagrams, whose flat areas
+    are flat to the last bit, near 0 for photographs, whose grain and noise leave few pixels equal."""
+    height, width = image.shape[:2]
+    if height < 2 or width < 2:
+        return 0.0
+    flat = 0
+    for top in range(1, height, _FLAT_ROWS):  # strips: a few MB at a time at 8192 x 8192
+        rows = image[top - 1:top + _FLAT_ROWS]
+        here = rows[1:, 1:]
+        flat += int(((here == rows[:-1, 1:]) & (here == rows[1:, :-1])).all(axis=-1).sum())
+    return flat / (height * width)
+
+
+_FLAT_ROWS = 256
+
+
+def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, device: torch.device,
+                 flat: float = 0.0, pixels: int = 0) -> GridConfig:
     """The grid settings the fit runs with at this rate: from ``high_rate_bpp`` on, the high-rate learning
-    rates (:func:`high_rate_lr`); without the finest level (a latent budget below ``finest_min_bpp``) on the CPU,
-    ``coarse_step_factor`` x the steps. On CUDA a step is launch-bound (RESULTS.md "CUDA"): fewer latents
-    do not make it cheaper, and 1.82x the steps (session 15) took 34-40 s instead of 20-22 s there, so it keeps
-    its steps."""
+    rates (:func:`high_rate_lr`); without the finest level (a latent budget below ``finest_min_bpp``, or below
+    ``finest_min_bpp_flat`` for a synthetic picture: :func:`flat_share` ``flat`` at least ``finest_flat_share``,
+    and at least ``finest_flat_min_pixels``) on the CPU, ``coarse_step_factor`` x the steps. On CUDA a step is launch-bound (RESULTS.md "CUDA"): fewer
+    latents do not make it cheaper, and 1.82x the steps (session 15) took 34-40 s instead of 20-22 s there, so it
+    keeps its steps."""
     g = config.grid
+    if flat >= g.finest_flat_share and pixels >= g.finest_flat_min_pixels:
+        g = replace(g, finest_min_bpp=min(g.finest_min_bpp, g.finest_min_bpp_flat))
     if config.rate.bpp >= g.high_rate_bpp:
         g = replace(g, lr=high_rate_lr(config.rate.bpp, g), scale_lr=g.lr_high, mlp_lr=g.mlp_lr_high)
     if not fits_finest(g, latent_bpp, shape.levels) and device.type == "cpu":
@@ -269,7 +291,7 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
             raise LimitError(f"cannot fit this picture in {cap} bytes: its header alone takes {floor} bytes")
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
     latent_bpp = latent_budget(config, shape, height, width)
-    cfg = fit_settings(config, shape, latent_bpp, device)
+    cfg = fit_settings(config, shape, latent_bpp, device, flat_share(image), n)
     pixels = target.reshape(-1, channels).cpu()
     # once for the fit, its retry and the rounding, which all minimise the same weighted error
     pix_w = pixel_weights(target, cfg)
