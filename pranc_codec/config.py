@@ -124,14 +124,17 @@ class GridConfig:
     # their error sits on one-pixel edges that a half-resolution grid cannot draw, and the finest latents are zero
     # over the flat areas, so cheap. A picture is synthetic when at least finest_flat_share of its pixels equal
     # their upper and left neighbours in every channel (grid_codec.flat_share; Kodak's: 0.003-0.12, screens and
-    # figures 0.86-0.97, a 2x nearest-upscaled icon 0.60, a bicubic-upscaled field 0.22). With the finest level at
-    # 0.25 bpp: +1.9 to +7.9 dB on five of seven such pictures, level on text, -0.3 on a dense scatter plot; at
-    # 0.125 bpp (0.105 of latents) it won on two, lost 0.35-0.5 dB on two. Pictures under finest_flat_min_pixels
-    # keep the rule above: a 128 x 192 diagram lost 4.5 dB with its finest level (the fit itself, 18.8 dB against
-    # 25.5), where the same drawing twice side by side (128 x 384) gained 6.4 dB (ABLATIONS.md AN1).
+    # figures 0.86-0.97, a 2x nearest-upscaled icon 0.60, a bicubic-upscaled field 0.22). At 0.25 bpp, seven such
+    # 768 x 512 pictures at equal rate: +1.9 to +7.7 dB on five, level on text and a dense scatter plot; at 0.125
+    # bpp (0.105 of latents) it won on two and lost 0.35-0.5 dB on two, hence 0.15 (ABLATIONS.md AN1).
+    # Only fits of at least finest_flat_min_steps steps on at least finest_flat_min_pixels: on a dense drawing of
+    # small boxes the fit with the finest level swung (lambda 46-fold up and back) and lost 2-6 dB at 1,500 and
+    # 2,500 steps at 128 x 384 to 384 x 512, though it gained 6-9 dB at 4,100; at 128 x 192 it lost 4 dB even
+    # there. Pictures of 384 x 512 cut from the screens won at every step count tried (AN2).
     finest_flat_share: float = 0.75
     finest_min_bpp_flat: float = 0.15
-    finest_flat_min_pixels: int = 128 * 384
+    finest_flat_min_pixels: int = 384 * 512
+    finest_flat_min_steps: int = 4100
     coarse_step_factor: float = 1.72  # 1.82 before session 16's cheaper step, which saved less here (U1)
     lr: float = 0.05  # latents (and their entropy-model scales); 0.1 stalls (ABLATIONS.md K)
     # The entropy-model scales' own learning rate (None: lr). Above 1 bpp the latents learn faster (lr_growth

@@ -248,11 +248,11 @@ def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, devic
     """The grid settings the fit runs with at this rate: from ``high_rate_bpp`` on, the high-rate learning
     rates (:func:`high_rate_lr`); without the finest level (a latent budget below ``finest_min_bpp``, or below
     ``finest_min_bpp_flat`` for a synthetic picture: :func:`flat_share` ``flat`` at least ``finest_flat_share``,
-    and at least ``finest_flat_min_pixels``) on the CPU, ``coarse_step_factor`` x the steps. On CUDA a step is launch-bound (RESULTS.md "CUDA"): fewer
+    at least ``finest_flat_min_pixels`` and ``finest_flat_min_steps`` steps) on the CPU, ``coarse_step_factor`` x the steps. On CUDA a step is launch-bound (RESULTS.md "CUDA"): fewer
     latents do not make it cheaper, and 1.82x the steps (session 15) took 34-40 s instead of 20-22 s there, so it
     keeps its steps."""
     g = config.grid
-    if flat >= g.finest_flat_share and pixels >= g.finest_flat_min_pixels:
+    if flat >= g.finest_flat_share and pixels >= g.finest_flat_min_pixels and g.steps >= g.finest_flat_min_steps:
         g = replace(g, finest_min_bpp=min(g.finest_min_bpp, g.finest_min_bpp_flat))
     if config.rate.bpp >= g.high_rate_bpp:
         g = replace(g, lr=high_rate_lr(config.rate.bpp, g), scale_lr=g.lr_high, mlp_lr=g.mlp_lr_high)
