@@ -39,7 +39,7 @@ def run(path: Path, variants: list[str], kodak: Path) -> None:
     h, w, _ = f.image.shape
     n = h * w
     budget = grid_codec.latent_budget(f.cfg, f.shape, h, w)
-    g = grid_codec.fit_settings(f.cfg, f.shape, budget, torch.device("cpu"))
+    g = grid_codec.fit_settings(f.cfg, f.shape, budget, torch.device("cpu"), grid_codec.flat_share(f.image), n)
     first = 0 if fits_finest(g, budget, f.shape.levels) else 1
     fit_mlp = [x.float() for x in f.saved["weights"]]
     layers = split_params(fit_mlp, f.shape)

@@ -53,7 +53,7 @@ def fit(image_path: Path, bpp: float, out: Path, settings: list[str]) -> None:
     h, w, _ = image.shape
     target = torch.from_numpy(image.astype(np.float32) / 255.0)
     latent_bpp = grid_codec.latent_budget(cfg, shape, h, w)
-    g = grid_codec.fit_settings(cfg, shape, latent_bpp, torch.device("cpu"))
+    g = grid_codec.fit_settings(cfg, shape, latent_bpp, torch.device("cpu"), grid_codec.flat_share(image), h * w)
     result = fit_grid(target, shape, g, latent_bpp)
     torch.save(dict(latents=result.latents, weights=result.weights, lam=result.lam, settings=settings), out)
 

@@ -128,7 +128,7 @@ class GridConfig:
     # 768 x 512 pictures at equal rate: +1.9 to +7.7 dB on five, level on text and a dense scatter plot; at 0.125
     # bpp (0.105 of latents) it won on two of seven and lost 0.35-1.1 dB on three, hence 0.15 (ABLATIONS.md AN1).
     # Only fits of at least finest_flat_min_steps steps on at least finest_flat_min_pixels: on a dense drawing of
-    # small boxes the fit with the finest level swung (lambda 46-fold up and back) and lost 2-6 dB at 1,500 and
+    # small boxes the fit with the finest level swung (lambda 18-fold up and back) and lost 2-6 dB at 1,500 and
     # 2,500 steps at 128 x 384 to 384 x 512, though it gained 6-9 dB at 4,100; at 128 x 192 it lost 4 dB even
     # there. Pictures of 384 x 512 cut from the screens won at every step count tried (AN2).
     finest_flat_share: float = 0.75

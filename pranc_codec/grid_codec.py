@@ -225,6 +225,9 @@ def high_rate_lr(bpp: float, g: GridConfig) -> float:
     return g.lr_high * (min(max(bpp, g.lr_growth_bpp), g.lr_growth_max_bpp) / g.lr_growth_bpp) ** g.lr_growth
 
 
+_FLAT_ROWS = 256  # rows a strip of flat_share compares at once
+
+
 def flat_share(image: np.ndarray) -> float:
     """The share of an (H, W, C) picture's pixels that equal their upper and left neighbours in every channel
     (the first row and column count as not flat): near 1 for screenshots, charts and diagrams, whose flat areas
@@ -240,15 +243,13 @@ def flat_share(image: np.ndarray) -> float:
     return flat / (height * width)
 
 
-_FLAT_ROWS = 256
-
-
 def fit_settings(config: CodecConfig, shape: GridShape, latent_bpp: float, device: torch.device,
                  flat: float = 0.0, pixels: int = 0) -> GridConfig:
     """The grid settings the fit runs with at this rate: from ``high_rate_bpp`` on, the high-rate learning
     rates (:func:`high_rate_lr`); without the finest level (a latent budget below ``finest_min_bpp``, or below
-    ``finest_min_bpp_flat`` for a synthetic picture: :func:`flat_share` ``flat`` at least ``finest_flat_share``,
-    at least ``finest_flat_min_pixels`` and ``finest_flat_min_steps`` steps) on the CPU, ``coarse_step_factor`` x the steps. On CUDA a step is launch-bound (RESULTS.md "CUDA"): fewer
+    ``finest_min_bpp_flat`` for a synthetic picture: a :func:`flat_share` ``flat`` of at least
+    ``finest_flat_share``, at least ``finest_flat_min_pixels`` ``pixels`` and ``finest_flat_min_steps`` steps) on
+    the CPU, ``coarse_step_factor`` x the steps. On CUDA a step is launch-bound (RESULTS.md "CUDA"): fewer
     latents do not make it cheaper, and 1.82x the steps (session 15) took 34-40 s instead of 20-22 s there, so it
     keeps its steps."""
     g = config.grid
