@@ -50,7 +50,7 @@ class EncodeStats:
     delta: float
     encode_seconds: float
     device: str
-    fit_restarts: int = 0  # divergence-guard restarts during fitting (fit.py)
+    fit_restarts: int = 0  # divergence-guard restarts (fit.py), or fits redone by the grid's collapse guard (grid_codec)
     model: str = "siren"  # "grid" (format v4) or "siren" (format v3)
     target_psnr: float | None = None  # the PSNR asked for (quality_target.encode_to_psnr), else None
     passes: int = 1  # whole encodes made (several when searching for a PSNR target)
@@ -221,10 +221,11 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
 def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress: ProgressFactory | None, t0: float) -> EncodeResult:
     """The latent-grid path of :func:`encode` (grid_codec.py)."""
-    data, shape, trims = grid_codec.fit_and_code(image, config, device, progress)
+    data, shape, trims, restarts = grid_codec.fit_and_code(image, config, device, progress)
     height, width = image.shape[:2]
     return _finish(image, data, config, device, t0, num_coefs=shape.num_latents(height, width) + shape.num_params,
-                   num_params=shape.num_params, net_width=shape.hidden, delta=1.0, model="grid", trim_sweeps=trims)
+                   num_params=shape.num_params, net_width=shape.hidden, delta=1.0, model="grid", trim_sweeps=trims,
+                   fit_restarts=restarts)
 
 
 def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.device, t0: float,

@@ -196,10 +196,16 @@ def _fit_mse(feats: torch.Tensor, target: torch.Tensor, fit: GridFit, shape: Gri
     return _mlp_mse(feats, target, split_params([w.cpu() for w in fit.weights], shape))
 
 
-def _collapsed(mse: float, target: torch.Tensor) -> bool:
-    """True when a fit of this MSE is within 3 dB of the flat mean-colour picture (or not finite): it failed."""
+def _collapsed(mse: float, target: torch.Tensor, latents: list[torch.Tensor], first: int, budget_bits: float,
+               g: GridConfig) -> bool:
+    """True when a fit failed: its MSE is not finite, or within 3 dB of the flat mean-colour picture's while its
+    rounded ``latents`` (levels from ``first``) code in under ``g.collapse_rate_share`` of their budget (dead
+    latents; a fit of a hard picture that spends its budget for little is not redone). target: (H W, C) colour
+    in [0, 1]."""
+    if not math.isfinite(mse):
+        return True
     flat = float(torch.mean((target - target.mean(0)) ** 2))
-    return not math.isfinite(mse) or mse > 0.5 * flat
+    return mse > 0.5 * flat and context_state(latents, first).bits < g.collapse_rate_share * budget_bits
 
 
 def curve_slope(bpp: float, cfg: GridConfig) -> float:
@@ -279,9 +285,9 @@ def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int
 
 
 def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
-                 progress=None) -> tuple[bytes, GridShape, int]:
-    """uint8 (H, W, C) -> ``.prc`` bytes, the network shape it used, and the sweeps that trimmed the file under
-    its ceiling (``config.rate.max_bytes``; 0 where none did)."""
+                 progress=None) -> tuple[bytes, GridShape, int, int]:
+    """uint8 (H, W, C) -> ``.prc`` bytes, the network shape it used, the sweeps that trimmed the file under its
+    ceiling (``config.rate.max_bytes``; 0 where none did) and the fits redone by the collapse guard (0 or 1)."""
     height, width, channels = image.shape
     shape = plan(config, height, width, channels)
     n = height * width
@@ -301,7 +307,10 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     latents = [torch.round(g).cpu() for g in fit.latents]
     feats = _features(latents, width, n)
     mse = _fit_mse(feats, pixels, fit, shape)
-    if _collapsed(mse, pixels):
+    first = 0 if fits_finest(cfg, latent_bpp, shape.levels) else 1  # a level left out of the fit stays zero
+    restarts = 0
+    if _collapsed(mse, pixels, latents, first, latent_bpp * n, cfg):
+        restarts = 1
         cb = progress("fit (retry)", cfg.steps) if progress else None
         f = cfg.retry_lr_factor
         retry = replace(cfg, lr=cfg.lr * f, mlp_lr=cfg.mlp_lr * f, scale_lr=cfg.effective_scale_lr * f)
@@ -310,7 +319,6 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         feats = _features(latents, width, n)
         mse = _fit_mse(feats, pixels, fit, shape)
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
-    first = 0 if fits_finest(cfg, latent_bpp, shape.levels) else 1  # a level left out of the fit stays zero
     latents, feats, weights = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg,
                                                 config.rounding, lam, mse, first, progress, pix_w,
                                                 budget_bits=latent_bpp * n)
@@ -320,7 +328,7 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     if cap is not None and len(data) > cap:
         data, trims = trim_to_ceiling(image, pixels, latents, feats, weights, shape, config, lam, first, pix_w,
                                       data, progress)
-    return data, shape, trims
+    return data, shape, trims, restarts
 
 
 def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,

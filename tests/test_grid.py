@@ -415,6 +415,27 @@ def test_a_collapsed_fit_is_redone_gently(monkeypatch, grid_image):
     lr, mlp_lr, scale_lr, f = grid_codec.high_rate_lr(3.0, g), g.mlp_lr_high, g.lr_high, g.retry_lr_factor
     assert calls == [(lr, mlp_lr, scale_lr, None), (lr * f, mlp_lr * f, scale_lr * f, g.retry_lam_range)]
     assert res.stats.psnr > 25.0
+    assert res.stats.fit_restarts == 1
+
+
+def test_a_fit_that_spends_its_budget_is_not_redone(monkeypatch, grid_image):
+    """A fit as far from the picture as a dead one, but whose latents take their budget (a picture too hard for
+    its rate, not a collapse), is kept: redoing it would double the encode for nothing."""
+    import pranc_codec.grid_codec as gc
+    from pranc_codec.grid_fit import GridFit
+
+    calls = []
+    gen = torch.Generator().manual_seed(0)
+
+    def fake(image, shape, cfg, latent_bpp, progress=None, lam_range=None, pix_w=None):
+        calls.append(lam_range)  # busy latents (uniform in -6..6: about 3.7 bits each), an MLP that ignores them
+        h, w = image.shape[:2]
+        return GridFit([torch.randint(-6, 7, (a, b), generator=gen).float() for a, b in shape.level_dims(h, w)],
+                       [torch.zeros(n) for n in shape.layer_sizes()], 1.0)
+
+    monkeypatch.setattr(gc, "fit_grid", fake)
+    res = encode(grid_image, GRID_FAST)
+    assert calls == [None] and res.stats.fit_restarts == 0
 
 
 def test_rate_term_gradients_are_exact():
