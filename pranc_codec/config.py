@@ -213,11 +213,12 @@ class GridConfig:
     # lambda kept within retry_lam_range of its start. Seen with lr 0.08 at 0.125 bpp:
     # lambda wound up 10^7-fold and every latent died (ABLATIONS.md L14).
     retry_lr_factor: float = 0.5
-    # and only when its latents also take under collapse_rate_share of their budget, as dead ones do (L14: 14 % of
-    # the target). A picture that is merely hard keeps its latents at the budget: a drawing of dense edges at 9 dB
-    # (kodim08 through an edge filter, ABLATIONS.md AN4) was redone for the same 9 dB, 74 s in all instead of 44.
-    collapse_rate_share: float = 0.5
     retry_lam_range: float = 16.0
+    # The retry happens only when the fit's latents also take under collapse_rate_share of their budget, as dead
+    # ones do (L14: 14 % of the target). A picture that is merely hard keeps its latents at the budget: a drawing of
+    # dense edges at 9 dB (kodim08 through an edge filter, ABLATIONS.md AN4) was redone for the same 9 dB, 74 s in
+    # all instead of 44.
+    collapse_rate_share: float = 0.5
     # The MLP's weights are quantized with step max|w| / 2^(bits-1) per layer; the
     # encoder picks the bits in this range that minimise MSE + lambda x rate.
     mlp_bits: tuple[int, ...] = (6, 7, 8, 9, 10, 11, 12)
