@@ -57,23 +57,17 @@ def text_screenshot() -> Image.Image:
 
 def chart() -> Image.Image:
     """A matplotlib figure: lines, markers, a legend, axis labels on white."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     x = np.linspace(0.1, 1.0, 40)
-    fig, ax = plt.subplots(figsize=(SIZE[0] / 100, SIZE[1] / 100), dpi=100)
-    for k, (name, c) in enumerate([("pranc", "C0"), ("JPEG", "C1"), ("WebP", "C2"), ("AVIF", "C3")]):
-        ax.plot(x, 24 + 6 * np.log2(1 + 4 * x) - 1.2 * k + 0.3 * np.sin(7 * x + k), "-o", color=c, ms=3, label=name)
-    ax.set_xlabel("bits per pixel")
-    ax.set_ylabel("PSNR (dB)")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return Image.open(buf).convert("RGB")  # figsize x dpi = SIZE
+
+    def draw(ax):
+        for k, (name, c) in enumerate([("pranc", "C0"), ("JPEG", "C1"), ("WebP", "C2"), ("AVIF", "C3")]):
+            ax.plot(x, 24 + 6 * np.log2(1 + 4 * x) - 1.2 * k + 0.3 * np.sin(7 * x + k), "-o", color=c, ms=3,
+                    label=name)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    return _figure(draw)
 
 
 def field() -> Image.Image:
@@ -119,7 +113,7 @@ def _figure(draw) -> Image.Image:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return Image.open(buf).convert("RGB")
+    return Image.open(buf).convert("RGB")  # figsize x dpi = SIZE
 
 
 def bars() -> Image.Image:

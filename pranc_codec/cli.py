@@ -220,9 +220,9 @@ def main() -> None:
 @click.option("--expansion", type=float, default=None, help="Network parameters per coefficient.")
 @click.option("--steps", type=click.IntRange(0), default=None,
               help=f"Fitting steps (overrides the preset). Grid fits below {GridConfig.finest_min_bpp:g} bpp of "
-                   f"latents ({GridConfig.finest_min_bpp_flat:g} for screenshots, charts and other synthetic pictures of "
-                   f"{GridConfig.finest_flat_min_pixels} pixels or more fitted with {GridConfig.finest_flat_min_steps} "
-                   "steps or more) "
+                   f"latents ({GridConfig.finest_min_bpp_flat:g} for screenshots, charts and other synthetic "
+                   f"pictures of {GridConfig.finest_flat_min_pixels} pixels or more fitted with "
+                   f"{GridConfig.finest_flat_min_steps} steps or more) "
                    f"leave the finest level out and, on the CPU, run {GridConfig.coarse_step_factor:g}x as "
                    "many at the same cost.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

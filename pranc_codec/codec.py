@@ -50,7 +50,7 @@ class EncodeStats:
     delta: float
     encode_seconds: float
     device: str
-    fit_restarts: int = 0  # divergence-guard restarts (fit.py), or fits redone by the grid's collapse guard (grid_codec)
+    fit_restarts: int = 0  # divergence-guard restarts (fit.py), or grid fits redone by the collapse guard
     model: str = "siren"  # "grid" (format v4) or "siren" (format v3)
     target_psnr: float | None = None  # the PSNR asked for (quality_target.encode_to_psnr), else None
     passes: int = 1  # whole encodes made (several when searching for a PSNR target)
