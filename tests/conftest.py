@@ -1,4 +1,5 @@
 """Shared fixtures: small synthetic images and a fast encoder configuration."""
+import signal
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +11,14 @@ from pranc_codec.config import FitConfig, RateConfig
 
 torch.set_num_threads(2)
 
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child that a test interrupts: SIGINT back to its default.
+
+    A shell without job control starts a background command with SIGINT ignored, the child inherits
+    that, and Python then installs no KeyboardInterrupt handler: the test would wait out its timeout.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def smooth_image(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:

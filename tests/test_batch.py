@@ -16,7 +16,7 @@ from pranc_codec import batch
 from pranc_codec.cli import main
 from pranc_codec.errors import InputError
 
-from .conftest import smooth_image
+from .conftest import interruptible, smooth_image
 
 FAST_ARGS = ["--model", "siren", "--steps", "120", "--threads", "1", "--bpp", "2", "-q"]
 
@@ -148,10 +148,14 @@ def test_an_interrupted_batch_stops_its_children_and_leaves_no_files(tmp_path, p
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     p = subprocess.Popen([sys.executable, "-m", "pranc_codec", "encode", *map(str, pictures), "-o", str(out), "-j",
                           "2", "--model", "siren", "--steps", "1000000", "--threads", "1"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible)
     time.sleep(6)  # the children are fitting (or still importing: either way they must stop)
     p.send_signal(signal.SIGINT)  # the parent alone, as `kill -INT` would: it passes the interrupt on
-    _, err = p.communicate(timeout=60)
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:  # a failed wait must not leave the batch running beside the rest of the suite
+        if p.poll() is None:
+            p.kill()
     assert p.returncode == 130
     assert err.strip().splitlines()[-1] == "pranc: error: interrupted; 0 of 3 files written", err
     assert os.listdir(out) == []

@@ -16,7 +16,7 @@ from pranc_codec import bitstream
 from pranc_codec.cli import main
 from pranc_codec.config import CodecConfig
 
-from .conftest import smooth_image
+from .conftest import interruptible, smooth_image
 
 FAST_ARGS = ["--model", "siren", "--steps", "120", "--threads", "1", "--bpp", "2", "-q"]
 
@@ -318,7 +318,8 @@ def test_ctrl_c_during_encode_leaves_nothing(tmp_path, png):
 
     out = tmp_path / "img.prc"
     proc = subprocess.Popen([sys.executable, "-m", "pranc_codec", "encode", str(png), "-o", str(out),
-                             "--steps", "1000000", "--threads", "1"], stderr=subprocess.PIPE)
+                             "--steps", "1000000", "--threads", "1"], stderr=subprocess.PIPE,
+                             preexec_fn=interruptible)
     seen = bytearray()
     started = threading.Event()
 
@@ -334,7 +335,11 @@ def test_ctrl_c_during_encode_leaves_nothing(tmp_path, png):
     assert started.wait(120), "encoder never started fitting"
     time.sleep(2.0)  # well inside the fitting loop
     proc.send_signal(signal.SIGINT)
-    rc = proc.wait(60)
+    try:
+        rc = proc.wait(60)
+    finally:  # a failed wait must not leave a million-step encode running beside the rest of the suite
+        if proc.poll() is None:
+            proc.kill()
     t.join(10)
     err = seen.decode(errors="replace")
     assert rc == 130, err

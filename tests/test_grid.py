@@ -13,7 +13,7 @@ import torch
 from pranc_codec import CodecConfig, FormatError, LimitError, PrancError, bitstream, decode, encode, entropy, grid_codec
 from pranc_codec.config import GridConfig, RateConfig, RoundingConfig
 from pranc_codec.grid_codec import GridCode, pack, plan
-from pranc_codec.grid_fit import context_state, fit_grid, latent_bits, structure_weights
+from pranc_codec.grid_fit import context_state, fit_grid, structure_weights
 from pranc_codec.image_io import read_image
 from pranc_codec.latent import GridShape, _bilinear64, _mlp64, sample_levels, split_params
 
