@@ -26,16 +26,19 @@ Point = tuple[float, float, float, float, str]  # bpp, psnr, ms_ssim, encode_s, 
 
 
 def load(path: str, codec: str) -> dict[str, list[Point]]:
-    """image -> sorted [(bpp, psnr, ms_ssim, encode_s, target)] of one codec (or of encode_one's lines)."""
+    """image -> sorted [(bpp, psnr, ms_ssim, encode_s, target)] of one codec (or of encode_one's lines); an
+    MS-SSIM the file does not have is NaN."""
     out: dict[str, list[Point]] = defaultdict(list)
     if path.endswith(".jsonl"):
         for r in map(json.loads, open(path)):
-            out[r["image"].rsplit(".", 1)[0]].append((r["bpp"], r["psnr"], r["ms_ssim"], r["encode_s"],
+            ms = math.nan if r["ms_ssim"] is None else r["ms_ssim"]  # None: a grey picture
+            out[r["image"].rsplit(".", 1)[0]].append((r["bpp"], r["psnr"], ms, r["encode_s"],
                                                       f"{r['bpp_target']:g}"))
     else:
         for r in csv.DictReader(open(path)):
             if r["codec"] == codec:
-                out[r["image"]].append((float(r["bpp"]), float(r["psnr"]), float(r["ms_ssim"]),
+                # an empty MS-SSIM (a picture too small for its five scales, or grey) is NaN
+                out[r["image"]].append((float(r["bpp"]), float(r["psnr"]), float(r["ms_ssim"] or "nan"),
                                         float(r["encode_s"]), f"{float(r['point']):g}"))
     return {k: sorted(v) for k, v in out.items()}
 

@@ -11,21 +11,20 @@ its flat share (``grid_codec.flat_share``), its size as lossless WebP
 smallest setting) and as PNG (``optimize=True``), in bits per pixel, and
 pranc's PSNR at the lossless WebP rate, interpolated in log bpp between the
 two files of the first ``--results`` that has the picture (pranc rows of
-``pranc eval``'s per_image.csv) that bracket it ("-" outside their range),
+``pranc eval``'s per_image.csv, read by ``equal_rate.load``) that bracket it
+(``equal_rate.at_rate``; "-" outside their range),
 then pranc's lowest-rate file. Prints a Markdown table.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import io
-import math
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from equal_rate import Point, at_rate, load  # eval/, beside this script
 from pranc_codec.grid_codec import flat_share
 from pranc_codec.image_io import read_image
 
@@ -39,26 +38,13 @@ def coded_bpp(image: np.ndarray, **save: object) -> float:
     return 8.0 * len(buf.getvalue()) / (image.shape[0] * image.shape[1])
 
 
-def pranc_points(paths: list[str]) -> dict[str, list[tuple[float, float]]]:
-    """picture -> sorted [(bpp, PSNR)] of pranc, from the first results file that has the picture."""
-    out: dict[str, list[tuple[float, float]]] = {}
+def pranc_points(paths: list[str]) -> dict[str, list[Point]]:
+    """picture -> pranc's sorted points (:func:`equal_rate.load`), from the first results file that has it."""
+    out: dict[str, list[Point]] = {}
     for path in paths:
-        found: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        for r in csv.DictReader(open(path)):
-            if r["codec"] == "pranc":
-                found[r["image"]].append((float(r["bpp"]), float(r["psnr"])))
-        for name, pts in found.items():
-            out.setdefault(name, sorted(pts))
+        for name, pts in load(path, "pranc").items():
+            out.setdefault(name, pts)
     return out
-
-
-def psnr_at(points: list[tuple[float, float]], bpp: float) -> float | None:
-    """PSNR interpolated in log bpp between the two points that bracket ``bpp``; None outside their range."""
-    for (b0, p0), (b1, p1) in zip(points, points[1:]):
-        if b0 <= bpp <= b1:
-            t = (math.log(bpp) - math.log(b0)) / (math.log(b1) - math.log(b0))
-            return p0 + t * (p1 - p0)
-    return None
 
 
 def main() -> None:
@@ -74,10 +60,10 @@ def main() -> None:
         webp = coded_bpp(image, **WEBP_LOSSLESS)
         png = coded_bpp(image, format="PNG", optimize=True)
         pts = points.get(path.stem, [])
-        at = psnr_at(pts, webp)
+        inside = len(pts) > 1 and pts[0][0] <= webp <= pts[-1][0]  # at_rate extrapolates outside
+        at = f"{at_rate(pts, webp)[0]:.2f} dB" if inside else "-"
         lowest = f"{pts[0][0]:.4f}, {pts[0][1]:.2f}" if pts else "-"
-        print(f"| {path.stem} | {flat_share(image):.3f} | {webp:.3f} | {png:.3f} | "
-              f"{'-' if at is None else f'{at:.2f} dB'} | {lowest} |", flush=True)
+        print(f"| {path.stem} | {flat_share(image):.3f} | {webp:.3f} | {png:.3f} | {at} | {lowest} |", flush=True)
 
 
 if __name__ == "__main__":
