@@ -42,7 +42,8 @@ def bench_grid(image, cfg: CodecConfig, steps: int, device: str = "cpu", warmup:
     shape = grid_codec.plan(cfg, h, w, c)
     target = torch.from_numpy(image.astype("float32") / 255.0).to(device)
     latent_bpp = grid_codec.latent_budget(cfg, shape, h, w)
-    settings = replace(grid_codec.fit_settings(cfg, shape, latent_bpp, target.device, grid_codec.flat_share(image), h * w), steps=steps)
+    settings = replace(grid_codec.fit_settings(cfg, shape, latent_bpp, target.device, grid_codec.flat_share(image),
+                                               h * w), steps=steps)
     if target.is_cuda:  # the first steps load CUDA kernels and libraries (seconds): not part of a step
         fit_grid(target, shape, replace(settings, steps=warmup), latent_bpp)
         torch.cuda.synchronize()
