@@ -26,7 +26,9 @@ GRID_VERSION = 8  # latent-grid files (net_kind 1): their own layout after byte 
 # 6: version 5 plus a loop filter; 7: the bucket models in two bytes each, the filter flagged; 8: every model
 # as Exp-Golomb codes of its table indexes, varint segment lengths (the one written)
 GRID_VERSIONS = (4, 5, 6, 7, 8)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)  # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
+LOSSLESS_VERSION = 9  # a lossless code of the picture instead of a network (lossless.py)
+# 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -72,6 +74,10 @@ _LAYER = struct.Struct("<fHH")
 _FILTER = struct.Struct("<BBBHH")  # version 6: loop filter taps, symmetric, shift, its coefficients' model
 _COMPACT = struct.Struct("<BB")  # version 7: a bucket model as indexes into entropy.COMPACT_DECAYS, COMPACT_BOUNDS
 GRID_FLAG_FILTER = 0x01  # versions 7 and 8: the loop filter record is present
+# Version 9 (lossless): magic, version, flags, width, height, channels, payload kind; the payload runs to the CRC
+_LOSSLESS_FIXED = struct.Struct("<4sBBHHBB")
+LOSSLESS_WEBP = 0  # payload kind: a WebP lossless (VP8L) bitstream
+LOSSLESS_KINDS = (LOSSLESS_WEBP,)
 # Version 8 (FORMAT.md "Version 8"): MLP steps as f32, the filter record without its model, then every entropy
 # model in one bit string of signed Exp-Golomb codes (as H.264 codes its headers), then varint segment lengths.
 _STEP = struct.Struct("<f")
@@ -160,6 +166,20 @@ class GridHeader:
     def segment_bounds(self) -> list[int]:
         """Cut points of the symbol sequence into payload segments (as even as possible)."""
         return segment_bounds(sum(self.group_sizes()))
+
+
+@dataclass(frozen=True)
+class LosslessHeader:
+    """Decoded header of a lossless file (version 9): the picture's size and the payload's kind."""
+
+    width: int
+    height: int
+    channels: int
+    kind: int  # LOSSLESS_WEBP
+
+    @property
+    def num_pixels(self) -> int:
+        return self.width * self.height
 
 
 def segment_bounds(total: int) -> list[int]:
@@ -488,6 +508,23 @@ def _parse_v8(data: bytes, shape: GridShape, width: int, height: int, channels: 
     return header, bytes(data[pos: end])
 
 
+def pack_lossless(header: LosslessHeader, payload: bytes) -> bytes:
+    """Serialize a lossless file (version 9): the fixed fields, the payload, the CRC32 of everything before it."""
+    body = _LOSSLESS_FIXED.pack(MAGIC, LOSSLESS_VERSION, 0, header.width, header.height, header.channels,
+                                header.kind) + payload
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _parse_lossless(data: bytes) -> tuple[LosslessHeader, bytes]:
+    """Fields of a version-9 file (the CRC is already checked)."""
+    _, _, flags, width, height, channels, kind = _LOSSLESS_FIXED.unpack_from(data, 0)
+    _check(flags == 0, f"unknown header flags 0x{flags:02x}")
+    _check_image(width, height, channels)
+    _check(kind in LOSSLESS_KINDS, f"unknown lossless payload kind {kind}")
+    header = LosslessHeader(width=width, height=height, channels=channels, kind=kind)
+    return header, bytes(data[_LOSSLESS_FIXED.size: len(data) - _CRC.size])
+
+
 def header_size(n_groups: int) -> int:
     """Bytes of container overhead (everything but the payload)."""
     return _FIXED.size + _TILE.size + n_groups * _GROUP.size + _LEN.size + _CRC.size
@@ -513,18 +550,22 @@ def _check(cond: bool, msg: str, exc: type[Exception] = FormatError) -> None:
         raise exc(msg)
 
 
-def parse(data: bytes) -> tuple[Header | GridHeader, bytes]:
-    """Validate a ``.prc`` byte string and return (header, payload): a GridHeader for version 4."""
+def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader, bytes]:
+    """Validate a ``.prc`` byte string and return (header, payload): a Header for versions 1-3 (SIREN), a
+    GridHeader for 4-8, a LosslessHeader for 9."""
     _check(len(data) >= 5, f"not a .prc file (only {len(data)} bytes)")
     _check(data[:4] == MAGIC, "not a .prc file (bad magic bytes)")
     version = data[4]
-    _check(version in READABLE_VERSIONS,
-           f"unsupported .prc format version {version} (this decoder reads versions 1 to {GRID_VERSION})")
+    _check(version in READABLE_VERSIONS, f"unsupported .prc format version {version} "
+                                         f"(this decoder reads versions 1 to {max(READABLE_VERSIONS)})")
     group = _GROUP if version >= 2 else _GROUP_V1
-    _check(len(data) >= min(_FIXED.size, _GRID_FIXED.size) + _LEN.size + _CRC.size,
-           "truncated .prc file (header incomplete)")
+    # a lossless file may be shorter than the other layouts' headers (a black 1x1 picture's: 30 bytes)
+    shortest = _LOSSLESS_FIXED.size if version == LOSSLESS_VERSION else min(_FIXED.size, _GRID_FIXED.size) + _LEN.size
+    _check(len(data) >= shortest + _CRC.size, "truncated .prc file (header incomplete)")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     _check(zlib.crc32(data[: -_CRC.size]) == crc, "corrupted or truncated .prc file (CRC mismatch)")
+    if version == LOSSLESS_VERSION:
+        return _parse_lossless(data)
     if version in GRID_VERSIONS:
         return _parse_grid(data, version)
     _check(len(data) >= _FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")

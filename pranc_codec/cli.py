@@ -19,7 +19,7 @@ import click
 
 from . import batch
 from .batch import STDIO, output_for
-from .config import TUNES, GridConfig
+from .config import LOSSLESS_MODES, TUNES, GridConfig
 from .errors import InputError, PrancError, require_positive
 
 
@@ -170,8 +170,10 @@ def _encode_line(out: str, s: dict) -> str:
     """The one-line summary of an encode (``s``: EncodeStats.to_dict())."""
     ms = f"{s['ms_ssim']:.4f}" if s["ms_ssim"] is not None else "n/a"
     what = "latents and weights" if s["model"] == "grid" else "coefficients"
-    return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, PSNR {s['psnr']:.2f} dB, "
-            f"MS-SSIM {ms}, {s['num_coefs']} {what}, {s['encode_seconds']:.1f} s"
+    quality = ("lossless (the exact pixels, as WebP lossless)" if s["lossless"] else
+               f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, {s['num_coefs']} {what}")
+    return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, {quality}, "
+            f"{s['encode_seconds']:.1f} s"
             + (f" ({s['passes']} encodes for {s['target_psnr']:g} dB)" if s.get("target_psnr") is not None else "")
             + (f", at most {s['max_bytes']} bytes" if s.get("max_bytes") is not None else ""))
 
@@ -209,6 +211,10 @@ def main() -> None:
 @click.option("--tune", type=click.Choice(list(TUNES)), default="balanced", show_default=True,
               help="What the fit aims at: balanced (PSNR and MS-SSIM) or psnr (plain squared error: more PSNR, "
                    "less MS-SSIM).")
+@click.option("--lossless", type=click.Choice(LOSSLESS_MODES), default="auto", show_default=True,
+              help="auto: store the exact pixels (WebP lossless, format v9) where that file is no larger than the "
+                   "rate asked for, as on most screenshots, charts and diagrams; never: always fit a network; "
+                   "always: always the exact pixels (with --max-size at most, but no other target).")
 @click.option("--model", type=click.Choice(["grid", "siren"]), default="grid", show_default=True,
               help="grid: latent grids + small MLP (format v8); siren: the PRANC random-basis SIREN (format v3).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Basis seed (stored in the header).")
@@ -233,7 +239,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (one a file).")
 def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size: str | None,
            max_size: str | None, psnr_db: float | None, preset: str,
-           tune: str, model: str,
+           tune: str, lossless: str, model: str,
            seed: int | None, net_width: int | None, layers: int | None, basis: str | None,
            expansion: float | None, steps: int | None, device: str, threads: int, jobs: int, force: bool,
            quiet: bool, as_json: bool) -> None:
@@ -251,6 +257,8 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
         targets = [k for k, v in {"--bpp": bpp, "--size": size, "--psnr": psnr_db}.items() if v is not None]
         if len(targets) > 1:
             raise InputError(f"give one of --bpp, --size and --psnr, not {' and '.join(targets)}")
+        if lossless == "always" and targets:
+            raise InputError(f"--lossless always takes no {targets[0]}: the file is as large as the pixels need")
         if psnr_db is not None:
             require_positive(psnr_db, "--psnr", " of dB")
         target_bytes = _parse_size(size) if size is not None else None
@@ -263,7 +271,8 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             passed = {"--bpp": bpp, "--size": size, "--max-size": max_size, "--psnr": psnr_db, "--steps": steps,
                       **siren_only}
             args = [a for k, v in passed.items() if v is not None for a in (k, str(v))]
-            args += ["--preset", preset, "--tune", tune, "--model", model, "--device", device, "-q"]
+            args += ["--preset", preset, "--tune", tune, "--lossless", lossless, "--model", model, "--device", device,
+                     "-q"]
             _run_batch("encode", list(inputs), output, ".prc", args + ["-f"] * force, jobs, threads, quiet,
                        as_json, _encode_line)
             return
@@ -294,7 +303,7 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             cfg = replace(cfg, basis=replace(cfg.basis, expansion=expansion))
         if steps is not None:
             cfg = replace(cfg, fit=replace(cfg.fit, steps=steps), grid=replace(cfg.grid, steps=steps))
-        cfg = replace(cfg, model=model, device=device, width=net_width,
+        cfg = replace(cfg, model=model, device=device, width=net_width, lossless=replace(cfg.lossless, mode=lossless),
                       fit=replace(cfg.fit, threads=threads or default_threads()))
         note = batch.memory_note("encode", image.shape[0] * image.shape[1])
         for n in notes + ([note] if note else []):
@@ -352,13 +361,13 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
         check_output(out)
         fmt = output_format(out)
         data = read_bytes(input)
-        from .bitstream import GridHeader, parse
+        from .bitstream import Header, parse
 
         header, payload = parse(data)  # checked first: no warning for a file that does not decode
         note = batch.memory_note("decode", header.num_pixels)
         if note:
             click.echo(f"pranc: warning: {note}", err=True)
-        if not isinstance(header, GridHeader):  # the SIREN's network runs in torch (a grid file decodes in numpy)
+        if isinstance(header, Header):  # the SIREN's network runs in torch (grid and lossless files need none)
             import torch
 
             from .codec import default_threads
@@ -403,13 +412,15 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
 def _info_fields(input: str) -> dict:
     """The header fields of one .prc file, for ``info``."""
     # the container alone: no torch to load (shapes.py), so a header prints in a fraction of a second
-    from .bitstream import GridHeader, parse
+    from .bitstream import GridHeader, LosslessHeader, parse
     from .image_io import read_bytes
 
     data = read_bytes(input)
-    h = parse(data)[0]
+    h, payload = parse(data)
     common = {"file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
               "version": data[4], "width": h.width, "height": h.height, "channels": h.channels}
+    if isinstance(h, LosslessHeader):
+        return {**common, "network": "none", "lossless": "webp", "payload_bytes": len(payload)}
     if isinstance(h, GridHeader):
         g = h.shape
         fields = {

@@ -12,10 +12,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import bitstream, entropy, grid_codec
+from . import bitstream, entropy, grid_codec, lossless
 from .batch import available_cores
-from .bitstream import GridHeader, Header
-from .config import BasisKind, CodecConfig, RateConfig
+from .bitstream import GridHeader, Header, LosslessHeader
+from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
 from .errors import InputError, LimitError, require_positive
 from .fit import fit_alpha, group_sensitivity
 from .fit import TileData
@@ -41,8 +41,8 @@ class EncodeStats:
     bytes: int
     bpp: float
     target_bpp: float
-    rate_ok: bool  # within the rate tolerance of the target
-    psnr: float
+    rate_ok: bool  # within the rate tolerance of the target, or lossless at most that far over it
+    psnr: float  # inf for a lossless file (to_dict: None, as JSON has no infinity)
     ms_ssim: float | None
     num_coefs: int  # coded values: alpha (siren), or latents + MLP weights (grid)
     num_params: int
@@ -51,7 +51,8 @@ class EncodeStats:
     encode_seconds: float
     device: str
     fit_restarts: int = 0  # divergence-guard restarts (fit.py), or grid fits redone by the collapse guard
-    model: str = "siren"  # "grid" (format v4) or "siren" (format v3)
+    model: str = "siren"  # "grid" (format v8), "siren" (format v3) or "lossless" (format v9: no network)
+    lossless: bool = False  # the file holds the exact pixels (format v9)
     target_psnr: float | None = None  # the PSNR asked for (quality_target.encode_to_psnr), else None
     passes: int = 1  # whole encodes made (several when searching for a PSNR target)
     search: list[tuple[float, float, float]] = field(default_factory=list)  # each pass's (asked bpp, bpp, PSNR)
@@ -60,7 +61,14 @@ class EncodeStats:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields for JSON: an infinite PSNR (a lossless file, or a --psnr search's lossless pass) as None."""
+        def finite(v: float) -> float | None:
+            return v if math.isfinite(v) else None
+
+        d = asdict(self)
+        d["psnr"] = finite(self.psnr)
+        d["search"] = [(asked, bpp, finite(p)) for asked, bpp, p in self.search]
+        return d
 
 
 @dataclass
@@ -163,15 +171,19 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         raise LimitError(f"image of {width}x{height} exceeds the limits "
                          f"({bitstream.MAX_SIDE} per side, {bitstream.MAX_PIXELS} pixels)")
     require_positive(config.rate.bpp, "--bpp")
+    if config.fit.threads > 0:
+        torch.set_num_threads(config.fit.threads)
+    device = resolve_device(config.device)
+    exact = _lossless(image, config)  # before the ceiling's margin: a lossless file may fill the ceiling
+    if exact is not None:
+        return _finish(image, exact, config, device, t0, num_coefs=0, num_params=0, net_width=0, delta=0.0,
+                       model="lossless", lossless=True)
     if config.rate.max_bytes is not None:
         if config.model != "grid":
             raise InputError("--max-size only applies to --model grid")
         if config.rate.max_bytes < 1:
             raise InputError(f"--max-size must be at least one byte, not {config.rate.max_bytes}")
         config = replace(config, rate=replace(config.rate, bpp=aim_bpp(config.rate, height, width)))
-    if config.fit.threads > 0:
-        torch.set_num_threads(config.fit.threads)
-    device = resolve_device(config.device)
     if config.model == "grid":
         return _encode_grid(image, config, device, progress, t0)
     if config.model != "siren":
@@ -218,6 +230,24 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
                    net_width=spec.shape.width, delta=delta, fit_restarts=fit_stats.get("restarts", 0), model="siren")
 
 
+def _lossless(image: np.ndarray, config: CodecConfig) -> bytes | None:
+    """The picture's lossless file where ``config.lossless.mode`` asks for one: "always", or "auto" where it is
+    no larger than the rate asked for and the ceiling; else None."""
+    mode, cap = config.lossless.mode, config.rate.max_bytes
+    if mode not in LOSSLESS_MODES:
+        raise InputError(f"unknown lossless mode {mode!r} ({', '.join(LOSSLESS_MODES)})")
+    if mode == "never":
+        return None
+    if mode == "always":
+        data = lossless.encode(image, config.lossless)
+        if cap is not None and len(data) > cap:
+            raise LimitError(f"the lossless file takes {len(data)} bytes, over the ceiling of {cap}")
+        return data
+    height, width = image.shape[:2]
+    budget = config.rate.bpp * height * width / 8.0
+    return lossless.attempt(image, budget if cap is None else min(budget, cap), config.lossless)
+
+
 def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress: ProgressFactory | None, t0: float) -> EncodeResult:
     """The latent-grid path of :func:`encode` (grid_codec.py)."""
@@ -233,7 +263,11 @@ def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.d
     """Check the rate and measure exactly what the decoder will produce; ``network``: the model's stats fields."""
     height, width, channels = image.shape
     target_bytes = config.rate.bpp * height * width / 8.0
-    rate_ok = abs(len(data) - target_bytes) <= config.rate.tolerance * target_bytes
+    over, tol = len(data) - target_bytes, config.rate.tolerance * target_bytes
+    if network.get("lossless"):  # exact pixels: bits left under the target would buy nothing; "always" asks no rate
+        rate_ok = over <= tol or config.lossless.mode == "always"
+    else:
+        rate_ok = abs(over) <= tol
     notes = [] if rate_ok else [f"target {config.rate.bpp:g} bpp not reachable for this image "
                                 f"(got {8 * len(data) / (height * width):.4g} bpp)"]
     decoded = decode(data)
@@ -247,7 +281,7 @@ def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.d
     return EncodeResult(data=data, stats=stats)
 
 
-def read_header(data: bytes) -> Header | GridHeader:
+def read_header(data: bytes) -> Header | GridHeader | LosslessHeader:
     """Parse and validate the header only (no decoding)."""
     return bitstream.parse(data)[0]
 

@@ -357,6 +357,31 @@ class RateConfig:
     cap_margin: float = 0.03
 
 
+LOSSLESS_MODES = ("auto", "never", "always")
+
+
+@dataclass(frozen=True)
+class LosslessConfig:
+    """Lossless files (format version 9, lossless.py): the picture as WebP lossless instead of a network.
+
+    mode "auto" stores a picture losslessly wherever its lossless file is no larger than the rate asked for (or
+    than --max-size): exact pixels for fewer bits. That is a screen, a chart or a diagram, rarely anything else:
+    four of seven screens of the content set code exactly below 0.25 bpp, Kodak's photographs need 8.7-13 bpp
+    (RESULTS.md "synthetic"). "never" always fits a network; "always" codes every picture losslessly.
+    """
+
+    mode: str = "auto"
+    # the screen, libwebp's low effort: 0.01-0.12 s on a 768x512 picture, within 1.8x of the best size on the
+    # content set; the full effort is tried only where the screen is within screen_ratio of the budget
+    screen_method: int = 2
+    screen_quality: int = 50
+    screen_ratio: float = 2.0
+    # the full effort: method 4 gave the same sizes as method 6 on the content set's six screens in 0.02-0.08 s
+    # (method 6: up to 1 s); 0.4-0.8 s on a photograph that passes the screen
+    method: int = 4
+    quality: int = 100
+
+
 @dataclass(frozen=True)
 class QualityConfig:
     """A PSNR target instead of a rate (``pranc encode --psnr``; quality_target.py): whole encodes at rates
@@ -423,6 +448,7 @@ class CodecConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     rounding: RoundingConfig = field(default_factory=RoundingConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    lossless: LosslessConfig = field(default_factory=LosslessConfig)
     # "grid": latent grids + MLP (format v8, the default); "siren": the PRANC SIREN (format v3)
     model: str = "grid"
     seed: int = 2023

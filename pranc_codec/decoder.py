@@ -1,27 +1,30 @@
 """``decode(data) -> image``, the public decoder: latent-grid files (versions 4-8) in numpy, without
-loading torch (``grid_decode.py``: a decode starts in a fraction of a second, not 1.5-2 s); PRANC SIREN
-files (version 3) through torch (``codec.decode_siren``)."""
+loading torch (``grid_decode.py``: a decode starts in a fraction of a second, not 1.5-2 s); lossless files
+(version 9) through libwebp (``lossless.py``); PRANC SIREN files (version 3) through torch
+(``codec.decode_siren``)."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import bitstream, grid_decode
-from .bitstream import GridHeader, Header
+from . import bitstream, grid_decode, lossless
+from .bitstream import GridHeader, Header, LosslessHeader
 
 
 def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     """``.prc`` bytes -> uint8 image (H, W, C). Raises FormatError/LimitError on bad input.
 
     The same pixels on every machine and device (FORMAT.md fixes every operation that makes them).
-    ``device`` ("cpu", "cuda", "auto") is where a SIREN file's network runs; a grid file decodes on the CPU.
+    ``device`` ("cpu", "cuda", "auto") is where a SIREN file's network runs; a grid or lossless file decodes on the CPU.
     """
     return decode_parsed(*bitstream.parse(data), device=device)
 
 
-def decode_parsed(header: Header | GridHeader, payload: bytes, device: str = "cpu") -> np.ndarray:
+def decode_parsed(header: Header | GridHeader | LosslessHeader, payload: bytes, device: str = "cpu") -> np.ndarray:
     """:func:`decode` of a file :func:`bitstream.parse` has already read and checked."""
     if isinstance(header, GridHeader):
         return grid_decode.decode(header, payload)
+    if isinstance(header, LosslessHeader):
+        return lossless.decode(header, payload)
     from .codec import decode_siren  # torch
 
     return decode_siren(header, payload, device)

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from . import lossless
 from .codec import EncodeResult, ProgressFactory, aim_bpp, encode
 from .config import CodecConfig, QualityConfig
 from .errors import require_positive
@@ -111,7 +112,9 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
     """Encode ``image`` (uint8 (H, W, C)) at the rate whose decoded PSNR is ``target_db`` (within
     ``config.quality.tolerance_db``), by at most ``config.quality.max_passes`` calls of ``encoder``
     (codec.encode; a test's stand-in). Returns the first encode within the tolerance, else the one nearest the
-    target, with a warning; its stats give the target, the passes and the time of them all."""
+    target, with a warning; its stats give the target, the passes and the time of them all. Where the
+    picture's lossless file is no larger than that encode (``config.lossless.mode`` "auto"), the lossless file
+    instead, from one more call of ``encoder``."""
     require_positive(target_db, "--psnr", " of dB")
     cfg = config.quality
     t0 = time.perf_counter()
@@ -150,6 +153,12 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
 
     reached = miss(results[-1][1]) <= cfg.tolerance_db  # the search stops at the first pass that does
     best = results[-1][1] if reached else min((r for _, r in results), key=miss)
+    if config.lossless.mode == "auto" and not best.stats.lossless:
+        # each pass tried the lossless file at the rate it asked for; the rate the search ends at may be over it
+        exact = lossless.attempt(image, best.stats.bytes, config.lossless)
+        if exact is not None:
+            best = encoder(image, replace(config, lossless=replace(config.lossless, mode="always")), None)
+            reached = True
     notes = [] if reached else [f"reached {best.stats.psnr:.2f} dB of the {target_db:g} dB asked in "
                                f"{len(results)} encode{'s' * (len(results) > 1)}{stop}"]
     stats = replace(best.stats, target_psnr=target_db, passes=len(results), warnings=notes,

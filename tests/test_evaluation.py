@@ -12,7 +12,8 @@ from PIL import Image
 from pranc_codec.cli import main
 from pranc_codec.config import BasisKind, CodecConfig, apply_overrides
 from pranc_codec.evaluation.codecs import Codec, PrancCodec
-from pranc_codec.evaluation.runner import aggregate
+from pranc_codec.evaluation.report import bd_table, points_table
+from pranc_codec.evaluation.runner import aggregate, psnr_of_mse
 
 from .conftest import FAST, smooth_image
 
@@ -24,7 +25,7 @@ class _Named(Codec):
 
 def _rec(image, point, bpp, mse, ssim=0.9):
     return {"image": image, "codec": "c", "point": point, "bpp": bpp, "mse": mse,
-            "psnr": 10 * math.log10(255**2 / mse), "ms_ssim": ssim, "encode_s": 1.0, "decode_s": 0.5}
+            "psnr": psnr_of_mse(mse), "ms_ssim": ssim, "encode_s": 1.0, "decode_s": 0.5}
 
 
 def test_aggregate_averages_psnr_both_ways_and_drops_incomplete_points():
@@ -38,6 +39,25 @@ def test_aggregate_averages_psnr_both_ways_and_drops_incomplete_points():
     assert r["psnr-rgb-mse"] == [pytest.approx(10 * math.log10(255**2 / 25.0))]
     assert r["psnr-rgb-mse"][0] < r["psnr-rgb"][0]  # Jensen: mean of logs >= log of mean
     assert r["ms-ssim-rgb"] == [pytest.approx(0.9)] and r["encoding_time"] == [1.0]
+
+
+def test_exactly_decoded_images_have_no_mean_psnr_and_are_counted():
+    """A lossless file (format version 9) has an infinite PSNR: the point keeps its rate, its PSNR of the mean
+    MSE and a count of exact images, and the BD-rate is taken over the other points."""
+    recs = [_rec("a", 1, 0.1, 50.0), _rec("b", 1, 0.1, 60.0),
+            _rec("a", 2, 0.2, 20.0), _rec("b", 2, 0.2, 0.0, 1.0),  # b exact from 0.2 bpp
+            _rec("a", 3, 0.4, 8.0), _rec("b", 3, 0.2, 0.0, 1.0),
+            _rec("a", 4, 0.5, 0.0, 1.0), _rec("b", 4, 0.2, 0.0, 1.0)]
+    c = aggregate(recs, _Named("c"), n_images=2)
+    r = c["results"]
+    assert r["psnr-rgb"][0] == pytest.approx((psnr_of_mse(50.0) + psnr_of_mse(60.0)) / 2)
+    assert r["psnr-rgb"][1:] == [None, None, None] and r["exact"] == [0, 1, 1, 2]
+    assert r["psnr-rgb-mse"][1] == pytest.approx(psnr_of_mse(10.0)) and r["psnr-rgb-mse"][3] is None
+    json.dumps(c, allow_nan=False)
+    table = points_table(c)
+    assert "| 2 | 0.2000 | – | 38.13 (1 exact) |" in table and "| 4 | 0.3500 | – | – (2 exact) |" in table
+    ref = {"name": "ref", "results": {"bpp": [0.1, 0.2, 0.4], "psnr-rgb": [25.0, 30.0, 35.0]}}
+    assert "| c | –% |" in bd_table([c], ref)  # one finite point: no BD-rate, and no error
 
 
 def test_apply_overrides_types_and_errors():

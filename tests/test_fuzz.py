@@ -88,3 +88,18 @@ def test_version4_file_edits_and_truncations(edits, fix_crc, cut):
     data = (Path(__file__).parent / "data" / "golden_v4.prc").read_bytes()
     assert data[4] == 4
     _edit_and_cut(data, edits, fix_crc, cut)
+
+
+@SETTINGS
+@given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
+       fix_crc=st.booleans(), cut=st.integers(0, 10_000))
+def test_lossless_file_edits_and_truncations(edits, fix_crc, cut):
+    """A lossless file (version 9): libwebp's refusals of an edited payload are clean errors too."""
+    from pranc_codec import lossless
+    from pranc_codec.config import LosslessConfig
+
+    from .test_lossless import screen
+
+    data = lossless.encode(screen(), LosslessConfig())
+    assert data[4] == bitstream.LOSSLESS_VERSION
+    _edit_and_cut(data, edits, fix_crc, cut)

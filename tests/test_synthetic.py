@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from pranc_codec import CodecConfig, bitstream, decode, encode, grid_decode
-from pranc_codec.config import GridConfig, RateConfig
+from pranc_codec.config import GridConfig, LosslessConfig, RateConfig
 from pranc_codec.grid_codec import fit_settings, flat_share, plan
 from pranc_codec.image_io import read_image
 
@@ -87,7 +87,8 @@ def test_a_synthetic_picture_codes_its_finest_level():
     photograph-like picture's holds none, and without the rule the drawing's holds none either. (The floors on
     size and steps are lowered to keep the test short; what the rule gains is measured in eval/, RESULTS.md.)"""
     small = GridConfig(steps=600, finest_flat_min_pixels=0, finest_flat_min_steps=0)
-    base = CodecConfig(rate=RateConfig(bpp=0.25), grid=small)
+    # a network's file, not the lossless one that the drawing's would be (test_lossless.py)
+    base = CodecConfig(rate=RateConfig(bpp=0.25), grid=small, lossless=LosslessConfig(mode="never"))
     drawing, photo = diagram(128, 384), smooth_image(128, 384, 3, seed=1)
     assert flat_share(photo) < small.finest_flat_share <= flat_share(drawing)
 

@@ -42,7 +42,9 @@ def points_table(curve: dict[str, Any]) -> str:
     for i in range(len(r["bpp"])):
         ms = r["ms-ssim-rgb"][i]
         rss = r["peak_rss_mb"][i]
-        lines.append(f"| {r['point'][i]:g} | {r['bpp'][i]:.4f} | {r['psnr-rgb'][i]:.2f} | {r['psnr-rgb-mse'][i]:.2f} | "
+        exact = (r.get("exact") or [0] * len(r["bpp"]))[i]
+        lines.append(f"| {r['point'][i]:g} | {r['bpp'][i]:.4f} | {_fmt(r['psnr-rgb'][i], '.2f')} | "
+                     f"{_fmt(r['psnr-rgb-mse'][i], '.2f')}{f' ({exact} exact)' if exact else ''} | "
                      f"{_fmt(ms, '.4f')} | {r['encoding_time'][i]:.2f} / {r['max_encoding_time'][i]:.2f} | "
                      f"{r['decoding_time'][i]:.3f} | {_fmt(rss, '.0f')} |")
     return "\n".join(lines)
@@ -88,10 +90,11 @@ def plot(measured: list[dict[str, Any]], published: list[dict[str, Any]], path: 
                     ax.plot(xs, ys, "--", lw=1, alpha=0.7, color=colour[name], label=name)
         for c in measured:
             r = c["results"]
-            if r.get(key) and None not in r[key]:
+            drawn = [(b, v) for b, v in zip(r.get("bpp") or [], r.get(key) or []) if v is not None]  # None: no mean (exact)
+            if drawn:
                 style = "-o" if c["name"].startswith(("pranc", "direct")) else "-"
                 lw = 2.6 if c["name"].startswith("pranc") else 1.5
-                ax.plot(r["bpp"], r[key], style, lw=lw, ms=5, color=colour[c["name"]], label=c["name"])
+                ax.plot(*zip(*drawn), style, lw=lw, ms=5, color=colour[c["name"]], label=c["name"])
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(label)
         ax.set_xlim(0, max_bpp)

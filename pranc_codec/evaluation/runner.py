@@ -86,7 +86,7 @@ def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[
     rec = {
         "image": item.name, "codec": codec.name, "point": point,
         "width": w, "height": h, "bytes": trial.nbytes, "bpp": 8.0 * trial.nbytes / (h * w),
-        "mse": m, "psnr": math.inf if m == 0 else 10 * math.log10(255.0**2 / m),
+        "mse": m, "psnr": psnr_of_mse(m),
         "ms_ssim": ms_ssim(img, trial.decoded) if img.shape[2] == 3 else None,
         "encode_s": trial.encode_s, "decode_s": trial.decode_s, **trial.extra,
     }
@@ -157,12 +157,23 @@ def run(items: list[ImageItem], codecs: list[Codec], points: dict[str, list[floa
     return records
 
 
+def psnr_of_mse(m: float) -> float:
+    """PSNR in dB (peak 255) of an MSE; inf for 0."""
+    return math.inf if m == 0 else 10 * math.log10(255.0**2 / m)
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
 def aggregate(records: Iterable[dict[str, Any]], codec: Codec, n_images: int) -> dict[str, Any]:
     """Average per rate point over images, in CompressAI's results layout.
 
     Only points measured on all ``n_images`` images are kept. ``psnr-rgb`` is the
     mean of per-image PSNR (CompressAI's convention); ``psnr-rgb-mse`` is the
-    PSNR of the mean MSE.
+    PSNR of the mean MSE. ``exact`` counts the images decoded exactly (pranc's lossless files, format
+    version 9): their PSNR is infinite, so a point with any has no mean PSNR (None, which the BD-rates and the
+    figure leave out), and one with all has no PSNR of the mean MSE either.
     """
     by_point: dict[float, list[dict[str, Any]]] = {}
     for r in records:
@@ -176,8 +187,9 @@ def aggregate(records: Iterable[dict[str, Any]], codec: Codec, n_images: int) ->
         rows.append({
             "point": point,
             "bpp": float(np.mean([r["bpp"] for r in rs])),
-            "psnr-rgb": float(np.mean([r["psnr"] for r in rs])),
-            "psnr-rgb-mse": 10 * math.log10(255.0**2 / float(np.mean([r["mse"] for r in rs]))),
+            "psnr-rgb": _finite(float(np.mean([r["psnr"] for r in rs]))),
+            "psnr-rgb-mse": _finite(psnr_of_mse(float(np.mean([r["mse"] for r in rs])))),
+            "exact": sum(r["mse"] == 0 for r in rs),
             "ms-ssim-rgb": float(np.mean(ssim)) if all(s is not None for s in ssim) else None,
             "encoding_time": float(np.mean([r["encode_s"] for r in rs])),
             "decoding_time": float(np.mean([r["decode_s"] for r in rs])),

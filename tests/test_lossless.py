@@ -1,0 +1,169 @@
+"""Lossless files (format version 9, lossless.py): chosen where they fit the rate, exact, and checked on decode."""
+import json
+import struct
+import zlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pranc_codec import CodecConfig, bitstream, decode, encode, lossless
+from pranc_codec.bitstream import LosslessHeader
+from pranc_codec.cli import main
+from pranc_codec.codec import EncodeResult, EncodeStats
+from pranc_codec.config import LosslessConfig
+from pranc_codec.errors import FormatError, LimitError
+from pranc_codec.quality_target import encode_to_psnr
+
+from .test_cli import _one_line_error
+
+
+def screen(h: int = 96, w: int = 128, c: int = 3) -> np.ndarray:
+    """A synthetic screenshot: a flat background, a title bar, boxes and rows of 'glyphs'."""
+    img = np.full((h, w, 3), 246, np.uint8)
+    img[:12] = (40, 60, 110)
+    img[20:60, 8:50] = (220, 80, 60)
+    img[70:90, 60:120] = (90, 170, 90)
+    glyph = (np.arange(6)[:, None] * 7 + np.arange(4)[None, :] * 3) % 5 < 2
+    for y in range(20, 64, 9):
+        for x in range(58, 120, 6):
+            img[y: y + 6, x: x + 4][glyph] = (20, 20, 20)
+    return img[:, :, :1].copy() if c == 1 else img
+
+
+def noise(h: int = 64, w: int = 64) -> np.ndarray:
+    return np.random.RandomState(3).randint(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def config(bpp: float = 0.5, mode: str = "auto", **rate) -> CodecConfig:
+    c = CodecConfig()
+    return replace(c, rate=replace(c.rate, bpp=bpp, **rate), lossless=replace(c.lossless, mode=mode))
+
+
+def _reseal(b: bytearray) -> bytes:
+    b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
+    return bytes(b)
+
+
+@pytest.mark.parametrize("c", [3, 1])
+def test_a_screen_under_its_rate_is_stored_exactly(c):
+    img = screen(c=c)
+    r = encode(img, config(0.5))
+    s = r.stats
+    assert r.data[4] == bitstream.LOSSLESS_VERSION and s.lossless and s.model == "lossless"
+    assert s.bytes == len(r.data) <= 0.5 * img.shape[0] * img.shape[1] / 8
+    assert np.array_equal(decode(r.data), img) and decode(r.data).shape == img.shape
+    assert s.psnr == float("inf") and s.rate_ok and s.warnings == []
+    d = s.to_dict()
+    assert d["psnr"] is None and d["lossless"] is True
+    json.dumps(d, allow_nan=False)  # valid JSON: no Infinity
+
+
+def test_the_lossless_file_is_used_only_where_it_fits_the_rate_and_the_ceiling():
+    img = screen()
+    exact = len(lossless.encode(img, LosslessConfig()))
+    budget_bpp = 8 * exact / (img.shape[0] * img.shape[1])
+    assert lossless.attempt(img, exact, LosslessConfig()) is not None
+    assert lossless.attempt(img, exact - 1, LosslessConfig()) is None
+    assert lossless.attempt(noise(), 1e9, LosslessConfig()) is not None
+    assert lossless.attempt(noise(), 64 * 64 * 3 * 0.5, LosslessConfig()) is None  # half of the raw size: no
+    # through encode: the budget is the rate asked for, and --max-size under it
+    from pranc_codec.codec import _lossless
+
+    assert _lossless(img, config(budget_bpp)) is not None
+    assert _lossless(img, config(budget_bpp * 0.99)) is None
+    assert _lossless(img, config(4.0, max_bytes=exact - 1)) is None
+    assert _lossless(img, config(4.0, mode="never")) is None
+
+
+def test_always_codes_any_picture_exactly_and_keeps_to_the_ceiling():
+    img = noise()
+    r = encode(img, config(0.25, mode="always"))
+    assert r.stats.lossless and np.array_equal(decode(r.data), img)
+    assert r.stats.rate_ok and r.stats.warnings == []  # "always" asks no rate
+    with pytest.raises(LimitError, match="over the ceiling of 100"):
+        encode(img, config(0.25, mode="always", max_bytes=100))
+    with pytest.raises(Exception, match="unknown lossless mode"):
+        encode(img, config(0.25, mode="sometimes"))
+
+
+def test_the_container_layout():
+    img = screen()[:5, :7]
+    data = lossless.encode(img, LosslessConfig())
+    assert data[:12] == b"PRNC" + bytes([9, 0]) + struct.pack("<HHBB", 7, 5, 3, 0)
+    assert data[12] == lossless.VP8L_SIGNATURE
+    assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
+    header, payload = bitstream.parse(data)
+    assert header == LosslessHeader(width=7, height=5, channels=3, kind=0) and payload == data[12:-4]
+    black = np.zeros((1, 1, 3), np.uint8)
+    one = lossless.encode(black, LosslessConfig())  # 30 bytes with libwebp 1.6
+    assert len(one) == 16 + len(lossless.webp_lossless(black, 4, 100)) and np.array_equal(decode(one), black)
+
+
+def test_header_and_payload_fields_that_disagree_are_refused():
+    data = bytearray(lossless.encode(screen(), LosslessConfig()))
+    for pos, fmt, value, msg in [
+        (5, "<B", 1, "flags"),
+        (6, "<H", 127, "of 128x96 pixels in a 127x96 file"),  # the width edited in the header only
+        (10, "<B", 2, "channel count 2"),
+        (11, "<B", 1, "payload kind 1"),
+        (12, "<B", 0x2E, "not a VP8L bitstream"),
+    ]:
+        b = bytearray(data)
+        struct.pack_into(fmt, b, pos, value)
+        with pytest.raises(FormatError, match=msg):
+            decode(_reseal(b))
+    bits = struct.unpack_from("<I", data, 13)[0]
+    for flip, msg in [(1 << 28, "alpha"), (1 << 29, "VP8L version 1"), (1, "of 127x96 pixels in a 128x96 file")]:
+        b = bytearray(data)
+        struct.pack_into("<I", b, 13, bits ^ flip)
+        with pytest.raises(FormatError, match=msg):
+            decode(_reseal(b))
+    with pytest.raises(FormatError, match="corrupt lossless payload"):
+        decode(_reseal(bytearray(data[:30] + data[-4:])))  # the payload cut short
+
+
+def test_a_psnr_search_ending_above_the_lossless_size_takes_the_lossless_file():
+    img = screen()
+    exact = len(lossless.encode(img, LosslessConfig()))
+    calls = []
+
+    def lossy_then_real(image, cfg, progress=None):  # every pass a lossy file twice the lossless one's size
+        calls.append(cfg.lossless.mode)
+        if cfg.lossless.mode == "always":
+            return encode(image, cfg)
+        h, w = image.shape[:2]
+        stats = EncodeStats(width=w, height=h, channels=3, bytes=2 * exact, bpp=16 * exact / (h * w),
+                            target_bpp=cfg.rate.bpp, rate_ok=True, psnr=40.0, ms_ssim=None, num_coefs=0,
+                            num_params=0, net_width=0, delta=1.0, encode_seconds=1.0, device="cpu", model="grid")
+        return EncodeResult(data=b"x" * stats.bytes, stats=stats)
+
+    r = encode_to_psnr(img, 40.0, CodecConfig(), encoder=lossy_then_real)
+    assert calls == ["auto", "always"] and r.stats.lossless and np.array_equal(decode(r.data), img)
+    assert r.stats.passes == 1 and r.stats.target_psnr == 40.0 and r.stats.warnings == []
+    calls.clear()
+    never = replace(CodecConfig(), lossless=LosslessConfig(mode="never"))
+    assert not encode_to_psnr(img, 40.0, never, encoder=lossy_then_real).stats.lossless and calls == ["never"]
+
+
+def test_cli_encode_info_decode(tmp_path):
+    png, prc, out = tmp_path / "s.png", tmp_path / "s.prc", tmp_path / "d.png"
+    Image.fromarray(screen()).save(png)
+    runner = CliRunner()
+    r = runner.invoke(main, ["encode", str(png), "-o", str(prc), "--bpp", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["lossless"] is True and s["psnr"] is None and s["bytes"] == prc.stat().st_size
+    r = runner.invoke(main, ["encode", str(png), "-o", str(prc), "-f", "--bpp", "1"])
+    assert "lossless (the exact pixels" in r.stdout and "PSNR" not in r.stdout
+    r = runner.invoke(main, ["info", str(prc), "--json"])
+    info = json.loads(r.stdout)
+    assert info["version"] == 9 and info["network"] == "none" and info["payload_bytes"] == s["bytes"] - 16
+    r = runner.invoke(main, ["decode", str(prc), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.asarray(Image.open(out)), screen())
+    r = runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "x.prc"), "--lossless", "always", "--bpp", "1"])
+    assert "--lossless always takes no --bpp" in _one_line_error(r, 2)
+    assert not (tmp_path / "x.prc").exists()
