@@ -13,18 +13,25 @@ pranc's PSNR at the lossless WebP rate, interpolated in log bpp between the
 two files of the first ``--results`` that has the picture (pranc rows of
 ``pranc eval``'s per_image.csv, read by ``equal_rate.load``) that bracket it
 (``equal_rate.at_rate``; "-" outside their range),
-then pranc's lowest-rate file. Prints a Markdown table.
+then pranc's lowest-rate file, and what the encoder's lossless trial
+(``lossless.attempt`` with the default ``LosslessConfig``, as ``pranc
+encode`` runs it before any fit) does at each of ``--rates``: the rates at
+which it stores the picture exactly (format version 9), and the longest the
+trial took at any of them. Prints a Markdown table.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from equal_rate import Point, at_rate, load  # eval/, beside this script
+from pranc_codec import lossless
+from pranc_codec.config import LosslessConfig
 from pranc_codec.grid_codec import flat_share
 from pranc_codec.image_io import read_image
 
@@ -51,10 +58,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dirs", nargs="+", help="folders of pictures (*.png)")
     ap.add_argument("--results", action="append", default=[], help="a per_image.csv with pranc rows")
+    ap.add_argument("--rates", default="0.125,0.25,0.5,1", help="target bpp at which to run the encoder's trial")
     args = ap.parse_args()
     points = pranc_points(args.results)
-    print("| picture | flat share | WebP lossless bpp | PNG bpp | pranc at that rate | pranc's lowest file (bpp, dB) |")
-    print("|---|---:|---:|---:|---:|---|")
+    rates = [float(r) for r in args.rates.split(",")]
+    print("| picture | flat share | WebP lossless bpp | PNG bpp | pranc at that rate | pranc's lowest file (bpp, dB) "
+          "| stored exactly at (bpp) | trial s (longest) |")
+    print("|---|---:|---:|---:|---:|---|---|---:|")
     for path in sorted(p for d in args.dirs for p in Path(d).glob("*.png")):
         image = read_image(str(path))[0]
         webp = coded_bpp(image, **WEBP_LOSSLESS)
@@ -63,7 +73,15 @@ def main() -> None:
         inside = len(pts) > 1 and pts[0][0] <= webp <= pts[-1][0]  # at_rate extrapolates outside
         at = f"{at_rate(pts, webp)[0]:.2f} dB" if inside else "-"
         lowest = f"{pts[0][0]:.4f}, {pts[0][1]:.2f}" if pts else "-"
-        print(f"| {path.stem} | {flat_share(image):.3f} | {webp:.3f} | {png:.3f} | {at} | {lowest} |", flush=True)
+        exact, longest = [], 0.0
+        for bpp in rates:
+            t0 = time.perf_counter()
+            data = lossless.attempt(image, bpp * image.shape[0] * image.shape[1] / 8, LosslessConfig())
+            longest = max(longest, time.perf_counter() - t0)
+            if data is not None:
+                exact.append(f"{bpp:g}")
+        print(f"| {path.stem} | {flat_share(image):.3f} | {webp:.3f} | {png:.3f} | {at} | {lowest} | "
+              f"{', '.join(exact) or '-'} | {longest:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

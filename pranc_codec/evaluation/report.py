@@ -90,7 +90,8 @@ def plot(measured: list[dict[str, Any]], published: list[dict[str, Any]], path: 
                     ax.plot(xs, ys, "--", lw=1, alpha=0.7, color=colour[name], label=name)
         for c in measured:
             r = c["results"]
-            drawn = [(b, v) for b, v in zip(r.get("bpp") or [], r.get(key) or []) if v is not None]  # None: no mean (exact)
+            # None: a point without a mean (exact images' PSNR is infinite; greyscale has no MS-SSIM)
+            drawn = [(b, v) for b, v in zip(r.get("bpp") or [], r.get(key) or []) if v is not None]
             if drawn:
                 style = "-o" if c["name"].startswith(("pranc", "direct")) else "-"
                 lw = 2.6 if c["name"].startswith("pranc") else 1.5
