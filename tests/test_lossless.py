@@ -167,3 +167,18 @@ def test_cli_encode_info_decode(tmp_path):
     r = runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "x.prc"), "--lossless", "always", "--bpp", "1"])
     assert "--lossless always takes no --bpp" in _one_line_error(r, 2)
     assert not (tmp_path / "x.prc").exists()
+
+
+@pytest.mark.parametrize("name,shape,digest", [
+    ("golden_v9.prc", (32, 48, 3), "e1bf627fe950d23bc47336e3eee2976139399cfff34531d5e16900c005ae7464"),
+    ("golden_v9_grey.prc", (32, 48, 1), "bcf64b213fa57393b839444cf0da84a82ffa9f7d4180ee0c89bc7afd46a5b9a7"),
+])
+def test_golden_files_decode_to_their_pixels(name, shape, digest):
+    """Files written by session 37's encoder (libwebp 1.6): every later decoder must read them to these pixels
+    (a SHA-256 of the decoded uint8 array, row-major), whatever libwebp it has."""
+    import hashlib
+    from pathlib import Path
+
+    img = decode((Path(__file__).parent / "data" / name).read_bytes())
+    assert img.shape == shape and hashlib.sha256(img.tobytes()).hexdigest() == digest
+    assert np.array_equal(img, screen(c=shape[2])[8:40, 40:88])
