@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .config import BasisConfig, BasisKind, CodecConfig, FitConfig, NetworkConfig, RateConfig
+from .config import BasisConfig, BasisKind, CodecConfig, FitConfig, LosslessConfig, NetworkConfig, RateConfig
 from .errors import FormatError, InputError, LimitError, PrancError
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ _LAZY = {"EncodeResult": "codec", "EncodeStats": "codec", "decode": "decoder", "
 
 __all__ = [
     "BasisConfig", "BasisKind", "CodecConfig", "EncodeResult", "EncodeStats", "FitConfig",
-    "FormatError", "InputError", "LimitError", "NetworkConfig", "PrancError", "RateConfig",
+    "FormatError", "InputError", "LimitError", "LosslessConfig", "NetworkConfig", "PrancError", "RateConfig",
     "decode", "encode", "encode_to_psnr", "read_header",
 ]
 

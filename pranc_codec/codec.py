@@ -171,6 +171,11 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         raise LimitError(f"image of {width}x{height} exceeds the limits "
                          f"({bitstream.MAX_SIDE} per side, {bitstream.MAX_PIXELS} pixels)")
     require_positive(config.rate.bpp, "--bpp")
+    if config.rate.max_bytes is not None:
+        if config.model != "grid":
+            raise InputError("--max-size only applies to --model grid")
+        if config.rate.max_bytes < 1:
+            raise InputError(f"--max-size must be at least one byte, not {config.rate.max_bytes}")
     if config.fit.threads > 0:
         torch.set_num_threads(config.fit.threads)
     device = resolve_device(config.device)
@@ -179,10 +184,6 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         return _finish(image, exact, config, device, t0, num_coefs=0, num_params=0, net_width=0, delta=0.0,
                        model="lossless", lossless=True)
     if config.rate.max_bytes is not None:
-        if config.model != "grid":
-            raise InputError("--max-size only applies to --model grid")
-        if config.rate.max_bytes < 1:
-            raise InputError(f"--max-size must be at least one byte, not {config.rate.max_bytes}")
         config = replace(config, rate=replace(config.rate, bpp=aim_bpp(config.rate, height, width)))
     if config.model == "grid":
         return _encode_grid(image, config, device, progress, t0)
