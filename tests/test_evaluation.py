@@ -58,6 +58,8 @@ def test_exactly_decoded_images_have_no_mean_psnr_and_are_counted():
     assert "| 2 | 0.2000 | – | 38.13 (1 exact) |" in table and "| 4 | 0.3500 | – | – (2 exact) |" in table
     ref = {"name": "ref", "results": {"bpp": [0.1, 0.2, 0.4], "psnr-rgb": [25.0, 30.0, 35.0]}}
     assert "| c | –% |" in bd_table([c], ref)  # one finite point: no BD-rate, and no error
+    c["results"]["psnr-rgb"][0] = None
+    assert "| c | –% |" in bd_table([c], ref)  # none (every point has an exact image)
 
 
 def test_apply_overrides_types_and_errors():

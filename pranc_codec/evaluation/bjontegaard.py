@@ -52,7 +52,7 @@ def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: Method
 
 def _dedupe(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keep strictly increasing x (drop repeated abscissae, which interpolants reject)."""
-    keep = np.concatenate([[True], np.diff(x) > 0])
+    keep = np.diff(x, prepend=-np.inf) > 0  # (empty for a curve with no finite point)
     return x[keep], y[keep]
 
 
