@@ -77,6 +77,7 @@ GRID_FLAG_FILTER = 0x01  # versions 7 and 8: the loop filter record is present
 # Version 9 (lossless): magic, version, flags, width, height, channels, payload kind; the payload runs to the CRC
 _LOSSLESS_FIXED = struct.Struct("<4sBBHHBB")
 LOSSLESS_WEBP = 0  # payload kind: a WebP lossless (VP8L) bitstream
+LOSSLESS_OVERHEAD = _LOSSLESS_FIXED.size + _CRC.size  # bytes of a lossless file besides its payload
 LOSSLESS_KINDS = (LOSSLESS_WEBP,)
 # Version 8 (FORMAT.md "Version 8"): MLP steps as f32, the filter record without its model, then every entropy
 # model in one bit string of signed Exp-Golomb codes (as H.264 codes its headers), then varint segment lengths.

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 from PIL import Image, features
 
-from .bitstream import LOSSLESS_WEBP, LosslessHeader, pack_lossless
+from .bitstream import LOSSLESS_OVERHEAD, LOSSLESS_WEBP, LosslessHeader, pack_lossless
 from .config import LosslessConfig
 from .errors import FormatError, InputError, LimitError
 
@@ -59,25 +59,29 @@ def attempt(image: np.ndarray, budget_bytes: float, cfg: LosslessConfig) -> byte
     A fast low-effort code screens the picture first (0.01-0.12 s on any 768x512 picture; the full effort takes
     0.4-0.8 s on a photograph, whose lossless code is 30-50 times a typical budget), then the full effort is
     tried where the screen's size is within ``cfg.screen_ratio`` of the budget."""
-    height, width, channels = image.shape
+    height, width, _ = image.shape
     if not (available() and fits(width, height)):
         return None
-    header = LosslessHeader(width=width, height=height, channels=channels, kind=LOSSLESS_WEBP)
-    overhead = len(pack_lossless(header, b""))
     screen = webp_lossless(image, cfg.screen_method, cfg.screen_quality)
-    if overhead + len(screen) > cfg.screen_ratio * budget_bytes:
+    if LOSSLESS_OVERHEAD + len(screen) > cfg.screen_ratio * budget_bytes:
         return None
-    data = pack_lossless(header, webp_lossless(image, cfg.method, cfg.quality))
+    data = _file(image, cfg)
     return data if len(data) <= budget_bytes else None
 
 
 def encode(image: np.ndarray, cfg: LosslessConfig) -> bytes:
     """The picture's lossless ``.prc`` file, whatever its size (``--lossless always``)."""
-    height, width, channels = image.shape
+    height, width, _ = image.shape
     if not available():
         raise InputError("lossless coding needs Pillow with WebP support, which this one lacks")
     if not fits(width, height):
         raise LimitError(f"a lossless file holds at most {WEBP_MAX_SIDE} pixels a side, not {width}x{height}")
+    return _file(image, cfg)
+
+
+def _file(image: np.ndarray, cfg: LosslessConfig) -> bytes:
+    """The ``.prc`` file of the picture's lossless code at the full effort."""
+    height, width, channels = image.shape
     header = LosslessHeader(width=width, height=height, channels=channels, kind=LOSSLESS_WEBP)
     return pack_lossless(header, webp_lossless(image, cfg.method, cfg.quality))
 

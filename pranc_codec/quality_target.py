@@ -155,8 +155,7 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
     best = results[-1][1] if reached else min((r for _, r in results), key=miss)
     if config.lossless.mode == "auto" and not best.stats.lossless:
         # each pass tried the lossless file at the rate it asked for; the rate the search ends at may be over it
-        exact = lossless.attempt(image, best.stats.bytes, config.lossless)
-        if exact is not None:
+        if lossless.attempt(image, best.stats.bytes, config.lossless) is not None:
             best = encoder(image, replace(config, lossless=replace(config.lossless, mode="always")), None)
             reached = True
     notes = [] if reached else [f"reached {best.stats.psnr:.2f} dB of the {target_db:g} dB asked in "
