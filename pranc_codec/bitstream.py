@@ -26,7 +26,7 @@ GRID_VERSION = 8  # latent-grid files (net_kind 1): their own layout after byte 
 # 6: version 5 plus a loop filter; 7: the bucket models in two bytes each, the filter flagged; 8: every model
 # as Exp-Golomb codes of its table indexes, varint segment lengths (the one written)
 GRID_VERSIONS = (4, 5, 6, 7, 8)
-LOSSLESS_VERSION = 9  # a lossless code of the picture instead of a network (lossless.py)
+LOSSLESS_VERSION = 9  # a WebP lossless code of the picture (or of its palette) instead of a network (lossless.py)
 # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 
@@ -79,6 +79,7 @@ _LOSSLESS_FIXED = struct.Struct("<4sBBHHBB")
 LOSSLESS_WEBP = 0  # payload kind: a WebP lossless (VP8L) bitstream
 LOSSLESS_OVERHEAD = _LOSSLESS_FIXED.size + _CRC.size  # bytes of a lossless file besides its payload
 LOSSLESS_KINDS = (LOSSLESS_WEBP,)
+LOSSLESS_FLAG_PALETTE = 0x01  # the payload holds the picture reduced to a palette, not its exact pixels
 # Version 8 (FORMAT.md "Version 8"): MLP steps as f32, the filter record without its model, then every entropy
 # model in one bit string of signed Exp-Golomb codes (as H.264 codes its headers), then varint segment lengths.
 _STEP = struct.Struct("<f")
@@ -177,6 +178,7 @@ class LosslessHeader:
     height: int
     channels: int
     kind: int  # LOSSLESS_WEBP
+    palette: bool = False  # the pixels are the picture's reduced to a palette (informative: decoding is the same)
 
     @property
     def num_pixels(self) -> int:
@@ -511,7 +513,8 @@ def _parse_v8(data: bytes, shape: GridShape, width: int, height: int, channels: 
 
 def pack_lossless(header: LosslessHeader, payload: bytes) -> bytes:
     """Serialize a lossless file (version 9): the fixed fields, the payload, the CRC32 of everything before it."""
-    body = _LOSSLESS_FIXED.pack(MAGIC, LOSSLESS_VERSION, 0, header.width, header.height, header.channels,
+    flags = LOSSLESS_FLAG_PALETTE if header.palette else 0
+    body = _LOSSLESS_FIXED.pack(MAGIC, LOSSLESS_VERSION, flags, header.width, header.height, header.channels,
                                 header.kind) + payload
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -519,10 +522,11 @@ def pack_lossless(header: LosslessHeader, payload: bytes) -> bytes:
 def _parse_lossless(data: bytes) -> tuple[LosslessHeader, bytes]:
     """Fields of a version-9 file (the CRC is already checked)."""
     _, _, flags, width, height, channels, kind = _LOSSLESS_FIXED.unpack_from(data, 0)
-    _check(flags == 0, f"unknown header flags 0x{flags:02x}")
+    _check(flags & ~LOSSLESS_FLAG_PALETTE == 0, f"unknown header flags 0x{flags:02x}")
     _check_image(width, height, channels)
     _check(kind in LOSSLESS_KINDS, f"unknown lossless payload kind {kind}")
-    header = LosslessHeader(width=width, height=height, channels=channels, kind=kind)
+    header = LosslessHeader(width=width, height=height, channels=channels, kind=kind,
+                            palette=bool(flags & LOSSLESS_FLAG_PALETTE))
     return header, bytes(data[_LOSSLESS_FIXED.size: len(data) - _CRC.size])
 
 

@@ -170,8 +170,12 @@ def _encode_line(out: str, s: dict) -> str:
     """The one-line summary of an encode (``s``: EncodeStats.to_dict())."""
     ms = f"{s['ms_ssim']:.4f}" if s["ms_ssim"] is not None else "n/a"
     what = "latents and weights" if s["model"] == "grid" else "coefficients"
-    quality = ("lossless (the exact pixels, as WebP lossless)" if s["lossless"] else
-               f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, {s['num_coefs']} {what}")
+    if s["lossless"]:
+        quality = "lossless (the exact pixels, as WebP lossless)"
+    elif s["model"] == "palette":
+        quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, the picture reduced to a palette (as WebP lossless)"
+    else:
+        quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, {s['num_coefs']} {what}"
     return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, {quality}, "
             f"{s['encode_seconds']:.1f} s"
             + (f" ({s['passes']} encodes for {s['target_psnr']:g} dB)" if s.get("target_psnr") is not None else "")
@@ -213,8 +217,9 @@ def main() -> None:
                    "less MS-SSIM).")
 @click.option("--lossless", type=click.Choice(LOSSLESS_MODES), default="auto", show_default=True,
               help="auto: store the exact pixels (WebP lossless, format v9) where that file is no larger than the "
-                   "rate asked for, as on most screenshots, charts and diagrams; never: always fit a network; "
-                   "always: always the exact pixels (with --max-size at most, but no other target).")
+                   "rate asked for, as on most screenshots, charts and diagrams, and on such a picture of few "
+                   "colours, its palette where that beats the network; never: always fit a network; always: always "
+                   "the exact pixels (with --max-size at most, but no other target).")
 @click.option("--model", type=click.Choice(["grid", "siren"]), default="grid", show_default=True,
               help="grid: latent grids + small MLP (format v8); siren: the PRANC random-basis SIREN (format v3).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Basis seed (stored in the header).")
@@ -420,7 +425,7 @@ def _info_fields(input: str) -> dict:
     common = {"file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
               "version": data[4], "width": h.width, "height": h.height, "channels": h.channels}
     if isinstance(h, LosslessHeader):
-        return {**common, "network": "none", "lossless": "webp", "payload_bytes": len(payload)}
+        return {**common, "network": "none", "lossless": "webp", "palette": h.palette, "payload_bytes": len(payload)}
     if isinstance(h, GridHeader):
         g = h.shape
         fields = {

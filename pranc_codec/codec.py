@@ -51,7 +51,8 @@ class EncodeStats:
     encode_seconds: float
     device: str
     fit_restarts: int = 0  # divergence-guard restarts (fit.py), or grid fits redone by the collapse guard
-    model: str = "siren"  # "grid" (format v8), "siren" (format v3) or "lossless" (format v9: no network)
+    # "grid" (format v8), "siren" (format v3), "lossless" or "palette" (format v9: no network)
+    model: str = "siren"
     lossless: bool = False  # the file holds the exact pixels (format v9)
     target_psnr: float | None = None  # the PSNR asked for (quality_target.encode_to_psnr), else None
     passes: int = 1  # whole encodes made (several when searching for a PSNR target)
@@ -179,17 +180,24 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     if config.fit.threads > 0:
         torch.set_num_threads(config.fit.threads)
     device = resolve_device(config.device)
-    exact = _lossless(image, config)  # before the ceiling's margin: a lossless file may fill the ceiling
+    if config.model not in ("grid", "siren"):
+        raise InputError(f"unknown model {config.model!r} (grid or siren)")
+    # before the ceiling's margin: a lossless or palette file may fill the ceiling
+    exact = _lossless(image, config)
     if exact is not None:
-        return _finish(image, exact, config, device, t0, num_coefs=0, num_params=0, net_width=0, delta=0.0,
-                       model="lossless", lossless=True)
+        return _finish(image, exact, config, device, t0, model="lossless", lossless=True, **_NO_NETWORK)
+    palette = _palette(image, config)
     if config.rate.max_bytes is not None:
         config = replace(config, rate=replace(config.rate, bpp=aim_bpp(config.rate, height, width)))
-    if config.model == "grid":
-        return _encode_grid(image, config, device, progress, t0)
-    if config.model != "siren":
-        raise InputError(f"unknown model {config.model!r} (grid or siren)")
+    encode_network = _encode_grid if config.model == "grid" else _encode_siren
+    result = encode_network(image, config, device, progress, t0)
+    return result if palette is None else _better(image, result, palette, config, device, t0)
 
+
+def _encode_siren(image: np.ndarray, config: CodecConfig, device: torch.device,
+                  progress: ProgressFactory | None, t0: float) -> EncodeResult:
+    """The PRANC SIREN path of :func:`encode`."""
+    height, width, channels = image.shape
     spec = plan(config, height, width, channels)
     grid = tile_grid(config, height, width)
     subspace = Subspace(spec, device)
@@ -231,6 +239,30 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
                    net_width=spec.shape.width, delta=delta, fit_restarts=fit_stats.get("restarts", 0), model="siren")
 
 
+_NO_NETWORK = dict(num_coefs=0, num_params=0, net_width=0, delta=0.0)  # the stats of a version 9 file
+
+
+def _palette(image: np.ndarray, config: CodecConfig) -> bytes | None:
+    """A palette file within the rate asked for and the ceiling (``lossless.palette_attempt``), where
+    ``config.lossless`` allows one; else None."""
+    if config.lossless.mode != "auto" or not config.lossless.palette:
+        return None
+    height, width = image.shape[:2]
+    budget = config.rate.bpp * height * width / 8.0
+    cap = config.rate.max_bytes
+    return lossless.palette_attempt(image, budget if cap is None else min(budget, cap), config.lossless)
+
+
+def _better(image: np.ndarray, network: EncodeResult, palette: bytes, config: CodecConfig, device: torch.device,
+            t0: float) -> EncodeResult:
+    """The palette file where it is at least as good as the network's file in PSNR and in MS-SSIM (where the
+    picture has one), else the network's. Both were made for the same rate; the palette file is no larger."""
+    pal = _finish(image, palette, config, device, t0, model="palette", **_NO_NETWORK)
+    p, n = pal.stats, network.stats
+    wins = p.psnr >= n.psnr and (n.ms_ssim is None or p.ms_ssim is None or p.ms_ssim >= n.ms_ssim)
+    return pal if wins else network
+
+
 def _lossless(image: np.ndarray, config: CodecConfig) -> bytes | None:
     """The picture's lossless file where ``config.lossless.mode`` asks for one: "always", or "auto" where it is
     no larger than the rate asked for and the ceiling; else None."""
@@ -265,7 +297,9 @@ def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.d
     height, width, channels = image.shape
     target_bytes = config.rate.bpp * height * width / 8.0
     over, tol = len(data) - target_bytes, config.rate.tolerance * target_bytes
-    if network.get("lossless"):  # exact pixels: bits left under the target would buy nothing; "always" asks no rate
+    if network.get("model") in ("lossless", "palette"):
+        # under the target is no miss: a lossless file is exact, a palette file won over the network's file of
+        # that rate (its colours are as many as the rate holds, or all it may have); "always" asks no rate
         rate_ok = over <= tol or config.lossless.mode == "always"
     else:
         rate_ok = abs(over) <= tol

@@ -367,7 +367,8 @@ class LosslessConfig:
     mode "auto" stores a picture losslessly wherever its lossless file is no larger than the rate asked for (or
     than --max-size): exact pixels for fewer bits. That is a screen, a chart or a diagram, rarely anything else:
     four of seven screens of the content set code exactly below 0.25 bpp, Kodak's photographs need 8.7-13 bpp
-    (RESULTS.md "synthetic"). "never" always fits a network; "always" codes every picture losslessly.
+    (RESULTS.md "synthetic"). "never" always fits a network (no version 9 file at all, palette files included);
+    "always" codes every picture losslessly.
     """
 
     mode: str = "auto"
@@ -380,6 +381,15 @@ class LosslessConfig:
     # (method 6: up to 1 s); 0.4-0.8 s on a photograph that passes the screen
     method: int = 4
     quality: int = 100
+    # Palette files (mode "auto"): a picture whose palette_colours most common colours cover palette_min_share of
+    # its pixels (screens 0.95-1.0, a photograph 0.16-0.39, RESULTS.md "palette") is also coded reduced to the
+    # most colours whose WebP lossless file fits the rate (median cut, the number bisected, then refined by
+    # k-means), and that file is kept where it beats the network's in PSNR and in MS-SSIM.
+    palette: bool = True
+    palette_colours: int = 256  # the most a palette may hold (a VP8L colour-indexing transform's limit)
+    palette_min_share: float = 0.9
+    palette_kmeans: int = 3  # Pillow's k-means refinements of the median-cut palette (0.1-0.4 s each try)
+    palette_refine_tries: int = 3
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -105,7 +106,7 @@ def test_the_container_layout():
 def test_header_and_payload_fields_that_disagree_are_refused():
     data = bytearray(lossless.encode(screen(), LosslessConfig()))
     for pos, fmt, value, msg in [
-        (5, "<B", 1, "flags"),
+        (5, "<B", 2, "flags 0x02"),
         (6, "<H", 127, "of 128x96 pixels in a 127x96 file"),  # the width edited in the header only
         (10, "<B", 2, "channel count 2"),
         (11, "<B", 1, "payload kind 1"),
@@ -182,3 +183,71 @@ def test_golden_files_decode_to_their_pixels(name, shape, digest):
     img = decode((Path(__file__).parent / "data" / name).read_bytes())
     assert img.shape == shape and hashlib.sha256(img.tobytes()).hexdigest() == digest
     assert np.array_equal(img, screen(c=shape[2])[8:40, 40:88])
+
+
+def antialiased(h: int = 96, w: int = 128) -> np.ndarray:
+    """A screen with blended edges and a small photograph (7 % of it, thousands of colours): its exact code is
+    over 1 bpp, a palette's is not."""
+    img = screen(h, w).astype(np.float64)
+    y, x = np.mgrid[0:h, 0:w]
+    for cx, cy, r, col in [(30, 70, 14, (30, 90, 200)), (95, 40, 18, (240, 180, 20)), (70, 75, 9, (120, 20, 120))]:
+        cover = np.clip(r + 0.5 - np.hypot(x - cx, y - cy), 0, 1)[..., None]  # one pixel of blend at the rim
+        img = img * (1 - cover) + np.array(col) * cover
+    img[60:80, 4:44] = np.random.RandomState(5).normal((150, 120, 90), 30, (20, 40, 3))
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def test_a_palette_file_is_kept_only_where_it_beats_the_network():
+    img = antialiased()
+    n = img.shape[0] * img.shape[1]
+    assert lossless.attempt(img, 1.0 * n / 8, LosslessConfig()) is None  # no exact file at 1 bpp
+    assert lossless.colour_share(img, 256) >= LosslessConfig().palette_min_share
+    pal = lossless.palette_attempt(img, 1.0 * n / 8, LosslessConfig())
+    header, _ = bitstream.parse(pal)
+    assert header.palette and len(pal) <= n / 8
+    reduced = decode(pal)
+    assert 2 <= len(np.unique(reduced.reshape(-1, 3), axis=0)) <= 256 and not np.array_equal(reduced, img)
+    # a network of 40 steps is far behind: the palette file is the one written, and it is what decodes
+    quick = replace(config(1.0), grid=replace(CodecConfig().grid, steps=40))
+    r = encode(img, quick)
+    assert r.stats.model == "palette" and not r.stats.lossless and r.data == pal
+    assert r.stats.psnr == pytest.approx(float(10 * np.log10(255**2 / np.mean((reduced - img.astype(float)) ** 2))))
+    assert r.stats.rate_ok and r.stats.warnings == []
+    # never / palette off: the network's file
+    for off in (config(1.0, mode="never"), replace(quick, lossless=LosslessConfig(palette=False))):
+        assert encode(img, replace(off, grid=quick.grid)).stats.model == "grid"
+
+
+def test_the_better_of_palette_and_network_by_psnr_and_ms_ssim():
+    from pranc_codec.codec import _better
+
+    img = antialiased(176, 192)  # large enough for MS-SSIM's five scales
+    pal = lossless.palette_attempt(img, img.shape[0] * img.shape[1] / 8, LosslessConfig())
+    net = encode(img, replace(config(1.0, mode="never"), grid=replace(CodecConfig().grid, steps=40)))
+    dev = torch.device("cpu")
+    chosen = _better(img, net, pal, config(1.0), dev, 0.0)
+    assert chosen.data == pal and chosen.stats.psnr > net.stats.psnr  # 40 steps of fitting are far behind
+    assert chosen.stats.ms_ssim > net.stats.ms_ssim
+    # a network's file better in PSNR, or in MS-SSIM alone, is kept
+    for psnr_up, ms_ssim in [(100.0, chosen.stats.ms_ssim), (0.0, 1.5)]:
+        better = replace(net, stats=replace(net.stats, psnr=net.stats.psnr + psnr_up, ms_ssim=ms_ssim))
+        assert _better(img, better, pal, config(1.0), dev, 0.0) is better
+
+
+def test_pictures_of_many_colours_get_no_palette_file():
+    from .conftest import smooth_image
+
+    img = smooth_image(64, 96)
+    assert lossless.colour_share(img, 256) < LosslessConfig().palette_min_share
+    assert lossless.palette_attempt(img, 1e9, LosslessConfig()) is None
+    assert lossless.palette_attempt(screen(c=1), 1e9, LosslessConfig()) is None  # grey: no palette mode
+
+
+def test_the_palette_flag():
+    data = bytearray(lossless.palette_attempt(antialiased(), 1e9, LosslessConfig()))
+    assert data[5] == bitstream.LOSSLESS_FLAG_PALETTE
+    data[5] = 0
+    assert not bitstream.parse(_reseal(data))[0].palette  # informative only: the same pixels either way
+    data[5] = 2
+    with pytest.raises(FormatError, match="flags 0x02"):
+        bitstream.parse(_reseal(data))
