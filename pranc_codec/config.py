@@ -382,9 +382,9 @@ class LosslessConfig:
     method: int = 4
     quality: int = 100
     # Palette files (mode "auto"): a picture whose palette_colours most common colours cover palette_min_share of
-    # its pixels (screens 0.95-1.0, a photograph 0.16-0.39, RESULTS.md "palette") is also coded reduced to the
-    # most colours whose WebP lossless file fits the rate (median cut, the number bisected, then refined by
-    # k-means), and that file is kept where it beats the network's in PSNR and in MS-SSIM.
+    # its pixels (screens and charts 0.946-1.0, Kodak's photographs 0.105-0.601; RESULTS.md "Palette files") is
+    # also coded reduced to the most colours whose WebP lossless file fits the rate (median cut, the number
+    # bisected, then refined by k-means), and that file is kept where it beats the network's in PSNR and MS-SSIM.
     palette: bool = True
     palette_colours: int = 256  # the most a palette may hold (a VP8L colour-indexing transform's limit)
     palette_min_share: float = 0.9

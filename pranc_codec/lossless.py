@@ -107,12 +107,12 @@ def palette_attempt(image: np.ndarray, budget_bytes: float, cfg: LosslessConfig)
     """A palette file of the picture within ``budget_bytes``: the picture reduced to the most colours (up to
     ``cfg.palette_colours``) whose lossless file fits, or None where the picture is not one of few colours (an
     RGB picture whose ``cfg.palette_colours`` most common colours cover less than ``cfg.palette_min_share`` of
-    it: a photograph's cover 0.16-0.39) or where two colours do not fit.
+    it: Kodak's cover 0.105-0.601) or where two colours do not fit.
 
     The number of colours is bisected with the plain median cut (0.03-0.07 s a try on a 768x512 screen), then
-    refined by k-means, which gains 3-13 dB at the same number on screens (RESULTS.md "palette") but may take
-    more bytes: the count steps down by a tenth, ``cfg.palette_refine_tries`` times at most, until the refined
-    file fits. Of the two, the one nearer the picture."""
+    refined by k-means, which gains 3-14 dB at the same number on screens (RESULTS.md "Palette files") but may
+    take more bytes: the count steps down by a tenth, ``cfg.palette_refine_tries`` times at most, until the
+    refined file fits. Of the two, the one nearer the picture."""
     height, width, channels = image.shape
     if channels != 3 or not (cfg.palette and available() and fits(width, height)):
         return None
