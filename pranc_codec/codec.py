@@ -247,16 +247,20 @@ def _palette(image: np.ndarray, config: CodecConfig) -> bytes | None:
     ``config.lossless`` allows one; else None."""
     if config.lossless.mode != "auto" or not config.lossless.palette:
         return None
+    return lossless.palette_attempt(image, _budget(image, config), config.lossless)
+
+
+def _budget(image: np.ndarray, config: CodecConfig) -> float:
+    """Bytes a version 9 file may take: the rate asked for, and no more than the ceiling."""
     height, width = image.shape[:2]
     budget = config.rate.bpp * height * width / 8.0
-    cap = config.rate.max_bytes
-    return lossless.palette_attempt(image, budget if cap is None else min(budget, cap), config.lossless)
+    return budget if config.rate.max_bytes is None else min(budget, config.rate.max_bytes)
 
 
 def _better(image: np.ndarray, network: EncodeResult, palette: bytes, config: CodecConfig, device: torch.device,
             t0: float) -> EncodeResult:
     """The palette file where it is at least as good as the network's file in PSNR and in MS-SSIM (where the
-    picture has one), else the network's. Both were made for the same rate; the palette file is no larger."""
+    picture has one), else the network's. Both were made for the same rate, the palette file within it."""
     pal = _finish(image, palette, config, device, t0, model="palette", **_NO_NETWORK)
     p, n = pal.stats, network.stats
     wins = p.psnr >= n.psnr and (n.ms_ssim is None or p.ms_ssim is None or p.ms_ssim >= n.ms_ssim)
@@ -276,9 +280,7 @@ def _lossless(image: np.ndarray, config: CodecConfig) -> bytes | None:
         if cap is not None and len(data) > cap:
             raise LimitError(f"the lossless file takes {len(data)} bytes, over the ceiling of {cap}")
         return data
-    height, width = image.shape[:2]
-    budget = config.rate.bpp * height * width / 8.0
-    return lossless.attempt(image, budget if cap is None else min(budget, cap), config.lossless)
+    return lossless.attempt(image, _budget(image, config), config.lossless)
 
 
 def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,

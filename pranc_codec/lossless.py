@@ -1,12 +1,14 @@
-"""The lossless payload of format version 9: a WebP lossless (VP8L) bitstream, coded and decoded by libwebp
-through Pillow.
+"""Format version 9: a WebP lossless (VP8L) bitstream instead of a network, coded and decoded by libwebp through
+Pillow; the encoder's two trials that make one, and the decoder.
 
 A coordinate network draws smooth fields; a screenshot's few hundred colours, long runs and repeated glyphs are
 what LZ77, a colour cache and a palette code. On four of seven screens of the content set, lossless WebP is
 smaller than this codec's lossy 0.25 bpp file (eval/RESULTS.md "synthetic"), so the encoder tries it first and
-stores it wherever it fits the rate asked for. The file holds the VP8L chunk alone, without the 20 bytes of its
-RIFF wrapping, which the decoder rebuilds. Decoding is exact on any conformant decoder: no pixel depends on the
-machine. Torch-free, as the grid decoder is.
+stores it wherever it fits the rate asked for (:func:`attempt`). Where it does not, a picture of few colours is
+also coded reduced to a palette (:func:`palette_attempt`), which often beats the network by far (RESULTS.md
+"Palette files"). The file holds the VP8L chunk alone, without the 20 bytes of its RIFF wrapping, which the
+decoder rebuilds. Decoding is exact on any conformant decoder: no pixel depends on the machine. Torch-free, as
+the grid decoder is.
 """
 from __future__ import annotations
 
@@ -91,7 +93,7 @@ def colour_share(image: np.ndarray, colours: int) -> float:
     """The share of the pixels of uint8 (H, W, 3) ``image`` that its ``colours`` most common colours cover."""
     flat = image.reshape(-1, 3).astype(np.int32)
     codes = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
-    counts = np.bincount(np.unique(codes, return_inverse=True)[1])
+    counts = np.unique(codes, return_counts=True)[1]
     return float(np.sort(counts)[::-1][:colours].sum() / len(codes))
 
 
@@ -145,6 +147,7 @@ def palette_attempt(image: np.ndarray, budget_bytes: float, cfg: LosslessConfig)
 
 
 def _sq_error(a: np.ndarray, b: np.ndarray) -> int:
+    """Sum of squared differences of two uint8 arrays (metrics.mse would load torch, which a decode needs not)."""
     d = a.astype(np.int32) - b.astype(np.int32)
     return int(np.einsum("ijk,ijk->", d, d, dtype=np.int64))
 

@@ -162,7 +162,8 @@ def test_cli_encode_info_decode(tmp_path):
     assert "lossless (the exact pixels" in r.stdout and "PSNR" not in r.stdout
     r = runner.invoke(main, ["info", str(prc), "--json"])
     info = json.loads(r.stdout)
-    assert info["version"] == 9 and info["network"] == "none" and info["payload_bytes"] == s["bytes"] - bitstream.LOSSLESS_OVERHEAD == s["bytes"] - 16
+    assert info["version"] == 9 and info["network"] == "none" and info["palette"] is False
+    assert info["payload_bytes"] == s["bytes"] - bitstream.LOSSLESS_OVERHEAD == s["bytes"] - 16
     r = runner.invoke(main, ["decode", str(prc), "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert np.array_equal(np.asarray(Image.open(out)), screen())

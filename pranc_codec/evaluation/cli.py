@@ -198,7 +198,8 @@ def _write_per_image(path: Path, records: list[dict]) -> None:
     import csv
 
     keys = ["codec", "point", "image", "width", "height", "bytes", "bpp", "psnr", "mse", "ms_ssim",
-            "encode_s", "decode_s", "peak_rss_mb", "num_coefs", "net_width", "encoder_psnr", "rate_ok", "lossless", "model"]
+            "encode_s", "decode_s", "peak_rss_mb", "num_coefs", "net_width", "encoder_psnr", "rate_ok", "lossless",
+            "model"]
     records = sorted(records, key=lambda r: (r["codec"], r["point"], r["image"]))
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
