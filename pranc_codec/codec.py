@@ -259,11 +259,13 @@ def _budget(image: np.ndarray, config: CodecConfig) -> float:
 
 def _better(image: np.ndarray, network: EncodeResult, palette: bytes, config: CodecConfig, device: torch.device,
             t0: float) -> EncodeResult:
-    """The palette file where it is at least as good as the network's file in PSNR and in MS-SSIM (where the
-    picture has one), else the network's. Both were made for the same rate, the palette file within it."""
+    """The palette file where it is at least as good as the network's file in PSNR and, unless the fit aimed at
+    plain squared error (``--tune psnr``), in MS-SSIM (where the picture has one); else the network's. Both were
+    made for the same rate, the palette file within it."""
     pal = _finish(image, palette, config, device, t0, model="palette", **_NO_NETWORK)
     p, n = pal.stats, network.stats
-    wins = p.psnr >= n.psnr and (n.ms_ssim is None or p.ms_ssim is None or p.ms_ssim >= n.ms_ssim)
+    judge_ms = config.grid.structure_mix > 0 and n.ms_ssim is not None and p.ms_ssim is not None
+    wins = p.psnr >= n.psnr and (not judge_ms or p.ms_ssim >= n.ms_ssim)
     return pal if wins else network
 
 

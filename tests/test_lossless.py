@@ -239,6 +239,9 @@ def test_the_better_of_palette_and_network_by_psnr_and_ms_ssim():
     for psnr_up, ms_ssim in [(100.0, chosen.stats.ms_ssim), (0.0, 1.5)]:
         better = replace(net, stats=replace(net.stats, psnr=net.stats.psnr + psnr_up, ms_ssim=ms_ssim))
         assert _better(img, better, pal, config(1.0), dev, 0.0) is better
+    # with --tune psnr, PSNR alone decides: a network better only in MS-SSIM loses
+    ms_only = replace(net, stats=replace(net.stats, ms_ssim=1.5))
+    assert _better(img, ms_only, pal, config(1.0).with_tune("psnr"), dev, 0.0).data == pal
 
 
 def test_pictures_of_many_colours_get_no_palette_file():
