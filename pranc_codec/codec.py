@@ -187,11 +187,14 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     if exact is not None:
         return _finish(image, exact, config, device, t0, model="lossless", lossless=True, **_NO_NETWORK)
     palette = _palette(image, config)
+    pal = None if palette is None else _finish(image, palette, config, device, t0, model="palette", **_NO_NETWORK)
+    if pal is not None and pal.stats.psnr >= config.lossless.palette_final_db:
+        return pal
     if config.rate.max_bytes is not None:
         config = replace(config, rate=replace(config.rate, bpp=aim_bpp(config.rate, height, width)))
     encode_network = _encode_grid if config.model == "grid" else _encode_siren
     result = encode_network(image, config, device, progress, t0)
-    return result if palette is None else _better(image, result, palette, config, device, t0)
+    return result if pal is None else _better(result, pal, config, t0)
 
 
 def _encode_siren(image: np.ndarray, config: CodecConfig, device: torch.device,
@@ -257,16 +260,14 @@ def _budget(image: np.ndarray, config: CodecConfig) -> float:
     return budget if config.rate.max_bytes is None else min(budget, config.rate.max_bytes)
 
 
-def _better(image: np.ndarray, network: EncodeResult, palette: bytes, config: CodecConfig, device: torch.device,
-            t0: float) -> EncodeResult:
-    """The palette file where it is at least as good as the network's file in PSNR and, unless the fit aimed at
-    plain squared error (``--tune psnr``), in MS-SSIM (where the picture has one); else the network's. Both were
-    made for the same rate, the palette file within it."""
-    pal = _finish(image, palette, config, device, t0, model="palette", **_NO_NETWORK)
+def _better(network: EncodeResult, pal: EncodeResult, config: CodecConfig, t0: float) -> EncodeResult:
+    """The palette file (``pal``) where it is at least as good as the network's file in PSNR and, unless the fit
+    aimed at plain squared error (``--tune psnr``), in MS-SSIM (where the picture has one); else the network's.
+    Both were made for the same rate, the palette file within it. The time is the whole encode's."""
     p, n = pal.stats, network.stats
     judge_ms = config.grid.structure_mix > 0 and n.ms_ssim is not None and p.ms_ssim is not None
     wins = p.psnr >= n.psnr and (not judge_ms or p.ms_ssim >= n.ms_ssim)
-    return pal if wins else network
+    return replace(pal, stats=replace(p, encode_seconds=time.perf_counter() - t0)) if wins else network
 
 
 def _lossless(image: np.ndarray, config: CodecConfig) -> bytes | None:

@@ -392,6 +392,10 @@ class LosslessConfig:
     palette_min_share: float = 0.75
     palette_kmeans: int = 3  # Pillow's k-means refinements of the median-cut palette (0.1-0.4 s each try)
     palette_refine_tries: int = 3
+    # A palette file at least this close to the picture (PSNR, dB) is written without fitting a network, which
+    # would take a minute to lose: on the content set's eight such files the network's was 11-39 dB behind
+    # (ABLATIONS.md AP5)
+    palette_final_db: float = 50.0
 
 
 @dataclass(frozen=True)

@@ -226,22 +226,41 @@ def test_a_palette_file_is_kept_only_where_it_beats_the_network():
 
 
 def test_the_better_of_palette_and_network_by_psnr_and_ms_ssim():
-    from pranc_codec.codec import _better
+    from pranc_codec.codec import _NO_NETWORK, _better, _finish
 
     img = antialiased(176, 192)  # large enough for MS-SSIM's five scales
     pal = lossless.palette_attempt(img, img.shape[0] * img.shape[1] / 8, LosslessConfig())
     net = encode(img, replace(config(1.0, mode="never"), grid=replace(CodecConfig().grid, steps=40)))
-    dev = torch.device("cpu")
-    chosen = _better(img, net, pal, config(1.0), dev, 0.0)
+    cfg = config(1.0)
+    candidate = _finish(img, pal, cfg, torch.device("cpu"), 0.0, model="palette", **_NO_NETWORK)
+    chosen = _better(net, candidate, cfg, 0.0)
     assert chosen.data == pal and chosen.stats.psnr > net.stats.psnr  # 40 steps of fitting are far behind
     assert chosen.stats.ms_ssim > net.stats.ms_ssim
     # a network's file better in PSNR, or in MS-SSIM alone, is kept
     for psnr_up, ms_ssim in [(100.0, chosen.stats.ms_ssim), (0.0, 1.5)]:
         better = replace(net, stats=replace(net.stats, psnr=net.stats.psnr + psnr_up, ms_ssim=ms_ssim))
-        assert _better(img, better, pal, config(1.0), dev, 0.0) is better
+        assert _better(better, candidate, cfg, 0.0) is better
     # with --tune psnr, PSNR alone decides: a network better only in MS-SSIM loses
     ms_only = replace(net, stats=replace(net.stats, ms_ssim=1.5))
-    assert _better(img, ms_only, pal, config(1.0).with_tune("psnr"), dev, 0.0).data == pal
+    assert _better(ms_only, candidate, cfg.with_tune("psnr"), 0.0).data == pal
+
+
+def test_a_palette_file_near_the_picture_is_written_without_a_fit():
+    img = antialiased()
+    phases = []
+
+    def progress(name, total, unit="step"):
+        phases.append(name)
+        return lambda n, loss: None
+
+    quick = replace(config(1.0), grid=replace(CodecConfig().grid, steps=40))
+    pal = lossless.palette_attempt(img, img.shape[0] * img.shape[1] / 8, LosslessConfig())
+    db = psnr(decode(pal), img)
+    for final_db, fitted in [(db, False), (db + 0.01, True)]:
+        phases.clear()
+        cfg = replace(quick, lossless=replace(quick.lossless, palette_final_db=final_db))
+        r = encode(img, cfg, progress=progress)
+        assert r.data == pal and ("fit" in phases) == fitted, (final_db, phases)
 
 
 def test_pictures_of_many_colours_get_no_palette_file():
