@@ -362,11 +362,12 @@ LOSSLESS_MODES = ("auto", "never", "always")
 
 @dataclass(frozen=True)
 class LosslessConfig:
-    """Lossless files (format version 9, lossless.py): the picture as WebP lossless instead of a network.
+    """Version 9 files (lossless.py): the picture, or the picture reduced to a palette, as WebP lossless instead
+    of a network.
 
     mode "auto" stores a picture losslessly wherever its lossless file is no larger than the rate asked for (or
     than --max-size): exact pixels for fewer bits. That is a screen, a chart or a diagram, rarely anything else:
-    four of seven screens of the content set code exactly below 0.25 bpp, Kodak's photographs need 8.7-13 bpp
+    four of seven screens of the content set code exactly below 0.25 bpp, Kodak's photographs need 7.3-12.2 bpp
     (RESULTS.md "synthetic"). "never" always fits a network (no version 9 file at all, palette files included);
     "always" codes every picture losslessly.
     """
@@ -387,7 +388,7 @@ class LosslessConfig:
     # bisected, then refined by k-means), and that file is kept where it beats the network's in PSNR and MS-SSIM.
     palette: bool = True
     palette_colours: int = 256  # the most a palette may hold (a VP8L colour-indexing transform's limit)
-    # 0.9 left out the graphic (0.82), whose palette file beats the network's at 1 bpp by 3.9 dB (RESULTS.md);
+    # 0.9 left out the graphic (0.82), whose palette file beats the network's at 1 bpp by 3.5 dB (ABLATIONS AP3);
     # Kodak's most is 0.601, the smooth field's 0.62
     palette_min_share: float = 0.75
     palette_kmeans: int = 3  # Pillow's k-means refinements of the median-cut palette (0.1-0.4 s each try)
