@@ -21,7 +21,7 @@ from .fit import fit_alpha, group_sensitivity
 from .fit import TileData
 from .inr import SirenShape, render, width_for_params
 from .tiling import TileGrid
-from .metrics import ms_ssim, psnr
+from .metrics import ms_ssim, psnr, reportable
 from .quantization import coef_steps, dequantize, quantize, shifts_for
 from .basis import EXPANSION_ONE, SubspaceSpec
 from .decoder import decode  # noqa: F401 (the public API's decode, re-exported)
@@ -53,7 +53,6 @@ class EncodeStats:
     fit_restarts: int = 0  # divergence-guard restarts (fit.py), or grid fits redone by the collapse guard
     # "grid" (format v8), "siren" (format v3), "lossless" or "palette" (format v9: no network)
     model: str = "siren"
-    lossless: bool = False  # the file holds the exact pixels (format v9)
     target_psnr: float | None = None  # the PSNR asked for (quality_target.encode_to_psnr), else None
     passes: int = 1  # whole encodes made (several when searching for a PSNR target)
     search: list[tuple[float, float, float]] = field(default_factory=list)  # each pass's (asked bpp, bpp, PSNR)
@@ -61,15 +60,16 @@ class EncodeStats:
     trim_sweeps: int = 0  # rounding sweeps that brought the file under max_bytes (grid_codec.trim_to_ceiling)
     warnings: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        """The fields for JSON: an infinite PSNR (a lossless file, or a --psnr search's lossless pass) as None."""
-        def finite(v: float) -> float | None:
-            return v if math.isfinite(v) else None
+    @property
+    def lossless(self) -> bool:
+        """The file holds the exact pixels (format v9)."""
+        return self.model == "lossless"
 
-        d = asdict(self)
-        d["psnr"] = finite(self.psnr)
-        d["search"] = [(asked, bpp, finite(p)) for asked, bpp, p in self.search]
-        return d
+    def to_dict(self) -> dict:
+        """The fields and ``lossless``, for JSON: an infinite PSNR (a lossless file, or a --psnr search's lossless
+        pass) as None."""
+        return {**asdict(self), "lossless": self.lossless, "psnr": reportable(self.psnr),
+                "search": [(asked, bpp, reportable(p)) for asked, bpp, p in self.search]}
 
 
 @dataclass
@@ -185,9 +185,8 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     # before the ceiling's margin: a lossless or palette file may fill the ceiling
     exact = _lossless(image, config)
     if exact is not None:
-        return _finish(image, exact, config, device, t0, model="lossless", lossless=True, **_NO_NETWORK)
-    palette = _palette(image, config)
-    pal = None if palette is None else _finish(image, palette, config, device, t0, model="palette", **_NO_NETWORK)
+        return _finish(image, exact, config, device, t0, model="lossless", **_NO_NETWORK)
+    pal = _palette(image, config, device, t0)
     if pal is not None and pal.stats.psnr >= config.lossless.palette_final_db:
         return pal
     if config.rate.max_bytes is not None:
@@ -245,12 +244,13 @@ def _encode_siren(image: np.ndarray, config: CodecConfig, device: torch.device,
 _NO_NETWORK = dict(num_coefs=0, num_params=0, net_width=0, delta=0.0)  # the stats of a version 9 file
 
 
-def _palette(image: np.ndarray, config: CodecConfig) -> bytes | None:
-    """A palette file within the rate asked for and the ceiling (``lossless.palette_attempt``), where
-    ``config.lossless`` allows one; else None."""
+def _palette(image: np.ndarray, config: CodecConfig, device: torch.device, t0: float) -> EncodeResult | None:
+    """A palette file within the rate asked for and the ceiling (``lossless.palette_attempt``), measured, where
+    ``config.lossless`` allows one and the picture has one; else None."""
     if config.lossless.mode != "auto" or not config.lossless.palette:
         return None
-    return lossless.palette_attempt(image, _budget(image, config), config.lossless)
+    data = lossless.palette_attempt(image, _budget(image, config), config.lossless)
+    return None if data is None else _finish(image, data, config, device, t0, model="palette", **_NO_NETWORK)
 
 
 def _budget(image: np.ndarray, config: CodecConfig) -> float:

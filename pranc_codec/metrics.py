@@ -8,6 +8,16 @@ import torch
 import torch.nn.functional as F
 
 
+def psnr_of_mse(m: float) -> float:
+    """PSNR in dB (peak 255) of an MSE in 8-bit units^2; inf for 0 (an exact picture)."""
+    return math.inf if m == 0 else 10.0 * math.log10(255.0**2 / m)
+
+
+def reportable(v: float) -> float | None:
+    """A metric as JSON can hold it: None for an infinite one (an exact picture's PSNR)."""
+    return v if math.isfinite(v) else None
+
+
 def mse(a: np.ndarray, b: np.ndarray) -> float:
     """Mean squared error of two uint8 arrays of equal shape, in 8-bit units^2."""
     d = a.astype(np.float64) - b.astype(np.float64)
@@ -16,8 +26,7 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB with peak 255; inf for identical images."""
-    m = mse(a, b)
-    return math.inf if m == 0 else 10.0 * math.log10(255.0**2 / m)
+    return psnr_of_mse(mse(a, b))
 
 
 # MS-SSIM's standard constants (Wang, Simoncelli & Bovik 2003), as pytorch-msssim uses

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import multiprocessing as mp
 import os
 import resource
@@ -21,7 +20,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..image_io import atomic_write, read_image
-from ..metrics import ms_ssim, mse
+from ..metrics import ms_ssim, mse, psnr_of_mse, reportable
 from .codecs import Codec
 from .provenance import file_digest
 
@@ -157,15 +156,6 @@ def run(items: list[ImageItem], codecs: list[Codec], points: dict[str, list[floa
     return records
 
 
-def psnr_of_mse(m: float) -> float:
-    """PSNR in dB (peak 255) of an MSE; inf for 0."""
-    return math.inf if m == 0 else 10 * math.log10(255.0**2 / m)
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
-
-
 def aggregate(records: Iterable[dict[str, Any]], codec: Codec, n_images: int) -> dict[str, Any]:
     """Average per rate point over images, in CompressAI's results layout.
 
@@ -187,8 +177,8 @@ def aggregate(records: Iterable[dict[str, Any]], codec: Codec, n_images: int) ->
         rows.append({
             "point": point,
             "bpp": float(np.mean([r["bpp"] for r in rs])),
-            "psnr-rgb": _finite(float(np.mean([r["psnr"] for r in rs]))),
-            "psnr-rgb-mse": _finite(psnr_of_mse(float(np.mean([r["mse"] for r in rs])))),
+            "psnr-rgb": reportable(float(np.mean([r["psnr"] for r in rs]))),
+            "psnr-rgb-mse": reportable(psnr_of_mse(float(np.mean([r["mse"] for r in rs])))),
             "exact": sum(r["mse"] == 0 for r in rs),
             "ms-ssim-rgb": float(np.mean(ssim)) if all(s is not None for s in ssim) else None,
             "encoding_time": float(np.mean([r["encode_s"] for r in rs])),
