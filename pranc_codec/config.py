@@ -382,15 +382,19 @@ class LosslessConfig:
     # (method 6: up to 1 s); 0.4-0.8 s on a photograph that passes the screen
     method: int = 4
     quality: int = 100
-    # Palette files (mode "auto"): a picture whose palette_colours most common colours cover palette_min_share of
-    # its pixels (screens and charts 0.946-1.0, Kodak's photographs 0.105-0.601; RESULTS.md "Palette files") is
+    # Palette files (mode "auto"): an RGB picture whose palette_colours most common colours cover palette_min_share
+    # of its pixels (screens and charts 0.946-1.0, Kodak's photographs 0.105-0.601; RESULTS.md "Palette files") is
     # also coded reduced to the most colours whose WebP lossless file fits the rate (median cut, the number
-    # bisected, then refined by k-means), and that file is kept where it beats the network's in PSNR and MS-SSIM.
+    # bisected, then refined by k-means), and that file is kept where it beats the network's in PSNR and (in colour)
+    # MS-SSIM.
     palette: bool = True
     palette_colours: int = 256  # the most a palette may hold (a VP8L colour-indexing transform's limit)
     # 0.9 left out the graphic (0.82), whose palette file beats the network's at 1 bpp by 3.5 dB (ABLATIONS AP3);
     # Kodak's most is 0.601, the smooth field's 0.62
     palette_min_share: float = 0.75
+    # A grey picture has at most 256 levels, so its share is of its palette_grey_levels most common levels: grey
+    # screens and charts 0.93-0.997, Kodak's 24 in grey 0.09-0.66, the upscaled icon 0.55 (ABLATIONS.md AQ1)
+    palette_grey_levels: int = 16
     palette_kmeans: int = 3  # Pillow's k-means refinements of the median-cut palette (0.1-0.4 s each try)
     palette_refine_tries: int = 3
     # A palette file at least this close to the picture (PSNR, dB) is written without fitting a network, which

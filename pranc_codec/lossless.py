@@ -90,35 +90,40 @@ def _file(image: np.ndarray, cfg: LosslessConfig, palette: bool = False) -> byte
 
 
 def colour_share(image: np.ndarray, colours: int) -> float:
-    """The share of the pixels of uint8 (H, W, 3) ``image`` that its ``colours`` most common colours cover."""
-    flat = image.reshape(-1, 3).astype(np.int32)
-    codes = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+    """The share of the pixels of uint8 (H, W, C) ``image`` (C = 1 or 3) that its ``colours`` most common colours
+    (grey levels, where C = 1) cover."""
+    flat = image.reshape(-1, image.shape[2]).astype(np.int32)
+    codes = flat[:, 0] if image.shape[2] == 1 else (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
     counts = np.unique(codes, return_counts=True)[1]
     return float(np.sort(counts)[::-1][:colours].sum() / len(codes))
 
 
 def reduce_colours(image: np.ndarray, colours: int, kmeans: int) -> np.ndarray:
-    """uint8 (H, W, 3) ``image`` with at most ``colours`` colours: Pillow's median cut without dithering (which
-    would cost the lossless coder its runs), its palette refined by ``kmeans`` k-means passes."""
-    quantized = Image.fromarray(image).quantize(colors=colours, method=Image.Quantize.MEDIANCUT,
-                                                dither=Image.Dither.NONE, kmeans=kmeans)
-    return np.asarray(quantized.convert("RGB"))
+    """uint8 (H, W, C) ``image`` (C = 1 or 3) with at most ``colours`` colours: Pillow's median cut without
+    dithering (which would cost the lossless coder its runs), its palette refined by ``kmeans`` k-means passes. A
+    grey picture goes through as R = G = B, which both keep (their colours are means of grey pixels)."""
+    channels = image.shape[2]
+    rgb = np.repeat(image, 3, axis=2) if channels == 1 else image
+    quantized = Image.fromarray(rgb).quantize(colors=colours, method=Image.Quantize.MEDIANCUT,
+                                              dither=Image.Dither.NONE, kmeans=kmeans)
+    return np.ascontiguousarray(np.asarray(quantized.convert("RGB"))[:, :, :channels])
 
 
 def palette_attempt(image: np.ndarray, budget_bytes: float, cfg: LosslessConfig) -> bytes | None:
     """A palette file of the picture within ``budget_bytes``: the picture reduced to the most colours (up to
     ``cfg.palette_colours``) whose lossless file fits, or None where the picture is not one of few colours (an
     RGB picture whose ``cfg.palette_colours`` most common colours cover less than ``cfg.palette_min_share`` of
-    it: Kodak's cover 0.105-0.601) or where two colours do not fit.
+    it: Kodak's cover 0.105-0.601; a grey one whose ``cfg.palette_grey_levels`` most common levels do: Kodak's in
+    grey 0.09-0.66) or where two colours do not fit.
 
     The number of colours is bisected with the plain median cut (0.03-0.07 s a try on a 768x512 screen), then
     refined by k-means, which gains 3-14 dB at the same number on screens (RESULTS.md "Palette files") but may
     take more bytes: the count steps down by a tenth, ``cfg.palette_refine_tries`` times at most, until the
     refined file fits. Of the two, the one nearer the picture."""
     height, width, channels = image.shape
-    if channels != 3 or not (cfg.palette and available() and fits(width, height)):
+    if not (cfg.palette and available() and fits(width, height)):
         return None
-    if colour_share(image, cfg.palette_colours) < cfg.palette_min_share:
+    if colour_share(image, cfg.palette_grey_levels if channels == 1 else cfg.palette_colours) < cfg.palette_min_share:
         return None
     lo, hi, found = 2, cfg.palette_colours, None
     while lo <= hi:

@@ -269,7 +269,25 @@ def test_pictures_of_many_colours_get_no_palette_file():
     img = smooth_image(64, 96)
     assert lossless.colour_share(img, 256) < LosslessConfig().palette_min_share
     assert lossless.palette_attempt(img, 1e9, LosslessConfig()) is None
-    assert lossless.palette_attempt(screen(c=1), 1e9, LosslessConfig()) is None  # grey: no palette mode
+    grey = np.ascontiguousarray(img[:, :, :1])  # every grey picture has at most 256 levels: its top 16 count
+    assert lossless.colour_share(grey, 256) == 1.0
+    assert lossless.colour_share(grey, LosslessConfig().palette_grey_levels) < LosslessConfig().palette_min_share
+    assert lossless.palette_attempt(grey, 1e9, LosslessConfig()) is None
+
+
+def test_a_grey_picture_of_few_levels_gets_a_grey_palette_file():
+    img = np.ascontiguousarray(antialiased()[:, :, 1:2])
+    n = img.shape[0] * img.shape[1]
+    assert lossless.attempt(img, 0.5 * n / 8, LosslessConfig()) is None  # no exact file at 0.5 bpp
+    pal = lossless.palette_attempt(img, 0.5 * n / 8, LosslessConfig())
+    header, _ = bitstream.parse(pal)
+    assert header.palette and header.channels == 1 and len(pal) <= n / 16
+    reduced = decode(pal)
+    assert reduced.shape == img.shape and 2 <= len(np.unique(reduced)) < len(np.unique(img))
+    quick = replace(config(0.5), grid=replace(CodecConfig().grid, steps=40))
+    r = encode(img, quick)
+    assert r.stats.model == "palette" and r.data == pal and r.stats.channels == 1 and r.stats.ms_ssim is None
+    assert r.stats.psnr == pytest.approx(psnr(reduced, img))
 
 
 def test_the_palette_flag():
