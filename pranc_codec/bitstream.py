@@ -27,8 +27,9 @@ GRID_VERSION = 8  # latent-grid files (net_kind 1): their own layout after byte 
 # as Exp-Golomb codes of its table indexes, varint segment lengths (the one written)
 GRID_VERSIONS = (4, 5, 6, 7, 8)
 LOSSLESS_VERSION = 9  # a WebP lossless code of the picture (or of its palette) instead of a network (lossless.py)
+COMPOSITE_VERSION = 10  # a version-9 file of the whole picture with version-8 files pasted over regions of it
 # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -80,6 +81,11 @@ LOSSLESS_WEBP = 0  # payload kind: a WebP lossless (VP8L) bitstream
 LOSSLESS_OVERHEAD = _LOSSLESS_FIXED.size + _CRC.size  # bytes of a lossless file besides its payload
 LOSSLESS_KINDS = (LOSSLESS_WEBP,)
 LOSSLESS_FLAG_PALETTE = 0x01  # the payload holds the picture reduced to a palette, not its exact pixels
+# Version 10 (composite): magic, version, flags, width, height, channels, region count; then the base (a varint
+# length and a whole version-9 file), then per region its x and y and a varint length and a whole version-8 file
+_COMPOSITE_FIXED = struct.Struct("<4sBBHHBB")
+_REGION_AT = struct.Struct("<HH")
+MAX_REGIONS = 8
 # Version 8 (FORMAT.md "Version 8"): MLP steps as f32, the filter record without its model, then every entropy
 # model in one bit string of signed Exp-Golomb codes (as H.264 codes its headers), then varint segment lengths.
 _STEP = struct.Struct("<f")
@@ -179,6 +185,33 @@ class LosslessHeader:
     channels: int
     kind: int  # LOSSLESS_WEBP
     palette: bool = False  # the pixels are the picture's reduced to a palette (informative: decoding is the same)
+
+    @property
+    def num_pixels(self) -> int:
+        return self.width * self.height
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of a composite file: a version-8 file decoded and pasted with its top-left pixel at (x, y)."""
+
+    x: int
+    y: int
+    header: GridHeader
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class CompositeHeader:
+    """Decoded header of a composite file (version 10): the base, a version-9 file of the whole picture, and the
+    regions pasted over it, each already parsed and checked (their CRCs too)."""
+
+    width: int
+    height: int
+    channels: int
+    base: LosslessHeader
+    base_payload: bytes
+    regions: tuple[Region, ...]
 
     @property
     def num_pixels(self) -> int:
@@ -530,6 +563,61 @@ def _parse_lossless(data: bytes) -> tuple[LosslessHeader, bytes]:
     return header, bytes(data[_LOSSLESS_FIXED.size: len(data) - _CRC.size])
 
 
+def pack_composite(width: int, height: int, channels: int, base: bytes, regions: list[tuple[int, int, bytes]]) -> bytes:
+    """Serialize a composite file (version 10) from its base (a version-9 file) and its regions ((x, y, a
+    version-8 file), not overlapping), and append the CRC32 of everything before it."""
+    body = bytearray(_COMPOSITE_FIXED.pack(MAGIC, COMPOSITE_VERSION, 0, width, height, channels, len(regions)))
+    body += _varint(len(base)) + base
+    for x, y, data in regions:
+        body += _REGION_AT.pack(x, y) + _varint(len(data)) + data
+    return bytes(body) + _CRC.pack(zlib.crc32(body))
+
+
+def composite_overhead(regions: int) -> int:
+    """The most bytes a composite file of ``regions`` regions takes besides its nested files."""
+    return _COMPOSITE_FIXED.size + _CRC.size + MAX_VARINT_BYTES * (regions + 1) + _REGION_AT.size * regions
+
+
+def _nested(data: bytes, pos: int, end: int, what: str) -> tuple[bytes, int]:
+    """The varint-prefixed file at ``pos`` (not past ``end``) and the position after it."""
+    n, pos = _read_varint(data[:end], pos)
+    _check(pos + n <= end, f"truncated .prc file ({what} runs past the end)")
+    return bytes(data[pos: pos + n]), pos + n
+
+
+def _parse_composite(data: bytes) -> tuple[CompositeHeader, bytes]:
+    """Fields of a version-10 file (the CRC is already checked): the nested files parsed, and each checked
+    against the picture: the base is a version-9 file of its size, each region a version-8 file of its channels
+    inside it, and no two regions overlap."""
+    _, _, flags, width, height, channels, count = _COMPOSITE_FIXED.unpack_from(data, 0)
+    _check(flags == 0, f"unknown header flags 0x{flags:02x}")
+    _check_image(width, height, channels)
+    _check(1 <= count <= MAX_REGIONS, f"{count} regions outside 1..{MAX_REGIONS}")
+    end = len(data) - _CRC.size
+    raw, pos = _nested(data, _COMPOSITE_FIXED.size, end, "the base")
+    _check(len(raw) >= 5 and raw[4] == LOSSLESS_VERSION, "composite base is not a version-9 file")
+    base, base_payload = parse(raw)
+    _check((base.width, base.height, base.channels) == (width, height, channels),
+           f"composite base of {base.width}x{base.height}x{base.channels} in a {width}x{height}x{channels} file")
+    regions: list[Region] = []
+    for i in range(count):
+        _check(pos + _REGION_AT.size <= end, "truncated .prc file (region incomplete)")
+        x, y = _REGION_AT.unpack_from(data, pos)
+        raw, pos = _nested(data, pos + _REGION_AT.size, end, f"region {i}")
+        _check(len(raw) >= 5 and raw[4] == GRID_VERSION, f"composite region {i} is not a version-{GRID_VERSION} file")
+        header, payload = parse(raw)
+        _check(header.channels == channels, f"region {i} of {header.channels} channels in a {channels}-channel file")
+        _check(x + header.width <= width and y + header.height <= height,
+               f"region {i} ({header.width}x{header.height} at {x},{y}) outside the {width}x{height} picture")
+        for r in regions:
+            _check(x >= r.x + r.header.width or r.x >= x + header.width or y >= r.y + r.header.height
+                   or r.y >= y + header.height, f"region {i} overlaps another")
+        regions.append(Region(x=x, y=y, header=header, payload=payload))
+    _check(pos == end, f"{end - pos} bytes after the last region")
+    return CompositeHeader(width=width, height=height, channels=channels, base=base, base_payload=base_payload,
+                           regions=tuple(regions)), b""
+
+
 def header_size(n_groups: int) -> int:
     """Bytes of container overhead (everything but the payload)."""
     return _FIXED.size + _TILE.size + n_groups * _GROUP.size + _LEN.size + _CRC.size
@@ -555,9 +643,9 @@ def _check(cond: bool, msg: str, exc: type[Exception] = FormatError) -> None:
         raise exc(msg)
 
 
-def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader, bytes]:
+def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader | CompositeHeader, bytes]:
     """Validate a ``.prc`` byte string and return (header, payload): a Header for versions 1-3 (SIREN), a
-    GridHeader for 4-8, a LosslessHeader for 9."""
+    GridHeader for 4-8, a LosslessHeader for 9, a CompositeHeader for 10 (its nested files in it, no payload)."""
     _check(len(data) >= 5, f"not a .prc file (only {len(data)} bytes)")
     _check(data[:4] == MAGIC, "not a .prc file (bad magic bytes)")
     version = data[4]
@@ -565,12 +653,15 @@ def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader, bytes]:
                                          f"(this decoder reads versions 1 to {max(READABLE_VERSIONS)})")
     group = _GROUP if version >= 2 else _GROUP_V1
     # a lossless file may be shorter than the other layouts' headers (a black 1x1 picture's: 30 bytes)
-    shortest = _LOSSLESS_FIXED.size if version == LOSSLESS_VERSION else min(_FIXED.size, _GRID_FIXED.size) + _LEN.size
+    shortest = {LOSSLESS_VERSION: _LOSSLESS_FIXED.size, COMPOSITE_VERSION: _COMPOSITE_FIXED.size}.get(
+        version, min(_FIXED.size, _GRID_FIXED.size) + _LEN.size)
     _check(len(data) >= shortest + _CRC.size, "truncated .prc file (header incomplete)")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
     _check(zlib.crc32(data[: -_CRC.size]) == crc, "corrupted or truncated .prc file (CRC mismatch)")
     if version == LOSSLESS_VERSION:
         return _parse_lossless(data)
+    if version == COMPOSITE_VERSION:
+        return _parse_composite(data)
     if version in GRID_VERSIONS:
         return _parse_grid(data, version)
     _check(len(data) >= _FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")

@@ -174,6 +174,8 @@ def _encode_line(out: str, s: dict) -> str:
         quality = "lossless (the exact pixels, as WebP lossless)"
     elif s["model"] == "palette":
         quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, the picture reduced to a palette (as WebP lossless)"
+    elif s["model"] == "composite":
+        quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, the screen exact and its photographs fitted"
     else:
         quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, {s['num_coefs']} {what}"
     return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, {quality}, "
@@ -417,7 +419,7 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
 def _info_fields(input: str) -> dict:
     """The header fields of one .prc file, for ``info``."""
     # the container alone: no torch to load (shapes.py), so a header prints in a fraction of a second
-    from .bitstream import GridHeader, LosslessHeader, parse
+    from .bitstream import CompositeHeader, GridHeader, LosslessHeader, parse
     from .image_io import read_bytes
 
     data = read_bytes(input)
@@ -426,6 +428,11 @@ def _info_fields(input: str) -> dict:
               "version": data[4], "width": h.width, "height": h.height, "channels": h.channels}
     if isinstance(h, LosslessHeader):
         return {**common, "network": "none", "lossless": "webp", "palette": h.palette, "payload_bytes": len(payload)}
+    if isinstance(h, CompositeHeader):
+        return {**common, "network": "grid, in regions", "base": "webp lossless", "base_bytes": len(h.base_payload),
+                "regions": [{"x": r.x, "y": r.y, "width": r.header.width, "height": r.header.height,
+                             "latents": r.header.shape.num_latents(r.header.height, r.header.width),
+                             "payload_bytes": len(r.payload)} for r in h.regions]}
     if isinstance(h, GridHeader):
         g = h.shape
         fields = {

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import bitstream, entropy, grid_codec, lossless
+from . import bitstream, composite, entropy, grid_codec, lossless
 from .batch import available_cores
 from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
@@ -51,7 +51,7 @@ class EncodeStats:
     encode_seconds: float
     device: str
     fit_restarts: int = 0  # divergence-guard restarts (fit.py), or grid fits redone by the collapse guard
-    # "grid" (format v8), "siren" (format v3), "lossless" or "palette" (format v9: no network)
+    # "grid" (format v8), "siren" (format v3), "lossless" or "palette" (format v9: no network), "composite" (v10)
     model: str = "siren"
     target_psnr: float | None = None  # the PSNR asked for (quality_target.encode_to_psnr), else None
     passes: int = 1  # whole encodes made (several when searching for a PSNR target)
@@ -189,11 +189,17 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     pal = _palette(image, config, device, t0)
     if pal is not None and pal.stats.psnr >= config.lossless.palette_final_db:
         return pal
+    parts = _composite(image, config, device, progress, t0)
     if config.rate.max_bytes is not None:
         config = replace(config, rate=replace(config.rate, bpp=aim_bpp(config.rate, height, width)))
     encode_network = _encode_grid if config.model == "grid" else _encode_siren
     result = encode_network(image, config, device, progress, t0)
-    return result if pal is None else _better(result, pal, config, t0)
+    # the network's file is the default: a composite or palette file replaces it where it does no worse (a
+    # composite lost to the network on a slide, whose large text the network draws well; ABLATIONS.md AQ3)
+    for other in (parts, pal):
+        if other is not None:
+            result = _better(result, other, config, t0)
+    return result
 
 
 def _encode_siren(image: np.ndarray, config: CodecConfig, device: torch.device,
@@ -253,6 +259,28 @@ def _palette(image: np.ndarray, config: CodecConfig, device: torch.device, t0: f
     return None if data is None else _finish(image, data, config, device, t0, model="palette", **_NO_NETWORK)
 
 
+def _composite(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
+               t0: float) -> EncodeResult | None:
+    """A composite file (``composite.attempt``), measured, where ``config`` allows one (``--lossless auto``, the
+    grid model) and the picture is a screen with photographs in it; else None."""
+    if config.lossless.mode != "auto" or config.model != "grid":
+        return None
+    cap = config.rate.max_bytes
+
+    def region(crop: np.ndarray, budget_bytes: float) -> bytes:
+        h, w = crop.shape[:2]
+        rate = replace(config.rate, bpp=8 * budget_bytes / (h * w), max_bytes=None if cap is None else int(budget_bytes))
+        inner = replace(config, rate=replace(rate, bpp=aim_bpp(rate, h, w)), lossless=replace(config.lossless,
+                                                                                                mode="never"))
+        return _encode_grid(crop, inner, device, progress, t0).data
+
+    try:
+        data = composite.attempt(image, _budget(image, config), config.composite, config.lossless, region)
+    except LimitError:  # a region's ceiling below its smallest file: the whole picture's fit may still fit
+        return None
+    return None if data is None else _finish(image, data, config, device, t0, model="composite", **_NO_NETWORK)
+
+
 def _budget(image: np.ndarray, config: CodecConfig) -> float:
     """Bytes a version 9 file may take: the rate asked for, and no more than the ceiling."""
     height, width = image.shape[:2]
@@ -260,14 +288,15 @@ def _budget(image: np.ndarray, config: CodecConfig) -> float:
     return budget if config.rate.max_bytes is None else min(budget, config.rate.max_bytes)
 
 
-def _better(network: EncodeResult, pal: EncodeResult, config: CodecConfig, t0: float) -> EncodeResult:
-    """The palette file (``pal``) where it is at least as good as the network's file in PSNR and, unless the fit
-    aimed at plain squared error (``--tune psnr``), in MS-SSIM (where the picture has one); else the network's.
-    Both were made for the same rate, the palette file within it. The time is the whole encode's."""
-    p, n = pal.stats, network.stats
-    judge_ms = config.grid.structure_mix > 0 and n.ms_ssim is not None and p.ms_ssim is not None
-    wins = p.psnr >= n.psnr and (not judge_ms or p.ms_ssim >= n.ms_ssim)
-    return replace(pal, stats=replace(p, encode_seconds=time.perf_counter() - t0)) if wins else network
+def _better(kept: EncodeResult, other: EncodeResult, config: CodecConfig, t0: float) -> EncodeResult:
+    """``other`` (a palette or composite file) where it is at least as good as ``kept`` (the network's file, or
+    one that replaced it) in PSNR and, unless the fit aimed at plain squared error (``--tune psnr``), in MS-SSIM
+    (where the picture has one); else ``kept``. Both were made for the same rate. The time is the whole
+    encode's."""
+    o, k = other.stats, kept.stats
+    judge_ms = config.grid.structure_mix > 0 and k.ms_ssim is not None and o.ms_ssim is not None
+    wins = o.psnr >= k.psnr and (not judge_ms or o.ms_ssim >= k.ms_ssim)
+    return replace(other, stats=replace(o, encode_seconds=time.perf_counter() - t0)) if wins else kept
 
 
 def _lossless(image: np.ndarray, config: CodecConfig) -> bytes | None:

@@ -404,6 +404,31 @@ class LosslessConfig:
 
 
 @dataclass(frozen=True)
+class CompositeConfig:
+    """Composite files (format version 10, composite.py): a screen with photographs in it, stored as the screen
+    exactly (WebP lossless, the photographs' rectangles filled with one colour) and each photograph as a network
+    file of its own, where no exact file of the whole fits the rate (ABLATIONS.md AQ3).
+
+    A photograph is found as a group of busy blocks: block x block squares with more than busy_colours distinct
+    colours, which 0-4 % of a screen's or chart's 8 x 8 blocks are, 8-24 % of pages with photographs over 8-24 %
+    of them, 40-100 % of Kodak's (ABLATIONS.md AQ3).
+    """
+
+    enabled: bool = True  # with --lossless auto (its base is a version 9 file, which "never" rules out)
+    block: int = 8  # pixels a side of the blocks whose colours are counted
+    busy_colours: int = 32  # a block with more distinct colours than this is busy (of 64 in an 8 x 8 block)
+    min_side: int = 32  # pixels: a smaller group of busy blocks is a glyph or a marker, not a photograph
+    min_density: float = 0.5  # the share of busy blocks in a group's bounding box
+    max_share: float = 0.5  # regions covering more of the picture: a photograph, coded whole
+    max_regions: int = 4  # each is one network fit (about 20 s); more groups are merged into their bounding box
+    # a box's outer row or column whose distinct colours are at most this share of its pixels is trimmed off
+    edge_share: float = 0.25
+    # busy blocks outside the regions: screens 0-4 %, Kodak's 40-100 % (a photograph's detail is not a region)
+    max_busy_outside: float = 0.1
+    min_region_bpp: float = 0.25  # the regions' rate (bits per region pixel) below which no composite is made
+
+
+@dataclass(frozen=True)
 class QualityConfig:
     """A PSNR target instead of a rate (``pranc encode --psnr``; quality_target.py): whole encodes at rates
     found by search, as cwebp's ``-psnr`` does. The first rate comes from the picture itself: the rate at which
@@ -470,6 +495,7 @@ class CodecConfig:
     rounding: RoundingConfig = field(default_factory=RoundingConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     lossless: LosslessConfig = field(default_factory=LosslessConfig)
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
     # "grid": latent grids + MLP (format v8, the default); "siren": the PRANC SIREN (format v3)
     model: str = "grid"
     seed: int = 2023

@@ -1,13 +1,13 @@
 """``decode(data) -> image``, the public decoder: latent-grid files (versions 4-8) in numpy, without
 loading torch (``grid_decode.py``: a decode starts in a fraction of a second, not 1.5-2 s); lossless files
-(version 9) through libwebp (``lossless.py``); PRANC SIREN files (version 3) through torch
-(``codec.decode_siren``)."""
+(version 9) through libwebp (``lossless.py``); composite files (version 10) through both (``composite.py``);
+PRANC SIREN files (version 3) through torch (``codec.decode_siren``)."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import bitstream, grid_decode, lossless
-from .bitstream import GridHeader, Header, LosslessHeader
+from . import bitstream, composite, grid_decode, lossless
+from .bitstream import CompositeHeader, GridHeader, Header, LosslessHeader
 
 
 def decode(data: bytes, device: str = "cpu") -> np.ndarray:
@@ -19,12 +19,15 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     return decode_parsed(*bitstream.parse(data), device=device)
 
 
-def decode_parsed(header: Header | GridHeader | LosslessHeader, payload: bytes, device: str = "cpu") -> np.ndarray:
+def decode_parsed(header: Header | GridHeader | LosslessHeader | CompositeHeader, payload: bytes,
+                  device: str = "cpu") -> np.ndarray:
     """:func:`decode` of a file :func:`bitstream.parse` has already read and checked."""
     if isinstance(header, GridHeader):
         return grid_decode.decode(header, payload)
     if isinstance(header, LosslessHeader):
         return lossless.decode(header, payload)
+    if isinstance(header, CompositeHeader):
+        return composite.decode(header)
     from .codec import decode_siren  # torch
 
     return decode_siren(header, payload, device)

@@ -103,3 +103,15 @@ def test_lossless_file_edits_and_truncations(edits, fix_crc, cut):
     data = lossless.encode(screen(), LosslessConfig())
     assert data[4] == bitstream.LOSSLESS_VERSION
     _edit_and_cut(data, edits, fix_crc, cut)
+
+
+@SETTINGS
+@given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
+       fix_crc=st.booleans(), cut=st.integers(0, 10_000))
+def test_composite_file_edits_and_truncations(edits, fix_crc, cut):
+    """A composite file (version 10): its regions' places and lengths, and the files nested in it."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent / "data" / "golden_v10.prc").read_bytes()
+    assert data[4] == bitstream.COMPOSITE_VERSION
+    _edit_and_cut(data, edits, fix_crc, cut)
