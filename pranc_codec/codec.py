@@ -269,9 +269,10 @@ def _composite(image: np.ndarray, config: CodecConfig, device: torch.device, pro
 
     def region(crop: np.ndarray, budget_bytes: float) -> bytes:
         h, w = crop.shape[:2]
-        rate = replace(config.rate, bpp=8 * budget_bytes / (h * w), max_bytes=None if cap is None else int(budget_bytes))
-        inner = replace(config, rate=replace(rate, bpp=aim_bpp(rate, h, w)), lossless=replace(config.lossless,
-                                                                                                mode="never"))
+        rate = replace(config.rate, bpp=8 * budget_bytes / (h * w),
+                       max_bytes=None if cap is None else int(budget_bytes))
+        rate = replace(rate, bpp=aim_bpp(rate, h, w))
+        inner = replace(config, rate=rate, lossless=replace(config.lossless, mode="never"))
         return _encode_grid(crop, inner, device, progress, t0).data
 
     try:

@@ -407,7 +407,8 @@ class LosslessConfig:
 class CompositeConfig:
     """Composite files (format version 10, composite.py): a screen with photographs in it, stored as the screen
     exactly (WebP lossless, the photographs' rectangles filled with one colour) and each photograph as a network
-    file of its own, where no exact file of the whole fits the rate (ABLATIONS.md AQ3).
+    file of its own, where no exact file of the whole fits the rate. The whole picture's network is fitted too,
+    and the composite file kept where it is no worse in PSNR and MS-SSIM (ABLATIONS.md AQ3).
 
     A photograph is found as a group of busy blocks: block x block squares with more than busy_colours distinct
     colours, which 0-4 % of a screen's or chart's 8 x 8 blocks are, 8-24 % of pages with photographs over 8-24 %

@@ -127,8 +127,9 @@ def test_no_composite_where_the_regions_would_get_too_few_bits():
     assert 8 * least / n < 0.5  # so the 0.5 bpp encodes here are composite files
 
 
-def _region_file(w: int = 16, h: int = 8, seed: int = 0) -> bytes:
-    return encode(photo(h, w, seed), replace(quick(2.0), lossless=LosslessConfig(mode="never"))).data
+def _region_file(w: int = 16, h: int = 8, c: int = 3) -> bytes:
+    return encode(np.ascontiguousarray(photo(h, w)[:, :, :c]),
+                  replace(quick(2.0), lossless=LosslessConfig(mode="never"))).data
 
 
 def _base(w: int = 32, h: int = 24, c: int = 3) -> bytes:
@@ -145,8 +146,7 @@ def test_the_container_and_what_it_refuses():
         "outside the 32x24 picture": [(17, 0, region)],
         "overlaps another": [(0, 0, region), (8, 4, region)],
         "not a version-8 file": [(0, 0, _base(16, 8))],
-        "of 1 channels in a 3-channel file": [(0, 0, encode(photo(8, 16)[:, :, :1].copy(),
-                                                          replace(quick(2.0), lossless=LosslessConfig(mode="never"))).data)],
+        "of 1 channels in a 3-channel file": [(0, 0, _region_file(c=1))],
         "regions outside 1..8": [(0, 0, region)] * 9,
     }
     for msg, regions in cases.items():
