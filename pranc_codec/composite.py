@@ -43,12 +43,6 @@ class Box:
         return Box(x, y, max(self.x + self.w, o.x + o.w) - x, max(self.y + self.h, o.y + o.h) - y)
 
 
-def _codes(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, C) -> int32 (H, W), one number per colour."""
-    a = image.astype(np.int32)
-    return a[..., 0] if image.shape[2] == 1 else (a[..., 0] << 16) | (a[..., 1] << 8) | a[..., 2]
-
-
 def _distinct(lines: np.ndarray) -> np.ndarray:
     """Distinct values along the last axis of an int array."""
     s = np.sort(lines, axis=-1)
@@ -97,7 +91,7 @@ def find_regions(image: np.ndarray, cfg: CompositeConfig) -> list[Box]:
     from scipy import ndimage  # the encoder's only use of scipy
 
     height, width = image.shape[:2]
-    codes = _codes(image)
+    codes = lossless.colour_codes(image)
     busy = busy_blocks(codes, cfg)
     if not busy.any():
         return []

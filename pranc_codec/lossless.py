@@ -89,13 +89,17 @@ def _file(image: np.ndarray, cfg: LosslessConfig, palette: bool = False) -> byte
     return pack_lossless(header, webp_lossless(image, cfg.method, cfg.quality))
 
 
+def colour_codes(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, C) -> int32 (H, W): one number per colour (the grey level where C = 1, else 0xRRGGBB)."""
+    a = image.astype(np.int32)
+    return a[..., 0] if image.shape[2] == 1 else (a[..., 0] << 16) | (a[..., 1] << 8) | a[..., 2]
+
+
 def colour_share(image: np.ndarray, colours: int) -> float:
     """The share of the pixels of uint8 (H, W, C) ``image`` (C = 1 or 3) that its ``colours`` most common colours
     (grey levels, where C = 1) cover."""
-    flat = image.reshape(-1, image.shape[2]).astype(np.int32)
-    codes = flat[:, 0] if image.shape[2] == 1 else (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
-    counts = np.unique(codes, return_counts=True)[1]
-    return float(np.sort(counts)[::-1][:colours].sum() / len(codes))
+    counts = np.unique(colour_codes(image), return_counts=True)[1]
+    return float(np.sort(counts)[::-1][:colours].sum() / counts.sum())
 
 
 def reduce_colours(image: np.ndarray, colours: int, kmeans: int) -> np.ndarray:
