@@ -57,23 +57,24 @@ def busy_blocks(codes: np.ndarray, cfg: CompositeConfig) -> np.ndarray:
     return _distinct(blocks) > cfg.busy_colours
 
 
-def _trim(codes: np.ndarray, box: Box, cfg: CompositeConfig) -> Box:
-    """``box`` without its outer rows and columns of few colours (at most ``cfg.edge_share`` of their pixels:
-    background and text, which the base codes exactly), repeatedly. A photograph's lines have colours for 60-95 %
-    of their pixels, the text beside it 10-15 % (ABLATIONS.md AQ3)."""
+def _trim(codes: np.ndarray, box: Box, screen: np.ndarray, cfg: CompositeConfig) -> Box:
+    """``box`` without its outer rows and columns that are screen, not photograph, repeatedly: lines at least
+    ``cfg.screen_share`` of whose pixels have colours found outside the boxes (``screen``, sorted), such as the
+    background and the text beside a photograph, whose colours recur all over the page, which the base codes
+    exactly (ABLATIONS.md AQ5)."""
     x0, y0, x1, y1 = box.x, box.y, box.x + box.w, box.y + box.h
 
-    def flat(line: np.ndarray) -> bool:
-        return _distinct(line) <= cfg.edge_share * len(line)
+    def of_screen(line: np.ndarray) -> bool:
+        return np.isin(line, screen).mean() >= cfg.screen_share
 
     while x1 - x0 > 0 and y1 - y0 > 0:
-        if flat(codes[y0, x0:x1]):
+        if of_screen(codes[y0, x0:x1]):
             y0 += 1
-        elif flat(codes[y1 - 1, x0:x1]):
+        elif of_screen(codes[y1 - 1, x0:x1]):
             y1 -= 1
-        elif flat(codes[y0:y1, x0]):
+        elif of_screen(codes[y0:y1, x0]):
             x0 += 1
-        elif flat(codes[y0:y1, x1 - 1]):
+        elif of_screen(codes[y0:y1, x1 - 1]):
             x1 -= 1
         else:
             break
@@ -82,12 +83,12 @@ def _trim(codes: np.ndarray, box: Box, cfg: CompositeConfig) -> Box:
 
 def find_regions(image: np.ndarray, cfg: CompositeConfig) -> list[Box]:
     """The photographs of a uint8 (H, W, C) screen, as at most ``cfg.max_regions`` boxes that do not overlap; none
-    where there are none, where they would cover more than ``cfg.max_share`` of it (a photograph: coded whole), or
-    where more than ``cfg.max_busy_outside`` of the blocks outside them are busy (not a screen).
+    where there are none, where more than ``cfg.max_busy_outside`` of the blocks outside them are busy (not a
+    screen), or where they would cover more than ``cfg.max_share`` of it (a photograph: coded whole).
 
     Busy blocks 8-connected (across a gap of one block) make a group; a group whose busy blocks' bounding box is
     at least ``cfg.min_side`` pixels a side and ``cfg.min_density`` busy is a photograph. Its box, grown by one
-    block (the photograph's edge need not fall on the block grid), is trimmed of background and text lines."""
+    block (the photograph's edge need not fall on the block grid), is trimmed of lines of the screen's colours."""
     from scipy import ndimage  # the encoder's only use of scipy
 
     height, width = image.shape[:2]
@@ -124,13 +125,19 @@ def find_regions(image: np.ndarray, cfg: CompositeConfig) -> list[Box]:
         for o in boxes[1:]:
             whole = whole.union(o)
         boxes = [whole]
-    boxes = [t for t in (_trim(codes, bx, cfg) for bx in boxes) if min(t.w, t.h) >= cfg.min_side]
-    if not boxes or sum(bx.area for bx in boxes) > cfg.max_share * height * width:
+    if not boxes:
         return []
     outside = np.ones_like(busy)
-    for bx in boxes:  # the blocks wholly or partly in a box
+    for bx in boxes:  # the blocks in a grown box, which starts and ends on the block grid or the picture's edge
         outside[bx.y // b: -(-(bx.y + bx.h) // b), bx.x // b: -(-(bx.x + bx.w) // b)] = False
     if busy[outside].sum() > cfg.max_busy_outside * max(1, outside.sum()):  # not a screen around them
+        return []
+    screen = np.ones(codes.shape, bool)
+    for bx in boxes:
+        screen[bx.y: bx.y + bx.h, bx.x: bx.x + bx.w] = False
+    colours = np.unique(codes[screen])
+    boxes = [t for t in (_trim(codes, bx, colours, cfg) for bx in boxes) if min(t.w, t.h) >= cfg.min_side]
+    if not boxes or sum(bx.area for bx in boxes) > cfg.max_share * height * width:
         return []
     return sorted(boxes, key=lambda bx: (bx.y, bx.x))
 

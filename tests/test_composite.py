@@ -45,6 +45,10 @@ def quick(bpp: float = 1.0, **composite_fields) -> CodecConfig:
 
 def test_a_photograph_in_a_screen_is_found_to_the_pixel():
     assert find_regions(page(), CompositeConfig()) == [PHOTO]
+    # a photograph whose top rows are one colour the screen has not (a sky, a scan's border): still its own
+    img = page()
+    img[PHOTO.y: PHOTO.y + 3, PHOTO.x: PHOTO.x + PHOTO.w] = (13, 77, 201)
+    assert find_regions(img, CompositeConfig()) == [PHOTO]
     # two photographs, one grey picture
     img = page(192, 256)
     img[130:180, 20:90] = photo(50, 70, seed=2)
