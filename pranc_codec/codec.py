@@ -193,7 +193,12 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     if config.rate.max_bytes is not None:
         config = replace(config, rate=replace(config.rate, bpp=aim_bpp(config.rate, height, width)))
     encode_network = _encode_grid if config.model == "grid" else _encode_siren
-    result = encode_network(image, config, device, progress, t0)
+    result = None
+    try:
+        result = encode_network(image, config, device, progress, t0)
+    except LimitError:  # the network's smallest file is over the ceiling: a file made within it still stands
+        if parts is None and pal is None:
+            raise
     # the network's file is the default: a composite or palette file replaces it where it does no worse (a
     # composite lost to the network on a slide, whose large text the network draws well; ABLATIONS.md AQ3)
     for other in (parts, pal):
@@ -289,14 +294,18 @@ def _budget(image: np.ndarray, config: CodecConfig) -> float:
     return budget if config.rate.max_bytes is None else min(budget, config.rate.max_bytes)
 
 
-def _better(kept: EncodeResult, other: EncodeResult, config: CodecConfig, t0: float) -> EncodeResult:
+def _better(kept: EncodeResult | None, other: EncodeResult, config: CodecConfig, t0: float) -> EncodeResult:
     """``other`` (a palette or composite file) where it is at least as good as ``kept`` (the network's file, or
-    one that replaced it) in PSNR and, unless the fit aimed at plain squared error (``--tune psnr``), in MS-SSIM
-    (where the picture has one); else ``kept``. Both were made for the same rate. The time is the whole
-    encode's."""
-    o, k = other.stats, kept.stats
-    judge_ms = config.grid.structure_mix > 0 and k.ms_ssim is not None and o.ms_ssim is not None
-    wins = o.psnr >= k.psnr and (not judge_ms or o.ms_ssim >= k.ms_ssim)
+    one that replaced it; None where there is none) in PSNR and, unless the fit aimed at plain squared error
+    (``--tune psnr``), in MS-SSIM (where the picture has one); else ``kept``. Both were made for the same rate.
+    The time is the whole encode's."""
+    o = other.stats
+    if kept is None:
+        wins = True
+    else:
+        k = kept.stats
+        judge_ms = config.grid.structure_mix > 0 and k.ms_ssim is not None and o.ms_ssim is not None
+        wins = o.psnr >= k.psnr and (not judge_ms or o.ms_ssim >= k.ms_ssim)
     return replace(other, stats=replace(o, encode_seconds=time.perf_counter() - t0)) if wins else kept
 
 

@@ -263,6 +263,27 @@ def test_a_palette_file_near_the_picture_is_written_without_a_fit():
         assert r.data == pal and ("fit" in phases) == fitted, (final_db, phases)
 
 
+def test_a_palette_file_within_the_ceiling_stands_where_the_network_cannot_fit(monkeypatch):
+    from pranc_codec import codec
+
+    img = antialiased()
+    cap = img.shape[0] * img.shape[1] // 8  # 1 bpp
+    pal = lossless.palette_attempt(img, cap, LosslessConfig())
+
+    tried = []
+
+    def over(*args, **kwargs):
+        tried.append(True)
+        raise LimitError("cannot fit this picture in N bytes: the smallest file made was M bytes")
+
+    monkeypatch.setattr(codec, "_encode_grid", over)
+    cfg = config(1.0, max_bytes=cap)
+    r = encode(img, cfg)
+    assert tried and r.stats.model == "palette" and r.data == pal and len(r.data) <= cap
+    with pytest.raises(LimitError, match="smallest file"):  # nothing else within the ceiling: the error stands
+        encode(img, replace(cfg, lossless=replace(cfg.lossless, palette=False)))
+
+
 def test_pictures_of_many_colours_get_no_palette_file():
     from .conftest import smooth_image
 
