@@ -13,6 +13,7 @@ Torch-free, as the grid decoder is; only the encoder's search imports scipy (whi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import reduce
 from typing import Callable
 
 import numpy as np
@@ -55,6 +56,18 @@ def busy_blocks(codes: np.ndarray, cfg: CompositeConfig) -> np.ndarray:
     h, w = codes.shape[0] // b, codes.shape[1] // b
     blocks = codes[: h * b, : w * b].reshape(h, b, w, b).transpose(0, 2, 1, 3).reshape(h, w, b * b)
     return _distinct(blocks) > cfg.busy_colours
+
+
+def _merged(boxes: list[Box]) -> list[Box]:
+    """``boxes`` with every two that overlap replaced by their union, until none do (grown boxes may overlap:
+    their union is one region)."""
+    done: list[Box] = []
+    for bx in boxes:
+        while (hit := next((o for o in done if o.overlaps(bx)), None)) is not None:
+            done.remove(hit)
+            bx = bx.union(hit)
+        done.append(bx)
+    return done
 
 
 def _trim(codes: np.ndarray, box: Box, screen: np.ndarray, cfg: CompositeConfig) -> Box:
@@ -109,22 +122,9 @@ def find_regions(image: np.ndarray, cfg: CompositeConfig) -> list[Box]:
             continue
         x0, y0 = max(0, (bx0 - 1) * b), max(0, (by0 - 1) * b)
         boxes.append(Box(x0, y0, min(width, (bx0 + bw + 1) * b) - x0, min(height, (by0 + bh + 1) * b) - y0))
-    merged = True
-    while merged:  # grown boxes may overlap: their union is one region
-        merged = False
-        for i in range(len(boxes)):
-            for j in range(i + 1, len(boxes)):
-                if boxes[i].overlaps(boxes[j]):
-                    boxes[i] = boxes[i].union(boxes.pop(j))
-                    merged = True
-                    break
-            if merged:
-                break
+    boxes = _merged(boxes)
     if len(boxes) > cfg.max_regions:
-        whole = boxes[0]
-        for o in boxes[1:]:
-            whole = whole.union(o)
-        boxes = [whole]
+        boxes = [reduce(Box.union, boxes)]
     if not boxes:
         return []
     outside = np.ones_like(busy)

@@ -78,15 +78,17 @@ def test_grid_file_edits_and_truncations(grid_file, edits, fix_crc, cut):
     _edit_and_cut(grid_file, edits, fix_crc, cut)
 
 
+@pytest.mark.parametrize("name,version", [("golden_v4.prc", 4), ("golden_v10.prc", bitstream.COMPOSITE_VERSION)])
 @SETTINGS
 @given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
        fix_crc=st.booleans(), cut=st.integers(0, 10_000))
-def test_version4_file_edits_and_truncations(edits, fix_crc, cut):
-    """The older grid layout, still read, gets the same guarantees."""
+def test_golden_file_edits_and_truncations(name, version, edits, fix_crc, cut):
+    """The older grid layout, still read, gets the same guarantees; so does a composite file (version 10): its
+    regions' places and lengths, and the files nested in it."""
     from pathlib import Path
 
-    data = (Path(__file__).parent / "data" / "golden_v4.prc").read_bytes()
-    assert data[4] == 4
+    data = (Path(__file__).parent / "data" / name).read_bytes()
+    assert data[4] == version
     _edit_and_cut(data, edits, fix_crc, cut)
 
 
@@ -104,14 +106,3 @@ def test_lossless_file_edits_and_truncations(edits, fix_crc, cut):
     assert data[4] == bitstream.LOSSLESS_VERSION
     _edit_and_cut(data, edits, fix_crc, cut)
 
-
-@SETTINGS
-@given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
-       fix_crc=st.booleans(), cut=st.integers(0, 10_000))
-def test_composite_file_edits_and_truncations(edits, fix_crc, cut):
-    """A composite file (version 10): its regions' places and lengths, and the files nested in it."""
-    from pathlib import Path
-
-    data = (Path(__file__).parent / "data" / "golden_v10.prc").read_bytes()
-    assert data[4] == bitstream.COMPOSITE_VERSION
-    _edit_and_cut(data, edits, fix_crc, cut)
