@@ -182,7 +182,7 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     device = resolve_device(config.device)
     if config.model not in ("grid", "siren"):
         raise InputError(f"unknown model {config.model!r} (grid or siren)")
-    # before the ceiling's margin: a lossless or palette file may fill the ceiling
+    # before the ceiling's margin: a lossless, palette or composite file may fill the ceiling
     exact = _lossless(image, config)
     if exact is not None:
         return _finish(image, exact, config, device, t0, model="lossless", **_NO_NETWORK)
@@ -252,7 +252,7 @@ def _encode_siren(image: np.ndarray, config: CodecConfig, device: torch.device,
                    net_width=spec.shape.width, delta=delta, fit_restarts=fit_stats.get("restarts", 0), model="siren")
 
 
-_NO_NETWORK = dict(num_coefs=0, num_params=0, net_width=0, delta=0.0)  # the stats of a version 9 file
+_NO_NETWORK = dict(num_coefs=0, num_params=0, net_width=0, delta=0.0)  # the stats of a version 9 or 10 file
 
 
 def _palette(image: np.ndarray, config: CodecConfig, device: torch.device, t0: float) -> EncodeResult | None:
