@@ -28,8 +28,9 @@ GRID_VERSION = 8  # latent-grid files (net_kind 1): their own layout after byte 
 GRID_VERSIONS = (4, 5, 6, 7, 8)
 LOSSLESS_VERSION = 9  # a WebP lossless code of the picture (or of its palette) instead of a network (lossless.py)
 COMPOSITE_VERSION = 10  # a version-9 file of the whole picture with version-8 files pasted over regions of it
+ALPHA_VERSION = 11  # a picture with transparency: a file of its colour and a one-channel version-9 file of its alpha
 # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -86,6 +87,11 @@ LOSSLESS_FLAG_PALETTE = 0x01  # the payload holds the picture reduced to a palet
 _COMPOSITE_FIXED = struct.Struct("<4sBBHHBB")
 _REGION_AT = struct.Struct("<HH")
 MAX_REGIONS = 8
+# Version 11 (alpha): magic, version, flags, width, height, channels (2: grey and alpha, 4: RGB and alpha); then the
+# colour (a varint length and a whole file of version 3, 8, 9 or 10 of channels - 1), then the alpha (a varint
+# length and a whole one-channel version-9 file)
+_ALPHA_FIXED = struct.Struct("<4sBBHHB")
+ALPHA_COLOUR_VERSIONS = (VERSION, GRID_VERSION, LOSSLESS_VERSION, COMPOSITE_VERSION)  # what the encoder writes
 # Version 8 (FORMAT.md "Version 8"): MLP steps as f32, the filter record without its model, then every entropy
 # model in one bit string of signed Exp-Golomb codes (as H.264 codes its headers), then varint segment lengths.
 _STEP = struct.Struct("<f")
@@ -212,6 +218,24 @@ class CompositeHeader:
     base: LosslessHeader
     base_payload: bytes
     regions: tuple[Region, ...]
+
+    @property
+    def num_pixels(self) -> int:
+        return self.width * self.height
+
+
+@dataclass(frozen=True)
+class AlphaHeader:
+    """Decoded header of a file with transparency (version 11): its colour file and its alpha file, each already
+    parsed and checked (their CRCs too). ``channels`` is the picture's, alpha included (2 or 4)."""
+
+    width: int
+    height: int
+    channels: int
+    colour: "Header | GridHeader | LosslessHeader | CompositeHeader"
+    colour_payload: bytes
+    alpha: LosslessHeader
+    alpha_payload: bytes
 
     @property
     def num_pixels(self) -> int:
@@ -618,6 +642,45 @@ def _parse_composite(data: bytes) -> tuple[CompositeHeader, bytes]:
                            regions=tuple(regions)), b""
 
 
+def pack_alpha(width: int, height: int, channels: int, colour: bytes, alpha: bytes) -> bytes:
+    """Serialize a file with transparency (version 11) of ``channels`` (2 or 4, alpha included) from its colour
+    file and its alpha's one-channel version-9 file, and append the CRC32 of everything before it."""
+    body = _ALPHA_FIXED.pack(MAGIC, ALPHA_VERSION, 0, width, height, channels)
+    body += _varint(len(colour)) + colour + _varint(len(alpha)) + alpha
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def alpha_overhead() -> int:
+    """The most bytes a version-11 file takes besides its two nested files."""
+    return _ALPHA_FIXED.size + _CRC.size + 2 * MAX_VARINT_BYTES
+
+
+def _parse_alpha(data: bytes) -> tuple[AlphaHeader, bytes]:
+    """Fields of a version-11 file (the CRC is already checked): the nested files parsed, and each checked against
+    the picture: the colour a file of a version the encoder writes, of its size and channels - 1, the alpha a
+    one-channel version-9 file of its size."""
+    _, _, flags, width, height, channels = _ALPHA_FIXED.unpack_from(data, 0)
+    _check(flags == 0, f"unknown header flags 0x{flags:02x}")
+    _check(channels in (2, 4), f"unsupported channel count {channels} for a picture with transparency")
+    _check_image(width, height, channels - 1)
+    end = len(data) - _CRC.size
+    raw, pos = _nested(data, _ALPHA_FIXED.size, end, "the colour")
+    _check(len(raw) >= 5 and raw[4] in ALPHA_COLOUR_VERSIONS,
+           f"colour of a picture with transparency is not a file of version "
+           f"{', '.join(map(str, ALPHA_COLOUR_VERSIONS))}")
+    colour, colour_payload = parse(raw)
+    _check((colour.width, colour.height, colour.channels) == (width, height, channels - 1),
+           f"colour of {colour.width}x{colour.height}x{colour.channels} in a {width}x{height}x{channels} file")
+    raw, pos = _nested(data, pos, end, "the alpha")
+    _check(len(raw) >= 5 and raw[4] == LOSSLESS_VERSION, "alpha is not a version-9 file")
+    alpha, alpha_payload = parse(raw)
+    _check((alpha.width, alpha.height, alpha.channels) == (width, height, 1),
+           f"alpha of {alpha.width}x{alpha.height}x{alpha.channels} in a {width}x{height} file")
+    _check(pos == end, f"{end - pos} bytes after the alpha")
+    return AlphaHeader(width=width, height=height, channels=channels, colour=colour, colour_payload=colour_payload,
+                       alpha=alpha, alpha_payload=alpha_payload), b""
+
+
 def header_size(n_groups: int) -> int:
     """Bytes of container overhead (everything but the payload)."""
     return _FIXED.size + _TILE.size + n_groups * _GROUP.size + _LEN.size + _CRC.size
@@ -643,9 +706,10 @@ def _check(cond: bool, msg: str, exc: type[Exception] = FormatError) -> None:
         raise exc(msg)
 
 
-def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader | CompositeHeader, bytes]:
+def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader, bytes]:
     """Validate a ``.prc`` byte string and return (header, payload): a Header for versions 1-3 (SIREN), a
-    GridHeader for 4-8, a LosslessHeader for 9, a CompositeHeader for 10 (its nested files in it, no payload)."""
+    GridHeader for 4-8, a LosslessHeader for 9, a CompositeHeader for 10 and an AlphaHeader for 11 (these two
+    with their nested files in them, and no payload)."""
     _check(len(data) >= 5, f"not a .prc file (only {len(data)} bytes)")
     _check(data[:4] == MAGIC, "not a .prc file (bad magic bytes)")
     version = data[4]
@@ -653,7 +717,8 @@ def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader | Composite
                                          f"(this decoder reads versions 1 to {max(READABLE_VERSIONS)})")
     group = _GROUP if version >= 2 else _GROUP_V1
     # a lossless file may be shorter than the other layouts' headers (a black 1x1 picture's: 30 bytes)
-    shortest = {LOSSLESS_VERSION: _LOSSLESS_FIXED.size, COMPOSITE_VERSION: _COMPOSITE_FIXED.size}.get(
+    shortest = {LOSSLESS_VERSION: _LOSSLESS_FIXED.size, COMPOSITE_VERSION: _COMPOSITE_FIXED.size,
+                ALPHA_VERSION: _ALPHA_FIXED.size}.get(
         version, min(_FIXED.size, _GRID_FIXED.size) + _LEN.size)
     _check(len(data) >= shortest + _CRC.size, "truncated .prc file (header incomplete)")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
@@ -662,6 +727,8 @@ def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader | Composite
         return _parse_lossless(data)
     if version == COMPOSITE_VERSION:
         return _parse_composite(data)
+    if version == ALPHA_VERSION:
+        return _parse_alpha(data)
     if version in GRID_VERSIONS:
         return _parse_grid(data, version)
     _check(len(data) >= _FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")

@@ -178,6 +178,8 @@ def _encode_line(out: str, s: dict) -> str:
         quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, the screen exact and its photographs fitted"
     else:
         quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, {s['num_coefs']} {what}"
+    if s.get("alpha_bytes"):
+        quality += f", the transparency exact in {s['alpha_bytes']} bytes"
     return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, {quality}, "
             f"{s['encode_seconds']:.1f} s"
             + (f" ({s['passes']} encodes for {s['target_psnr']:g} dB)" if s.get("target_psnr") is not None else "")
@@ -292,7 +294,7 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
         check_output(out)  # fail before minutes of fitting, not after
         if out != STDIO and Path(out).exists() and not force:
             raise InputError(f"{out}: already exists (use --force to overwrite)")
-        image, notes = read_image(input)
+        image, notes = read_image(input, keep_alpha=True)
         cfg = CodecConfig().with_preset(preset).with_tune(tune)
         if target_bytes is not None:  # the rate control works in bits per pixel of this picture
             bpp = 8 * target_bytes / (image.shape[0] * image.shape[1])
@@ -361,20 +363,23 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = str(threads)
         from .decoder import decode_parsed
-        from .image_io import check_output, image_bytes, output_format, read_bytes, write_output
+        from .image_io import check_alpha_format, check_output, image_bytes, output_format, read_bytes, write_output
 
         t0 = time.perf_counter()
         out = output_for(input, output, ".png")
         check_output(out)
         fmt = output_format(out)
         data = read_bytes(input)
-        from .bitstream import Header, parse
+        from .bitstream import AlphaHeader, Header, parse
 
         header, payload = parse(data)  # checked first: no warning for a file that does not decode
+        if isinstance(header, AlphaHeader):
+            check_alpha_format(out, fmt)
         note = batch.memory_note("decode", header.num_pixels)
         if note:
             click.echo(f"pranc: warning: {note}", err=True)
-        if isinstance(header, Header):  # the SIREN's network runs in torch (grid and lossless files need none)
+        if isinstance(header.colour if isinstance(header, AlphaHeader) else header, Header):
+            # the SIREN's network runs in torch (grid and lossless files need none)
             import torch
 
             from .codec import default_threads
@@ -419,24 +424,34 @@ def info(inputs: tuple[str, ...], as_json: bool) -> None:
 def _info_fields(input: str) -> dict:
     """The header fields of one .prc file, for ``info``."""
     # the container alone: no torch to load (shapes.py), so a header prints in a fraction of a second
-    from .bitstream import CompositeHeader, GridHeader, LosslessHeader, parse
+    from .bitstream import parse
     from .image_io import read_bytes
 
     data = read_bytes(input)
     h, payload = parse(data)
-    common = {"file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
-              "version": data[4], "width": h.width, "height": h.height, "channels": h.channels}
+    return {"file": _display_name(input), "bytes": len(data), "bpp": 8 * len(data) / h.num_pixels,
+            "version": data[4], "width": h.width, "height": h.height, "channels": h.channels,
+            **_header_fields(h, payload)}
+
+
+def _header_fields(h, payload: bytes) -> dict:
+    """The fields of a parsed header (``bitstream.parse``) past the picture's size, for ``info``."""
+    from .bitstream import AlphaHeader, CompositeHeader, GridHeader, LosslessHeader
+
+    if isinstance(h, AlphaHeader):
+        return {"alpha": "webp lossless", "alpha_payload_bytes": len(h.alpha_payload),
+                "colour": {"channels": h.colour.channels, **_header_fields(h.colour, h.colour_payload)}}
     if isinstance(h, LosslessHeader):
-        return {**common, "network": "none", "lossless": "webp", "palette": h.palette, "payload_bytes": len(payload)}
+        return {"network": "none", "lossless": "webp", "palette": h.palette, "payload_bytes": len(payload)}
     if isinstance(h, CompositeHeader):
-        return {**common, "network": "grid, in regions", "base": "webp lossless", "base_bytes": len(h.base_payload),
+        return {"network": "grid, in regions", "base": "webp lossless", "base_bytes": len(h.base_payload),
                 "regions": [{"x": r.x, "y": r.y, "width": r.header.width, "height": r.header.height,
                              "latents": r.header.shape.num_latents(r.header.height, r.header.width),
                              "payload_bytes": len(r.payload)} for r in h.regions]}
     if isinstance(h, GridHeader):
         g = h.shape
         fields = {
-            **common, "network": "grid",
+            "network": "grid",
             "levels": g.levels, "latents": g.num_latents(h.height, h.width), "mlp_width": g.hidden,
             "mlp_layers": g.hidden_layers, "num_params": g.num_params, "mlp_steps": list(h.mlp_steps),
             "entropy_models": [{"decay": m.decay, "bound": m.bound} for m in h.level_models + h.mlp_models],
@@ -449,7 +464,7 @@ def _info_fields(input: str) -> dict:
         return fields
     spec = h.spec
     return {
-        **common, "seed": spec.seed,
+        "seed": spec.seed,
         "network": "siren", "hidden_layers": spec.shape.hidden_layers, "net_width": spec.shape.width,
         "omega0": spec.shape.omega0, "num_params": spec.shape.num_params,
         "basis": spec.kind.name.lower(), "chunk_size": spec.chunk_size,

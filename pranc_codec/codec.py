@@ -1,6 +1,6 @@
 """Public API: ``encode(image, config) -> EncodeResult`` and ``decode(data) -> image``.
 
-Images are uint8 numpy arrays (H, W, C) with C in {1, 3}.
+Images are uint8 numpy arrays (H, W, C) with C in {1, 3}, or {2, 4} with an alpha channel last.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import alpha as transparency
 from . import bitstream, composite, entropy, grid_codec, lossless
 from .batch import available_cores
 from .bitstream import GridHeader, Header, LosslessHeader
@@ -21,7 +22,7 @@ from .fit import fit_alpha, group_sensitivity
 from .fit import TileData
 from .inr import SirenShape, render, width_for_params
 from .tiling import TileGrid
-from .metrics import ms_ssim, psnr, reportable
+from .metrics import ms_ssim, psnr, psnr_of_mse, reportable
 from .quantization import coef_steps, dequantize, quantize, shifts_for
 from .basis import EXPANSION_ONE, SubspaceSpec
 from .decoder import decode  # noqa: F401 (the public API's decode, re-exported)
@@ -58,6 +59,9 @@ class EncodeStats:
     search: list[tuple[float, float, float]] = field(default_factory=list)  # each pass's (asked bpp, bpp, PSNR)
     max_bytes: int | None = None  # the ceiling asked for (--max-size), else None
     trim_sweeps: int = 0  # rounding sweeps that brought the file under max_bytes (grid_codec.trim_to_ceiling)
+    # bytes of the exact alpha of a picture with transparency (format v11; then channels counts it, PSNR is of the
+    # colour of the pixels not fully transparent, MS-SSIM of the colour file's picture), 0 for an opaque one
+    alpha_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -163,10 +167,11 @@ def _search_delta(spec: SubspaceSpec, alpha: np.ndarray, shifts: list[int], targ
 
 def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
            progress: ProgressFactory | None = None) -> EncodeResult:
-    """Fit, quantize and entropy-code ``image`` (uint8 (H, W, C)) into ``.prc`` bytes."""
+    """Fit, quantize and entropy-code ``image`` (uint8 (H, W, C)) into ``.prc`` bytes; C in {1, 3}, or {2, 4}
+    with an alpha channel last (:func:`_encode_alpha`)."""
     t0 = time.perf_counter()
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise InputError("image must be uint8 (H, W, C) with 1 or 3 channels")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise InputError("image must be uint8 (H, W, C) with 1 to 4 channels (2 and 4: alpha last)")
     height, width, channels = image.shape
     if max(height, width) > bitstream.MAX_SIDE or height * width > bitstream.MAX_PIXELS:
         raise LimitError(f"image of {width}x{height} exceeds the limits "
@@ -182,6 +187,8 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     device = resolve_device(config.device)
     if config.model not in ("grid", "siren"):
         raise InputError(f"unknown model {config.model!r} (grid or siren)")
+    if channels in (2, 4):
+        return _encode_alpha(image, config, progress, t0)
     # before the ceiling's margin: a lossless, palette or composite file may fill the ceiling
     exact = _lossless(image, config)
     if exact is not None:
@@ -205,6 +212,39 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         if other is not None:
             result = _better(result, other, config, t0)
     return result
+
+
+def _encode_alpha(image: np.ndarray, config: CodecConfig, progress: ProgressFactory | None,
+                  t0: float) -> EncodeResult:
+    """The path of :func:`encode` for a picture with an alpha channel (uint8 (H, W, C + 1)): where any pixel is
+    not opaque, a version-11 file of its alpha, exact, and of its colour, the hidden pixels filled
+    (``alpha.fill_hidden``) but with ``--lossless always``, coded by :func:`encode` at the rate the alpha leaves;
+    else the colour's file alone."""
+    height, width, channels = image.shape
+    colour, alpha = transparency.split(image)
+    if alpha.min() == 255:  # opaque: the alpha holds nothing
+        return encode(colour, config, progress)
+    alpha_file = lossless.encode(alpha, config.lossless)
+    cap, pixels = config.rate.max_bytes, height * width
+    left = _budget(image, config) - len(alpha_file) - bitstream.alpha_overhead()
+    if left < config.alpha.min_colour_bpp * pixels / 8:
+        if cap is not None:
+            raise LimitError(f"the transparency alone takes {len(alpha_file)} bytes: with the colour, over the "
+                             f"ceiling of {cap} bytes")
+        left = config.alpha.min_colour_bpp * pixels / 8  # over the rate asked for, which the rate check reports
+    rate = replace(config.rate, bpp=8 * left / pixels, max_bytes=None if cap is None else int(left))
+    # "always" keeps every pixel exact, the hidden ones' colour too (as cwebp -exact), for a user who uses it
+    filled = colour if config.lossless.mode == "always" else transparency.fill_hidden(colour, alpha)
+    inner = encode(filled, replace(config, rate=rate), progress)
+    data = bitstream.pack_alpha(width, height, channels, inner.data, alpha_file)
+    decoded = decode(data)
+    s = inner.stats
+    rate_ok, notes = _rate_check(config, len(data), height, width, s.model)
+    stats = replace(s, channels=channels, bytes=len(data), bpp=8.0 * len(data) / pixels, target_bpp=config.rate.bpp,
+                    rate_ok=rate_ok, psnr=psnr_of_mse(transparency.visible_mse(colour, decoded[:, :, :-1], alpha)),
+                    encode_seconds=time.perf_counter() - t0, max_bytes=cap, alpha_bytes=len(alpha_file),
+                    warnings=notes)
+    return EncodeResult(data=data, stats=stats)
 
 
 def _encode_siren(image: np.ndarray, config: CodecConfig, device: torch.device,
@@ -339,16 +379,7 @@ def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.d
             **network: object) -> EncodeResult:
     """Check the rate and measure exactly what the decoder will produce; ``network``: the model's stats fields."""
     height, width, channels = image.shape
-    target_bytes = config.rate.bpp * height * width / 8.0
-    over, tol = len(data) - target_bytes, config.rate.tolerance * target_bytes
-    if network.get("model") in ("lossless", "palette"):
-        # under the target is no miss: a lossless file is exact, a palette file won over the network's file of
-        # that rate (its colours are as many as the rate holds, or all it may have); "always" asks no rate
-        rate_ok = over <= tol or config.lossless.mode == "always"
-    else:
-        rate_ok = abs(over) <= tol
-    notes = [] if rate_ok else [f"target {config.rate.bpp:g} bpp not reachable for this image "
-                                f"(got {8 * len(data) / (height * width):.4g} bpp)"]
+    rate_ok, notes = _rate_check(config, len(data), height, width, str(network.get("model")))
     decoded = decode(data)
     stats = EncodeStats(
         width=width, height=height, channels=channels, bytes=len(data),
@@ -358,6 +389,21 @@ def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.d
         **network,
     )
     return EncodeResult(data=data, stats=stats)
+
+
+def _rate_check(config: CodecConfig, size: int, height: int, width: int, model: str) -> tuple[bool, list[str]]:
+    """Whether a file of ``size`` bytes of a height x width picture, made by ``model``, is within the rate's
+    tolerance of the target, and the warning where it is not."""
+    target_bytes = config.rate.bpp * height * width / 8.0
+    over, tol = size - target_bytes, config.rate.tolerance * target_bytes
+    if model in ("lossless", "palette"):
+        # under the target is no miss: a lossless file is exact, a palette file won over the network's file of
+        # that rate (its colours are as many as the rate holds, or all it may have); "always" asks no rate
+        rate_ok = over <= tol or config.lossless.mode == "always"
+    else:
+        rate_ok = abs(over) <= tol
+    return rate_ok, [] if rate_ok else [f"target {config.rate.bpp:g} bpp not reachable for this image "
+                                        f"(got {8 * size / (height * width):.4g} bpp)"]
 
 
 def read_header(data: bytes) -> Header | GridHeader | LosslessHeader:

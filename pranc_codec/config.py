@@ -431,6 +431,16 @@ class CompositeConfig:
 
 
 @dataclass(frozen=True)
+class AlphaConfig:
+    """Pictures with transparency (format version 11, alpha.py): the alpha is stored exactly, as a one-channel
+    WebP lossless file, and the colour's file gets the rate it leaves."""
+
+    # the colour's rate (bits per pixel of the picture) where the alpha leaves less: the file is then over the
+    # rate asked for, with a warning (a file of fewer bits would be all one colour)
+    min_colour_bpp: float = 0.02
+
+
+@dataclass(frozen=True)
 class QualityConfig:
     """A PSNR target instead of a rate (``pranc encode --psnr``; quality_target.py): whole encodes at rates
     found by search, as cwebp's ``-psnr`` does. The first rate comes from the picture itself: the rate at which
@@ -498,6 +508,7 @@ class CodecConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     lossless: LosslessConfig = field(default_factory=LosslessConfig)
     composite: CompositeConfig = field(default_factory=CompositeConfig)
+    alpha: AlphaConfig = field(default_factory=AlphaConfig)
     # "grid": latent grids + MLP (format v8, the default); "siren": the PRANC SIREN (format v3)
     model: str = "grid"
     seed: int = 2023

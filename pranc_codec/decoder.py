@@ -1,17 +1,19 @@
 """``decode(data) -> image``, the public decoder: latent-grid files (versions 4-8) in numpy, without
 loading torch (``grid_decode.py``: a decode starts in a fraction of a second, not 1.5-2 s); lossless files
 (version 9) through libwebp (``lossless.py``); composite files (version 10) through both (``composite.py``);
-PRANC SIREN files (version 3) through torch (``codec.decode_siren``)."""
+PRANC SIREN files (version 3) through torch (``codec.decode_siren``); files with transparency (version 11) as
+their colour file, its alpha stacked on (``alpha.py``)."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import bitstream, composite, grid_decode, lossless
-from .bitstream import CompositeHeader, GridHeader, Header, LosslessHeader
+from . import alpha, bitstream, composite, grid_decode, lossless
+from .bitstream import AlphaHeader, CompositeHeader, GridHeader, Header, LosslessHeader
 
 
 def decode(data: bytes, device: str = "cpu") -> np.ndarray:
-    """``.prc`` bytes -> uint8 image (H, W, C). Raises FormatError/LimitError on bad input.
+    """``.prc`` bytes -> uint8 image (H, W, C), C in {1, 3}, or {2, 4} with alpha last (a version-11 file).
+    Raises FormatError/LimitError on bad input.
 
     The same pixels on every machine and device (FORMAT.md fixes every operation that makes them).
     ``device`` ("cpu", "cuda", "auto") is where a SIREN file's network runs; a grid or lossless file decodes on the CPU.
@@ -19,7 +21,7 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     return decode_parsed(*bitstream.parse(data), device=device)
 
 
-def decode_parsed(header: Header | GridHeader | LosslessHeader | CompositeHeader, payload: bytes,
+def decode_parsed(header: Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader, payload: bytes,
                   device: str = "cpu") -> np.ndarray:
     """:func:`decode` of a file :func:`bitstream.parse` has already read and checked."""
     if isinstance(header, GridHeader):
@@ -28,6 +30,8 @@ def decode_parsed(header: Header | GridHeader | LosslessHeader | CompositeHeader
         return lossless.decode(header, payload)
     if isinstance(header, CompositeHeader):
         return composite.decode(header)
+    if isinstance(header, AlphaHeader):
+        return alpha.decode(header, device)
     from .codec import decode_siren  # torch
 
     return decode_siren(header, payload, device)

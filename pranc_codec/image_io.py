@@ -10,7 +10,8 @@ Input policy (also in README.md):
   16-bit and float grayscale are scaled to 8 bits;
 - palette, CMYK, YCbCr, LAB, ... are converted to RGB;
 - an RGB or CMYK picture with an ICC profile other than sRGB is converted to sRGB;
-- an alpha channel is dropped with a warning when it is not fully opaque;
+- an alpha channel that is not fully opaque is kept (``keep_alpha``: the encoder's input; C is then 2 or 4,
+  alpha last), or else dropped with a warning; a fully opaque one is dropped;
 - of an animation or a multi-page file, the first frame is coded, with a warning.
 """
 from __future__ import annotations
@@ -58,8 +59,9 @@ def _read_stdin(limit: int, what: str) -> bytes:
     return _read_limited(stream, limit, "<stdin>", what)
 
 
-def to_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
-    """PIL image -> uint8 (H, W, C) with C in {1, 3}, plus warnings for the user."""
+def to_array(img: Image.Image, keep_alpha: bool = False) -> tuple[np.ndarray, list[str]]:
+    """PIL image -> uint8 (H, W, C) with C in {1, 3}, or with ``keep_alpha`` and an alpha channel that is not
+    fully opaque, {2, 4} with the alpha last; plus warnings for the user."""
     notes: list[str] = []
     frames = getattr(img, "n_frames", 1)  # animated GIF / PNG / WebP, multi-page TIFF
     if frames > 1:
@@ -70,10 +72,16 @@ def to_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
+    alpha = None
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        if mode in ("RGBa", "La"):  # premultiplied: the colour as it is meant to be composited is the straight one
+            img = img.convert("RGBA" if mode == "RGBa" else "LA")
         alpha = np.asarray(img.getchannel("A"))
-        if alpha.min() < 255:
+        if alpha.min() == 255:
+            alpha = None
+        elif not keep_alpha:
             notes.append("alpha channel dropped (pranc codes opaque images)")
+            alpha = None
         img = img.convert("RGB" if mode in ("RGBA", "PA", "RGBa") else "L")
     elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -91,6 +99,8 @@ def to_array(img: Image.Image) -> tuple[np.ndarray, list[str]]:
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
+    if alpha is not None:
+        arr = np.concatenate([arr, alpha[:, :, None]], axis=2)
     return np.ascontiguousarray(arr), notes
 
 
@@ -142,9 +152,9 @@ def read_bytes(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes:
         raise InputError(f"{p}: cannot read ({e.strerror})") from None
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
-    """Load an image file (``-``: standard input) as uint8 (H, W, C); raises InputError/LimitError with a
-    clear message."""
+def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Load an image file (``-``: standard input) as uint8 (H, W, C) (:func:`to_array`); raises
+    InputError/LimitError with a clear message."""
     if str(path) == STDIO:
         p, src = "<stdin>", io.BytesIO(_read_stdin(MAX_STDIN_IMAGE_BYTES, "image"))
     else:
@@ -154,7 +164,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(src) as img:
                 img.load()
-                return to_array(img)
+                return to_array(img, keep_alpha)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise LimitError(f"{p}: image too large ({e})") from None
     except UnidentifiedImageError:
@@ -171,6 +181,17 @@ OUTPUT_FORMATS = {".png": "PNG", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM", ".
                   ".tiff": "TIFF", ".tga": "TGA"}
 
 
+ALPHA_FORMATS = ("PNG", "TIFF", "TGA")  # those of OUTPUT_FORMATS that hold an alpha channel as Pillow writes them
+
+
+def check_alpha_format(path: str | os.PathLike, format: str) -> None:
+    """Refuse to write a picture with transparency in a format that would lose it (``format``: of
+    :func:`output_format`)."""
+    if format not in ALPHA_FORMATS:
+        names = [k for k, v in OUTPUT_FORMATS.items() if v in ALPHA_FORMATS]
+        raise InputError(f"{path}: {format} cannot hold this picture's transparency (write {', '.join(names)})")
+
+
 def output_format(path: str | os.PathLike) -> str:
     """Pillow's name of the lossless format ``path``'s suffix asks for: PNG for ``-`` or no suffix."""
     if str(path) == STDIO:
@@ -185,7 +206,10 @@ def output_format(path: str | os.PathLike) -> str:
 
 
 def image_bytes(arr: np.ndarray, format: str = "PNG") -> bytes:
-    """uint8 (H, W, C) -> the contents of an image file in ``format`` (one of ``OUTPUT_FORMATS``' values)."""
+    """uint8 (H, W, C) -> the contents of an image file in ``format`` (one of ``OUTPUT_FORMATS``' values); C in
+    {2, 4} (alpha last) only in ``ALPHA_FORMATS``."""
+    if arr.shape[2] in (2, 4):
+        check_alpha_format("the output", format)
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     buf = io.BytesIO()
     img.save(buf, format=format)

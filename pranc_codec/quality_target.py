@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from . import lossless
+from . import alpha as transparency
+from . import bitstream, lossless
 from .codec import EncodeResult, ProgressFactory, aim_bpp, encode
 from .config import CodecConfig, QualityConfig
 from .errors import require_positive
@@ -100,6 +101,18 @@ def _slope(passes: list[tuple[float, float]], config: CodecConfig) -> float:
     return curve
 
 
+def _exact_fits(image: np.ndarray, size: int, config: CodecConfig) -> bool:
+    """Whether the picture's lossless file takes at most ``size`` bytes; of a picture with transparency (uint8
+    (H, W, C + 1)), its colour's lossless file and its alpha's, as the encoder makes them."""
+    if image.shape[2] in (2, 4):
+        colour, alpha = transparency.split(image)
+        if alpha.min() < 255:
+            size -= len(lossless.encode(alpha, config.lossless)) + bitstream.alpha_overhead()
+            colour = transparency.fill_hidden(colour, alpha)
+        image = colour
+    return lossless.attempt(image, size, config.lossless) is not None
+
+
 def _labelled(progress: ProgressFactory | None, done: int) -> ProgressFactory | None:
     """The progress bars of one pass, named for it."""
     if progress is None:
@@ -124,7 +137,8 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
 
     # under a ceiling (--max-size), no pass asks for more than the rate an encode aims at under it
     ceiling = aim_bpp(replace(config.rate, bpp=math.inf), *image.shape[:2])
-    bpp = min(first_rate(image, target_db, config), ceiling)
+    colour = transparency.split(image)[0] if image.shape[2] in (2, 4) else image  # JPEG knows no alpha
+    bpp = min(first_rate(colour, target_db, config), ceiling)
     results: list[tuple[float, EncodeResult]] = []  # (asked bpp, its encode)
     stop = ""
     while True:
@@ -155,7 +169,7 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
     best = results[-1][1] if reached else min((r for _, r in results), key=miss)
     if config.lossless.mode == "auto" and not best.stats.lossless:
         # each pass tried the lossless file at the rate it asked for; the rate the search ends at may be over it
-        if lossless.attempt(image, best.stats.bytes, config.lossless) is not None:
+        if _exact_fits(image, best.stats.bytes, config):
             best = encoder(image, replace(config, lossless=replace(config.lossless, mode="always")), None)
             reached = True
     notes = [] if reached else [f"reached {best.stats.psnr:.2f} dB of the {target_db:g} dB asked in "
