@@ -1,0 +1,187 @@
+"""Pictures with transparency (format version 11, alpha.py): the alpha exact, the colour coded for the rate it
+leaves, the colour of hidden pixels free."""
+import hashlib
+import json
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from pranc_codec import CodecConfig, alpha, bitstream, decode, encode, lossless
+from pranc_codec.cli import main
+from pranc_codec.config import LosslessConfig
+from pranc_codec.errors import FormatError, LimitError
+from pranc_codec.image_io import read_image
+from pranc_codec.metrics import psnr
+
+from .conftest import smooth_image
+from .test_lossless import screen
+
+GOLDEN = Path(__file__).parent / "data" / "golden_v11.prc"
+
+
+def disc(h: int, w: int) -> np.ndarray:
+    """uint8 (h, w, 1): an opaque disc with a two-pixel anti-aliased edge on nothing."""
+    y, x = np.mgrid[0:h, 0:w]
+    r = np.hypot(y - h / 2 + 0.5, x - w / 2 + 0.5)
+    return np.clip(np.rint((0.42 * min(h, w) - r) * 127.5 + 127.5), 0, 255).astype(np.uint8)[:, :, None]
+
+
+def cutout(h: int = 96, w: int = 128, c: int = 3, seed: int = 0) -> np.ndarray:
+    """A smooth picture cut out along a disc, its hidden pixels noise (what an editor may leave there)."""
+    a = disc(h, w)
+    colour = smooth_image(h, w, c, seed)
+    colour[a[:, :, 0] == 0] = np.random.RandomState(seed + 1).randint(0, 256, (int((a == 0).sum()), c))
+    return np.concatenate([colour, a], axis=2)
+
+
+def quick(bpp: float = 1.0) -> CodecConfig:
+    c = CodecConfig()
+    return replace(c, rate=replace(c.rate, bpp=bpp), grid=replace(c.grid, steps=200))
+
+
+def test_the_alpha_is_exact_and_the_visible_colour_measured():
+    img = cutout()
+    r = encode(img, quick(2.0))
+    assert r.data[4] == bitstream.ALPHA_VERSION and r.stats.channels == 4 and r.stats.model == "grid"
+    out = decode(r.data)
+    assert out.shape == img.shape and np.array_equal(out[:, :, 3], img[:, :, 3])
+    seen = img[:, :, 3] > 0
+    assert r.stats.psnr == pytest.approx(psnr(out[seen][None, :, :3], img[seen][None, :, :3]))
+    assert r.stats.psnr > 28 and r.stats.rate_ok and abs(r.stats.bpp - 2.0) <= 0.2
+    header, _ = bitstream.parse(r.data)
+    assert r.stats.alpha_bytes == len(lossless.encode(img[:, :, 3:], LosslessConfig()))
+    assert (header.colour.channels, header.alpha.channels) == (3, 1)
+    # the colour's file gets the rate the alpha leaves: the whole file is on the target, not the colour alone
+    assert r.stats.bytes - r.stats.alpha_bytes < 2.0 * img.shape[0] * img.shape[1] / 8
+
+
+def test_hidden_pixels_take_the_nearest_seen_colour_and_cost_nothing():
+    img = cutout()
+    colour, a = alpha.split(img)
+    seen = a[:, :, 0] > 0
+    filled = alpha.fill_hidden(colour, a)
+    assert np.array_equal(filled[seen], colour[seen])
+    ys, xs = np.nonzero(seen)
+    for y, x in [(0, 0), (95, 127), (50, 0)]:  # hidden corners and edge: the nearest seen pixel's colour
+        d = (ys - y) ** 2 + (xs - x) ** 2
+        assert any(np.array_equal(filled[y, x], colour[ys[i], xs[i]]) for i in np.flatnonzero(d == d.min()))
+    assert set(map(tuple, filled.reshape(-1, 3))) <= set(map(tuple, colour[seen]))  # no new colours
+    # whatever the hidden pixels hold, the same file
+    other = img.copy()
+    other[~seen, :3] = 0
+    assert encode(other, quick(2.0)).data == encode(img, quick(2.0)).data
+
+
+def test_lossless_always_keeps_every_pixel_and_a_screen_with_alpha_is_exact_where_seen():
+    img = cutout(c=3)
+    c = replace(quick(), lossless=replace(LosslessConfig(), mode="always"))
+    r = encode(img, c)
+    assert r.stats.lossless and np.array_equal(decode(r.data), img)  # the hidden pixels' colour too
+    logo = np.concatenate([screen(96, 128), disc(96, 128)], axis=2)
+    r = encode(logo, quick(1.0))
+    out, seen = decode(r.data), logo[:, :, 3] > 0
+    assert r.stats.lossless and r.stats.psnr == np.inf and np.array_equal(out[seen], logo[seen])
+    assert r.stats.bpp < 1.0
+
+
+def test_grey_with_alpha_opaque_alpha_and_the_ceiling():
+    grey = cutout(c=1)
+    r = encode(grey, quick(2.0))
+    assert r.stats.channels == 2 and decode(r.data).shape == grey.shape
+    assert np.array_equal(decode(r.data)[:, :, 1], grey[:, :, 1])
+    opaque = np.concatenate([smooth_image(48, 64), np.full((48, 64, 1), 255, np.uint8)], axis=2)
+    r = encode(opaque, quick(1.0))
+    assert r.data[4] == bitstream.GRID_VERSION and r.stats.channels == 3 and decode(r.data).shape == (48, 64, 3)
+    img = cutout()
+    cap = int(0.8 * img.shape[0] * img.shape[1] / 8)
+    c = quick(2.0)
+    r = encode(img, replace(c, rate=replace(c.rate, max_bytes=cap)))
+    assert r.stats.bytes <= cap and r.stats.alpha_bytes > 0
+    with pytest.raises(LimitError, match="transparency alone takes"):
+        encode(img, replace(c, rate=replace(c.rate, max_bytes=r.stats.alpha_bytes)))
+    # no ceiling: a rate the alpha alone is over gives the colour its floor, and says the target was missed
+    r = encode(img, quick(0.05))
+    assert not r.stats.rate_ok and r.stats.warnings and np.array_equal(decode(r.data)[:, :, 3], img[:, :, 3])
+
+
+def _colour(c: int = 3, w: int = 32, h: int = 24) -> bytes:
+    return lossless.encode(np.ascontiguousarray(screen(c=c)[:h, :w]), LosslessConfig())
+
+
+def _alpha(w: int = 32, h: int = 24) -> bytes:
+    return lossless.encode(np.ascontiguousarray(disc(h, w)), LosslessConfig())
+
+
+def test_the_container_and_what_it_refuses():
+    good = bitstream.pack_alpha(32, 24, 4, _colour(), _alpha())
+    assert decode(good).shape == (24, 32, 4)
+    assert len(good) <= len(_colour()) + len(_alpha()) + bitstream.alpha_overhead()
+    cases = [
+        ((32, 24, 3, _colour(), _alpha()), "channel count 3 for a picture with transparency"),
+        ((32, 24, 4, _colour(c=1), _alpha()), "colour of 32x24x1 in a 32x24x4 file"),
+        ((32, 24, 2, _colour(), _alpha()), "colour of 32x24x3 in a 32x24x2 file"),
+        ((32, 24, 4, _colour(w=16), _alpha()), "colour of 16x24x3"),
+        ((32, 24, 4, _colour(), _colour()), "alpha of 32x24x3"),
+        ((32, 24, 4, _colour(), _alpha(w=16)), "alpha of 16x24x1"),
+        ((32, 24, 4, bitstream.pack_alpha(32, 24, 4, _colour(), _alpha()), _alpha()), "not a file of version"),
+    ]
+    for args, msg in cases:
+        with pytest.raises(FormatError, match=msg):
+            bitstream.parse(bitstream.pack_alpha(*args))
+    grid = encode(smooth_image(24, 32), quick(2.0)).data
+    with pytest.raises(FormatError, match="alpha is not a version-9 file"):
+        bitstream.parse(bitstream.pack_alpha(32, 24, 4, _colour(), grid))
+    body = good[:-4]
+    for bad, msg in [(body + b"\0", "1 bytes after the alpha"), (body[:-3], "runs past the end")]:
+        with pytest.raises(FormatError, match=msg):
+            bitstream.parse(bad + zlib.crc32(bad).to_bytes(4, "little"))
+
+
+def test_golden_file_decodes_to_its_pixels():
+    """A file written by session 39's encoder (cutout(40, 48) at 4 bpp, 200 steps: a grid colour file): every later
+    decoder must read it to these pixels (SHA-256 of the decoded uint8 array, row-major)."""
+    data = GOLDEN.read_bytes()
+    assert data[4] == bitstream.ALPHA_VERSION and bitstream.parse(data)[0].colour.version == bitstream.GRID_VERSION
+    img = decode(data)
+    assert hashlib.sha256(img.tobytes()).hexdigest() == "79fd85b4f551bcffd630c52106b3865b9250185009c56cd95c00a6d9dce6d6ed"
+    assert np.array_equal(img[:, :, 3], cutout(40, 48)[:, :, 3])
+
+
+def test_read_image_keeps_the_alpha_where_asked(tmp_path):
+    img = cutout()
+    Image.fromarray(img).save(tmp_path / "a.png")
+    Image.fromarray(cutout(c=1), "LA").save(tmp_path / "g.png")
+    got, notes = read_image(tmp_path / "a.png", keep_alpha=True)
+    assert np.array_equal(got, img) and not notes
+    got, notes = read_image(tmp_path / "g.png", keep_alpha=True)
+    assert got.shape == (96, 128, 2) and not notes
+    got, notes = read_image(tmp_path / "a.png")  # the harness and the probes: colour alone, with a warning
+    assert got.shape == (96, 128, 3) and "alpha channel dropped" in notes[0]
+
+
+def test_cli_encode_info_decode(tmp_path):
+    png, prc = tmp_path / "cut.png", tmp_path / "cut.prc"
+    img = cutout()
+    Image.fromarray(img).save(png)
+    runner = CliRunner()
+    r = runner.invoke(main, ["encode", str(png), "-o", str(prc), "--bpp", "2", "--steps", "200", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["channels"] == 4 and s["alpha_bytes"] > 0 and s["psnr"] > 28
+    r = runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "b.prc"), "--bpp", "2", "--steps", "200"])
+    assert "the transparency exact in" in r.output
+    info = json.loads(runner.invoke(main, ["info", str(prc), "--json"]).output)
+    assert info["version"] == 11 and info["channels"] == 4 and info["colour"]["network"] == "grid"
+    for name in ("out.png", "out.tif", "out.tga"):
+        assert runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / name)]).exit_code == 0
+        with Image.open(tmp_path / name) as im:
+            assert im.mode == "RGBA" and np.array_equal(np.asarray(im)[:, :, 3], img[:, :, 3])
+    for name in ("out.ppm", "out.bmp"):
+        r = runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / name)])
+        assert r.exit_code == 2 and "cannot hold this picture's transparency" in r.output
+        assert not (tmp_path / name).exists()
