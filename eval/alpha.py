@@ -102,9 +102,8 @@ def _peer(image: np.ndarray, fmt: str, quality: int) -> tuple[int, np.ndarray]:
 
 def _measure(image: np.ndarray, decoded: np.ndarray, nbytes: int) -> dict:
     h, w = image.shape[:2]
-    a = image[..., -1:]
     return {"bpp": 8 * nbytes / (h * w), "bytes": nbytes,
-            "psnr": psnr_of_mse(visible_mse(image[..., :-1], decoded[..., :-1], a)),
+            "psnr": psnr_of_mse(visible_mse(image[..., :-1], decoded[..., :-1], image[..., -1] > 0)),
             "alpha_psnr": psnr_of_mse(float(np.mean((image[..., -1].astype(float) - decoded[..., -1]) ** 2)))}
 
 

@@ -34,10 +34,9 @@ def fill_hidden(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(colour[iy, ix])
 
 
-def visible_mse(a: np.ndarray, b: np.ndarray, alpha: np.ndarray) -> float:
-    """Mean squared error (8-bit units^2) of two uint8 (H, W, C) colour pictures over the pixels whose alpha
-    (uint8 (H, W, 1)) is not 0, the only ones whose colour is seen; 0 where none is."""
-    seen = alpha[:, :, 0] > 0
+def visible_mse(a: np.ndarray, b: np.ndarray, seen: np.ndarray) -> float:
+    """Mean squared error (8-bit units^2) of two uint8 (H, W, C) colour pictures over the pixels where ``seen``
+    (bool (H, W): alpha not 0, the only pixels whose colour is seen); 0 where none is."""
     if not seen.any():
         return 0.0
     d = a[seen].astype(np.float64) - b[seen].astype(np.float64)

@@ -188,21 +188,30 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     if config.model not in ("grid", "siren"):
         raise InputError(f"unknown model {config.model!r} (grid or siren)")
     if channels in (2, 4):
-        return _encode_alpha(image, config, progress, t0)
+        return _encode_alpha(image, config, device, progress, t0)
+    return _encode_colour(image, config, device, progress, t0)
+
+
+def _encode_colour(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
+                   t0: float, seen: np.ndarray | None = None) -> EncodeResult:
+    """The path of :func:`encode` for a uint8 (H, W, C) picture, C in {1, 3}: its exact file where it fits, else
+    the best of its palette, composite and network files. ``seen``: bool (H, W), the pixels whose colour is seen
+    (of a picture with transparency), the only ones the network fits and the files are judged by; None: all."""
+    height, width = image.shape[:2]
     # before the ceiling's margin: a lossless, palette or composite file may fill the ceiling
     exact = _lossless(image, config)
     if exact is not None:
-        return _finish(image, exact, config, device, t0, model="lossless", **_NO_NETWORK)
-    pal = _palette(image, config, device, t0)
+        return _finish(image, exact, config, device, t0, seen, model="lossless", **_NO_NETWORK)
+    pal = _palette(image, config, device, t0, seen)
     if pal is not None and pal.stats.psnr >= config.lossless.palette_final_db:
         return pal
-    parts = _composite(image, config, device, progress, t0)
+    parts = _composite(image, config, device, progress, t0, seen)
     if config.rate.max_bytes is not None:
         config = replace(config, rate=replace(config.rate, bpp=aim_bpp(config.rate, height, width)))
     encode_network = _encode_grid if config.model == "grid" else _encode_siren
     result = None
     try:
-        result = encode_network(image, config, device, progress, t0)
+        result = encode_network(image, config, device, progress, t0, seen)
     except LimitError:  # the network's smallest file is over the ceiling: a file made within it still stands
         if parts is None and pal is None:
             raise
@@ -214,16 +223,16 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     return result
 
 
-def _encode_alpha(image: np.ndarray, config: CodecConfig, progress: ProgressFactory | None,
+def _encode_alpha(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
                   t0: float) -> EncodeResult:
     """The path of :func:`encode` for a picture with an alpha channel (uint8 (H, W, C + 1)): where any pixel is
-    not opaque, a version-11 file of its alpha, exact, and of its colour, the hidden pixels filled
-    (``alpha.fill_hidden``) but with ``--lossless always``, coded by :func:`encode` at the rate the alpha leaves;
-    else the colour's file alone."""
+    not opaque, a version-11 file of its alpha, exact, and of its colour, coded by :func:`_encode_colour` at the
+    rate the alpha leaves, fitted and judged on the pixels whose alpha is not 0 alone, the others filled
+    (``alpha.fill_hidden``) but with ``--lossless always``; else the colour's file alone."""
     height, width, channels = image.shape
     colour, alpha = transparency.split(image)
     if alpha.min() == 255:  # opaque: the alpha holds nothing
-        return encode(colour, config, progress)
+        return _encode_colour(colour, config, device, progress, t0)
     alpha_file = lossless.encode(alpha, config.lossless)
     cap, pixels = config.rate.max_bytes, height * width
     left = _budget(image, config) - len(alpha_file) - bitstream.alpha_overhead()
@@ -233,23 +242,21 @@ def _encode_alpha(image: np.ndarray, config: CodecConfig, progress: ProgressFact
                              f"ceiling of {cap} bytes")
         left = config.alpha.min_colour_bpp * pixels / 8  # over the rate asked for, which the rate check reports
     rate = replace(config.rate, bpp=8 * left / pixels, max_bytes=None if cap is None else int(left))
+    seen = alpha[:, :, 0] > 0
     # "always" keeps every pixel exact, the hidden ones' colour too (as cwebp -exact), for a user who uses it
     filled = colour if config.lossless.mode == "always" else transparency.fill_hidden(colour, alpha)
-    inner = encode(filled, replace(config, rate=rate), progress)
+    inner = _encode_colour(filled, replace(config, rate=rate), device, progress, t0, seen if seen.any() else None)
     data = bitstream.pack_alpha(width, height, channels, inner.data, alpha_file)
-    decoded = decode(data)
-    s = inner.stats
-    rate_ok, notes = _rate_check(config, len(data), height, width, s.model)
-    stats = replace(s, channels=channels, bytes=len(data), bpp=8.0 * len(data) / pixels, target_bpp=config.rate.bpp,
-                    rate_ok=rate_ok, psnr=psnr_of_mse(transparency.visible_mse(colour, decoded[:, :, :-1], alpha)),
-                    encode_seconds=time.perf_counter() - t0, max_bytes=cap, alpha_bytes=len(alpha_file),
-                    warnings=notes)
+    rate_ok, notes = _rate_check(config, len(data), height, width, inner.stats.model)
+    stats = replace(inner.stats, channels=channels, bytes=len(data), bpp=8.0 * len(data) / pixels,
+                    target_bpp=config.rate.bpp, rate_ok=rate_ok, encode_seconds=time.perf_counter() - t0,
+                    max_bytes=cap, alpha_bytes=len(alpha_file), warnings=notes)
     return EncodeResult(data=data, stats=stats)
 
 
 def _encode_siren(image: np.ndarray, config: CodecConfig, device: torch.device,
-                  progress: ProgressFactory | None, t0: float) -> EncodeResult:
-    """The PRANC SIREN path of :func:`encode`."""
+                  progress: ProgressFactory | None, t0: float, seen: np.ndarray | None = None) -> EncodeResult:
+    """The PRANC SIREN path of :func:`encode`; it fits every pixel (``seen``: judged by those alone)."""
     height, width, channels = image.shape
     spec = plan(config, height, width, channels)
     grid = tile_grid(config, height, width)
@@ -288,24 +295,25 @@ def _encode_siren(image: np.ndarray, config: CodecConfig, device: torch.device,
         if abs(len(data) - target_bytes) > tol * target_bytes:
             delta, data = _search_delta(spec, alpha.cpu().numpy(), shifts, target_bytes, grid)
 
-    return _finish(image, data, config, device, t0, num_coefs=k, num_params=spec.shape.num_params,
+    return _finish(image, data, config, device, t0, seen, num_coefs=k, num_params=spec.shape.num_params,
                    net_width=spec.shape.width, delta=delta, fit_restarts=fit_stats.get("restarts", 0), model="siren")
 
 
 _NO_NETWORK = dict(num_coefs=0, num_params=0, net_width=0, delta=0.0)  # the stats of a version 9 or 10 file
 
 
-def _palette(image: np.ndarray, config: CodecConfig, device: torch.device, t0: float) -> EncodeResult | None:
+def _palette(image: np.ndarray, config: CodecConfig, device: torch.device, t0: float,
+             seen: np.ndarray | None = None) -> EncodeResult | None:
     """A palette file within the rate asked for and the ceiling (``lossless.palette_attempt``), measured, where
     ``config.lossless`` allows one and the picture has one; else None."""
     if config.lossless.mode != "auto" or not config.lossless.palette:
         return None
     data = lossless.palette_attempt(image, _budget(image, config), config.lossless)
-    return None if data is None else _finish(image, data, config, device, t0, model="palette", **_NO_NETWORK)
+    return None if data is None else _finish(image, data, config, device, t0, seen, model="palette", **_NO_NETWORK)
 
 
 def _composite(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
-               t0: float) -> EncodeResult | None:
+               t0: float, seen: np.ndarray | None = None) -> EncodeResult | None:
     """A composite file (``composite.attempt``), measured, where ``config`` allows one (``--lossless auto``, the
     grid model) and the picture is a screen with photographs in it; else None."""
     if config.lossless.mode != "auto" or config.model != "grid":
@@ -324,7 +332,8 @@ def _composite(image: np.ndarray, config: CodecConfig, device: torch.device, pro
         data = composite.attempt(image, _budget(image, config), config.composite, config.lossless, region)
     except LimitError:  # a region's ceiling below its smallest file: the whole picture's fit may still fit
         return None
-    return None if data is None else _finish(image, data, config, device, t0, model="composite", **_NO_NETWORK)
+    # (its regions are fitted on every pixel, the hidden ones' filled colour too)
+    return None if data is None else _finish(image, data, config, device, t0, seen, model="composite", **_NO_NETWORK)
 
 
 def _budget(image: np.ndarray, config: CodecConfig) -> float:
@@ -366,25 +375,33 @@ def _lossless(image: np.ndarray, config: CodecConfig) -> bytes | None:
 
 
 def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
-                 progress: ProgressFactory | None, t0: float) -> EncodeResult:
-    """The latent-grid path of :func:`encode` (grid_codec.py)."""
-    data, shape, trims, restarts = grid_codec.fit_and_code(image, config, device, progress)
+                 progress: ProgressFactory | None, t0: float, seen: np.ndarray | None = None) -> EncodeResult:
+    """The latent-grid path of :func:`encode` (grid_codec.py), fitted on the ``seen`` pixels (None: all)."""
+    data, shape, trims, restarts = grid_codec.fit_and_code(image, config, device, progress, seen)
     height, width = image.shape[:2]
-    return _finish(image, data, config, device, t0, num_coefs=shape.num_latents(height, width) + shape.num_params,
+    return _finish(image, data, config, device, t0, seen,
+                   num_coefs=shape.num_latents(height, width) + shape.num_params,
                    num_params=shape.num_params, net_width=shape.hidden, delta=1.0, model="grid", trim_sweeps=trims,
                    fit_restarts=restarts)
 
 
 def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.device, t0: float,
-            **network: object) -> EncodeResult:
-    """Check the rate and measure exactly what the decoder will produce; ``network``: the model's stats fields."""
+            seen: np.ndarray | None = None, **network: object) -> EncodeResult:
+    """Check the rate and measure exactly what the decoder will produce; ``network``: the model's stats fields.
+    ``seen``: bool (H, W), the pixels that are judged (of a picture with transparency: PSNR over them alone,
+    MS-SSIM with the others as in ``image``); None: all."""
     height, width, channels = image.shape
     rate_ok, notes = _rate_check(config, len(data), height, width, str(network.get("model")))
     decoded = decode(data)
+    if seen is None:
+        quality = psnr(image, decoded)
+    else:
+        quality = psnr_of_mse(transparency.visible_mse(image, decoded, seen))
+        decoded = np.where(seen[:, :, None], decoded, image)
     stats = EncodeStats(
         width=width, height=height, channels=channels, bytes=len(data),
         bpp=8.0 * len(data) / (height * width), target_bpp=config.rate.bpp, rate_ok=rate_ok,
-        psnr=psnr(image, decoded), ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
+        psnr=quality, ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
         encode_seconds=time.perf_counter() - t0, device=str(device), warnings=notes, max_bytes=config.rate.max_bytes,
         **network,
     )

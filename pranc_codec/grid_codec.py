@@ -13,6 +13,7 @@ too, so that it measures what a decoder will produce.
 from __future__ import annotations
 
 import math
+from typing import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -23,7 +24,7 @@ from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig, GridConfig, RoundingConfig
 from .errors import LimitError
 from .shapes import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES
-from .grid_fit import GridFit, context_state, fit_grid, fits_finest, pixel_weights, refit_mlp
+from .grid_fit import GridFit, context_state, fit_grid, fits_finest, pixel_weights, refit_mlp, seen_weights
 from .latent import GridShape, mlp_forward, sample_levels, split_params
 from .loop_filter import LoopFilter
 from .quantization import quantize
@@ -285,9 +286,11 @@ def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int
 
 
 def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
-                 progress=None) -> tuple[bytes, GridShape, int, int]:
+                 progress=None, seen: np.ndarray | None = None) -> tuple[bytes, GridShape, int, int]:
     """uint8 (H, W, C) -> ``.prc`` bytes, the network shape it used, the sweeps that trimmed the file under its
-    ceiling (``config.rate.max_bytes``; 0 where none did) and the fits redone by the collapse guard (0 or 1)."""
+    ceiling (``config.rate.max_bytes``; 0 where none did) and the fits redone by the collapse guard (0 or 1).
+    ``seen``: bool (H, W), the pixels whose error counts (of a picture with transparency; None: all): the fit,
+    the rounding and every choice after them weigh the others' error at 0."""
     height, width, channels = image.shape
     shape = plan(config, height, width, channels)
     n = height * width
@@ -301,15 +304,16 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     cfg = fit_settings(config, shape, latent_bpp, device, flat_share(image), n)
     pixels = target.reshape(-1, channels).cpu()
     # once for the fit, its retry and the rounding, which all minimise the same weighted error
-    pix_w = pixel_weights(target, cfg)
+    pix_w = seen_weights(pixel_weights(target, cfg), seen, channels)
+    rows = _seen_rows(seen)
     cb = progress("fit", cfg.steps) if progress else None
     fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb, pix_w=pix_w)
     latents = [torch.round(g).cpu() for g in fit.latents]
     feats = _features(latents, width, n)
-    mse = _fit_mse(feats, pixels, fit, shape)
+    mse = _fit_mse(rows(feats), rows(pixels), fit, shape)
     first = 0 if fits_finest(cfg, latent_bpp, shape.levels) else 1  # a level left out of the fit stays zero
     restarts = 0
-    if _collapsed(mse, pixels, latents, first, latent_bpp * n, cfg):
+    if _collapsed(mse, rows(pixels), latents, first, latent_bpp * n, cfg):
         restarts = 1
         cb = progress("fit (retry)", cfg.steps) if progress else None
         f = cfg.retry_lr_factor
@@ -317,37 +321,48 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range, pix_w=pix_w)
         latents = [torch.round(g).cpu() for g in fit.latents]
         feats = _features(latents, width, n)
-        mse = _fit_mse(feats, pixels, fit, shape)
+        mse = _fit_mse(rows(feats), rows(pixels), fit, shape)
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
     latents, feats, weights = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg,
                                                 config.rounding, lam, mse, first, progress, pix_w,
-                                                budget_bits=latent_bpp * n)
-    code = choose_code(image, pixels, latents, feats, weights, shape, config, lam)
+                                                budget_bits=latent_bpp * n, seen=seen)
+    code = choose_code(image, pixels, latents, feats, weights, shape, config, lam, seen=seen)
     data = pack(code, shape, height, width)
     trims = 0
     if cap is not None and len(data) > cap:
         data, trims = trim_to_ceiling(image, pixels, latents, feats, weights, shape, config, lam, first, pix_w,
-                                      data, progress)
+                                      data, progress, seen)
     return data, shape, trims, restarts
+
+
+def _seen_rows(seen: np.ndarray | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function (H W, ...) tensor -> its rows of the ``seen`` pixels (bool (H, W)); all of them where None."""
+    if seen is None:
+        return lambda t: t
+    index = torch.from_numpy(np.flatnonzero(seen.reshape(-1)))
+    return lambda t: t.index_select(0, index)
 
 
 def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
                       weights: list[torch.Tensor], shape: GridShape, g: GridConfig, rc: RoundingConfig, lam: float,
                       mse: float, first: int = 0, progress=None, pix_w: torch.Tensor | None = None,
-                      budget_bits: float | None = None) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+                      budget_bits: float | None = None,
+                      seen: np.ndarray | None = None) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
     """The rounded latents moved where that lowers the fit's error + ``lam`` x bits (rounding.py), their
     features, and the MLP refitted to them (``rc.mlp_steps``; else the fit's, on the CPU). target: (H, W, C)
     colour in [0, 1] (CPU); latents: the rounded grids; feats: their (H W, levels) features; weights: the fit's
     MLP (per-layer flat); lam: curve_lambda's price of a bit, for plain MSE ``mse`` of the fit's MLP on these
     latents; levels below ``first`` are left alone; pix_w: the fit's structure weights (C, H W), if the caller has
     them (computed here otherwise); budget_bits: the latents' budget (bits), held between sweeps with
-    ``rc.aim_budget`` (else, or when None, the code length the latents have now)."""
+    ``rc.aim_budget`` (else, or when None, the code length the latents have now); seen: as
+    :func:`choose_code`'s (pix_w is then zero at the other pixels)."""
     mlp = [w.detach().cpu().float() for w in weights]
     if rc.sweeps <= 0:
         return latents, feats, mlp
     height, width, channels = target.shape
     n = height * width
     pixels = target.reshape(-1, channels)
+    rows = _seen_rows(seen)
     layers = split_params(mlp, shape)
     pix_w, errors, price = _rounding_price(feats, layers, pixels, pixel_weights(target, g, pix_w), lam, mse,
                                            rc.chunk)
@@ -359,7 +374,7 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
         mlp = refit_mlp(f, pixels, pix_w, mlp, shape, rc.mlp_steps, rc.mlp_lr, min(rc.mlp_batch, n), g.adam_beta2,
                         g.seed)
         if quantize:
-            _, qs, steps = choose_mlp_bits(f, pixels, mlp, shape, g.mlp_bits, lam, n)
+            _, qs, steps = choose_mlp_bits(rows(f), rows(pixels), mlp, shape, g.mlp_bits, lam, n)
             mlp = dequantize_mlp(qs, steps)
         return split_params(mlp, shape)
 
@@ -392,21 +407,23 @@ def _rounding_price(feats: torch.Tensor, layers: list[tuple[torch.Tensor, torch.
 
 def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
                 weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float,
-                ceiling_bits: float = math.inf) -> GridCode:
+                ceiling_bits: float = math.inf, seen: np.ndarray | None = None) -> GridCode:
     """The encoder's choices after the fit, at ``lam`` (MSE of colour in [0, 1] per bit per pixel): the MLP's
     bit depth and the loop filter. image: uint8 (H, W, C); pixels: the same as (H W, C) float32 in [0, 1]
     (CPU); latents: the rounded grids (CPU); feats: their (H W, levels) features; weights: the fit's MLP;
     ceiling_bits: a size the file with its filter may not pass (trim_to_ceiling's; an encode's first choice is
-    not held to it, so that the trim, not the filter alone, pays for an excess). (eval/replay_fit.py replays it
-    per lambda.)"""
+    not held to it, so that the trim, not the filter alone, pays for an excess); seen: bool (H, W), the pixels
+    whose error counts (None: all). (eval/replay_fit.py replays it per lambda.)"""
     height, width, _ = image.shape
     n = height * width
-    _, mlp_q, steps = choose_mlp_bits(feats, pixels, [w.cpu() for w in weights], shape, config.grid.mlp_bits, lam, n)
+    rows = _seen_rows(seen)
+    _, mlp_q, steps = choose_mlp_bits(rows(feats), rows(pixels), [w.cpu() for w in weights], shape,
+                                      config.grid.mlp_bits, lam, n)
     symbols = [g.numpy().astype(np.int32) for g in latents]
     flt = None
     if config.filter.enabled:  # fitted to the pixels the decoder will render
         rendered = _render(latents, mlp_q, steps, shape, height, width)
-        flt = loop_filter.fit_filter(rendered, image, lam, config.filter)
+        flt = loop_filter.fit_filter(rendered, image, lam, config.filter, seen=seen)
     if flt is not None:
         need = loop_filter.filter_bits(flt.coefs)
         # bits the file may take with its filter
@@ -418,13 +435,14 @@ def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Ten
                 + _overhead_bits(shape, height, width) + need > cap):
             spent = 8 * len(pack(GridCode(symbols, mlp_q, steps), shape, height, width))
             if spent + need > cap:
-                flt = loop_filter.fit_filter(rendered, image, lam, config.filter, max_bits=cap - spent)
+                flt = loop_filter.fit_filter(rendered, image, lam, config.filter, max_bits=cap - spent, seen=seen)
     return GridCode(latents=symbols, mlp_q=mlp_q, mlp_steps=steps, loop_filter=flt)
 
 
 def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
                     weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float, first: int,
-                    pix_w: torch.Tensor | None, data: bytes, progress=None) -> tuple[bytes, int]:
+                    pix_w: torch.Tensor | None, data: bytes, progress=None,
+                    seen: np.ndarray | None = None) -> tuple[bytes, int]:
     """A file of at most ``config.rate.max_bytes`` bytes from the encode's rounded latents, where ``data`` (that
     encode's file) is over.
 
@@ -439,14 +457,17 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
 
     image: uint8 (H, W, C); pixels: (H W, C) float32 in [0, 1]; latents: rounded grids; feats: their
     (H W, levels) features; weights: the MLP after the rounding; lam: the encode's price of a bit (MSE per
-    bpp); first: the first level coded; pix_w: the fit's (C, H W) error weights or None. Returns the file and
+    bpp); first: the first level coded; pix_w: the fit's (C, H W) error weights or None; seen: as
+    :func:`choose_code`'s. Returns the file and
     the sweeps it took. Raises LimitError when no try fits: the header, the MLP and the latents at their
     cheapest are over."""
     cap, rc = config.rate.max_bytes, config.rounding
     height, width, _ = image.shape
     mlp = [w.detach().cpu().float() for w in weights]
     layers = split_params(mlp, shape)
-    w_t, errors, price = _rounding_price(feats, layers, pixels, pix_w, lam, None, rc.chunk)
+    rows = _seen_rows(seen)
+    mse = None if seen is None else _mlp_mse(rows(feats), rows(pixels), layers)
+    w_t, errors, price = _rounding_price(feats, layers, pixels, pix_w, lam, mse, rc.chunk)
     half = 0.5 * rc.trim_slack * 8 * cap  # bits
     goal = context_state(latents, first).bits - 8 * (len(data) - cap) - half
     cb = progress(f"trim to {cap} bytes", rc.trim_sweeps, "sweep") if progress else None
@@ -460,7 +481,7 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
                                        target_bits=max(goal, 1.0), errors=errors)
         if cb is not None:
             cb(1, float("nan"))
-        code = choose_code(image, pixels, lat, ft, mlp, shape, config, lam * f, ceiling_bits=8 * cap)
+        code = choose_code(image, pixels, lat, ft, mlp, shape, config, lam * f, ceiling_bits=8 * cap, seen=seen)
         return pack(code, shape, height, width), context_state(lat, first).bits
 
     f, over, fits, best, smallest = 1.0, 0.0, math.inf, None, len(data)  # over: the largest f over, fits: the least

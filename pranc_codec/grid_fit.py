@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -368,11 +369,24 @@ def structure_weights(image: torch.Tensor, mix: float, cap: float) -> torch.Tens
 
 
 def pixel_weights(image: torch.Tensor, cfg: GridConfig, given: torch.Tensor | None = None) -> torch.Tensor | None:
-    """The fit's per-pixel error weights, (C, H W): None for plain MSE (``cfg.structure_mix`` 0), else ``given``
-    when the caller has them, else :func:`structure_weights` of ``image`` (H, W, C) at ``cfg``'s mix and cap."""
+    """The fit's per-pixel error weights, (C, H W): ``given`` when the caller has them, else None for plain MSE
+    (``cfg.structure_mix`` 0), else :func:`structure_weights` of ``image`` (H, W, C) at ``cfg``'s mix and cap."""
+    if given is not None:
+        return given
     if cfg.structure_mix <= 0:
         return None
-    return given if given is not None else structure_weights(image, cfg.structure_mix, cfg.structure_cap)
+    return structure_weights(image, cfg.structure_mix, cfg.structure_cap)
+
+
+def seen_weights(weights: torch.Tensor | None, seen: np.ndarray | None, channels: int) -> torch.Tensor | None:
+    """``weights`` ((C, H W), or None for plain MSE) zeroed at the pixels that are not ``seen`` (bool (H, W), of a
+    picture with transparency) and scaled back to mean 1, so that the error is the seen pixels' alone and each
+    weighs as before against the rate; ``weights`` itself where ``seen`` is None."""
+    if seen is None:
+        return weights
+    mask = torch.from_numpy(seen.reshape(1, -1).astype(np.float32))
+    w = mask.expand(channels, -1).clone() if weights is None else weights * mask.to(weights.device)
+    return w.mul_(w.numel() / max(float(w.sum()), 1e-12))
 
 
 @dataclass

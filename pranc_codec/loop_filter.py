@@ -75,15 +75,17 @@ def filter_bits(coefs: np.ndarray) -> float:
 
 
 def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: FilterConfig,
-               max_bits: float = math.inf) -> LoopFilter | None:
+               max_bits: float = math.inf, seen: np.ndarray | None = None) -> LoopFilter | None:
     """The filter (or None) minimising MSE + lam x bits / pixels over ``cfg``'s shapes and shifts, among those of
     at most ``max_bits`` bits.
 
     decoded, original: uint8 (H, W, C). MSE is of colour in [0, 1], bits are the coefficients' code length
     under their fitted Laplace model plus the model's header bits, as ``grid_codec.choose_mlp_bits`` counts.
+    seen: bool (H, W), the pixels whose error counts (of a picture with transparency); None: all.
     """
     height, width, channels = decoded.shape
     n = height * width
+    judged = n if seen is None else int(seen.sum())  # pixels over which the MSE is taken
     if not cfg.enabled or not cfg.taps:
         return None
     big = max(cfg.taps)
@@ -99,10 +101,13 @@ def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: Filte
         target = torch.from_numpy(original[r0: r1].astype(np.float64)).permute(2, 0, 1)
         res = (target.reshape(channels, -1)
                - padded[:, r: r + r1 - r0, r: r + width].reshape(channels, -1))  # what the filter adds
+        if seen is not None:
+            keep = torch.from_numpy(np.flatnonzero(seen[r0: r1].reshape(-1)))
+            A, res = A.index_select(1, keep), res.index_select(1, keep)
         G += A @ A.t()
         B += A @ res.t()
         rr += (res * res).sum(1)
-    scale = 255.0 ** 2 * n  # sums of squared 8-bit errors -> MSE of colour in [0, 1]
+    scale = 255.0 ** 2 * max(judged, 1)  # sums of squared 8-bit errors -> MSE of colour in [0, 1]
     best: tuple[float, LoopFilter | None] = (float(rr.sum()) / (scale * channels), None)
     for taps in sorted(set(cfg.taps)):
         for symmetric in sorted(set(cfg.symmetric)):
@@ -114,7 +119,7 @@ def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: Filte
                 q = torch.round(w * (1 << shift))
                 wq = q / (1 << shift)
                 # squared error of the filtered picture, from the sums; the final rounding adds ~1/12 a pixel
-                sse = rr - 2 * (wq * Bs).sum(0) + (wq * (Gs @ wq)).sum(0) + n / 12.0
+                sse = rr - 2 * (wq * Bs).sum(0) + (wq * (Gs @ wq)).sum(0) + judged / 12.0
                 qi = q.t().numpy().astype(np.int64)
                 if np.abs(qi).max() >= MAX_COEF:
                     continue

@@ -32,9 +32,11 @@ def disc(h: int, w: int) -> np.ndarray:
 
 
 def cutout(h: int = 96, w: int = 128, c: int = 3, seed: int = 0) -> np.ndarray:
-    """A smooth picture cut out along a disc, its hidden pixels noise (what an editor may leave there)."""
+    """A photograph's stand-in (smooth colours and grain) cut out along a disc, its hidden pixels noise (what an
+    editor may leave there)."""
     a = disc(h, w)
-    colour = smooth_image(h, w, c, seed)
+    grain = np.random.RandomState(seed + 2).normal(0, 4, (h, w, c))
+    colour = np.clip(np.rint(smooth_image(h, w, c, seed) + grain), 0, 255).astype(np.uint8)
     colour[a[:, :, 0] == 0] = np.random.RandomState(seed + 1).randint(0, 256, (int((a == 0).sum()), c))
     return np.concatenate([colour, a], axis=2)
 
@@ -46,18 +48,18 @@ def quick(bpp: float = 1.0) -> CodecConfig:
 
 def test_the_alpha_is_exact_and_the_visible_colour_measured():
     img = cutout()
-    r = encode(img, quick(2.0))
+    r = encode(img, quick(1.0))
     assert r.data[4] == bitstream.ALPHA_VERSION and r.stats.channels == 4 and r.stats.model == "grid"
     out = decode(r.data)
     assert out.shape == img.shape and np.array_equal(out[:, :, 3], img[:, :, 3])
     seen = img[:, :, 3] > 0
     assert r.stats.psnr == pytest.approx(psnr(out[seen][None, :, :3], img[seen][None, :, :3]))
-    assert r.stats.psnr > 28 and r.stats.rate_ok and abs(r.stats.bpp - 2.0) <= 0.2
+    assert r.stats.psnr > 25 and r.stats.rate_ok and abs(r.stats.bpp - 1.0) <= 0.1
     header, _ = bitstream.parse(r.data)
     assert r.stats.alpha_bytes == len(lossless.encode(img[:, :, 3:], LosslessConfig()))
     assert (header.colour.channels, header.alpha.channels) == (3, 1)
     # the colour's file gets the rate the alpha leaves: the whole file is on the target, not the colour alone
-    assert r.stats.bytes - r.stats.alpha_bytes < 2.0 * img.shape[0] * img.shape[1] / 8
+    assert r.stats.bytes - r.stats.alpha_bytes < 1.0 * img.shape[0] * img.shape[1] / 8
 
 
 def test_hidden_pixels_take_the_nearest_seen_colour_and_cost_nothing():
@@ -74,7 +76,28 @@ def test_hidden_pixels_take_the_nearest_seen_colour_and_cost_nothing():
     # whatever the hidden pixels hold, the same file
     other = img.copy()
     other[~seen, :3] = 0
-    assert encode(other, quick(2.0)).data == encode(img, quick(2.0)).data
+    assert encode(other, quick(1.0)).data == encode(img, quick(1.0)).data
+
+
+def test_only_the_seen_pixels_are_fitted():
+    """Noise under the hidden pixels (not filled) costs the seen ones nothing where the fit, the rounding, the
+    MLP's bits and the loop filter weigh the hidden ones at 0, and much where they count."""
+    import time
+
+    import torch
+
+    from pranc_codec import codec
+
+    img = cutout(c=3)
+    colour, a = alpha.split(img)  # cutout() leaves noise under the hidden pixels
+    seen = a[:, :, 0] > 0
+    cfg = replace(quick(1.0), lossless=LosslessConfig(mode="never"))
+    judged = codec._encode_colour(colour, cfg, torch.device("cpu"), None, time.perf_counter(), seen)
+    blind = codec._encode_colour(colour, cfg, torch.device("cpu"), None, time.perf_counter())
+    out = decode(judged.data)
+    assert judged.stats.psnr == pytest.approx(psnr(out[seen][None], colour[seen][None]))
+    assert judged.stats.psnr > psnr(decode(blind.data)[seen][None], colour[seen][None]) + 5
+    assert abs(judged.stats.bpp - 1.0) <= 0.1
 
 
 def test_lossless_always_keeps_every_pixel_and_a_screen_with_alpha_is_exact_where_seen():
@@ -91,7 +114,7 @@ def test_lossless_always_keeps_every_pixel_and_a_screen_with_alpha_is_exact_wher
 
 def test_grey_with_alpha_opaque_alpha_and_the_ceiling():
     grey = cutout(c=1)
-    r = encode(grey, quick(2.0))
+    r = encode(grey, quick(1.0))
     assert r.stats.channels == 2 and decode(r.data).shape == grey.shape
     assert np.array_equal(decode(r.data)[:, :, 1], grey[:, :, 1])
     opaque = np.concatenate([smooth_image(48, 64), np.full((48, 64, 1), 255, np.uint8)], axis=2)
@@ -148,7 +171,8 @@ def test_golden_file_decodes_to_its_pixels():
     data = GOLDEN.read_bytes()
     assert data[4] == bitstream.ALPHA_VERSION and bitstream.parse(data)[0].colour.version == bitstream.GRID_VERSION
     img = decode(data)
-    assert hashlib.sha256(img.tobytes()).hexdigest() == "79fd85b4f551bcffd630c52106b3865b9250185009c56cd95c00a6d9dce6d6ed"
+    assert hashlib.sha256(img.tobytes()).hexdigest() == \
+        "93da0fcb478ef1f6c69222cd9d944b43f657e625fa9351455de68b153e9c1930"
     assert np.array_equal(img[:, :, 3], cutout(40, 48)[:, :, 3])
 
 
@@ -169,11 +193,11 @@ def test_cli_encode_info_decode(tmp_path):
     img = cutout()
     Image.fromarray(img).save(png)
     runner = CliRunner()
-    r = runner.invoke(main, ["encode", str(png), "-o", str(prc), "--bpp", "2", "--steps", "200", "--json"])
+    r = runner.invoke(main, ["encode", str(png), "-o", str(prc), "--bpp", "1", "--steps", "200", "--json"])
     assert r.exit_code == 0, r.output
     s = json.loads(r.output)
-    assert s["channels"] == 4 and s["alpha_bytes"] > 0 and s["psnr"] > 28
-    r = runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "b.prc"), "--bpp", "2", "--steps", "200"])
+    assert s["channels"] == 4 and s["alpha_bytes"] > 0 and s["psnr"] > 25
+    r = runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "b.prc"), "--bpp", "1", "--steps", "200"])
     assert "the transparency exact in" in r.output
     info = json.loads(runner.invoke(main, ["info", str(prc), "--json"]).output)
     assert info["version"] == 11 and info["channels"] == 4 and info["colour"]["network"] == "grid"

@@ -177,10 +177,10 @@ def test_wrong_magic_and_version(runner, tmp_path, prc):
     m.write_bytes(b"JUNK" + data[4:])
     assert "magic" in _one_line_error(runner.invoke(main, ["info", str(m)]), 3)
     v = bytearray(data)
-    v[4] = 11
+    v[4] = 12
     body = bytes(v[:-4])
     (tmp_path / "v.prc").write_bytes(body + struct.pack("<I", zlib.crc32(body)))
-    assert "version 11" in _one_line_error(runner.invoke(main, ["decode", str(tmp_path / "v.prc")]), 3)
+    assert "version 12" in _one_line_error(runner.invoke(main, ["decode", str(tmp_path / "v.prc")]), 3)
 
 
 def test_absurd_dimensions_refused(runner, tmp_path, prc):
@@ -306,8 +306,11 @@ def test_grayscale_and_alpha_inputs(runner, tmp_path):
     rgba = np.concatenate([smooth_image(30, 30, 3), np.full((30, 30, 1), 128, np.uint8)], -1)
     Image.fromarray(rgba).save(a)
     r = runner.invoke(main, ["encode", str(a), "-o", str(tmp_path / "a.prc"), "--steps", "50", "--bpp", "2"])
+    assert r.exit_code == 0 and "alpha" not in r.stderr  # kept (format version 11), no warning
+    r = runner.invoke(main, ["decode", str(tmp_path / "a.prc"), "-o", str(tmp_path / "a-out.png")])
     assert r.exit_code == 0
-    assert "alpha channel dropped" in r.stderr
+    with Image.open(tmp_path / "a-out.png") as im:
+        assert im.mode == "RGBA" and (np.asarray(im)[:, :, 3] == 128).all()
 
 
 def test_ctrl_c_during_encode_leaves_nothing(tmp_path, png):
