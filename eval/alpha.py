@@ -1,13 +1,14 @@
 """Pictures with transparency (format version 11): pranc against WebP and AVIF, which also keep an alpha channel.
 
     python eval/alpha.py pictures DIR [--kodak ../shared/data/kodak]   # write the test pictures (PNG, RGBA)
-    python eval/alpha.py run DIR --bpp 0.25,0.5,1 --out eval/results-alpha [--threads 1]
+    python eval/alpha.py run DIR --bpp 0.25,0.5,1 --out eval/results-alpha [--threads 1] [--exact-alpha]
 
 The pictures are made from Kodak's (never copied into the repository): a photograph cut out along an ellipse
 (anti-aliased edge), a logo (a disc and text on nothing), an icon (a photograph in a rounded square over a soft
 drop shadow) and a product shot (an aeroplane cut out of its sky, with a soft edge), plus a grey
 cut-out. Every metric is of what a viewer sees: the colour's PSNR over the pixels whose alpha is not 0, and the
-alpha's own PSNR (inf: exact). Rates are bits per pixel of the whole picture, alpha included. WebP is lossy
+alpha's own PSNR (inf: exact). pranc keeps its default (the alpha exact where the colour is, else within 50 dB),
+or with ``--exact-alpha`` (``pranc encode --alpha exact``) an exact alpha always. Rates are bits per pixel of the whole picture, alpha included. WebP is lossy
 colour with lossless alpha (libwebp's default, alpha_quality 100); AVIF codes its alpha lossy at the colour's
 quality (libavif's default through Pillow). Each peer is swept over its quality setting and its PSNR read at
 pranc's rate, interpolated in log bpp; "-" where pranc's rate is outside the peer's range.
@@ -117,7 +118,7 @@ def _at(curve: list[dict], bpp: float) -> float | None:
     return None
 
 
-def run(folder: Path, bpps: list[float], out: Path, threads: int) -> None:
+def run(folder: Path, bpps: list[float], out: Path, threads: int, exact_alpha: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for path in sorted(folder.glob("*.png")):
@@ -130,23 +131,25 @@ def run(folder: Path, bpps: list[float], out: Path, threads: int) -> None:
         for bpp in bpps:
             cfg = CodecConfig()
             cfg = replace(cfg, rate=replace(cfg.rate, bpp=bpp), fit=replace(cfg.fit, threads=threads))
+            if exact_alpha:
+                cfg = replace(cfg, alpha=replace(cfg.alpha, min_db=math.inf))
             t0 = time.perf_counter()
             r = encode(image, cfg)
             m = _measure(image, decode(r.data), len(r.data))
-            m.update(model=r.stats.model, alpha_bytes=r.stats.alpha_bytes, target=bpp,
+            m.update(model=r.stats.model, alpha_bytes=r.stats.alpha_bytes, target=bpp, alpha_db=r.stats.alpha_psnr,
                      encode_s=round(time.perf_counter() - t0, 1))
             row["pranc"].append(m)
             print(path.stem, m, flush=True)
         results[path.stem] = row
     (out / "alpha.json").write_text(json.dumps(results, indent=1, default=lambda v: None))
-    lines = ["| picture | target | pranc: bpp, kind, PSNR (alpha bytes) | WebP at that rate | AVIF at that rate "
+    lines = ["| picture | target | pranc: bpp, kind, PSNR (alpha: bytes, dB) | WebP at that rate | AVIF at that rate "
              "(its alpha's PSNR) |", "|---|---:|---|---:|---:|"]
     for name, row in results.items():
         for m in row["pranc"]:
             webp, avif = _at(row["webp"], m["bpp"]), _at(row["avif"], m["bpp"])
             near = min(row["avif"], key=lambda c: abs(math.log(c["bpp"] / m["bpp"])))
             lines.append(f"| {name} | {m['target']:g} | {m['bpp']:.4f}, {m['model']}, {m['psnr']:.2f} dB "
-                         f"({m['alpha_bytes']}) | {'-' if webp is None else f'{webp:.2f}'} | "
+                         f"({m['alpha_bytes']}, {m['alpha_db']:.1f}) | {'-' if webp is None else f'{webp:.2f}'} | "
                          f"{'-' if avif is None else f'{avif:.2f}'} ({near['alpha_psnr']:.1f} dB) |")
     (out / "alpha.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -163,11 +166,12 @@ def main() -> None:
     r.add_argument("--bpp", default="0.25,0.5,1")
     r.add_argument("--out", type=Path, default=Path("eval/results-alpha"))
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--exact-alpha", action="store_true")
     a = ap.parse_args()
     if a.cmd == "pictures":
         make_pictures(a.dir, a.kodak)
     else:
-        run(a.dir, [float(b) for b in a.bpp.split(",")], a.out, a.threads)
+        run(a.dir, [float(b) for b in a.bpp.split(",")], a.out, a.threads, a.exact_alpha)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Format version 11: a picture with transparency (a logo, an icon, a cut-out), as a file of its colour and a
-one-channel version-9 file of its alpha, which is exact, as WebP's and PNG's are.
+one-channel version-9 file of its alpha: exact where the colour is, else at the fewest levels that keep it
+within 50 dB (:func:`reduced_alpha`, ABLATIONS.md AR3).
 
 The colour under a fully transparent pixel is never seen, so the encoder replaces it with the colour of the
 nearest pixel that is seen (:func:`fill_hidden`): that adds no colour a palette or lossless file would pay for,
@@ -11,9 +12,13 @@ Torch-free, as the grid decoder is; only the encoder's fill imports scipy (which
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from . import lossless
 from .bitstream import AlphaHeader
+from .config import AlphaConfig, LosslessConfig
 
 
 def split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +39,25 @@ def fill_hidden(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(colour[iy, ix])
 
 
+def reduced_alpha(alpha: np.ndarray, exact: bytes, cfg: AlphaConfig, lcfg: LosslessConfig) -> tuple[bytes, float]:
+    """The alpha's one-channel version-9 file and its PSNR: reduced to the fewest grey levels of ``cfg.levels``
+    whose PSNR is at least ``cfg.min_db`` (levels 0 and 255 kept, so that no hidden pixel shows and no opaque one
+    lets the background through), where that file is smaller than ``exact`` (the alpha's exact file); else
+    ``exact`` and inf. alpha: uint8 (H, W, 1)."""
+    if math.isfinite(cfg.min_db):
+        for k in cfg.levels:
+            reduced = lossless.reduce_colours(alpha, k, lcfg.palette_kmeans)
+            reduced[alpha == 0], reduced[alpha == 255] = 0, 255
+            mse = float(np.mean((reduced.astype(np.float64) - alpha) ** 2))
+            quality = 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else math.inf  # (metrics.py would load torch)
+            if quality >= cfg.min_db:
+                data = lossless.encode(reduced, lcfg, palette=True)
+                if len(data) < len(exact):
+                    return data, quality
+                break
+    return exact, math.inf
+
+
 def visible_mse(a: np.ndarray, b: np.ndarray, seen: np.ndarray) -> float:
     """Mean squared error (8-bit units^2) of two uint8 (H, W, C) colour pictures over the pixels where ``seen``
     (bool (H, W): alpha not 0, the only pixels whose colour is seen); 0 where none is."""
@@ -45,7 +69,6 @@ def visible_mse(a: np.ndarray, b: np.ndarray, seen: np.ndarray) -> float:
 
 def decode(header: AlphaHeader, device: str = "cpu") -> np.ndarray:
     """A version-11 file -> uint8 image (H, W, C + 1): its colour file's pixels, then its alpha."""
-    from . import lossless
     from .decoder import decode_parsed
 
     colour = decode_parsed(header.colour, header.colour_payload, device=device)

@@ -179,7 +179,8 @@ def _encode_line(out: str, s: dict) -> str:
     else:
         quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, {s['num_coefs']} {what}"
     if s.get("alpha_bytes"):
-        quality += f", the transparency exact in {s['alpha_bytes']} bytes"
+        how = "exact" if s["alpha_psnr"] is None else f"at {s['alpha_psnr']:.1f} dB"
+        quality += f", the transparency {how} in {s['alpha_bytes']} bytes"
     return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, {quality}, "
             f"{s['encode_seconds']:.1f} s"
             + (f" ({s['passes']} encodes for {s['target_psnr']:g} dB)" if s.get("target_psnr") is not None else "")
@@ -224,6 +225,10 @@ def main() -> None:
                    "rate asked for, as on most screenshots, charts and diagrams, and on such a picture of few "
                    "colours, its palette where that beats the network; never: always fit a network; always: always "
                    "the exact pixels (with --max-size at most, but no other target).")
+@click.option("--alpha", "alpha_mode", type=click.Choice(["auto", "exact"]), default="auto", show_default=True,
+              help="A picture with transparency keeps its alpha channel (format v11). auto: exact where the colour "
+                   "is stored exactly, else reduced to the fewest levels that keep it within 50 dB PSNR (at most "
+                   "a few levels of 255 off, on edges); exact: always exact.")
 @click.option("--model", type=click.Choice(["grid", "siren"]), default="grid", show_default=True,
               help="grid: latent grids + small MLP (format v8); siren: the PRANC random-basis SIREN (format v3).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Basis seed (stored in the header).")
@@ -248,7 +253,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (one a file).")
 def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size: str | None,
            max_size: str | None, psnr_db: float | None, preset: str,
-           tune: str, lossless: str, model: str,
+           tune: str, lossless: str, alpha_mode: str, model: str,
            seed: int | None, net_width: int | None, layers: int | None, basis: str | None,
            expansion: float | None, steps: int | None, device: str, threads: int, jobs: int, force: bool,
            quiet: bool, as_json: bool) -> None:
@@ -280,8 +285,8 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             passed = {"--bpp": bpp, "--size": size, "--max-size": max_size, "--psnr": psnr_db, "--steps": steps,
                       **siren_only}
             args = [a for k, v in passed.items() if v is not None for a in (k, str(v))]
-            args += ["--preset", preset, "--tune", tune, "--lossless", lossless, "--model", model, "--device", device,
-                     "-q"]
+            args += ["--preset", preset, "--tune", tune, "--lossless", lossless, "--alpha", alpha_mode, "--model", model,
+                     "--device", device, "-q"]
             _run_batch("encode", list(inputs), output, ".prc", args + ["-f"] * force, jobs, threads, quiet,
                        as_json, _encode_line)
             return
@@ -312,6 +317,8 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             cfg = replace(cfg, basis=replace(cfg.basis, expansion=expansion))
         if steps is not None:
             cfg = replace(cfg, fit=replace(cfg.fit, steps=steps), grid=replace(cfg.grid, steps=steps))
+        if alpha_mode == "exact":
+            cfg = replace(cfg, alpha=replace(cfg.alpha, min_db=math.inf))
         cfg = replace(cfg, model=model, device=device, width=net_width, lossless=replace(cfg.lossless, mode=lossless),
                       fit=replace(cfg.fit, threads=threads or default_threads()))
         note = batch.memory_note("encode", image.shape[0] * image.shape[1])

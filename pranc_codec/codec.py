@@ -62,17 +62,19 @@ class EncodeStats:
     # bytes of the exact alpha of a picture with transparency (format v11; then channels counts it, PSNR is of the
     # colour of the pixels not fully transparent, MS-SSIM of the colour file's picture), 0 for an opaque one
     alpha_bytes: int = 0
+    alpha_psnr: float | None = None  # the alpha's PSNR (format v11; inf: exact, to_dict: None), else None
     warnings: list[str] = field(default_factory=list)
 
     @property
     def lossless(self) -> bool:
-        """The file holds the exact pixels (format v9)."""
-        return self.model == "lossless"
+        """The file holds the exact pixels (format v9, or v11 with its alpha exact)."""
+        return self.model == "lossless" and self.alpha_psnr in (None, math.inf)
 
     def to_dict(self) -> dict:
         """The fields and ``lossless``, for JSON: an infinite PSNR (a lossless file, or a --psnr search's lossless
         pass) as None."""
         return {**asdict(self), "lossless": self.lossless, "psnr": reportable(self.psnr),
+                "alpha_psnr": None if self.alpha_psnr is None else reportable(self.alpha_psnr),
                 "search": [(asked, bpp, reportable(p)) for asked, bpp, p in self.search]}
 
 
@@ -226,16 +228,24 @@ def _encode_colour(image: np.ndarray, config: CodecConfig, device: torch.device,
 def _encode_alpha(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
                   t0: float) -> EncodeResult:
     """The path of :func:`encode` for a picture with an alpha channel (uint8 (H, W, C + 1)): where any pixel is
-    not opaque, a version-11 file of its alpha, exact, and of its colour, coded by :func:`_encode_colour` at the
+    not opaque, a version-11 file of its alpha, exact where the colour's exact file fits with it (or ``--lossless
+    always``), else reduced (``alpha.reduced_alpha``), and of its colour, coded by :func:`_encode_colour` at the
     rate the alpha leaves, fitted and judged on the pixels whose alpha is not 0 alone, the others filled
     (``alpha.fill_hidden``) but with ``--lossless always``; else the colour's file alone."""
     height, width, channels = image.shape
     colour, alpha = transparency.split(image)
     if alpha.min() == 255:  # opaque: the alpha holds nothing
         return _encode_colour(colour, config, device, progress, t0)
-    alpha_file = lossless.encode(alpha, config.lossless)
-    cap, pixels = config.rate.max_bytes, height * width
-    left = _budget(image, config) - len(alpha_file) - bitstream.alpha_overhead()
+    exact = lossless.encode(alpha, config.lossless)
+    cap, pixels, mode = config.rate.max_bytes, height * width, config.lossless.mode
+    budget = _budget(image, config) - bitstream.alpha_overhead()
+    # "always" keeps every pixel exact, the hidden ones' colour too (as cwebp -exact), for a user who uses it
+    filled = colour if mode == "always" else transparency.fill_hidden(colour, alpha)
+    if mode == "always" or (mode == "auto" and lossless.attempt(filled, budget - len(exact), config.lossless)):
+        alpha_file, alpha_db = exact, math.inf  # the colour's exact file fits with it: the whole picture exact
+    else:
+        alpha_file, alpha_db = transparency.reduced_alpha(alpha, exact, config.alpha, config.lossless)
+    left = budget - len(alpha_file)
     if left < config.alpha.min_colour_bpp * pixels / 8:
         if cap is not None:
             raise LimitError(f"the transparency alone takes {len(alpha_file)} bytes: with the colour, over the "
@@ -243,14 +253,12 @@ def _encode_alpha(image: np.ndarray, config: CodecConfig, device: torch.device, 
         left = config.alpha.min_colour_bpp * pixels / 8  # over the rate asked for, which the rate check reports
     rate = replace(config.rate, bpp=8 * left / pixels, max_bytes=None if cap is None else int(left))
     seen = alpha[:, :, 0] > 0
-    # "always" keeps every pixel exact, the hidden ones' colour too (as cwebp -exact), for a user who uses it
-    filled = colour if config.lossless.mode == "always" else transparency.fill_hidden(colour, alpha)
     inner = _encode_colour(filled, replace(config, rate=rate), device, progress, t0, seen if seen.any() else None)
     data = bitstream.pack_alpha(width, height, channels, inner.data, alpha_file)
     rate_ok, notes = _rate_check(config, len(data), height, width, inner.stats.model)
     stats = replace(inner.stats, channels=channels, bytes=len(data), bpp=8.0 * len(data) / pixels,
                     target_bpp=config.rate.bpp, rate_ok=rate_ok, encode_seconds=time.perf_counter() - t0,
-                    max_bytes=cap, alpha_bytes=len(alpha_file), warnings=notes)
+                    max_bytes=cap, alpha_bytes=len(alpha_file), alpha_psnr=alpha_db, warnings=notes)
     return EncodeResult(data=data, stats=stats)
 
 

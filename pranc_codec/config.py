@@ -432,8 +432,14 @@ class CompositeConfig:
 
 @dataclass(frozen=True)
 class AlphaConfig:
-    """Pictures with transparency (format version 11, alpha.py): the alpha is stored exactly, as a one-channel
-    WebP lossless file, and the colour's file gets the rate it leaves."""
+    """Pictures with transparency (format version 11, alpha.py): the alpha is stored as a one-channel WebP
+    lossless file, exact where the colour is, else reduced to the fewest grey levels that keep it within
+    ``min_db`` (ABLATIONS.md AR3), and the colour's file gets the rate it leaves."""
+
+    # the alpha's PSNR (over the whole picture) a reduced alpha keeps: its edge pixels within about 1-7 levels of
+    # 255 RMS on the pictures of AR3; inf: the alpha always exact (``pranc encode --alpha exact``)
+    min_db: float = 50.0
+    levels: tuple[int, ...] = (4, 8, 16, 32, 64, 128)  # grey levels tried, fewest first
 
     # the colour's rate (bits per pixel of the picture) where the alpha leaves less: the file is then over the
     # rate asked for, with a warning (a file of fewer bits would be all one colour)

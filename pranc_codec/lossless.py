@@ -71,14 +71,15 @@ def attempt(image: np.ndarray, budget_bytes: float, cfg: LosslessConfig) -> byte
     return data if len(data) <= budget_bytes else None
 
 
-def encode(image: np.ndarray, cfg: LosslessConfig) -> bytes:
-    """The picture's lossless ``.prc`` file, whatever its size (``--lossless always``)."""
+def encode(image: np.ndarray, cfg: LosslessConfig, palette: bool = False) -> bytes:
+    """The picture's lossless ``.prc`` file, whatever its size (``--lossless always``; ``palette``: flagged as a
+    picture reduced to a palette)."""
     height, width, _ = image.shape
     if not available():
         raise InputError("lossless coding needs Pillow with WebP support, which this one lacks")
     if not fits(width, height):
         raise LimitError(f"a lossless file holds at most {WEBP_MAX_SIDE} pixels a side, not {width}x{height}")
-    return _file(image, cfg)
+    return _file(image, cfg, palette)
 
 
 def _file(image: np.ndarray, cfg: LosslessConfig, palette: bool = False) -> bytes:
