@@ -59,8 +59,9 @@ class EncodeStats:
     search: list[tuple[float, float, float]] = field(default_factory=list)  # each pass's (asked bpp, bpp, PSNR)
     max_bytes: int | None = None  # the ceiling asked for (--max-size), else None
     trim_sweeps: int = 0  # rounding sweeps that brought the file under max_bytes (grid_codec.trim_to_ceiling)
-    # bytes of the exact alpha of a picture with transparency (format v11; then channels counts it, PSNR is of the
-    # colour of the pixels not fully transparent, MS-SSIM of the colour file's picture), 0 for an opaque one
+    # bytes of the alpha's file of a picture with transparency (format v11; then channels counts the alpha, PSNR is
+    # the colour's over the pixels not fully transparent, MS-SSIM the colour's with the others as the picture's),
+    # 0 for an opaque one
     alpha_bytes: int = 0
     alpha_psnr: float | None = None  # the alpha's PSNR (format v11; inf: exact, to_dict: None), else None
     warnings: list[str] = field(default_factory=list)
@@ -241,7 +242,8 @@ def _encode_alpha(image: np.ndarray, config: CodecConfig, device: torch.device, 
     budget = _budget(image, config) - bitstream.alpha_overhead()
     # "always" keeps every pixel exact, the hidden ones' colour too (as cwebp -exact), for a user who uses it
     filled = colour if mode == "always" else transparency.fill_hidden(colour, alpha)
-    if mode == "always" or (mode == "auto" and lossless.attempt(filled, budget - len(exact), config.lossless)):
+    if mode == "always" or (mode == "auto" and
+                            lossless.attempt(filled, budget - len(exact), config.lossless) is not None):
         alpha_file, alpha_db = exact, math.inf  # the colour's exact file fits with it: the whole picture exact
     else:
         alpha_file, alpha_db = transparency.reduced_alpha(alpha, exact, config.alpha, config.lossless)
@@ -337,7 +339,7 @@ def _composite(image: np.ndarray, config: CodecConfig, device: torch.device, pro
         return _encode_grid(crop, inner, device, progress, t0).data
 
     try:
-        data = composite.attempt(image, _budget(image, config), config.composite, config.lossless, region)
+        data = composite.attempt(image, _budget(image, config), config.composite, config.lossless, region, seen)
     except LimitError:  # a region's ceiling below its smallest file: the whole picture's fit may still fit
         return None
     # (its regions are fitted on every pixel, the hidden ones' filled colour too)

@@ -143,16 +143,24 @@ def find_regions(image: np.ndarray, cfg: CompositeConfig) -> list[Box]:
 
 
 def attempt(image: np.ndarray, budget_bytes: float, cfg: CompositeConfig, lcfg: LosslessConfig,
-            encode_region: Callable[[np.ndarray, float], bytes]) -> bytes | None:
+            encode_region: Callable[[np.ndarray, float], bytes], seen: np.ndarray | None = None) -> bytes | None:
     """A composite file of the picture within about ``budget_bytes`` (its regions land within their own rate's
-    tolerance), or None where it has no photographs, where WebP cannot hold it, or where the regions would get less
-    than ``cfg.min_region_bpp``. ``encode_region(crop, budget_bytes)`` makes each region's version-8 file."""
+    tolerance), or None where it has no photographs, where WebP cannot hold it, where the regions would get less
+    than ``cfg.min_region_bpp``, or where less than ``cfg.min_screen_seen`` of the pixels outside them are
+    ``seen`` (bool (H, W), of a picture with transparency; None: all). ``encode_region(crop, budget_bytes)`` makes
+    each region's version-8 file."""
     height, width, channels = image.shape
     if not (cfg.enabled and lossless.available() and lossless.fits(width, height)):
         return None
     boxes = find_regions(image, cfg)
     if not boxes:
         return None
+    if seen is not None:
+        outside = np.ones(seen.shape, bool)
+        for bx in boxes:
+            outside[bx.y: bx.y + bx.h, bx.x: bx.x + bx.w] = False
+        if seen[outside].mean() < cfg.min_screen_seen:  # a photograph on nothing: no screen to code exactly
+            return None
     base = image.copy()
     for bx in boxes:  # one colour: a flat rectangle costs the lossless coder next to nothing, whatever its colour
         base[bx.y: bx.y + bx.h, bx.x: bx.x + bx.w] = image[bx.y, bx.x]

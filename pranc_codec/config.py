@@ -428,6 +428,10 @@ class CompositeConfig:
     # busy blocks outside the regions: screens 0-4 %, Kodak's 40-100 % (a photograph's detail is not a region)
     max_busy_outside: float = 0.1
     min_region_bpp: float = 0.25  # the regions' rate (bits per region pixel) below which no composite is made
+    # of a picture with transparency, the share of the pixels outside the regions that must be seen (alpha not 0)
+    # for a composite to be tried: a photograph cut out on nothing has no screen to code exactly (a cut-out's
+    # 0.003 tried and lost, in 35-40 s more; an icon's 0.605 won, ABLATIONS.md AR4)
+    min_screen_seen: float = 0.5
 
 
 @dataclass(frozen=True)

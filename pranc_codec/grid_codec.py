@@ -13,8 +13,8 @@ too, so that it measures what a decoder will produce.
 from __future__ import annotations
 
 import math
-from typing import Callable
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -458,9 +458,8 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
     image: uint8 (H, W, C); pixels: (H W, C) float32 in [0, 1]; latents: rounded grids; feats: their
     (H W, levels) features; weights: the MLP after the rounding; lam: the encode's price of a bit (MSE per
     bpp); first: the first level coded; pix_w: the fit's (C, H W) error weights or None; seen: as
-    :func:`choose_code`'s. Returns the file and
-    the sweeps it took. Raises LimitError when no try fits: the header, the MLP and the latents at their
-    cheapest are over."""
+    :func:`choose_code`'s. Returns the file and the sweeps it took. Raises LimitError when no try fits: the
+    header, the MLP and the latents at their cheapest are over."""
     cap, rc = config.rate.max_bytes, config.rounding
     height, width, _ = image.shape
     mlp = [w.detach().cpu().float() for w in weights]

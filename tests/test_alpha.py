@@ -116,6 +116,31 @@ def test_only_the_seen_pixels_are_fitted():
     assert abs(judged.stats.bpp - 0.75) <= 0.075
 
 
+def test_a_composite_is_tried_only_where_a_screen_is_seen():
+    """A photograph cut out on nothing has no screen for a composite file to code exactly; a page whose margins
+    alone are transparent has."""
+    from pranc_codec import composite
+    from pranc_codec.config import CompositeConfig
+
+    from .test_composite import PHOTO, page
+
+    img = page()
+    calls = []
+
+    def region(crop, budget):
+        calls.append(crop.shape)
+        return b""
+
+    for hidden, tried in [((slice(None), slice(0, 20)), True),  # a transparent margin: the page is still seen
+                          ((slice(None), slice(None)), False)]:  # only the photograph seen
+        seen = np.ones(img.shape[:2], bool)
+        seen[hidden] = False
+        seen[PHOTO.y: PHOTO.y + PHOTO.h, PHOTO.x: PHOTO.x + PHOTO.w] = True
+        calls.clear()
+        composite.attempt(img, 1e6, CompositeConfig(), LosslessConfig(), region, seen)
+        assert bool(calls) == tried
+
+
 def test_lossless_always_keeps_every_pixel_and_a_screen_with_alpha_is_exact_where_seen():
     img = cutout(c=3)
     c = replace(quick(), lossless=replace(LosslessConfig(), mode="always"))
