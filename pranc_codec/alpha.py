@@ -3,12 +3,11 @@ one-channel version-9 file of its alpha: exact where the colour is, else at the 
 within 50 dB (:func:`reduced_alpha`, ABLATIONS.md AR3).
 
 The colour under a fully transparent pixel is never seen, so the encoder replaces it with the colour of the
-nearest pixel that is seen (:func:`fill_hidden`): that adds no colour a palette or lossless file would pay for,
-and continues the visible edges outward, which a network draws more cheaply than the arbitrary colours an editor
-leaves there. (A smoothed fill drew more of the fit's weight to the hidden pixels than it saved: ABLATIONS.md
-AR1.) The colour file is made for the rate left after the alpha's, by the same encoder
-as any opaque picture's (exact, palette, composite or network). The decoder decodes both and stacks them.
-Torch-free, as the grid decoder is; only the encoder's fill imports scipy (which compressai brings).
+nearest pixel that is seen (:func:`fill_hidden`), which adds no colour a palette or lossless file would pay for
+(a smoothed fill lost, ABLATIONS.md AR1), and the network is fitted and every file judged on the seen pixels
+alone (AR2). The colour file is made for the rate left after the alpha's, by the same encoder as any opaque
+picture's (exact, palette, composite or network). The decoder decodes both and stacks them. Torch-free, as the
+grid decoder is; only the encoder's fill imports scipy (which compressai brings).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import click
 
@@ -21,6 +21,9 @@ from . import batch
 from .batch import STDIO, output_for
 from .config import LOSSLESS_MODES, TUNES, GridConfig
 from .errors import InputError, PrancError, require_positive
+
+if TYPE_CHECKING:  # the container's classes load with it, only where a command reads a file
+    from .bitstream import AlphaHeader, CompositeHeader, GridHeader, Header, LosslessHeader
 
 
 DEBUG_ENV = "PRANC_DEBUG"  # set: an internal error shows its traceback
@@ -285,8 +288,8 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             passed = {"--bpp": bpp, "--size": size, "--max-size": max_size, "--psnr": psnr_db, "--steps": steps,
                       **siren_only}
             args = [a for k, v in passed.items() if v is not None for a in (k, str(v))]
-            args += ["--preset", preset, "--tune", tune, "--lossless", lossless, "--alpha", alpha_mode, "--model", model,
-                     "--device", device, "-q"]
+            args += ["--preset", preset, "--tune", tune, "--lossless", lossless, "--alpha", alpha_mode,
+                     "--model", model, "--device", device, "-q"]
             _run_batch("encode", list(inputs), output, ".prc", args + ["-f"] * force, jobs, threads, quiet,
                        as_json, _encode_line)
             return
@@ -441,12 +444,12 @@ def _info_fields(input: str) -> dict:
             **_header_fields(h, payload)}
 
 
-def _header_fields(h, payload: bytes) -> dict:
+def _header_fields(h: Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader, payload: bytes) -> dict:
     """The fields of a parsed header (``bitstream.parse``) past the picture's size, for ``info``."""
     from .bitstream import AlphaHeader, CompositeHeader, GridHeader, LosslessHeader
 
     if isinstance(h, AlphaHeader):
-        return {"alpha": "webp lossless", "alpha_payload_bytes": len(h.alpha_payload),
+        return {"alpha": "webp lossless", "alpha_reduced": h.alpha.palette, "alpha_payload_bytes": len(h.alpha_payload),
                 "colour": {"channels": h.colour.channels, **_header_fields(h.colour, h.colour_payload)}}
     if isinstance(h, LosslessHeader):
         return {"network": "none", "lossless": "webp", "palette": h.palette, "payload_bytes": len(payload)}
