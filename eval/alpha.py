@@ -10,8 +10,9 @@ cut-out. Every metric is of what a viewer sees: the colour's PSNR over the pixel
 alpha's own PSNR (inf: exact). pranc keeps its default (the alpha exact where the colour is, else within 50 dB),
 or with ``--exact-alpha`` (``pranc encode --alpha exact``) an exact alpha always. Rates are bits per pixel of
 the whole picture, alpha included. WebP is lossy colour with lossless alpha (libwebp's default, alpha_quality
-100); AVIF codes its alpha lossy at the colour's quality (libavif's default through Pillow). Each peer is swept over its quality setting and its PSNR read at
-pranc's rate, interpolated in log bpp; "-" where pranc's rate is outside the peer's range.
+100); AVIF codes its alpha lossy at the colour's quality (libavif's default through Pillow). Each peer is swept
+over its quality setting and its PSNR read at pranc's rate, interpolated in log bpp; "-" where pranc's rate is
+outside the peer's range.
 """
 from __future__ import annotations
 
