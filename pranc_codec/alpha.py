@@ -27,11 +27,13 @@ def split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fill_hidden(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """``colour`` (uint8 (H, W, C)) with every pixel whose ``alpha`` (uint8 (H, W, 1)) is 0 given the colour of
-    the nearest pixel whose alpha is not (Euclidean distance, ties as scipy breaks them); unchanged where every
-    pixel is hidden or none is."""
+    the nearest pixel whose alpha is not (Euclidean distance, ties as scipy breaks them); unchanged where none is
+    hidden, black where all are (nothing is seen: the cheapest picture)."""
     hidden = alpha[:, :, 0] == 0
-    if not hidden.any() or hidden.all():
+    if not hidden.any():
         return colour
+    if hidden.all():
+        return np.zeros_like(colour)
     from scipy import ndimage  # the encoder's only use of scipy here
 
     iy, ix = ndimage.distance_transform_edt(hidden, return_distances=False, return_indices=True)

@@ -89,6 +89,11 @@ def test_hidden_pixels_take_the_nearest_seen_colour_and_cost_nothing():
         d = (ys - y) ** 2 + (xs - x) ** 2
         assert any(np.array_equal(filled[y, x], colour[ys[i], xs[i]]) for i in np.flatnonzero(d == d.min()))
     assert set(map(tuple, filled.reshape(-1, 3))) <= set(map(tuple, colour[seen]))  # no new colours
+    # nothing seen: a black picture, whose exact file is a few bytes, whatever the colour held
+    nothing = np.zeros_like(img)
+    nothing[:, :, :3] = colour
+    r = encode(nothing, quick(0.75))
+    assert r.stats.lossless and r.stats.bytes < 200 and not decode(r.data).any()
     # whatever the hidden pixels hold, the same file
     other = img.copy()
     other[~seen, :3] = 0
