@@ -73,7 +73,7 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
     """Measure rate–distortion of pranc and reference codecs; write curves, tables and a figure."""
     from .codecs import registry
     from .report import axis_limits, bd_table, plot, points_table
-    from .runner import ImageItem, aggregate, dataset as list_images, load_curves, run
+    from .runner import ImageItem, aggregate, dataset as list_images, has_alpha, load_curves, run
     from .provenance import file_digest
 
     started = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -107,7 +107,7 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
             h, w = read_image(p)[0].shape[:2]
             cw, ch = min(crop_wh[0], w), min(crop_wh[1], h)
             box = ((w - cw) // 2, (h - ch) // 2, cw, ch)
-        items.append(ImageItem(p, file_digest(p), box))
+        items.append(ImageItem(p, file_digest(p), box, has_alpha(p)))
 
     try:
         reg = registry(_floats(bpp) or (QUICK_BPP if quick else None),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -58,9 +58,19 @@ class PillowCodec(Codec):
         return {"pillow": PIL.__version__, "lib": features.version(lib), "fmt": self.fmt, "options": self.options}
 
     def run(self, image: np.ndarray, point: float, threads: int = 0) -> Trial:
+        """``image``: uint8 (H, W, C), C in {1, 3}, or {2, 4} with the alpha last: WebP and AVIF keep it (grey as
+        RGB, which they code), JPEG, which cannot, codes the colour alone and decodes opaque."""
         from PIL import Image
 
-        pil = Image.fromarray(image[..., 0] if image.shape[2] == 1 else image)
+        channels = image.shape[2]
+        grey, alpha = channels in (1, 2), channels in (2, 4)
+        if alpha and self.fmt == "JPEG":
+            colour = self.run(np.ascontiguousarray(image[:, :, :-1]), point, threads)
+            opaque = np.full(image.shape[:2] + (1,), 255, np.uint8)
+            return replace(colour, decoded=np.concatenate([colour.decoded, opaque], axis=2))
+        pil = Image.fromarray(image[..., 0] if channels == 1 else image, "LA" if channels == 2 else None)
+        if channels == 2:
+            pil = pil.convert("RGBA")  # neither WebP nor AVIF has grey with alpha
         buf = io.BytesIO()
         t0 = time.perf_counter()
         pil.save(buf, self.fmt, quality=int(point), **self.options)
@@ -68,7 +78,8 @@ class PillowCodec(Codec):
         data = buf.getvalue()
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            out = np.asarray(im.convert("L" if image.shape[2] == 1 else "RGB"))
+            out = np.asarray(im.convert({(True, False): "L", (False, False): "RGB", (True, True): "LA",
+                                         (False, True): "RGBA"}[grey, alpha]))
         t2 = time.perf_counter()
         return Trial(len(data), out.reshape(image.shape), t1 - t0, t2 - t1)
 

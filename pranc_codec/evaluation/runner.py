@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from ..alpha import visible_mse
 from ..image_io import atomic_write, read_image
-from ..metrics import ms_ssim, mse, psnr_of_mse, reportable
+from ..metrics import ms_ssim, mse, psnr, psnr_of_mse, reportable
 from .codecs import Codec
 from .provenance import file_digest
 
@@ -32,6 +33,9 @@ class ImageItem:
     path: Path
     digest: str
     crop: tuple[int, int, int, int] | None = None
+    # the file has an alpha channel (:func:`has_alpha`): it is coded with it and measured where seen, so its
+    # results are cached apart from those of the same file's colour alone (the harness before session 39)
+    alpha: bool = False
 
     @property
     def name(self) -> str:
@@ -42,11 +46,20 @@ class ImageItem:
         return f"{stem}[{w}x{h}+{x}+{y}]"
 
     def load(self) -> np.ndarray:
-        img = read_image(self.path)[0]
+        """uint8 (H, W, C): C in {1, 3}, or {2, 4} with the alpha last where the picture has transparency."""
+        img = read_image(self.path, keep_alpha=True)[0]
         if self.crop is not None:
             x, y, w, h = self.crop
             img = np.ascontiguousarray(img[y: y + h, x: x + w])
         return img
+
+
+def has_alpha(path: Path) -> bool:
+    """Whether the image file has an alpha channel (its mode, or a palette's transparency), from its header."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
 
 
 def dataset(folder: Path, check_sums: bool = True) -> list[Path]:
@@ -71,8 +84,9 @@ def dataset(folder: Path, check_sums: bool = True) -> list[Path]:
 
 
 def task_key(item: ImageItem, codec: Codec, point: float) -> str:
-    blob = json.dumps({"image": item.digest, "crop": item.crop, "codec": codec.name,
-                       "identity": codec.identity(), "point": point}, sort_keys=True, default=str)
+    fields = {"image": item.digest, "crop": item.crop, "codec": codec.name, "identity": codec.identity(),
+              "point": point, **({"alpha": True} if item.alpha else {})}  # an opaque picture's key is as it was
+    blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -81,13 +95,21 @@ def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[
     img = item.load()
     trial = codec.run(img, point, threads)
     h, w = img.shape[:2]
-    m = mse(img, trial.decoded)
+    colour, out, extra = img, trial.decoded, {}
+    if img.shape[2] in (2, 4):  # with transparency: the colour where it is seen, as the encoder judges it
+        seen = img[:, :, -1] > 0
+        colour, out = img[:, :, :-1], trial.decoded[:, :, :-1]
+        m = visible_mse(colour, out, seen)
+        out = np.where(seen[:, :, None], out, colour)
+        extra["alpha_psnr"] = reportable(psnr(img[:, :, -1:], trial.decoded[:, :, -1:]))
+    else:
+        m = mse(img, trial.decoded)
     rec = {
         "image": item.name, "codec": codec.name, "point": point,
         "width": w, "height": h, "bytes": trial.nbytes, "bpp": 8.0 * trial.nbytes / (h * w),
         "mse": m, "psnr": psnr_of_mse(m),
-        "ms_ssim": ms_ssim(img, trial.decoded) if img.shape[2] == 3 else None,
-        "encode_s": trial.encode_s, "decode_s": trial.decode_s, **trial.extra,
+        "ms_ssim": ms_ssim(colour, out) if colour.shape[2] == 3 else None,
+        "encode_s": trial.encode_s, "decode_s": trial.decode_s, **extra, **trial.extra,
     }
     if codec.heavy:
         # this worker ran only this task, so its peak RSS is the task's (MB)
