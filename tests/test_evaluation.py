@@ -209,3 +209,29 @@ def test_figure_axes_cover_the_neural_codecs_measured_rates():
     assert 3.96 < max_bpp < 4.5 and top == 45.0
     empty = {"results": {}}  # a --cached-only report of points the cache does not hold (was a KeyError)
     assert axis_limits([empty, high], [empty, high, jpeg]) == (max_bpp, top)
+
+
+def test_a_picture_with_transparency_is_measured_where_seen(tmp_path):
+    """WebP keeps the alpha exactly, JPEG cannot (its decode is opaque); PSNR is the colour's over the pixels whose
+    alpha is not 0, whatever is under the others; the picture's results are cached apart from its colour alone."""
+    from pranc_codec.evaluation import runner
+    from pranc_codec.evaluation.codecs import registry
+
+    from .test_alpha import cutout
+
+    img = cutout(64, 80)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    item = runner.ImageItem(tmp_path / "a.png", "d", None, runner.has_alpha(tmp_path / "a.png"))
+    assert item.alpha
+    Image.fromarray(img[:, :, :3]).save(tmp_path / "rgb.png")
+    assert not runner.has_alpha(tmp_path / "rgb.png")
+    codecs = registry()
+    seen = img[:, :, 3] > 0
+    for name, alpha_db in (("webp", None), ("jpeg", "finite")):
+        rec = runner._measure(item, codecs[name], 50, 1)
+        out = codecs[name].run(img, 50).decoded
+        d = out[seen][:, :3].astype(float) - img[seen][:, :3]
+        assert rec["psnr"] == pytest.approx(10 * math.log10(255**2 / np.mean(d * d)))
+        assert (rec["alpha_psnr"] is None) == (alpha_db is None)  # None: exact
+    opaque = runner.ImageItem(tmp_path / "a.png", "d", None)
+    assert runner.task_key(item, codecs["webp"], 50) != runner.task_key(opaque, codecs["webp"], 50)
