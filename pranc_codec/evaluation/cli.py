@@ -200,6 +200,7 @@ def _write_per_image(path: Path, records: list[dict]) -> None:
     keys = ["codec", "point", "image", "width", "height", "bytes", "bpp", "psnr", "mse", "ms_ssim",
             "encode_s", "decode_s", "peak_rss_mb", "num_coefs", "net_width", "encoder_psnr", "rate_ok", "lossless",
             "model"]
+    keys += ["alpha_psnr"] * any("alpha_psnr" in r for r in records)  # pictures with transparency (None: exact)
     records = sorted(records, key=lambda r: (r["codec"], r["point"], r["image"]))
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
