@@ -488,8 +488,18 @@ def _print_fields(fields: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(fields))
     else:
-        for k, v in fields.items():
+        for k, v in _flat(fields):
             click.echo(f"{k:>16}: {v}")
+
+
+def _flat(fields: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """The fields, a nested record's as ``parent.name`` (a version-11 file's colour file, a loop filter): a line
+    each in ``info``'s text, where JSON keeps the nesting."""
+    for k, v in fields.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
 
 
 @main.command()

@@ -250,6 +250,8 @@ def test_cli_encode_info_decode(tmp_path):
     assert "the transparency exact in" in r.output
     info = json.loads(runner.invoke(main, ["info", str(prc), "--json"]).output)
     assert info["version"] == 11 and info["channels"] == 4 and info["colour"]["network"] == "grid"
+    text = runner.invoke(main, ["info", str(prc)]).output  # the nested colour file a field a line
+    assert "  colour.network: grid" in text and "alpha_reduced: True" in text
     for name in ("out.png", "out.tif", "out.tga"):
         assert runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / name)]).exit_code == 0
         with Image.open(tmp_path / name) as im:
