@@ -44,28 +44,21 @@ def reduced_alpha(alpha: np.ndarray, exact: bytes, cfg: AlphaConfig, lcfg: Lossl
     """The alpha's one-channel version-9 file and its PSNR: reduced to the fewest grey levels of ``cfg.levels``
     whose PSNR is at least ``cfg.min_db`` (levels 0 and 255 kept, so that no hidden pixel shows and no opaque one
     lets the background through), where that file is smaller than ``exact`` (the alpha's exact file); else
-    ``exact`` and inf. alpha: uint8 (H, W, 1)."""
+    ``exact`` and inf. alpha: uint8 (H, W, 1). (The encoder's alone: metrics loads torch, which a decode needs
+    not.)"""
+    from .metrics import psnr
+
     if math.isfinite(cfg.min_db):
         for k in cfg.levels:
             reduced = lossless.reduce_colours(alpha, k, lcfg.palette_kmeans)
             reduced[alpha == 0], reduced[alpha == 255] = 0, 255
-            mse = float(np.mean((reduced.astype(np.float64) - alpha) ** 2))
-            quality = 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else math.inf  # (metrics.py would load torch)
+            quality = psnr(alpha, reduced)
             if quality >= cfg.min_db:
                 data = lossless.encode(reduced, lcfg, palette=True)
                 if len(data) < len(exact):
                     return data, quality
                 break
     return exact, math.inf
-
-
-def visible_mse(a: np.ndarray, b: np.ndarray, seen: np.ndarray) -> float:
-    """Mean squared error (8-bit units^2) of two uint8 (H, W, C) colour pictures over the pixels where ``seen``
-    (bool (H, W): alpha not 0, the only pixels whose colour is seen); 0 where none is."""
-    if not seen.any():
-        return 0.0
-    d = a[seen].astype(np.float64) - b[seen].astype(np.float64)
-    return float(np.mean(d * d))
 
 
 def decode(header: AlphaHeader, device: str = "cpu") -> np.ndarray:

@@ -22,7 +22,7 @@ from .fit import fit_alpha, group_sensitivity
 from .fit import TileData
 from .inr import SirenShape, render, width_for_params
 from .tiling import TileGrid
-from .metrics import ms_ssim, psnr, psnr_of_mse, reportable
+from .metrics import judged, psnr_of_mse, reportable
 from .quantization import coef_steps, dequantize, quantize, shifts_for
 from .basis import EXPANSION_ONE, SubspaceSpec
 from .decoder import decode  # noqa: F401 (the public API's decode, re-exported)
@@ -242,8 +242,8 @@ def _encode_alpha(image: np.ndarray, config: CodecConfig, device: torch.device, 
     budget = _budget(image, config) - bitstream.alpha_overhead()
     # "always" keeps every pixel exact, the hidden ones' colour too (as cwebp -exact), for a user who uses it
     filled = colour if mode == "always" else transparency.fill_hidden(colour, alpha)
-    if mode == "always" or (mode == "auto" and
-                            lossless.attempt(filled, budget - len(exact), config.lossless) is not None):
+    exact_colour = lossless.attempt(filled, budget - len(exact), config.lossless) if mode == "auto" else None
+    if mode == "always" or exact_colour is not None:
         alpha_file, alpha_db = exact, math.inf  # the colour's exact file fits with it: the whole picture exact
     else:
         alpha_file, alpha_db = transparency.reduced_alpha(alpha, exact, config.alpha, config.lossless)
@@ -255,7 +255,12 @@ def _encode_alpha(image: np.ndarray, config: CodecConfig, device: torch.device, 
         left = config.alpha.min_colour_bpp * pixels / 8  # over the rate asked for, which the rate check reports
     rate = replace(config.rate, bpp=8 * left / pixels, max_bytes=None if cap is None else int(left))
     seen = alpha[:, :, 0] > 0
-    inner = _encode_colour(filled, replace(config, rate=rate), device, progress, t0, seen if seen.any() else None)
+    seen_or_all = seen if seen.any() else None
+    inner_config = replace(config, rate=rate)
+    if exact_colour is not None:  # what _encode_colour's exact trial would find again (the same budget or more)
+        inner = _finish(filled, exact_colour, inner_config, device, t0, seen_or_all, model="lossless", **_NO_NETWORK)
+    else:
+        inner = _encode_colour(filled, inner_config, device, progress, t0, seen_or_all)
     data = bitstream.pack_alpha(width, height, channels, inner.data, alpha_file)
     rate_ok, notes = _rate_check(config, len(data), height, width, inner.stats.model)
     stats = replace(inner.stats, channels=channels, bytes=len(data), bpp=8.0 * len(data) / pixels,
@@ -402,16 +407,11 @@ def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.d
     MS-SSIM with the others as in ``image``); None: all."""
     height, width, channels = image.shape
     rate_ok, notes = _rate_check(config, len(data), height, width, str(network.get("model")))
-    decoded = decode(data)
-    if seen is None:
-        quality = psnr(image, decoded)
-    else:
-        quality = psnr_of_mse(transparency.visible_mse(image, decoded, seen))
-        decoded = np.where(seen[:, :, None], decoded, image)
+    m, ms = judged(image, decode(data), seen)
     stats = EncodeStats(
         width=width, height=height, channels=channels, bytes=len(data),
         bpp=8.0 * len(data) / (height * width), target_bpp=config.rate.bpp, rate_ok=rate_ok,
-        psnr=quality, ms_ssim=ms_ssim(image, decoded) if channels == 3 else None,
+        psnr=psnr_of_mse(m), ms_ssim=ms,
         encode_seconds=time.perf_counter() - t0, device=str(device), warnings=notes, max_bytes=config.rate.max_bytes,
         **network,
     )

@@ -29,6 +29,18 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return psnr_of_mse(mse(a, b))
 
 
+def judged(ref: np.ndarray, out: np.ndarray, seen: np.ndarray | None = None) -> tuple[float, float | None]:
+    """(MSE in 8-bit units^2, MS-SSIM or None for grey) of uint8 (H, W, C) ``out`` against ``ref``. Where ``seen``
+    (bool (H, W)) is given, a picture with transparency's colour as it is seen: the MSE over those pixels alone (0
+    where there are none), the MS-SSIM with the others taken as ``ref``'s."""
+    if seen is None:
+        m = mse(ref, out)
+    else:
+        m = mse(ref[seen], out[seen]) if seen.any() else 0.0
+        out = np.where(seen[:, :, None], out, ref)
+    return m, ms_ssim(ref, out) if ref.shape[2] == 3 else None
+
+
 # MS-SSIM's standard constants (Wang, Simoncelli & Bovik 2003), as pytorch-msssim uses
 # them by default: five scales with these exponents, an 11-tap Gaussian of sigma 1.5.
 # The fit's structure weights (grid_fit.structure_weights) use the same.

@@ -19,9 +19,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..alpha import visible_mse
 from ..image_io import atomic_write, read_image
-from ..metrics import ms_ssim, mse, psnr, psnr_of_mse, reportable
+from ..metrics import judged, psnr, psnr_of_mse, reportable
 from .codecs import Codec
 from .provenance import file_digest
 
@@ -95,20 +94,16 @@ def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[
     img = item.load()
     trial = codec.run(img, point, threads)
     h, w = img.shape[:2]
-    colour, out, extra = img, trial.decoded, {}
+    extra = {}
     if img.shape[2] in (2, 4):  # with transparency: the colour where it is seen, as the encoder judges it
-        seen = img[:, :, -1] > 0
-        colour, out = img[:, :, :-1], trial.decoded[:, :, :-1]
-        m = visible_mse(colour, out, seen)
-        out = np.where(seen[:, :, None], out, colour)
+        m, ms = judged(img[:, :, :-1], trial.decoded[:, :, :-1], img[:, :, -1] > 0)
         extra["alpha_psnr"] = reportable(psnr(img[:, :, -1:], trial.decoded[:, :, -1:]))
     else:
-        m = mse(img, trial.decoded)
+        m, ms = judged(img, trial.decoded)
     rec = {
         "image": item.name, "codec": codec.name, "point": point,
         "width": w, "height": h, "bytes": trial.nbytes, "bpp": 8.0 * trial.nbytes / (h * w),
-        "mse": m, "psnr": psnr_of_mse(m),
-        "ms_ssim": ms_ssim(colour, out) if colour.shape[2] == 3 else None,
+        "mse": m, "psnr": psnr_of_mse(m), "ms_ssim": ms,
         "encode_s": trial.encode_s, "decode_s": trial.decode_s, **extra, **trial.extra,
     }
     if codec.heavy:
