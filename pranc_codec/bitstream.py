@@ -16,6 +16,8 @@ from .config import BasisKind
 from .basis import EXPANSION_ONE, SubspaceSpec
 from .entropy import COMPACT_BOUNDS, COMPACT_DECAYS, MAX_BOUND, LaplaceModel, compact_indexes
 from .errors import FormatError, LimitError
+from .metadata import KINDS as METADATA_KINDS
+from .metadata import Metadata
 from .shapes import HEADER_BITS as FILTER_HEADER_BITS
 from .shapes import MAX_BUCKETS, MAX_SHIFT, PASSES, TAPS, GridShape, SirenShape, num_coefs
 from .tiling import TileGrid
@@ -29,8 +31,9 @@ GRID_VERSIONS = (4, 5, 6, 7, 8)
 LOSSLESS_VERSION = 9  # a WebP lossless code of the picture (or of its palette) instead of a network (lossless.py)
 COMPOSITE_VERSION = 10  # a version-9 file of the whole picture with version-8 files pasted over regions of it
 ALPHA_VERSION = 11  # a picture with transparency: a file of its colour and a one-channel version-9 file of its alpha
+METADATA_VERSION = 12  # a picture's ICC profile, EXIF and XMP, and a file of its pixels (metadata.py)
 # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
@@ -92,6 +95,11 @@ MAX_REGIONS = 8
 # length and a whole one-channel version-9 file)
 _ALPHA_FIXED = struct.Struct("<4sBBHHB")
 ALPHA_COLOUR_VERSIONS = (VERSION, GRID_VERSION, LOSSLESS_VERSION, COMPOSITE_VERSION)  # what the encoder writes
+
+_METADATA_FIXED = struct.Struct("<4sBBHHB")
+METADATA_FLAG_DEFLATE = 0x01  # the metadata block is a zlib stream (the encoder's choice where it is smaller)
+METADATA_PICTURE_VERSIONS = ALPHA_COLOUR_VERSIONS + (ALPHA_VERSION,)
+MAX_METADATA_BYTES = 1 << 24  # the metadata block's records, inflated (an EXIF segment holds at most 64 kB)
 # Version 8 (FORMAT.md "Version 8"): MLP steps as f32, the filter record without its model, then every entropy
 # model in one bit string of signed Exp-Golomb codes (as H.264 codes its headers), then varint segment lengths.
 _STEP = struct.Struct("<f")
@@ -236,6 +244,23 @@ class AlphaHeader:
     colour_payload: bytes
     alpha: LosslessHeader
     alpha_payload: bytes
+
+    @property
+    def num_pixels(self) -> int:
+        return self.width * self.height
+
+
+@dataclass(frozen=True)
+class MetadataHeader:
+    """Decoded header of a file with metadata (version 12): the metadata, and the picture's file, already parsed
+    and checked (its CRC too)."""
+
+    width: int
+    height: int
+    channels: int
+    metadata: Metadata
+    picture: "Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader"
+    picture_payload: bytes
 
     @property
     def num_pixels(self) -> int:
@@ -681,6 +706,82 @@ def _parse_alpha(data: bytes) -> tuple[AlphaHeader, bytes]:
                        alpha=alpha, alpha_payload=alpha_payload), b""
 
 
+def metadata_block(meta: Metadata) -> tuple[bytes, bool]:
+    """The records of ``meta`` (a kind byte, the index of its field in ``metadata.KINDS``; a varint length; the
+    bytes; for each field present, in that order), deflated where that is smaller; and whether it is."""
+    records = b"".join(bytes([i]) + _varint(len(getattr(meta, k))) + getattr(meta, k)
+                       for i, k in enumerate(METADATA_KINDS) if getattr(meta, k))
+    packed = zlib.compress(records, 9)
+    return (packed, True) if len(packed) < len(records) else (records, False)
+
+
+def pack_metadata(width: int, height: int, channels: int, block: bytes, deflated: bool, picture: bytes) -> bytes:
+    """Serialize a file with metadata (version 12) from :func:`metadata_block`'s block and the picture's file (of
+    a version in ``METADATA_PICTURE_VERSIONS``), and append the CRC32 of everything before it."""
+    flags = METADATA_FLAG_DEFLATE if deflated else 0
+    body = _METADATA_FIXED.pack(MAGIC, METADATA_VERSION, flags, width, height, channels)
+    body += _varint(len(block)) + block + _varint(len(picture)) + picture
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def metadata_overhead() -> int:
+    """The most bytes a version-12 file takes besides its metadata block and its picture's file."""
+    return _METADATA_FIXED.size + _CRC.size + 2 * MAX_VARINT_BYTES
+
+
+def _inflate(block: bytes) -> bytes:
+    """A deflated metadata block, never more than ``MAX_METADATA_BYTES`` of it inflated (a zlib bomb is refused
+    once past that, not after)."""
+    z = zlib.decompressobj()
+    try:
+        out = z.decompress(block, MAX_METADATA_BYTES)
+    except zlib.error as e:
+        raise FormatError(f"corrupt metadata ({e})") from None
+    _check(not z.unconsumed_tail, f"metadata inflates to more than {MAX_METADATA_BYTES} bytes", LimitError)
+    _check(z.eof and not z.unused_data, "corrupt metadata (its zlib stream is truncated or followed by bytes)")
+    return out
+
+
+def _parse_records(block: bytes) -> Metadata:
+    """The fields of a metadata block's records: each kind known, at most once, in order, and not empty."""
+    found: dict[str, bytes] = {}
+    pos, last = 0, -1
+    while pos < len(block):
+        kind = block[pos]
+        _check(last < kind < len(METADATA_KINDS), f"metadata record of kind {kind} out of place or unknown")
+        n, pos = _read_varint(block, pos + 1)
+        _check(1 <= n and pos + n <= len(block), "truncated metadata record")
+        found[METADATA_KINDS[kind]] = bytes(block[pos: pos + n])
+        pos, last = pos + n, kind
+    _check(bool(found), "a file with metadata holds none")
+    return Metadata(**found)
+
+
+def _parse_metadata(data: bytes) -> tuple[MetadataHeader, bytes]:
+    """Fields of a version-12 file (the CRC is already checked): the metadata's records, and the picture's file
+    parsed and checked against the header's size and channels."""
+    _, _, flags, width, height, channels = _METADATA_FIXED.unpack_from(data, 0)
+    _check(flags & ~METADATA_FLAG_DEFLATE == 0, f"unknown header flags 0x{flags:02x}")
+    _check(channels in (1, 2, 3, 4), f"unsupported channel count {channels}")
+    _check_image(width, height, 1 if channels < 3 else 3)
+    end = len(data) - _CRC.size
+    block, pos = _nested(data, _METADATA_FIXED.size, end, "the metadata")
+    if flags & METADATA_FLAG_DEFLATE:
+        block = _inflate(block)
+    _check(len(block) <= MAX_METADATA_BYTES, f"metadata of more than {MAX_METADATA_BYTES} bytes", LimitError)
+    meta = _parse_records(block)
+    raw, pos = _nested(data, pos, end, "the picture")
+    _check(len(raw) >= 5 and raw[4] in METADATA_PICTURE_VERSIONS,
+           f"picture of a file with metadata is not a file of version "
+           f"{', '.join(map(str, METADATA_PICTURE_VERSIONS))}")
+    picture, payload = parse(raw)
+    _check((picture.width, picture.height, picture.channels) == (width, height, channels),
+           f"picture of {picture.width}x{picture.height}x{picture.channels} in a {width}x{height}x{channels} file")
+    _check(pos == end, f"{end - pos} bytes after the picture")
+    return MetadataHeader(width=width, height=height, channels=channels, metadata=meta, picture=picture,
+                          picture_payload=payload), b""
+
+
 def header_size(n_groups: int) -> int:
     """Bytes of container overhead (everything but the payload)."""
     return _FIXED.size + _TILE.size + n_groups * _GROUP.size + _LEN.size + _CRC.size
@@ -706,10 +807,11 @@ def _check(cond: bool, msg: str, exc: type[Exception] = FormatError) -> None:
         raise exc(msg)
 
 
-def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader, bytes]:
+def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader | MetadataHeader,
+                                bytes]:
     """Validate a ``.prc`` byte string and return (header, payload): a Header for versions 1-3 (SIREN), a
-    GridHeader for 4-8, a LosslessHeader for 9, a CompositeHeader for 10 and an AlphaHeader for 11 (these two
-    with their nested files in them, and no payload)."""
+    GridHeader for 4-8, a LosslessHeader for 9, a CompositeHeader for 10, an AlphaHeader for 11 and a
+    MetadataHeader for 12 (these three with their nested files in them, and no payload)."""
     _check(len(data) >= 5, f"not a .prc file (only {len(data)} bytes)")
     _check(data[:4] == MAGIC, "not a .prc file (bad magic bytes)")
     version = data[4]
@@ -718,7 +820,7 @@ def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader | Composite
     group = _GROUP if version >= 2 else _GROUP_V1
     # a lossless file may be shorter than the other layouts' headers (a black 1x1 picture's: 30 bytes)
     shortest = {LOSSLESS_VERSION: _LOSSLESS_FIXED.size, COMPOSITE_VERSION: _COMPOSITE_FIXED.size,
-                ALPHA_VERSION: _ALPHA_FIXED.size}.get(
+                ALPHA_VERSION: _ALPHA_FIXED.size, METADATA_VERSION: _METADATA_FIXED.size}.get(
         version, min(_FIXED.size, _GRID_FIXED.size) + _LEN.size)
     _check(len(data) >= shortest + _CRC.size, "truncated .prc file (header incomplete)")
     (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
@@ -729,6 +831,8 @@ def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader | Composite
         return _parse_composite(data)
     if version == ALPHA_VERSION:
         return _parse_alpha(data)
+    if version == METADATA_VERSION:
+        return _parse_metadata(data)
     if version in GRID_VERSIONS:
         return _parse_grid(data, version)
     _check(len(data) >= _FIXED.size + _LEN.size + _CRC.size, "truncated .prc file (header incomplete)")

@@ -23,7 +23,7 @@ from .config import LOSSLESS_MODES, TUNES, GridConfig
 from .errors import InputError, PrancError, require_positive
 
 if TYPE_CHECKING:  # the container's classes load with it, only where a command reads a file
-    from .bitstream import AlphaHeader, CompositeHeader, GridHeader, Header, LosslessHeader
+    from .bitstream import AlphaHeader, CompositeHeader, GridHeader, Header, LosslessHeader, MetadataHeader
 
 
 DEBUG_ENV = "PRANC_DEBUG"  # set: an internal error shows its traceback
@@ -184,16 +184,24 @@ def _encode_line(out: str, s: dict) -> str:
     if s.get("alpha_bytes"):
         how = "exact" if s["alpha_psnr"] is None else f"at {s['alpha_psnr']:.1f} dB"
         quality += f", the transparency {how} in {s['alpha_bytes']} bytes"
+    if s.get("metadata_bytes"):
+        quality += f", metadata in {s['metadata_bytes']} bytes"
     return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, {quality}, "
             f"{s['encode_seconds']:.1f} s"
             + (f" ({s['passes']} encodes for {s['target_psnr']:g} dB)" if s.get("target_psnr") is not None else "")
             + (f", at most {s['max_bytes']} bytes" if s.get("max_bytes") is not None else ""))
 
 
+def _and(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join(filter(None, (", ".join(items[:-1]), items[-1]))) if items else ""
+
+
 def _decode_line(out: str, s: dict) -> str:
     """The one-line summary of a decode (``s``: decode's JSON fields)."""
-    return (f"{_display_name(out, output=True)}: {s['width']}x{s['height']}x{s['channels']}, {s['bpp']:.4f} bpp, "
-            f"{s['decode_seconds']:.2f} s")
+    kept = f", with its {_and([k.upper() for k in s['metadata']])}" if s.get("metadata") else ""
+    return (f"{_display_name(out, output=True)}: {s['width']}x{s['height']}x{s['channels']}, {s['bpp']:.4f} bpp"
+            f"{kept}, {s['decode_seconds']:.2f} s")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -232,6 +240,9 @@ def main() -> None:
               help="A picture with transparency keeps its alpha channel (format v11). auto: exact where the colour "
                    "is stored exactly, else reduced to the fewest levels that keep it within 50 dB PSNR (at most "
                    "a few levels of 255 off, on edges); exact: always exact.")
+@click.option("--metadata", "metadata_kinds", default="all", show_default=True, metavar="all|none|icc,exif,xmp",
+              help="What the file keeps besides the pixels: the ICC colour profile (other than sRGB's; without it "
+                   "the pixels are converted to sRGB), EXIF, XMP. Their bytes come out of the rate.")
 @click.option("--model", type=click.Choice(["grid", "siren"]), default="grid", show_default=True,
               help="grid: latent grids + small MLP (format v8); siren: the PRANC random-basis SIREN (format v3).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Basis seed (stored in the header).")
@@ -256,7 +267,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (one a file).")
 def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size: str | None,
            max_size: str | None, psnr_db: float | None, preset: str,
-           tune: str, lossless: str, alpha_mode: str, model: str,
+           tune: str, lossless: str, alpha_mode: str, metadata_kinds: str, model: str,
            seed: int | None, net_width: int | None, layers: int | None, basis: str | None,
            expansion: float | None, steps: int | None, device: str, threads: int, jobs: int, force: bool,
            quiet: bool, as_json: bool) -> None:
@@ -278,6 +289,12 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             raise InputError(f"--lossless always takes no {targets[0]}: the file is as large as the pixels need")
         if psnr_db is not None:
             require_positive(psnr_db, "--psnr", " of dB")
+        from .metadata import parse_kinds
+
+        try:
+            keep = parse_kinds(metadata_kinds)
+        except ValueError as e:
+            raise InputError(f"--metadata: {e}") from None
         target_bytes = _parse_size(size) if size is not None else None
         max_bytes = _parse_size(max_size, "--max-size") if max_size is not None else None
         if max_bytes is not None and model != "grid":
@@ -289,20 +306,20 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
                       **siren_only}
             args = [a for k, v in passed.items() if v is not None for a in (k, str(v))]
             args += ["--preset", preset, "--tune", tune, "--lossless", lossless, "--alpha", alpha_mode,
-                     "--model", model, "--device", device, "-q"]
+                     "--metadata", metadata_kinds, "--model", model, "--device", device, "-q"]
             _run_batch("encode", list(inputs), output, ".prc", args + ["-f"] * force, jobs, threads, quiet,
                        as_json, _encode_line)
             return
         input = inputs[0]
         from .codec import default_threads, encode as encode_image
         from .config import BasisKind, CodecConfig
-        from .image_io import check_output, read_image, write_output
+        from .image_io import check_output, read_picture, write_output
 
         out = output_for(input, output, ".prc")
         check_output(out)  # fail before minutes of fitting, not after
         if out != STDIO and Path(out).exists() and not force:
             raise InputError(f"{out}: already exists (use --force to overwrite)")
-        image, notes = read_image(input, keep_alpha=True)
+        image, notes, meta = read_picture(input, keep_alpha=True, keep=keep)
         cfg = CodecConfig().with_preset(preset).with_tune(tune)
         if target_bytes is not None:  # the rate control works in bits per pixel of this picture
             bpp = 8 * target_bytes / (image.shape[0] * image.shape[1])
@@ -330,9 +347,9 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
         progress = _progress_factory(quiet or as_json)
         if psnr_db is not None:
             from .quality_target import encode_to_psnr
-            result = encode_to_psnr(image, psnr_db, cfg, progress=progress)
+            result = encode_to_psnr(image, psnr_db, cfg, progress=progress, metadata=meta)
         else:
-            result = encode_image(image, cfg, progress=progress)
+            result = encode_image(image, cfg, progress=progress, metadata=meta)
         write_output(out, result.data, force=force, protect=_protected(input))
         s = result.stats
         for n in s.warnings:
@@ -373,6 +390,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = str(threads)
         from .decoder import decode_parsed
+        from .metadata import PROFILE_FORMATS
         from .image_io import check_alpha_format, check_output, image_bytes, output_format, read_bytes, write_output
 
         t0 = time.perf_counter()
@@ -380,9 +398,12 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
         check_output(out)
         fmt = output_format(out)
         data = read_bytes(input)
-        from .bitstream import AlphaHeader, Header, parse
+        from .bitstream import AlphaHeader, Header, MetadataHeader, parse
 
         header, payload = parse(data)  # checked first: no warning for a file that does not decode
+        meta = None
+        if isinstance(header, MetadataHeader):
+            meta, header, payload = header.metadata, header.picture, header.picture_payload
         if isinstance(header, AlphaHeader):
             check_alpha_format(out, fmt)
         note = batch.memory_note("decode", header.num_pixels)
@@ -395,12 +416,18 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             from .codec import default_threads
             torch.set_num_threads(threads or default_threads())
         image = decode_parsed(header, payload, device=device)
-        write_output(out, image_bytes(image, fmt), force=force, protect=_protected(input))
+        notes: list[str] = []
+        picture = image_bytes(image, fmt, meta, notes)
+        for n in notes:
+            click.echo(f"pranc: warning: {n}", err=True)
+        write_output(out, picture, force=force, protect=_protected(input))
         seconds = time.perf_counter() - t0
         h, w, c = image.shape
         report = out == STDIO  # the picture is on stdout: the summary goes to stderr
         summary = {"input": input, "output": out, "width": w, "height": h, "channels": c,
-                   "bpp": 8 * len(data) / (w * h), "decode_seconds": seconds}
+                   "bpp": 8 * len(data) / (w * h),
+                   "metadata": meta.kinds() if meta and fmt in PROFILE_FORMATS else [],  # what the output holds
+                   "decode_seconds": seconds}
         if as_json:
             click.echo(json.dumps(summary), err=report)
         elif not quiet:
@@ -444,9 +471,19 @@ def _info_fields(input: str) -> dict:
             **_header_fields(h, payload)}
 
 
-def _header_fields(h: Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader, payload: bytes) -> dict:
+def _header_fields(h: Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader | MetadataHeader,
+                   payload: bytes) -> dict:
     """The fields of a parsed header (``bitstream.parse``) past the picture's size, for ``info``."""
-    from .bitstream import AlphaHeader, CompositeHeader, GridHeader, LosslessHeader
+    from .bitstream import AlphaHeader, CompositeHeader, GridHeader, LosslessHeader, MetadataHeader
+
+    if isinstance(h, MetadataHeader):
+        from .metadata import profile_name
+
+        m = h.metadata
+        kept = {f"{k}_bytes": n for k, n in m.sizes().items()}
+        if m.icc:
+            kept["icc_profile"] = profile_name(m.icc) or "unreadable"
+        return {"metadata": kept, **_header_fields(h.picture, h.picture_payload)}
 
     if isinstance(h, AlphaHeader):
         return {"alpha": "webp lossless", "alpha_reduced": h.alpha.palette, "alpha_payload_bytes": len(h.alpha_payload),

@@ -1,6 +1,7 @@
 """Public API: ``encode(image, config) -> EncodeResult`` and ``decode(data) -> image``.
 
-Images are uint8 numpy arrays (H, W, C) with C in {1, 3}, or {2, 4} with an alpha channel last.
+Images are uint8 numpy arrays (H, W, C) with C in {1, 3}, or {2, 4} with an alpha channel last; a picture's
+ICC profile, EXIF and XMP go with it as a ``metadata.Metadata`` (format version 12).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
 from .errors import InputError, LimitError, require_positive
 from .fit import fit_alpha, group_sensitivity
+from .metadata import Metadata
 from .fit import TileData
 from .inr import SirenShape, render, width_for_params
 from .tiling import TileGrid
@@ -64,6 +66,7 @@ class EncodeStats:
     # 0 for an opaque one
     alpha_bytes: int = 0
     alpha_psnr: float | None = None  # the alpha's PSNR (format v11; inf: exact, to_dict: None), else None
+    metadata_bytes: int = 0  # bytes of the metadata block (ICC profile, EXIF, XMP; format v12), 0 without
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -169,9 +172,10 @@ def _search_delta(spec: SubspaceSpec, alpha: np.ndarray, shifts: list[int], targ
 
 
 def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
-           progress: ProgressFactory | None = None) -> EncodeResult:
+           progress: ProgressFactory | None = None, metadata: Metadata | None = None) -> EncodeResult:
     """Fit, quantize and entropy-code ``image`` (uint8 (H, W, C)) into ``.prc`` bytes; C in {1, 3}, or {2, 4}
-    with an alpha channel last (:func:`_encode_alpha`)."""
+    with an alpha channel last (:func:`_encode_alpha`). With ``metadata`` (any field present), a version-12
+    file of it and of the picture's file, coded at the rate the metadata leaves (:func:`metadata_room`)."""
     t0 = time.perf_counter()
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
         raise InputError("image must be uint8 (H, W, C) with 1 to 4 channels (2 and 4: alpha last)")
@@ -190,6 +194,10 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     device = resolve_device(config.device)
     if config.model not in ("grid", "siren"):
         raise InputError(f"unknown model {config.model!r} (grid or siren)")
+    if metadata:
+        block = bitstream.metadata_block(metadata)
+        inner = encode(image, metadata_room(config, block, height, width), progress)
+        return with_metadata(inner, block, config, t0)
     if channels in (2, 4):
         return _encode_alpha(image, config, device, progress, t0)
     return _encode_colour(image, config, device, progress, t0)
@@ -266,6 +274,43 @@ def _encode_alpha(image: np.ndarray, config: CodecConfig, device: torch.device, 
     stats = replace(inner.stats, channels=channels, bytes=len(data), bpp=8.0 * len(data) / pixels,
                     target_bpp=config.rate.bpp, rate_ok=rate_ok, encode_seconds=time.perf_counter() - t0,
                     max_bytes=cap, alpha_bytes=len(alpha_file), alpha_psnr=alpha_db, warnings=notes)
+    return EncodeResult(data=data, stats=stats)
+
+
+def metadata_room(config: CodecConfig, block: tuple[bytes, bool], height: int, width: int) -> CodecConfig:
+    """``config`` with its rate and ceiling less the bytes a version-12 file adds for ``block``
+    (``bitstream.metadata_block``): the picture's file gets the rest, at least ``config.metadata.min_picture_bpp``
+    (the file is then over the rate asked for, which the rate check reports). A LimitError where the metadata
+    alone leaves less than that under the ceiling."""
+    extra, pixels, cap = len(block[0]) + bitstream.metadata_overhead(), height * width, config.rate.max_bytes
+    floor = config.metadata.min_picture_bpp * pixels / 8
+    if cap is not None and cap - extra < floor:
+        raise LimitError(f"the metadata alone takes {extra} bytes: with the picture, over the ceiling of {cap} "
+                         f"bytes (--metadata none drops it)")
+    left = max(config.rate.bpp * pixels / 8 - extra, floor)
+    return replace(config, rate=replace(config.rate, bpp=8 * left / pixels,
+                                        max_bytes=None if cap is None else int(cap - extra)))
+
+
+def with_metadata(inner: EncodeResult, block: tuple[bytes, bool], config: CodecConfig, t0: float,
+                  rate_target: bool = True) -> EncodeResult:
+    """``inner`` (the picture's file, made under :func:`metadata_room`) in a version-12 file with ``block``
+    (``bitstream.metadata_block``); its rate checked against ``config``'s where ``rate_target`` (not after a
+    PSNR search, whose target is the PSNR)."""
+    s = inner.stats
+    data = bitstream.pack_metadata(s.width, s.height, s.channels, *block, inner.data)
+    notes = list(s.warnings)
+    rate_ok = s.rate_ok
+    if rate_target:
+        rate_ok, notes = _rate_check(config, len(data), s.height, s.width, s.model)
+    extra = len(data) - len(inner.data)
+    if extra > config.metadata.warn_share * len(data):
+        notes.append(f"the metadata (ICC profile, EXIF, XMP) takes {extra} of the file's {len(data)} bytes: "
+                     f"--metadata none drops it, --metadata icc keeps the colours alone")
+    stats = replace(s, bytes=len(data), bpp=8.0 * len(data) / (s.height * s.width),
+                    target_bpp=config.rate.bpp if rate_target else s.target_bpp, rate_ok=rate_ok,
+                    encode_seconds=time.perf_counter() - t0, max_bytes=config.rate.max_bytes,
+                    metadata_bytes=len(block[0]), warnings=notes)
     return EncodeResult(data=data, stats=stats)
 
 

@@ -451,6 +451,18 @@ class AlphaConfig:
 
 
 @dataclass(frozen=True)
+class MetadataConfig:
+    """A picture's ICC profile, EXIF and XMP (format version 12, metadata.py): their bytes come out of the rate
+    asked for, as an alpha's do."""
+
+    # the picture's rate (bits per pixel) where the metadata leaves less: the file is then over the rate asked for,
+    # with a warning (a file of fewer bits would be all one colour)
+    min_picture_bpp: float = 0.02
+    # a file whose metadata takes more than this share of it says so, and how to drop it (``--metadata none``)
+    warn_share: float = 0.1
+
+
+@dataclass(frozen=True)
 class QualityConfig:
     """A PSNR target instead of a rate (``pranc encode --psnr``; quality_target.py): whole encodes at rates
     found by search, as cwebp's ``-psnr`` does. The first rate comes from the picture itself: the rate at which
@@ -519,6 +531,7 @@ class CodecConfig:
     lossless: LosslessConfig = field(default_factory=LosslessConfig)
     composite: CompositeConfig = field(default_factory=CompositeConfig)
     alpha: AlphaConfig = field(default_factory=AlphaConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
     # "grid": latent grids + MLP (format v8, the default); "siren": the PRANC SIREN (format v3)
     model: str = "grid"
     seed: int = 2023

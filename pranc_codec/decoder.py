@@ -2,17 +2,19 @@
 loading torch (``grid_decode.py``: a decode starts in a fraction of a second, not 1.5-2 s); lossless files
 (version 9) through libwebp (``lossless.py``); composite files (version 10) through both (``composite.py``);
 PRANC SIREN files (version 3) through torch (``codec.decode_siren``); files with transparency (version 11) as
-their colour file, its alpha stacked on (``alpha.py``)."""
+their colour file, its alpha stacked on (``alpha.py``); files with metadata (version 12) as their picture's
+file (the metadata is the header's: ``bitstream.MetadataHeader``)."""
 from __future__ import annotations
 
 import numpy as np
 
 from . import alpha, bitstream, composite, grid_decode, lossless
-from .bitstream import AlphaHeader, CompositeHeader, GridHeader, Header, LosslessHeader
+from .bitstream import AlphaHeader, CompositeHeader, GridHeader, Header, LosslessHeader, MetadataHeader
 
 
 def decode(data: bytes, device: str = "cpu") -> np.ndarray:
-    """``.prc`` bytes -> uint8 image (H, W, C), C in {1, 3}, or {2, 4} with alpha last (a version-11 file).
+    """``.prc`` bytes -> uint8 image (H, W, C), C in {1, 3}, or {2, 4} with alpha last (a version-11 file), in
+    the colour space of the file's ICC profile where it has one (``bitstream.parse(data)[0].metadata.icc``).
     Raises FormatError/LimitError on bad input.
 
     The same pixels on every machine and device (FORMAT.md fixes every operation that makes them).
@@ -21,9 +23,11 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     return decode_parsed(*bitstream.parse(data), device=device)
 
 
-def decode_parsed(header: Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader, payload: bytes,
-                  device: str = "cpu") -> np.ndarray:
+def decode_parsed(header: Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader | MetadataHeader,
+                  payload: bytes, device: str = "cpu") -> np.ndarray:
     """:func:`decode` of a file :func:`bitstream.parse` has already read and checked."""
+    if isinstance(header, MetadataHeader):
+        header, payload = header.picture, header.picture_payload
     if isinstance(header, GridHeader):
         return grid_decode.decode(header, payload)
     if isinstance(header, LosslessHeader):

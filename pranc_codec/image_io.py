@@ -9,7 +9,9 @@ Input policy (also in README.md):
 - 8-bit RGB is coded as 3 channels, grayscale (L, I;16, I, F) as 1 channel;
   16-bit and float grayscale are scaled to 8 bits;
 - palette, CMYK, YCbCr, LAB, ... are converted to RGB;
-- an RGB or CMYK picture with an ICC profile other than sRGB is converted to sRGB;
+- an ICC profile other than sRGB's, EXIF and XMP are kept where asked (``read_picture``'s ``keep``: the
+  encoder's input; the pixels then stay in the profile's space); else an RGB or CMYK picture with a profile
+  other than sRGB is converted to sRGB (a CMYK picture always is);
 - an alpha channel that is not fully opaque is kept (``keep_alpha``: the encoder's input; C is then 2 or 4,
   alpha last), or else dropped with a warning; a fully opaque one is dropped;
 - of an animation or a multi-page file, the first frame is coded, with a warning.
@@ -22,12 +24,14 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .bitstream import MAX_FILE_BYTES
 from .errors import InputError, LimitError
+from .metadata import Metadata, profile_name, save_options, to_srgb
 
 Image.MAX_IMAGE_PIXELS = 8192 * 8192  # decompression-bomb guard (Pillow raises above 2x this)
 
@@ -59,15 +63,21 @@ def _read_stdin(limit: int, what: str) -> bytes:
     return _read_limited(stream, limit, "<stdin>", what)
 
 
-def to_array(img: Image.Image, keep_alpha: bool = False) -> tuple[np.ndarray, list[str]]:
+def to_array(img: Image.Image, keep_alpha: bool = False,
+             keep: Collection[str] = ()) -> tuple[np.ndarray, list[str], Metadata]:
     """PIL image -> uint8 (H, W, C) with C in {1, 3}, or with ``keep_alpha`` and an alpha channel that is not
-    fully opaque, {2, 4} with the alpha last; plus warnings for the user."""
+    fully opaque, {2, 4} with the alpha last; warnings for the user; and the metadata of the kinds in ``keep``
+    (of ``metadata.KINDS``) the image holds. An ICC profile other than sRGB's is kept where ``keep`` names it
+    (the pixels are then left in its space), else an RGB or CMYK picture is converted to sRGB."""
     notes: list[str] = []
     frames = getattr(img, "n_frames", 1)  # animated GIF / PNG / WebP, multi-page TIFF
     if frames > 1:
         notes.append(f"{frames} frames: only the first is coded")
     icc = img.info.get("icc_profile")
-    img = ImageOps.exif_transpose(img)
+    img = ImageOps.exif_transpose(img)  # also takes the orientation out of the EXIF and XMP it keeps
+    found = {"exif": img.info.get("exif") or None, "xmp": img.info.get("xmp") or None}
+    if isinstance(found["xmp"], str):
+        found["xmp"] = found["xmp"].encode("utf-8")
     mode = img.mode
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -89,27 +99,33 @@ def to_array(img: Image.Image, keep_alpha: bool = False) -> tuple[np.ndarray, li
         arr = np.clip(np.rint(arr * (255.0 / hi)), 0, 255).astype(np.uint8)
         if hi != 255.0:
             notes.append("16-bit image reduced to 8 bits")
-        return arr[:, :, None], notes
+        img = Image.fromarray(arr)
     elif mode == "1":
         img = img.convert("L")
     elif mode not in ("RGB", "L") and not (mode == "CMYK" and icc):
         img = img.convert("RGB")
-    if icc and img.mode in ("RGB", "CMYK"):
-        img = _to_srgb(img, icc, notes)
+    if icc and (img.mode == "CMYK" or ("icc" not in keep and img.mode == "RGB")):
+        img = _to_srgb(img, icc, notes)  # a CMYK profile describes no pixels pranc codes: converted
+    elif icc and "icc" in keep:
+        name = profile_name(icc)
+        if name is None:
+            notes.append("embedded ICC profile ignored (lcms cannot read it)")
+        elif "srgb" not in name.lower():  # an sRGB profile says what a picture without one means: not kept
+            found["icc"] = icc
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if alpha is not None:
         arr = np.concatenate([arr, alpha[:, :, None]], axis=2)
-    return np.ascontiguousarray(arr), notes
+    meta = Metadata(**{k: v for k, v in found.items() if k in keep and v})
+    return np.ascontiguousarray(arr), notes, meta
 
 
 def _to_srgb(img: Image.Image, icc: bytes, notes: list[str]) -> Image.Image:
-    """An RGB or CMYK image with an embedded ICC profile -> sRGB RGB.
-
-    The decoder writes plain 8-bit pixels with no profile, which viewers show as sRGB; so a picture in
-    Display P3 or Adobe RGB (most phone photos) is converted on the way in, or its colours would shift.
-    An sRGB profile leaves the pixels as they are; an unreadable one is ignored with a warning.
+    """An RGB or CMYK image with an embedded ICC profile -> sRGB RGB (where the profile is not kept: a decoded
+    picture without one is shown as sRGB, so a picture in Display P3 or Adobe RGB is converted on the way in,
+    or its colours would shift). An sRGB profile leaves the pixels as they are; an unreadable one is ignored
+    with a warning.
     """
     from PIL import ImageCms
 
@@ -153,8 +169,16 @@ def read_bytes(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes:
 
 
 def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Load an image file (``-``: standard input) as uint8 (H, W, C) (:func:`to_array`); raises
-    InputError/LimitError with a clear message."""
+    """Load an image file (``-``: standard input) as uint8 (H, W, C) and warnings (:func:`to_array`), its colours
+    converted to sRGB and no metadata kept; raises InputError/LimitError with a clear message."""
+    image, notes, _ = read_picture(path, keep_alpha)
+    return image, notes
+
+
+def read_picture(path: str | os.PathLike, keep_alpha: bool = False,
+                 keep: Collection[str] = ()) -> tuple[np.ndarray, list[str], Metadata]:
+    """:func:`read_image`, and the metadata of the kinds in ``keep`` (``metadata.KINDS``) the file holds (an ICC
+    profile kept leaves the pixels in its space)."""
     if str(path) == STDIO:
         p, src = "<stdin>", io.BytesIO(_read_stdin(MAX_STDIN_IMAGE_BYTES, "image"))
     else:
@@ -164,7 +188,7 @@ def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> tuple[np.nd
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(src) as img:
                 img.load()
-                return to_array(img, keep_alpha)
+                return to_array(img, keep_alpha, keep)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise LimitError(f"{p}: image too large ({e})") from None
     except UnidentifiedImageError:
@@ -205,15 +229,32 @@ def output_format(path: str | os.PathLike) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
-def image_bytes(arr: np.ndarray, format: str = "PNG") -> bytes:
+def image_bytes(arr: np.ndarray, format: str = "PNG", metadata: Metadata | None = None,
+                notes: list[str] | None = None) -> bytes:
     """uint8 (H, W, C) -> the contents of an image file in ``format`` (one of ``OUTPUT_FORMATS``' values); C in
-    {2, 4} (alpha last) only in ``ALPHA_FORMATS``."""
+    {2, 4} (alpha last) only in ``ALPHA_FORMATS``. With ``metadata``, written into it where ``format`` holds it;
+    where it does not, the pixels converted from the ICC profile to sRGB and a note in ``notes`` for what is
+    left out."""
     if arr.shape[2] in (2, 4):
         check_alpha_format("the output", format)
+    options: dict = {}
+    if metadata:
+        options, dropped = save_options(metadata, format)
+        if metadata.icc and "icc_profile" not in options:
+            arr, note = to_srgb(arr, metadata.icc)
+            _note(notes, f"{format} holds no colour profile: {note}")
+        if dropped:
+            _note(notes, f"{format} cannot hold the picture's {' or '.join(k.upper() for k in dropped)}: "
+                         f"not written (write .png or .tif to keep it)")
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     buf = io.BytesIO()
-    img.save(buf, format=format)
+    img.save(buf, format=format, **options)
     return buf.getvalue()
+
+
+def _note(notes: list[str] | None, text: str) -> None:
+    if notes is not None:
+        notes.append(text)
 
 
 

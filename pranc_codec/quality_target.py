@@ -23,10 +23,11 @@ from PIL import Image
 
 from . import alpha as transparency
 from . import bitstream, lossless
-from .codec import EncodeResult, ProgressFactory, aim_bpp, encode
+from .codec import EncodeResult, ProgressFactory, aim_bpp, encode, metadata_room, with_metadata
 from .config import CodecConfig, QualityConfig
 from .errors import require_positive
 from .grid_codec import curve_slope
+from .metadata import Metadata
 from .metrics import psnr
 
 Encoder = Callable[[np.ndarray, CodecConfig, "ProgressFactory | None"], EncodeResult]  # as codec.encode
@@ -121,16 +122,22 @@ def _labelled(progress: ProgressFactory | None, done: int) -> ProgressFactory | 
 
 
 def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = CodecConfig(),
-                   progress: ProgressFactory | None = None, encoder: Encoder = encode) -> EncodeResult:
+                   progress: ProgressFactory | None = None, encoder: Encoder = encode,
+                   metadata: Metadata | None = None) -> EncodeResult:
     """Encode ``image`` (uint8 (H, W, C)) at the rate whose decoded PSNR is ``target_db`` (within
     ``config.quality.tolerance_db``), by at most ``config.quality.max_passes`` calls of ``encoder``
     (codec.encode; a test's stand-in). Returns the first encode within the tolerance, else the one nearest the
     target, with a warning; its stats give the target, the passes and the time of them all. Where the
     picture's lossless file is no larger than that encode (``config.lossless.mode`` "auto"), the lossless file
-    instead, from one more call of ``encoder``."""
+    instead, from one more call of ``encoder``. With ``metadata``, the file found for the picture (under the
+    ceiling the metadata leaves) in a version-12 file with it."""
     require_positive(target_db, "--psnr", " of dB")
     cfg = config.quality
     t0 = time.perf_counter()
+    if metadata:
+        block = bitstream.metadata_block(metadata)
+        inner = encode_to_psnr(image, target_db, metadata_room(config, block, *image.shape[:2]), progress, encoder)
+        return with_metadata(inner, block, config, t0, rate_target=False)
 
     def miss(r: EncodeResult) -> float:  # dB from the target; a lossless file (inf dB) is past any target
         return 0.0 if r.stats.psnr == math.inf else abs(target_db - r.stats.psnr)

@@ -63,8 +63,8 @@ def test_every_single_bit_flip_is_refused(rgb_encoded):
 def test_magic_and_version(rgb_encoded):
     with pytest.raises(FormatError, match="magic"):
         bitstream.parse(b"PNG!" + rgb_encoded.data[4:])
-    with pytest.raises(FormatError, match="version 12"):
-        bitstream.parse(_patch(rgb_encoded.data, OFF_VERSION, "<B", 12))
+    with pytest.raises(FormatError, match="version 13"):
+        bitstream.parse(_patch(rgb_encoded.data, OFF_VERSION, "<B", 13))
 
 
 @pytest.mark.parametrize("field,fmt,value,exc", [

@@ -177,10 +177,10 @@ def test_wrong_magic_and_version(runner, tmp_path, prc):
     m.write_bytes(b"JUNK" + data[4:])
     assert "magic" in _one_line_error(runner.invoke(main, ["info", str(m)]), 3)
     v = bytearray(data)
-    v[4] = 12
+    v[4] = 13
     body = bytes(v[:-4])
     (tmp_path / "v.prc").write_bytes(body + struct.pack("<I", zlib.crc32(body)))
-    assert "version 12" in _one_line_error(runner.invoke(main, ["decode", str(tmp_path / "v.prc")]), 3)
+    assert "version 13" in _one_line_error(runner.invoke(main, ["decode", str(tmp_path / "v.prc")]), 3)
 
 
 def test_absurd_dimensions_refused(runner, tmp_path, prc):

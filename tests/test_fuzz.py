@@ -79,13 +79,15 @@ def test_grid_file_edits_and_truncations(grid_file, edits, fix_crc, cut):
 
 
 @pytest.mark.parametrize("name,version", [("golden_v4.prc", 4), ("golden_v10.prc", bitstream.COMPOSITE_VERSION),
-                                          ("golden_v11.prc", bitstream.ALPHA_VERSION)])
+                                          ("golden_v11.prc", bitstream.ALPHA_VERSION),
+                                          ("golden_v12.prc", bitstream.METADATA_VERSION)])
 @SETTINGS
 @given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8),
        fix_crc=st.booleans(), cut=st.integers(0, 10_000))
 def test_golden_file_edits_and_truncations(name, version, edits, fix_crc, cut):
     """The older grid layout, still read, gets the same guarantees; so do a composite file (version 10), its
-    regions' places and lengths, and a file with transparency (version 11), and the files nested in them."""
+    regions' places and lengths, a file with transparency (version 11) and one with metadata (version 12), and
+    the files nested in them."""
     from pathlib import Path
 
     data = (Path(__file__).parent / "data" / name).read_bytes()

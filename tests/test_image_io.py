@@ -164,7 +164,7 @@ def test_standard_input_is_read_in_chunks_and_refused_past_its_limit(monkeypatch
     assert image_io.read_bytes("-", limit=2500) == b"y" * 2500
 
 
-def _rgb_icc_profile(name: str, columns: tuple, gamma: float) -> bytes:
+def rgb_icc_profile(name: str, columns: tuple, gamma: float) -> bytes:
     """A minimal ICC v2 display profile: a 3x3 matrix to the D50 PCS and one gamma curve per channel."""
     import struct
 
@@ -195,7 +195,7 @@ def test_a_wide_gamut_picture_is_converted_to_srgb_and_an_srgb_one_is_not(tmp_pa
     from PIL import ImageCms
 
     # Display P3's primaries adapted to D50 (the columns of its matrix), gamma 2.2
-    p3 = _rgb_icc_profile("Display P3 test", ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419),
+    p3 = rgb_icc_profile("Display P3 test", ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419),
                                              (0.1571, 0.0666, 0.7841)), 2.2)
     assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(__import__("io").BytesIO(p3))).strip() \
         == "Display P3 test"

@@ -1,0 +1,137 @@
+"""What a picture carries besides its pixels: its ICC colour profile, EXIF and XMP (format version 12).
+
+The encoder keeps them as the input file held them (``image_io.read_picture``), so a photograph keeps its
+date, camera, place and colour space; the decoder writes them into formats that hold them (PNG and TIFF: all
+three). A picture in a wide-gamut space (Display P3, Adobe RGB) keeps its own pixel values and profile, where
+without the profile it must be converted to sRGB, clipping what sRGB cannot show. The bytes are stored as read,
+but that the EXIF orientation is applied to the pixels and removed (Pillow's ``exif_transpose``).
+"""
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+KINDS = ("icc", "exif", "xmp")  # what ``pranc encode --metadata`` names, in the file's order
+XMP_PNG_KEY = "XML:com.adobe.xmp"  # the iTXt keyword that holds XMP in a PNG
+TIFF_XMP_TAG = 700
+PROFILE_FORMATS = ("PNG", "TIFF")  # of image_io.OUTPUT_FORMATS, those Pillow writes an ICC profile, EXIF and XMP into
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """A picture's metadata: each field the bytes the input held (None: absent). ``icc``: an ICC profile other
+    than sRGB's (an sRGB profile says what a picture without one means, so it is not kept); ``exif``: as Pillow
+    reads it (``Image.info["exif"]``, with or without its ``Exif\\0\\0`` prefix); ``xmp``: the XMP packet."""
+
+    icc: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, k) for k in KINDS)
+
+    def kinds(self) -> list[str]:
+        """The names of the fields present, in ``KINDS``' order."""
+        return [k for k in KINDS if getattr(self, k)]
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of each field present."""
+        return {k: len(getattr(self, k)) for k in self.kinds()}
+
+
+assert tuple(f.name for f in fields(Metadata)) == KINDS
+
+
+def parse_kinds(text: str) -> frozenset[str]:
+    """``--metadata`` (``all``, ``none`` or a comma list of ``KINDS``) -> the kinds to keep; ValueError on a
+    name it does not know."""
+    text = text.strip().lower()
+    if text == "all":
+        return frozenset(KINDS)
+    if text == "none":
+        return frozenset()
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    unknown = sorted(names - set(KINDS))
+    if unknown or not names:
+        raise ValueError(f"unknown metadata {', '.join(unknown) or repr(text)} (all, none, or a list of "
+                         f"{', '.join(KINDS)})")
+    return frozenset(names)
+
+
+def profile_name(icc: bytes) -> str | None:
+    """The description of the ICC profile ``icc`` ("" where it has none), None where lcms cannot read it."""
+    from PIL import ImageCms
+
+    try:
+        return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip()
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return None
+
+
+def to_srgb(image: np.ndarray, icc: bytes) -> tuple[np.ndarray, str]:
+    """uint8 (H, W, C) pixels in the space of ``icc`` -> the same in sRGB (C in {3, 4}: the alpha kept; C in
+    {1, 2}: grey left as it is), and a note for the user. A profile lcms cannot read leaves the pixels as they
+    are, and says so."""
+    from PIL import Image, ImageCms
+
+    channels = image.shape[2]
+    if channels < 3:
+        return image, "written without its ICC profile"
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        name = ImageCms.getProfileDescription(src).strip() or "unnamed"
+        rgb = ImageCms.profileToProfile(Image.fromarray(np.ascontiguousarray(image[:, :, :3])), src,
+                                        ImageCms.createProfile("sRGB"),
+                                        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as e:
+        return image, f"its ICC profile is unreadable ({e}): written as it is, without it"
+    out = np.asarray(rgb, dtype=np.uint8)
+    if channels == 4:
+        out = np.concatenate([out, image[:, :, 3:]], axis=2)
+    return np.ascontiguousarray(out), f"converted from its ICC profile ({name}) to sRGB"
+
+
+def save_options(meta: Metadata, format: str) -> tuple[dict, list[str]]:
+    """Pillow ``save`` keyword arguments that write ``meta`` into a ``format`` file, and the kinds it cannot
+    hold (the ICC profile aside: :func:`to_srgb` converts the pixels for those formats)."""
+    if format not in PROFILE_FORMATS:
+        return {}, [k for k in ("exif", "xmp") if getattr(meta, k)]
+    options: dict = {}
+    if meta.icc:
+        options["icc_profile"] = meta.icc
+    if format == "PNG":
+        if meta.exif:
+            options["exif"] = meta.exif
+        if meta.xmp:
+            from PIL import PngImagePlugin
+
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt(XMP_PNG_KEY, meta.xmp.decode("utf-8", "replace"))
+            options["pnginfo"] = info
+        return options, []
+    # TIFF: Pillow writes the EXIF's tags into the TIFF's own directory, and XMP as tag 700 beside them
+    if meta.exif or meta.xmp:
+        from PIL import Image
+
+        tags = Image.Exif()
+        if meta.exif:
+            try:
+                tags.load(meta.exif)
+            except (SyntaxError, ValueError, OSError, struct.error):  # not EXIF after all: the rest is written
+                return {**options, **({"exif": _xmp_only(meta.xmp)} if meta.xmp else {})}, ["exif"]
+        if meta.xmp:
+            tags[TIFF_XMP_TAG] = meta.xmp
+        options["exif"] = tags
+    return options, []
+
+
+def _xmp_only(xmp: bytes):
+    from PIL import Image
+
+    tags = Image.Exif()
+    tags[TIFF_XMP_TAG] = xmp
+    return tags
+
