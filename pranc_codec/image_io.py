@@ -4,7 +4,8 @@ The path ``-`` means standard input when reading and standard output when
 writing, as in most command-line codecs (cjpeg, cwebp, ImageMagick).
 
 Input policy (also in README.md):
-- any format Pillow reads; EXIF orientation is applied (the picture is coded as
+- any format Pillow reads, and HEIF/HEIC (an iPhone's photos) through pillow-heif where it is installed (the
+  ``heif`` extra; a clear error where it is not); EXIF orientation is applied (the picture is coded as
   it is meant to be seen);
 - 8-bit RGB is coded as 3 channels, grayscale (L, I;16, I, F) as 1 channel;
   16-bit and float grayscale are scaled to 8 bits;
@@ -40,6 +41,9 @@ STDIO = "-"  # the path that names standard input or output
 # picture at 16 bits a sample (512 MB), the largest the pixel limit lets through.
 MAX_STDIN_IMAGE_BYTES = 1 << 30
 _CHUNK = 1 << 20
+# major brands of an ISO-BMFF file (bytes 8-12, after "ftyp") that are HEIF stills and sequences, which Pillow does
+# not read; AVIF's ("avif", "avis") it does
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
 
 
 def _read_limited(stream, limit: int, name: str, what: str) -> bytes:
@@ -181,8 +185,16 @@ def read_picture(path: str | os.PathLike, keep_alpha: bool = False,
     profile kept leaves the pixels in its space)."""
     if str(path) == STDIO:
         p, src = "<stdin>", io.BytesIO(_read_stdin(MAX_STDIN_IMAGE_BYTES, "image"))
+        head = src.getvalue()[:12]
     else:
         p = src = _existing_file(path)
+        try:
+            with open(p, "rb") as f:
+                head = f.read(12)
+        except OSError:
+            head = b""  # Pillow's open below says why
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        _heif_opener(p)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -197,6 +209,17 @@ def read_picture(path: str | os.PathLike, keep_alpha: bool = False,
         raise InputError(f"{p}: permission denied") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{p}: unreadable or corrupt image ({e})") from None
+
+
+def _heif_opener(name: object) -> None:
+    """Let Pillow open HEIF files (pillow-heif's plugin; its import costs about 70 ms, so only for such a file),
+    or say how to where pillow-heif is not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise InputError(f"{name}: a HEIF/HEIC picture, which needs pillow-heif to read "
+                         f"(python3 -m pip install 'pranc-codec[heif]')") from None
+    pillow_heif.register_heif_opener()
 
 
 # Decoded pictures are written losslessly, in the format the output's suffix names: re-encoding the codec's

@@ -1,10 +1,13 @@
 """Input-image policy: modes, orientation, bombs, and atomic output."""
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from pranc_codec.errors import InputError, LimitError
 from pranc_codec.image_io import atomic_write, read_image
+from pranc_codec.metrics import psnr
 
 from .conftest import smooth_image
 
@@ -239,3 +242,37 @@ def test_a_named_pipe_is_read_whole_and_bounded_like_standard_input(tmp_path):
         finally:
             writer.join(timeout=10)
             os.unlink(fifo)
+
+
+def test_a_heic_photo_is_read_with_its_metadata(tmp_path):
+    """An iPhone's kind of file (HEIF with HEVC, EXIF, a P3 profile), through pillow-heif (the test extra)."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from pranc_codec.image_io import read_picture
+    from pranc_codec.metadata import parse_kinds
+
+    from .test_metadata import P3
+
+    arr = smooth_image(48, 64)
+    heif = pillow_heif.from_bytes(mode="RGB", size=(64, 48), data=arr.tobytes())
+    exif = Image.Exif()
+    exif[0x010F] = "Apple"
+    path = tmp_path / "IMG_0001.HEIC"
+    heif.save(path, quality=95, chroma=444, exif=exif.tobytes(), icc_profile=P3)
+    img, notes, meta = read_picture(path, keep=parse_kinds("all"))
+    assert img.shape == (48, 64, 3) and notes == []
+    assert psnr(img, arr) > 35  # HEVC at quality 95
+    assert meta.icc == P3
+    ex = Image.Exif()
+    ex.load(meta.exif)
+    assert ex[0x010F] == "Apple"
+
+
+def test_a_heic_photo_without_pillow_heif_gets_one_line_saying_what_to_install(tmp_path, monkeypatch):
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(100))
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if it were not installed
+    with pytest.raises(InputError, match=r"a HEIF/HEIC picture, which needs pillow-heif to read .*\[heif\]"):
+        read_image(path)
+    avif = tmp_path / "a.avif"  # AVIF is ISO-BMFF too, and Pillow's own
+    Image.fromarray(smooth_image(16, 16)).save(avif, quality=90)
+    assert avif.read_bytes()[8:12] == b"avif" and read_image(avif)[0].shape == (16, 16, 3)
