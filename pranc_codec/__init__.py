@@ -5,6 +5,7 @@ Public API::
     from pranc_codec import encode, decode, CodecConfig
     result = encode(image_uint8_hwc, CodecConfig())
     image = decode(result.data)
+    meta = read_metadata(result.data)   # ICC profile, EXIF, XMP (encode(..., metadata=...)), if any
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from .config import BasisConfig, BasisKind, CodecConfig, FitConfig, LosslessConfig, NetworkConfig, RateConfig
 from .errors import FormatError, InputError, LimitError, PrancError
+from .metadata import Metadata
 
 if TYPE_CHECKING:
     from .codec import EncodeResult, EncodeStats, encode, read_header
-    from .decoder import decode
+    from .decoder import decode, read_metadata
     from .quality_target import encode_to_psnr
 
 __version__ = "0.1.0"
@@ -25,12 +27,12 @@ __version__ = "0.1.0"
 # 1.5 s): `pranc --help` and a batch's parent process, which only schedules, never need it, nor does decoding a
 # grid file (decoder.py).
 _LAZY = {"EncodeResult": "codec", "EncodeStats": "codec", "decode": "decoder", "encode": "codec",
-         "read_header": "codec", "encode_to_psnr": "quality_target"}
+         "read_header": "codec", "encode_to_psnr": "quality_target", "read_metadata": "decoder"}
 
 __all__ = [
     "BasisConfig", "BasisKind", "CodecConfig", "EncodeResult", "EncodeStats", "FitConfig",
-    "FormatError", "InputError", "LimitError", "LosslessConfig", "NetworkConfig", "PrancError", "RateConfig",
-    "decode", "encode", "encode_to_psnr", "read_header",
+    "FormatError", "InputError", "LimitError", "LosslessConfig", "Metadata", "NetworkConfig", "PrancError",
+    "RateConfig", "decode", "encode", "encode_to_psnr", "read_header", "read_metadata",
 ]
 
 

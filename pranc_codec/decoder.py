@@ -10,6 +10,7 @@ import numpy as np
 
 from . import alpha, bitstream, composite, grid_decode, lossless
 from .bitstream import AlphaHeader, CompositeHeader, GridHeader, Header, LosslessHeader, MetadataHeader
+from .metadata import Metadata
 
 
 def decode(data: bytes, device: str = "cpu") -> np.ndarray:
@@ -21,6 +22,13 @@ def decode(data: bytes, device: str = "cpu") -> np.ndarray:
     ``device`` ("cpu", "cuda", "auto") is where a SIREN file's network runs; a grid or lossless file decodes on the CPU.
     """
     return decode_parsed(*bitstream.parse(data), device=device)
+
+
+def read_metadata(data: bytes) -> Metadata:
+    """The ICC profile, EXIF and XMP a ``.prc`` file holds (version 12), or an empty Metadata (falsy) for a file
+    of another version. Raises FormatError/LimitError on bad input, as :func:`decode`."""
+    header, _ = bitstream.parse(data)
+    return header.metadata if isinstance(header, MetadataHeader) else Metadata()
 
 
 def decode_parsed(header: Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader | MetadataHeader,

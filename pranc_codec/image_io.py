@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Collection
 
@@ -32,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .bitstream import MAX_FILE_BYTES
 from .errors import InputError, LimitError
-from .metadata import Metadata, profile_name, save_options, to_srgb
+from .metadata import PROFILE_FORMATS, Metadata, profile_name, save_options, to_srgb
 
 Image.MAX_IMAGE_PIXELS = 8192 * 8192  # decompression-bomb guard (Pillow raises above 2x this)
 
@@ -266,12 +267,25 @@ def image_bytes(arr: np.ndarray, format: str = "PNG", metadata: Metadata | None 
         if metadata.icc and "icc_profile" not in options:
             arr, note = to_srgb(arr, metadata.icc)
             _note(notes, f"{format} holds no colour profile: {note}")
-        if dropped:
+        if dropped and format in PROFILE_FORMATS:
+            _note(notes, f"the picture's EXIF is corrupt: left out of the {format}")
+        elif dropped:
             _note(notes, f"{format} cannot hold the picture's {' or '.join(k.upper() for k in dropped)}: "
                          f"not written (write .png or .tif to keep it)")
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     buf = io.BytesIO()
-    img.save(buf, format=format, **options)
+    with warnings.catch_warnings():  # Pillow's words on odd EXIF tags as it writes them: the notes say what matters
+        warnings.simplefilter("ignore")
+        try:
+            img.save(buf, format=format, **options)
+        except Exception:  # noqa: BLE001 (TIFF's writer raises TypeError, ValueError or struct.error on tags it
+            # cannot write: an EXIF from a tampered file; the picture is still written, without it)
+            if not (metadata and metadata.exif and "exif" in options):
+                raise
+            options = save_options(replace(metadata, exif=None), format)[0]  # the XMP rides in TIFF's tags too
+            _note(notes, f"the picture's EXIF is corrupt: left out of the {format}")
+            buf = io.BytesIO()
+            img.save(buf, format=format, **options)
     return buf.getvalue()
 
 

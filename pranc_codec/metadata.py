@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -17,6 +18,10 @@ import numpy as np
 KINDS = ("icc", "exif", "xmp")  # what ``pranc encode --metadata`` names, in the file's order
 XMP_PNG_KEY = "XML:com.adobe.xmp"  # the iTXt keyword that holds XMP in a PNG
 TIFF_XMP_TAG = 700
+# tags of a TIFF directory that describe the file's own pixels (size, samples, strips, compression, colour map...):
+# an EXIF directory holds none, and one that claims to would make the written TIFF wrong
+TIFF_LAYOUT_TAGS = frozenset({254, 255, 256, 257, 258, 259, 262, 266, 273, 274, 277, 278, 279, 284, 317, 320, 322,
+                              323, 324, 325, 338, 339, 340, 341, 513, 514, 530, 531, 532})
 PROFILE_FORMATS = ("PNG", "TIFF")  # of image_io.OUTPUT_FORMATS, those Pillow writes an ICC profile, EXIF and XMP into
 
 
@@ -116,22 +121,20 @@ def save_options(meta: Metadata, format: str) -> tuple[dict, list[str]]:
     if meta.exif or meta.xmp:
         from PIL import Image
 
-        tags = Image.Exif()
+        tags, dropped = Image.Exif(), []
         if meta.exif:
             try:
-                tags.load(meta.exif)
+                with warnings.catch_warnings():  # Pillow's words on odd tags: what matters is whether it loads
+                    warnings.simplefilter("ignore")
+                    tags.load(meta.exif)
             except (SyntaxError, ValueError, OSError, struct.error):  # not EXIF after all: the rest is written
-                return {**options, **({"exif": _xmp_only(meta.xmp)} if meta.xmp else {})}, ["exif"]
+                tags, dropped = Image.Exif(), ["exif"]
+            for tag in TIFF_LAYOUT_TAGS & set(tags):  # the TIFF's own layout is the writer's, not the EXIF's
+                del tags[tag]
         if meta.xmp:
             tags[TIFF_XMP_TAG] = meta.xmp
-        options["exif"] = tags
+        if len(tags):
+            options["exif"] = tags
+        return options, dropped
     return options, []
-
-
-def _xmp_only(xmp: bytes):
-    from PIL import Image
-
-    tags = Image.Exif()
-    tags[TIFF_XMP_TAG] = xmp
-    return tags
 

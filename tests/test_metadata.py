@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image, ImageCms
 
-from pranc_codec import CodecConfig, bitstream, decode, encode, lossless
+from pranc_codec import CodecConfig, bitstream, decode, encode, lossless, read_metadata
 from pranc_codec.cli import main
 from pranc_codec.config import LosslessConfig
 from pranc_codec.errors import FormatError, LimitError
@@ -214,7 +214,8 @@ def test_golden_file_decodes_to_its_pixels_and_metadata():
     data = GOLDEN.read_bytes()
     header = bitstream.parse(data)[0]
     assert data[4] == bitstream.METADATA_VERSION and header.picture.version == bitstream.GRID_VERSION
-    assert header.metadata == Metadata(icc=P3, exif=_exif(None).tobytes(), xmp=XMP)
+    assert header.metadata == read_metadata(data) == Metadata(icc=P3, exif=_exif(None).tobytes(), xmp=XMP)
+    assert not read_metadata((GOLDEN.parent / "golden_v11.prc").read_bytes())  # none: an empty Metadata
     assert hashlib.sha256(decode(data).tobytes()).hexdigest() == \
         "ab7120b53f50cdaa417b0732d11ef8eac8df6ff31195628b89cbbb31c9f41f53"
 
@@ -234,3 +235,20 @@ def test_a_grey_picture_keeps_its_profile_and_a_cmyk_one_is_converted(tmp_path):
 def _cmyk_profile() -> bytes:
     """Any profile lcms reads, given to a CMYK picture (the conversion's result is not what is tested)."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def test_a_corrupt_exif_is_left_out_of_a_tiff_with_a_warning(tmp_path):
+    """A tampered file's EXIF that Pillow cannot read, or cannot write into a TIFF's directory (tag 0x0108 holding
+    text: its writer raises struct.error), costs the EXIF alone: the picture and the rest are written."""
+    unwritable = bytes.fromhex("4578696600004d4d002a00000008000101080002000000060000001a0000000043616e6f6e00")
+    runner = CliRunner()
+    for exif in (b"Exif\0\0not a TIFF header", unwritable):
+        prc = tmp_path / "bad.prc"
+        prc.write_bytes(bitstream.pack_metadata(32, 24, 3, *bitstream.metadata_block(Metadata(exif=exif, xmp=XMP)),
+                                                _picture()))
+        r = runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "out.tif"), "-f"])
+        assert r.exit_code == 0, r.output
+        assert "pranc: warning: the picture's EXIF is corrupt: left out of the TIFF" in r.output
+        with Image.open(tmp_path / "out.tif") as im:
+            assert np.array_equal(np.asarray(im), decode(prc.read_bytes())) and im.info["xmp"] == XMP
+        assert runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "out.png"), "-f"]).exit_code == 0
