@@ -390,8 +390,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = str(threads)
         from .decoder import decode_parsed
-        from .metadata import PROFILE_FORMATS
-        from .image_io import check_alpha_format, check_output, image_bytes, output_format, read_bytes, write_output
+        from .image_io import check_alpha_format, check_output, image_file, output_format, read_bytes, write_output
 
         t0 = time.perf_counter()
         out = output_for(input, output, ".png")
@@ -416,8 +415,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             from .codec import default_threads
             torch.set_num_threads(threads or default_threads())
         image = decode_parsed(header, payload, device=device)
-        notes: list[str] = []
-        picture = image_bytes(image, fmt, meta, notes)
+        picture, notes, written = image_file(image, fmt, meta)
         for n in notes:
             click.echo(f"pranc: warning: {n}", err=True)
         write_output(out, picture, force=force, protect=_protected(input))
@@ -426,7 +424,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
         report = out == STDIO  # the picture is on stdout: the summary goes to stderr
         summary = {"input": input, "output": out, "width": w, "height": h, "channels": c,
                    "bpp": 8 * len(data) / (w * h),
-                   "metadata": meta.kinds() if meta and fmt in PROFILE_FORMATS else [],  # what the output holds
+                   "metadata": written,  # what the output holds
                    "decode_seconds": seconds}
         if as_json:
             click.echo(json.dumps(summary), err=report)

@@ -33,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .bitstream import MAX_FILE_BYTES
 from .errors import InputError, LimitError
-from .metadata import PROFILE_FORMATS, Metadata, profile_name, save_options, to_srgb
+from .metadata import PROFILE_ERRORS, PROFILE_FORMATS, Metadata, profile_name, save_options, srgb_from, to_srgb
 
 Image.MAX_IMAGE_PIXELS = 8192 * 8192  # decompression-bomb guard (Pillow raises above 2x this)
 
@@ -134,14 +134,12 @@ def _to_srgb(img: Image.Image, icc: bytes, notes: list[str]) -> Image.Image:
     """
     from PIL import ImageCms
 
+    name = profile_name(icc)
+    if img.mode == "RGB" and name is not None and "srgb" in name.lower():
+        return img
     try:
-        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        name = ImageCms.getProfileDescription(src).strip() or "unnamed"
-        if img.mode == "RGB" and "srgb" in name.lower():
-            return img
-        out = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"),
-                                        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
-    except (ImageCms.PyCMSError, OSError, ValueError) as e:
+        out, name = srgb_from(img, icc)
+    except (ImageCms.PyCMSError, *PROFILE_ERRORS) as e:
         notes.append(f"embedded ICC profile ignored ({e})")
         return img.convert("RGB")
     notes.append(f"converted from its ICC profile ({name}) to sRGB, as the decoded picture will be")
@@ -253,24 +251,32 @@ def output_format(path: str | os.PathLike) -> str:
     return OUTPUT_FORMATS[suffix]
 
 
-def image_bytes(arr: np.ndarray, format: str = "PNG", metadata: Metadata | None = None,
-                notes: list[str] | None = None) -> bytes:
+def image_bytes(arr: np.ndarray, format: str = "PNG") -> bytes:
     """uint8 (H, W, C) -> the contents of an image file in ``format`` (one of ``OUTPUT_FORMATS``' values); C in
-    {2, 4} (alpha last) only in ``ALPHA_FORMATS``. With ``metadata``, written into it where ``format`` holds it;
-    where it does not, the pixels converted from the ICC profile to sRGB and a note in ``notes`` for what is
-    left out."""
+    {2, 4} (alpha last) only in ``ALPHA_FORMATS``."""
+    return image_file(arr, format)[0]
+
+
+def image_file(arr: np.ndarray, format: str = "PNG",
+               metadata: Metadata | None = None) -> tuple[bytes, list[str], list[str]]:
+    """:func:`image_bytes` with ``metadata`` written into the file where ``format`` holds it, else the pixels
+    converted from its ICC profile to sRGB; and notes for the user on what is left out, and the kinds written
+    (of ``metadata.KINDS``)."""
     if arr.shape[2] in (2, 4):
         check_alpha_format("the output", format)
     options: dict = {}
+    notes: list[str] = []
+    written = metadata.kinds() if metadata and format in PROFILE_FORMATS else []
     if metadata:
         options, dropped = save_options(metadata, format)
         if metadata.icc and "icc_profile" not in options:
             arr, note = to_srgb(arr, metadata.icc)
-            _note(notes, f"{format} holds no colour profile: {note}")
+            notes.append(f"{format} holds no colour profile: {note}")
         if dropped and format in PROFILE_FORMATS:
-            _note(notes, f"the picture's EXIF is corrupt: left out of the {format}")
+            notes.append(f"the picture's EXIF is corrupt: left out of the {format}")
+            written.remove("exif")
         elif dropped:
-            _note(notes, f"{format} cannot hold the picture's {' or '.join(k.upper() for k in dropped)}: "
+            notes.append(f"{format} cannot hold the picture's {' or '.join(k.upper() for k in dropped)}: "
                          f"not written (write .png or .tif to keep it)")
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     buf = io.BytesIO()
@@ -283,16 +289,11 @@ def image_bytes(arr: np.ndarray, format: str = "PNG", metadata: Metadata | None 
             if not (metadata and metadata.exif and "exif" in options):
                 raise
             options = save_options(replace(metadata, exif=None), format)[0]  # the XMP rides in TIFF's tags too
-            _note(notes, f"the picture's EXIF is corrupt: left out of the {format}")
+            notes.append(f"the picture's EXIF is corrupt: left out of the {format}")
+            written.remove("exif")
             buf = io.BytesIO()
             img.save(buf, format=format, **options)
-    return buf.getvalue()
-
-
-def _note(notes: list[str] | None, text: str) -> None:
-    if notes is not None:
-        notes.append(text)
-
+    return buf.getvalue(), notes, written
 
 
 def write_output(path: str | os.PathLike, data: bytes, *, force: bool = False,

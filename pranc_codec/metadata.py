@@ -12,8 +12,12 @@ import io
 import struct
 import warnings
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 KINDS = ("icc", "exif", "xmp")  # what ``pranc encode --metadata`` names, in the file's order
 XMP_PNG_KEY = "XML:com.adobe.xmp"  # the iTXt keyword that holds XMP in a PNG
@@ -72,8 +76,24 @@ def profile_name(icc: bytes) -> str | None:
 
     try:
         return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip()
-    except (ImageCms.PyCMSError, OSError, ValueError):
+    except (ImageCms.PyCMSError, *PROFILE_ERRORS):
         return None
+
+
+PROFILE_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError)  # with ImageCms.PyCMSError: lcms cannot read it
+
+
+def srgb_from(img: "Image.Image", icc: bytes) -> tuple["Image.Image", str]:
+    """An RGB or CMYK PIL image in the space of the ICC profile ``icc`` -> RGB in sRGB (lcms, relative
+    colorimetric: what sRGB cannot show is clipped), and the profile's name. Raises ImageCms.PyCMSError or one
+    of ``PROFILE_ERRORS`` where lcms cannot read the profile."""
+    from PIL import ImageCms
+
+    src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    name = ImageCms.getProfileDescription(src).strip() or "unnamed"
+    out = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"),
+                                    renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
+    return out, name
 
 
 def to_srgb(image: np.ndarray, icc: bytes) -> tuple[np.ndarray, str]:
@@ -86,12 +106,8 @@ def to_srgb(image: np.ndarray, icc: bytes) -> tuple[np.ndarray, str]:
     if channels < 3:
         return image, "written without its ICC profile"
     try:
-        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        name = ImageCms.getProfileDescription(src).strip() or "unnamed"
-        rgb = ImageCms.profileToProfile(Image.fromarray(np.ascontiguousarray(image[:, :, :3])), src,
-                                        ImageCms.createProfile("sRGB"),
-                                        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
-    except (ImageCms.PyCMSError, OSError, ValueError) as e:
+        rgb, name = srgb_from(Image.fromarray(np.ascontiguousarray(image[:, :, :3])), icc)
+    except (ImageCms.PyCMSError, *PROFILE_ERRORS) as e:
         return image, f"its ICC profile is unreadable ({e}): written as it is, without it"
     out = np.asarray(rgb, dtype=np.uint8)
     if channels == 4:

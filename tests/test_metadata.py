@@ -246,9 +246,11 @@ def test_a_corrupt_exif_is_left_out_of_a_tiff_with_a_warning(tmp_path):
         prc = tmp_path / "bad.prc"
         prc.write_bytes(bitstream.pack_metadata(32, 24, 3, *bitstream.metadata_block(Metadata(exif=exif, xmp=XMP)),
                                                 _picture()))
-        r = runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "out.tif"), "-f"])
+        r = runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "out.tif"), "-f", "--json"])
         assert r.exit_code == 0, r.output
-        assert "pranc: warning: the picture's EXIF is corrupt: left out of the TIFF" in r.output
+        warning, summary = r.output.strip().splitlines()
+        assert warning == "pranc: warning: the picture's EXIF is corrupt: left out of the TIFF"
+        assert json.loads(summary)["metadata"] == ["xmp"]  # what the TIFF holds
         with Image.open(tmp_path / "out.tif") as im:
             assert np.array_equal(np.asarray(im), decode(prc.read_bytes())) and im.info["xmp"] == XMP
         assert runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "out.png"), "-f"]).exit_code == 0
