@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the container's classes load with it, only where a command 
 
 
 DEBUG_ENV = "PRANC_DEBUG"  # set: an internal error shows its traceback
+SIGPIPE_EXIT = 128 + 13  # the exit code a shell reports for a process SIGPIPE ended
 _BARS: list = []  # live progress bars, closed before an error so it starts on its own line
 
 
@@ -56,6 +57,11 @@ def _errors() -> Iterator[None]:
         _fail("out of memory", 4)
     except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
         raise  # click's own (usage errors, --help's exit): click prints them (Exit and Abort are RuntimeErrors)
+    except BrokenPipeError:
+        # whoever read standard output has gone (`pranc info x.prc | head -3`): stop silently, as a tool that
+        # SIGPIPE ends does, with its code; what is left to flush goes nowhere, or Python would complain at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(SIGPIPE_EXIT)
     except Exception as e:  # a bug, not bad input: still one line, and no partial output (writes are atomic)
         if os.environ.get(DEBUG_ENV):
             raise

@@ -195,9 +195,8 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     if config.model not in ("grid", "siren"):
         raise InputError(f"unknown model {config.model!r} (grid or siren)")
     if metadata:
-        block = bitstream.metadata_block(metadata)
-        inner = encode(image, metadata_room(config, block, height, width), progress)
-        return with_metadata(inner, block, config, t0)
+        inner = encode(image, metadata_room(config, metadata, height, width), progress)
+        return with_metadata(inner, metadata, config, t0)
     if channels in (2, 4):
         return _encode_alpha(image, config, device, progress, t0)
     return _encode_colour(image, config, device, progress, t0)
@@ -277,12 +276,13 @@ def _encode_alpha(image: np.ndarray, config: CodecConfig, device: torch.device, 
     return EncodeResult(data=data, stats=stats)
 
 
-def metadata_room(config: CodecConfig, block: tuple[bytes, bool], height: int, width: int) -> CodecConfig:
-    """``config`` with its rate and ceiling less the bytes a version-12 file adds for ``block``
-    (``bitstream.metadata_block``): the picture's file gets the rest, at least ``config.metadata.min_picture_bpp``
-    (the file is then over the rate asked for, which the rate check reports). A LimitError where the metadata
-    alone leaves less than that under the ceiling."""
-    extra, pixels, cap = len(block[0]) + bitstream.metadata_overhead(), height * width, config.rate.max_bytes
+def metadata_room(config: CodecConfig, metadata: Metadata, height: int, width: int) -> CodecConfig:
+    """``config`` with its rate and ceiling less the bytes a version-12 file adds for ``metadata``: the
+    picture's file gets the rest, at least ``config.metadata.min_picture_bpp`` (the file is then over the rate
+    asked for, which the rate check reports). A LimitError where the metadata alone leaves less than that under
+    the ceiling."""
+    extra = len(bitstream.metadata_block(metadata)[0]) + bitstream.metadata_overhead()
+    pixels, cap = height * width, config.rate.max_bytes
     floor = config.metadata.min_picture_bpp * pixels / 8
     if cap is not None and cap - extra < floor:
         raise LimitError(f"the metadata alone takes {extra} bytes: with the picture, over the ceiling of {cap} "
@@ -292,12 +292,13 @@ def metadata_room(config: CodecConfig, block: tuple[bytes, bool], height: int, w
                                         max_bytes=None if cap is None else int(cap - extra)))
 
 
-def with_metadata(inner: EncodeResult, block: tuple[bytes, bool], config: CodecConfig, t0: float,
+def with_metadata(inner: EncodeResult, metadata: Metadata, config: CodecConfig, t0: float,
                   rate_target: bool = True) -> EncodeResult:
-    """``inner`` (the picture's file, made under :func:`metadata_room`) in a version-12 file with ``block``
-    (``bitstream.metadata_block``); its rate checked against ``config``'s where ``rate_target`` (not after a
-    PSNR search, whose target is the PSNR)."""
+    """``inner`` (the picture's file, made under :func:`metadata_room`) in a version-12 file with ``metadata``;
+    its rate checked against ``config``'s where ``rate_target`` (not after a PSNR search, whose target is the
+    PSNR)."""
     s = inner.stats
+    block = bitstream.metadata_block(metadata)
     data = bitstream.pack_metadata(s.width, s.height, s.channels, *block, inner.data)
     notes = list(s.warnings)
     rate_ok = s.rate_ok
@@ -305,8 +306,10 @@ def with_metadata(inner: EncodeResult, block: tuple[bytes, bool], config: CodecC
         rate_ok, notes = _rate_check(config, len(data), s.height, s.width, s.model)
     extra = len(data) - len(inner.data)
     if extra > config.metadata.warn_share * len(data):
-        notes.append(f"the metadata (ICC profile, EXIF, XMP) takes {extra} of the file's {len(data)} bytes: "
-                     f"--metadata none drops it, --metadata icc keeps the colours alone")
+        what = ", ".join(k.upper() for k in metadata.kinds())
+        notes.append(f"the metadata ({what}) takes {extra} of the file's {len(data)} bytes: --metadata none drops "
+                     f"it" + (", --metadata icc keeps the colours alone" if metadata.icc and len(metadata.kinds()) > 1
+                              else ""))
     stats = replace(s, bytes=len(data), bpp=8.0 * len(data) / (s.height * s.width),
                     target_bpp=config.rate.bpp if rate_target else s.target_bpp, rate_ok=rate_ok,
                     encode_seconds=time.perf_counter() - t0, max_bytes=config.rate.max_bytes,

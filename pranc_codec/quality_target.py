@@ -135,9 +135,8 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
     cfg = config.quality
     t0 = time.perf_counter()
     if metadata:
-        block = bitstream.metadata_block(metadata)
-        inner = encode_to_psnr(image, target_db, metadata_room(config, block, *image.shape[:2]), progress, encoder)
-        return with_metadata(inner, block, config, t0, rate_target=False)
+        inner = encode_to_psnr(image, target_db, metadata_room(config, metadata, *image.shape[:2]), progress, encoder)
+        return with_metadata(inner, metadata, config, t0, rate_target=False)
 
     def miss(r: EncodeResult) -> float:  # dB from the target; a lossless file (inf dB) is past any target
         return 0.0 if r.stats.psnr == math.inf else abs(target_db - r.stats.psnr)

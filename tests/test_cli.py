@@ -5,6 +5,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -455,3 +456,15 @@ def test_an_internal_error_is_one_line_and_exit_70(runner, tmp_path, png, monkey
     r = runner.invoke(main, ["encode", str(png), "-o", str(out), *FAST_ARGS])
     assert isinstance(r.exception, RuntimeError) and str(r.exception) == "boom"
     assert runner.invoke(main, ["encode", "--help"]).exit_code == 0  # click's own exits pass through
+
+
+def test_a_reader_that_goes_away_ends_pranc_silently_as_sigpipe_would():
+    """`pranc info x.prc | head -1`, `pranc decode x.prc -o - | head -c 10`: the reader closes the pipe before
+    pranc writes; pranc stops with 141 and says nothing (it said "internal error (BrokenPipeError)")."""
+    golden = str(Path(__file__).parent / "data" / "golden_v12.prc")
+    for args in (["info", golden], ["decode", golden, "-o", "-"]):
+        p = subprocess.Popen([sys.executable, "-m", "pranc_codec", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        p.stdout.close()  # gone before pranc has imported anything, let alone written
+        err = p.stderr.read()
+        assert p.wait(timeout=60) == 141 and err == b"", err
