@@ -706,11 +706,35 @@ def _parse_alpha(data: bytes) -> tuple[AlphaHeader, bytes]:
                        alpha=alpha, alpha_payload=alpha_payload), b""
 
 
+def _text_record(entries: tuple[tuple[str, str], ...]) -> bytes:
+    """Text entries as a record's bytes: for each, a varint length and the UTF-8 of its keyword, then of its text."""
+    return b"".join(_varint(len(b)) + b for key, value in entries for b in (key.encode(), value.encode()))
+
+
+def _parse_text_record(record: bytes) -> tuple[tuple[str, str], ...]:
+    """:func:`_text_record`'s entries: each keyword not empty, both valid UTF-8, the last ending the record."""
+    entries, pos = [], 0
+    while pos < len(record):
+        pair = []
+        for _ in range(2):
+            n, pos = _read_varint(record, pos)
+            _check(pos + n <= len(record), "truncated text entry")
+            try:
+                pair.append(record[pos: pos + n].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise FormatError("text entry that is not UTF-8") from None
+            pos += n
+        _check(bool(pair[0]), "text entry without a keyword")
+        entries.append((pair[0], pair[1]))
+    return tuple(entries)
+
+
 def metadata_block(meta: Metadata) -> tuple[bytes, bool]:
     """The records of ``meta`` (a kind byte, the index of its field in ``metadata.KINDS``; a varint length; the
-    bytes; for each field present, in that order), deflated where that is smaller; and whether it is."""
-    records = b"".join(bytes([i]) + _varint(len(getattr(meta, k))) + getattr(meta, k)
-                       for i, k in enumerate(METADATA_KINDS) if getattr(meta, k))
+    bytes, the text's as :func:`_text_record`; for each field present, in that order), deflated where that is
+    smaller; and whether it is."""
+    fields = {k: _text_record(meta.text) if k == "text" else getattr(meta, k) for k in meta.kinds()}
+    records = b"".join(bytes([METADATA_KINDS.index(k)]) + _varint(len(v)) + v for k, v in fields.items())
     packed = zlib.compress(records, 9)
     return (packed, True) if len(packed) < len(records) else (records, False)
 
@@ -751,7 +775,8 @@ def _parse_records(block: bytes) -> Metadata:
         _check(last < kind < len(METADATA_KINDS), f"metadata record of kind {kind} out of place or unknown")
         n, pos = _read_varint(block, pos + 1)
         _check(1 <= n and pos + n <= len(block), "truncated metadata record")
-        found[METADATA_KINDS[kind]] = bytes(block[pos: pos + n])
+        record = bytes(block[pos: pos + n])
+        found[METADATA_KINDS[kind]] = _parse_text_record(record) if METADATA_KINDS[kind] == "text" else record
         pos, last = pos + n, kind
     _check(bool(found), "a file with metadata holds none")
     return Metadata(**found)

@@ -205,7 +205,8 @@ def _and(items: list[str]) -> str:
 
 def _decode_line(out: str, s: dict) -> str:
     """The one-line summary of a decode (``s``: decode's JSON fields)."""
-    kept = f", with its {_and([k.upper() for k in s['metadata']])}" if s.get("metadata") else ""
+    names = ["text" if k == "text" else k.upper() for k in s.get("metadata", [])]
+    kept = f", with its {_and(names)}" if names else ""
     return (f"{_display_name(out, output=True)}: {s['width']}x{s['height']}x{s['channels']}, {s['bpp']:.4f} bpp"
             f"{kept}, {s['decode_seconds']:.2f} s")
 
@@ -246,9 +247,11 @@ def main() -> None:
               help="A picture with transparency keeps its alpha channel (format v11). auto: exact where the colour "
                    "is stored exactly, else reduced to the fewest levels that keep it within 50 dB PSNR (at most "
                    "a few levels of 255 off, on edges); exact: always exact.")
-@click.option("--metadata", "metadata_kinds", default="all", show_default=True, metavar="all|none|icc,exif,xmp",
+@click.option("--metadata", "metadata_kinds", default="all", show_default=True,
+              metavar="all|none|icc,exif,xmp,text",
               help="What the file keeps besides the pixels: the ICC colour profile (other than sRGB's; without it "
-                   "the pixels are converted to sRGB), EXIF, XMP. Their bytes come out of the rate.")
+                   "the pixels are converted to sRGB), EXIF, XMP, text (a PNG's text chunks, a JPEG's comment). "
+                   "Their bytes come out of the rate.")
 @click.option("--model", type=click.Choice(["grid", "siren"]), default="grid", show_default=True,
               help="grid: latent grids + small MLP (format v8); siren: the PRANC random-basis SIREN (format v3).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Basis seed (stored in the header).")
@@ -487,6 +490,9 @@ def _header_fields(h: Header | GridHeader | LosslessHeader | CompositeHeader | A
         kept = {f"{k}_bytes": n for k, n in m.sizes().items()}
         if m.icc:
             kept["icc_profile"] = profile_name(m.icc) or "unreadable"
+        if m.text:
+            kept["text_entries"] = len(m.text)
+            kept["text_keywords"] = [k for k, _ in m.text]
         return {"metadata": kept, **_header_fields(h.picture, h.picture_payload)}
 
     if isinstance(h, AlphaHeader):

@@ -306,7 +306,7 @@ def with_metadata(inner: EncodeResult, metadata: Metadata, config: CodecConfig, 
         rate_ok, notes = _rate_check(config, len(data), s.height, s.width, s.model)
     extra = len(data) - len(inner.data)
     if extra > config.metadata.warn_share * len(data):
-        what = ", ".join(k.upper() for k in metadata.kinds())
+        what = ", ".join("text" if k == "text" else k.upper() for k in metadata.kinds())
         notes.append(f"the metadata ({what}) takes {extra} of the file's {len(data)} bytes: --metadata none drops "
                      f"it" + (", --metadata icc keeps the colours alone" if metadata.icc and len(metadata.kinds()) > 1
                               else ""))

@@ -10,7 +10,7 @@ Input policy (also in README.md):
 - 8-bit RGB is coded as 3 channels, grayscale (L, I;16, I, F) as 1 channel;
   16-bit and float grayscale are scaled to 8 bits;
 - palette, CMYK, YCbCr, LAB, ... are converted to RGB;
-- an ICC profile other than sRGB's, EXIF and XMP are kept where asked (``read_picture``'s ``keep``: the
+- an ICC profile other than sRGB's, EXIF, XMP and text are kept where asked (``read_picture``'s ``keep``: the
   encoder's input; the pixels then stay in the profile's space); else an RGB or CMYK picture with a profile
   other than sRGB is converted to sRGB (a CMYK picture always is);
 - an alpha channel that is not fully opaque is kept (``keep_alpha``: the encoder's input; C is then 2 or 4,
@@ -33,7 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .bitstream import MAX_FILE_BYTES
 from .errors import InputError, LimitError
-from .metadata import PROFILE_ERRORS, PROFILE_FORMATS, Metadata, profile_name, save_options, srgb_from, to_srgb
+from .metadata import PROFILE_ERRORS, Metadata, profile_name, save_options, srgb_from, text_of, to_srgb
 
 Image.MAX_IMAGE_PIXELS = 8192 * 8192  # decompression-bomb guard (Pillow raises above 2x this)
 
@@ -79,8 +79,9 @@ def to_array(img: Image.Image, keep_alpha: bool = False,
     if frames > 1:
         notes.append(f"{frames} frames: only the first is coded")
     icc = img.info.get("icc_profile")
+    text = text_of(img) if "text" in keep else ()  # before the transform, whose copy has no PNG chunks
     img = ImageOps.exif_transpose(img)  # also takes the orientation out of the EXIF and XMP it keeps
-    found = {"exif": img.info.get("exif") or None, "xmp": img.info.get("xmp") or None}
+    found = {"exif": img.info.get("exif") or None, "xmp": img.info.get("xmp") or None, "text": text or None}
     if isinstance(found["xmp"], str):
         found["xmp"] = found["xmp"].encode("utf-8")
     mode = img.mode
@@ -266,18 +267,12 @@ def image_file(arr: np.ndarray, format: str = "PNG",
         check_alpha_format("the output", format)
     options: dict = {}
     notes: list[str] = []
-    written = metadata.kinds() if metadata and format in PROFILE_FORMATS else []
+    written: list[str] = []
     if metadata:
-        options, dropped = save_options(metadata, format)
+        options, written, notes = save_options(metadata, format)
         if metadata.icc and "icc_profile" not in options:
             arr, note = to_srgb(arr, metadata.icc)
-            notes.append(f"{format} holds no colour profile: {note}")
-        if dropped and format in PROFILE_FORMATS:
-            notes.append(f"the picture's EXIF is corrupt: left out of the {format}")
-            written.remove("exif")
-        elif dropped:
-            notes.append(f"{format} cannot hold the picture's {' or '.join(k.upper() for k in dropped)}: "
-                         f"not written (write .png or .tif to keep it)")
+            notes.insert(0, f"{format} holds no colour profile: {note}")
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
     buf = io.BytesIO()
     with warnings.catch_warnings():  # Pillow's words on odd EXIF tags as it writes them: the notes say what matters
@@ -289,8 +284,9 @@ def image_file(arr: np.ndarray, format: str = "PNG",
             if not (metadata and metadata.exif and "exif" in options):
                 raise
             options = save_options(replace(metadata, exif=None), format)[0]  # the XMP rides in TIFF's tags too
-            notes.append(f"the picture's EXIF is corrupt: left out of the {format}")
-            written.remove("exif")
+            if "exif" in written:
+                notes.append(f"the picture's EXIF is corrupt: left out of the {format}")
+                written.remove("exif")
             buf = io.BytesIO()
             img.save(buf, format=format, **options)
     return buf.getvalue(), notes, written

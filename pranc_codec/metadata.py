@@ -1,8 +1,8 @@
-"""What a picture carries besides its pixels: its ICC colour profile, EXIF and XMP (format version 12).
+"""What a picture carries besides its pixels: its ICC colour profile, EXIF, XMP and text (format version 12).
 
 The encoder keeps them as the input file held them (``image_io.read_picture``), so a photograph keeps its
-date, camera, place and colour space; the decoder writes them into formats that hold them (PNG and TIFF: all
-three). A picture in a wide-gamut space (Display P3, Adobe RGB) keeps its own pixel values and profile, where
+date, camera, place and colour space, and a generated picture its prompt; the decoder writes them into formats
+that hold them (PNG: all four; TIFF: all but the text). A picture in a wide-gamut space (Display P3, Adobe RGB) keeps its own pixel values and profile, where
 without the profile it must be converted to sRGB, clipping what sRGB cannot show. The bytes are stored as read,
 but that the EXIF orientation is applied to the pixels and removed (Pillow's ``exif_transpose``).
 """
@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from PIL import Image
 
-KINDS = ("icc", "exif", "xmp")  # what ``pranc encode --metadata`` names, in the file's order
+KINDS = ("icc", "exif", "xmp", "text")  # what ``pranc encode --metadata`` names, in the file's order
 XMP_PNG_KEY = "XML:com.adobe.xmp"  # the iTXt keyword that holds XMP in a PNG
 TIFF_XMP_TAG = 700
 # tags of a TIFF directory that describe the file's own pixels (size, samples, strips, compression, colour map...):
@@ -27,17 +27,23 @@ TIFF_XMP_TAG = 700
 TIFF_LAYOUT_TAGS = frozenset({254, 255, 256, 257, 258, 259, 262, 266, 273, 274, 277, 278, 279, 284, 317, 320, 322,
                               323, 324, 325, 338, 339, 340, 341, 513, 514, 530, 531, 532})
 PROFILE_FORMATS = ("PNG", "TIFF")  # of image_io.OUTPUT_FORMATS, those Pillow writes an ICC profile, EXIF and XMP into
+TEXT_FORMATS = ("PNG",)  # those it writes text entries into (PNG's iTXt chunks)
+COMMENT_KEY = "Comment"  # a JPEG's or GIF's comment, as a text entry (PNG's registered keyword for one)
+MAX_PNG_KEYWORD = 79  # PNG's limit on a text chunk's keyword (Latin-1, no NUL)
 
 
 @dataclass(frozen=True)
 class Metadata:
     """A picture's metadata: each field the bytes the input held (None: absent). ``icc``: an ICC profile other
     than sRGB's (an sRGB profile says what a picture without one means, so it is not kept); ``exif``: as Pillow
-    reads it (``Image.info["exif"]``, with or without its ``Exif\\0\\0`` prefix); ``xmp``: the XMP packet."""
+    reads it (``Image.info["exif"]``, with or without its ``Exif\\0\\0`` prefix); ``xmp``: the XMP packet;
+    ``text``: (keyword, text) entries, a PNG's text chunks (tEXt, zTXt, iTXt: a generated picture's prompt and
+    settings, an author, a copyright) or a JPEG's or GIF's comment (keyword ``Comment``), in the file's order."""
 
     icc: bytes | None = None
     exif: bytes | None = None
     xmp: bytes | None = None
+    text: tuple[tuple[str, str], ...] | None = None
 
     def __bool__(self) -> bool:
         return any(getattr(self, k) for k in KINDS)
@@ -47,8 +53,9 @@ class Metadata:
         return [k for k in KINDS if getattr(self, k)]
 
     def sizes(self) -> dict[str, int]:
-        """Bytes of each field present."""
-        return {k: len(getattr(self, k)) for k in self.kinds()}
+        """Bytes of each field present (the text's: its keywords and texts in UTF-8)."""
+        return {k: sum(len(a.encode()) + len(b.encode()) for a, b in self.text) if k == "text"
+                else len(getattr(self, k)) for k in self.kinds()}
 
 
 assert tuple(f.name for f in fields(Metadata)) == KINDS
@@ -115,42 +122,83 @@ def to_srgb(image: np.ndarray, icc: bytes) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(out), f"converted from its ICC profile ({name}) to sRGB"
 
 
-def save_options(meta: Metadata, format: str) -> tuple[dict, list[str]]:
-    """Pillow ``save`` keyword arguments that write ``meta`` into a ``format`` file, and the kinds it cannot
-    hold (the ICC profile aside: :func:`to_srgb` converts the pixels for those formats)."""
+def text_of(img: "Image.Image") -> tuple[tuple[str, str], ...]:
+    """The text entries of an image as Pillow opened it (before any transform, which drops a PNG's): a PNG's text
+    chunks but its XMP (kept as such), or a JPEG's or GIF's comment."""
+    chunks = getattr(img, "text", None)  # PngImageFile only: every tEXt, zTXt and iTXt chunk
+    if chunks:
+        return tuple((str(k), str(v)) for k, v in chunks.items() if k != XMP_PNG_KEY)
+    comment = img.info.get("comment")
+    if isinstance(comment, bytes):
+        comment = comment.decode("utf-8", "replace")
+    return ((COMMENT_KEY, comment),) if comment else ()
+
+
+def png_keyword(key: str) -> bool:
+    """Whether ``key`` can be a PNG text chunk's keyword (1-79 Latin-1 characters, no NUL)."""
+    try:
+        return 1 <= len(key.encode("latin-1")) <= MAX_PNG_KEYWORD and "\0" not in key
+    except UnicodeEncodeError:
+        return False
+
+
+def save_options(meta: Metadata, format: str) -> tuple[dict, list[str], list[str]]:
+    """Pillow ``save`` keyword arguments that write ``meta`` into a ``format`` file; the kinds they write; and
+    notes for the user on what they leave out. An ICC profile where ``format`` holds none is left to the
+    caller (:func:`to_srgb` converts the pixels)."""
+    kinds = meta.kinds()
     if format not in PROFILE_FORMATS:
-        return {}, [k for k in ("exif", "xmp") if getattr(meta, k)]
+        out = [k for k in kinds if k != "icc"]
+        notes = [f"{format} cannot hold the picture's {_or(out)}: not written (write .png to keep it)"] if out else []
+        return {}, [], notes
     options: dict = {}
+    written = [k for k in kinds if k != "text" or format in TEXT_FORMATS]
+    notes = [] if format in TEXT_FORMATS or not meta.text else \
+        [f"{format} cannot hold the picture's text entries: not written (write .png to keep them)"]
     if meta.icc:
         options["icc_profile"] = meta.icc
     if format == "PNG":
         if meta.exif:
             options["exif"] = meta.exif
-        if meta.xmp:
+        if meta.xmp or meta.text:
             from PIL import PngImagePlugin
 
             info = PngImagePlugin.PngInfo()
-            info.add_itxt(XMP_PNG_KEY, meta.xmp.decode("utf-8", "replace"))
+            if meta.xmp:
+                info.add_itxt(XMP_PNG_KEY, meta.xmp.decode("utf-8", "replace"))
+            keep = [(k, v) for k, v in meta.text or () if png_keyword(k)]
+            for key, value in keep:
+                info.add_itxt(key, value)
+            if len(keep) < len(meta.text or ()):  # only from a tampered file: the encoder reads PNG's own keywords
+                notes.append(f"{len(meta.text) - len(keep)} text entries whose keywords PNG cannot hold: left out")
+                if not keep:
+                    written.remove("text")
             options["pnginfo"] = info
-        return options, []
+        return options, written, notes
     # TIFF: Pillow writes the EXIF's tags into the TIFF's own directory, and XMP as tag 700 beside them
     if meta.exif or meta.xmp:
         from PIL import Image
 
-        tags, dropped = Image.Exif(), []
+        tags = Image.Exif()
         if meta.exif:
             try:
                 with warnings.catch_warnings():  # Pillow's words on odd tags: what matters is whether it loads
                     warnings.simplefilter("ignore")
                     tags.load(meta.exif)
             except (SyntaxError, ValueError, OSError, struct.error):  # not EXIF after all: the rest is written
-                tags, dropped = Image.Exif(), ["exif"]
+                tags = Image.Exif()
+                written.remove("exif")
+                notes.append(f"the picture's EXIF is corrupt: left out of the {format}")
             for tag in TIFF_LAYOUT_TAGS & set(tags):  # the TIFF's own layout is the writer's, not the EXIF's
                 del tags[tag]
         if meta.xmp:
             tags[TIFF_XMP_TAG] = meta.xmp
         if len(tags):
             options["exif"] = tags
-        return options, dropped
-    return options, []
+    return options, written, notes
 
+
+def _or(kinds: list[str]) -> str:
+    """``EXIF``, ``EXIF or XMP``, ``EXIF, XMP or text entries``."""
+    names = ["text entries" if k == "text" else k.upper() for k in kinds]
+    return " or ".join(filter(None, (", ".join(names[:-1]), names[-1])))

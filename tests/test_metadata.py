@@ -51,12 +51,12 @@ def _exif(orientation: int | None = 6) -> Image.Exif:
 
 
 def photo(tmp_path: Path, name: str = "photo.jpg", h: int = 48, w: int = 64) -> tuple[Path, np.ndarray]:
-    """A JPEG in Display P3 with EXIF (orientation 6, a make, a date, a place) and XMP; and its pixels as stored
-    (before the rotation)."""
+    """A JPEG in Display P3 with EXIF (orientation 6, a make, a date, a place), XMP and a comment; and its pixels
+    as stored (before the rotation)."""
     arr = smooth_image(h, w)
     arr[: h // 4] = (230, 120, 20)  # an orange beyond sRGB's gamut in P3: converting to sRGB moves it
     path = tmp_path / name
-    Image.fromarray(arr).save(path, quality=98, icc_profile=P3, exif=_exif(), xmp=XMP)
+    Image.fromarray(arr).save(path, quality=98, icc_profile=P3, exif=_exif(), xmp=XMP, comment="a test")
     with Image.open(path) as im:
         stored = np.asarray(im.convert("RGB"))
     return path, stored
@@ -76,7 +76,7 @@ def _check_written(path: Path, image: np.ndarray) -> None:
 def test_read_picture_keeps_the_profile_exif_and_xmp_where_asked(tmp_path):
     path, stored = photo(tmp_path)
     img, notes, meta = read_picture(path, keep=parse_kinds("all"))
-    assert notes == [] and meta.kinds() == ["icc", "exif", "xmp"]
+    assert notes == [] and meta.kinds() == ["icc", "exif", "xmp", "text"] and meta.text == (("Comment", "a test"),)
     assert np.array_equal(img, np.rot90(stored, -1))  # the orientation applied, the P3 values kept
     assert meta.icc == P3 and meta.xmp == XMP
     ex = Image.Exif()
@@ -105,26 +105,31 @@ def test_cli_keeps_the_metadata_through_encode_and_decode(tmp_path):
     lines = r.output.strip().splitlines()
     s = json.loads(lines[-1])
     assert s["metadata_bytes"] > 0 and s["width"] == 48 and s["height"] == 64  # turned as EXIF said
-    assert any("the metadata (ICC, EXIF, XMP) takes" in line and "--metadata icc keeps the colours alone" in line
+    assert any("the metadata (ICC, EXIF, XMP, text) takes" in line and "--metadata icc keeps the colours alone" in line
                for line in lines[:-1])  # of 3 kB
     data = prc.read_bytes()
     assert data[4] == bitstream.METADATA_VERSION
     header = bitstream.parse(data)[0]
     assert header.metadata.icc == P3 and header.metadata.xmp == XMP and header.picture.version == 8
     pixels = decode(data)
-    for name in ("out.png", "out.tif"):
+    for name, kinds in (("out.png", ["icc", "exif", "xmp", "text"]), ("out.tif", ["icc", "exif", "xmp"])):
         r = runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / name), "--json"])
-        assert r.exit_code == 0 and json.loads(r.output)["metadata"] == ["icc", "exif", "xmp"]
+        assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["metadata"] == kinds
         _check_written(tmp_path / name, pixels)
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.text["Comment"] == "a test"
+    assert "pranc: warning: TIFF cannot hold the picture's text entries: not written (write .png to keep them)" \
+        in r.output
     r = runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "out.ppm")])
     assert r.exit_code == 0, r.output
     assert "PPM holds no colour profile: converted from its ICC profile (Display P3 test) to sRGB" in r.output
-    assert "PPM cannot hold the picture's EXIF or XMP: not written" in r.output
+    assert "PPM cannot hold the picture's EXIF, XMP or text entries: not written (write .png to keep it)" in r.output
     with Image.open(tmp_path / "out.ppm") as im:
         ppm = np.asarray(im)
     assert ppm[:, -1, 0].mean() > pixels[:, -1, 0].mean() + 10  # sRGB numbers, as a viewer without a profile shows
     info = runner.invoke(main, ["info", str(prc)]).output
     assert "metadata.icc_profile: Display P3 test" in info and "network: grid" in info and "version: 12" in info
+    assert "metadata.text_entries: 1" in info
 
     r = runner.invoke(main, ["encode", str(path), "-o", str(tmp_path / "none.prc"), "--bpp", "2", "--steps", "200",
                              "--metadata", "none"])
@@ -174,15 +179,18 @@ def test_the_container_and_what_it_refuses(monkeypatch):
     good = bitstream.pack_metadata(32, 24, 3, *block, _picture())
     assert bitstream.parse(good)[0].metadata == meta and decode(good).shape == (24, 32, 3)
     assert len(good) <= len(block[0]) + len(_picture()) + bitstream.metadata_overhead()
-    raw = (_records((0, b"x"), (2, b"y")), False)
+    raw = (_records((0, b"x"), (2, b"y"), (3, b"\x01k\x00\x02k2\x03v\xc3\xa9")), False)
     assert bitstream.parse(bitstream.pack_metadata(32, 24, 3, *raw, _picture()))[0].metadata == \
-        Metadata(icc=b"x", xmp=b"y")
+        Metadata(icc=b"x", xmp=b"y", text=(("k", ""), ("k2", "v\u00e9")))
     cases = [
         ((32, 24, 1, *block, _picture()), "picture of 32x24x3 in a 32x24x1 file"),
         ((16, 24, 3, *block, _picture()), "picture of 32x24x3 in a 16x24x3 file"),
         ((32, 24, 3, _records((2, b"y"), (0, b"x")), False, _picture()), "kind 0 out of place"),
         ((32, 24, 3, _records((1, b"y"), (1, b"x")), False, _picture()), "kind 1 out of place"),
-        ((32, 24, 3, _records((3, b"y")), False, _picture()), "kind 3 out of place or unknown"),
+        ((32, 24, 3, _records((4, b"y")), False, _picture()), "kind 4 out of place or unknown"),
+        ((32, 24, 3, _records((3, b"\x01k\x05ab")), False, _picture()), "truncated text entry"),
+        ((32, 24, 3, _records((3, b"\x00\x01v")), False, _picture()), "text entry without a keyword"),
+        ((32, 24, 3, _records((3, b"\x01k\x02\xff\xfe")), False, _picture()), "text entry that is not UTF-8"),
         ((32, 24, 3, _records((0, b"")), False, _picture()), "truncated metadata record"),
         ((32, 24, 3, _records((0, b"abc"))[:-1], False, _picture()), "truncated metadata record"),
         ((32, 24, 3, b"", False, _picture()), "holds none"),
@@ -208,17 +216,21 @@ def test_the_container_and_what_it_refuses(monkeypatch):
             bitstream.parse(bad + zlib.crc32(bad).to_bytes(4, "little"))
 
 
+GOLDEN_METADATA = Metadata(icc=P3, exif=_exif(None).tobytes(), xmp=XMP,
+                           text=(("parameters", "golden, Steps: 1"), ("Author", "Zo\u00eb")))
+
+
 def test_golden_file_decodes_to_its_pixels_and_metadata():
     """A file written by session 40's encoder (smooth_image(24, 32) at 8 bpp, 2000 steps, with the P3 profile,
-    EXIF and XMP of this module: a grid picture file): every later decoder must read it to these pixels (SHA-256
+    EXIF, XMP and text of this module: a grid picture file): every later decoder must read it to these pixels (SHA-256
     of the decoded uint8 array, row-major) and this metadata."""
     data = GOLDEN.read_bytes()
     header = bitstream.parse(data)[0]
     assert data[4] == bitstream.METADATA_VERSION and header.picture.version == bitstream.GRID_VERSION
-    assert header.metadata == read_metadata(data) == Metadata(icc=P3, exif=_exif(None).tobytes(), xmp=XMP)
+    assert header.metadata == read_metadata(data) == GOLDEN_METADATA
     assert not read_metadata((GOLDEN.parent / "golden_v11.prc").read_bytes())  # none: an empty Metadata
     assert hashlib.sha256(decode(data).tobytes()).hexdigest() == \
-        "ab7120b53f50cdaa417b0732d11ef8eac8df6ff31195628b89cbbb31c9f41f53"
+        "72c46486a38b81e4d2e943dd780f1171ba31952bb9f3c4f057caf808ed25188e"
 
 
 def test_a_grey_picture_keeps_its_profile_and_a_cmyk_one_is_converted(tmp_path):
@@ -255,3 +267,25 @@ def test_a_corrupt_exif_is_left_out_of_a_tiff_with_a_warning(tmp_path):
         with Image.open(tmp_path / "out.tif") as im:
             assert np.array_equal(np.asarray(im), decode(prc.read_bytes())) and im.info["xmp"] == XMP
         assert runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "out.png"), "-f"]).exit_code == 0
+
+
+def test_a_png_keeps_its_text_chunks_in_order(tmp_path):
+    """A generated picture's settings (tEXt "parameters"), an author in iTXt (UTF-8) and a compressed zTXt."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a lighthouse at dusk, Steps: 30, Sampler: Euler a, Seed: 1234")
+    info.add_itxt("Author", "Zo\u00eb")
+    info.add_text("Comment", "x" * 500, zip=True)
+    Image.fromarray(smooth_image(48, 64)).save(tmp_path / "gen.png", pnginfo=info)
+    img, _, meta = read_picture(tmp_path / "gen.png", keep=parse_kinds("all"))
+    assert meta.text == (("parameters", "a lighthouse at dusk, Steps: 30, Sampler: Euler a, Seed: 1234"),
+                         ("Author", "Zo\u00eb"), ("Comment", "x" * 500))
+    assert not read_picture(tmp_path / "gen.png", keep=parse_kinds("icc,exif,xmp"))[2]
+    r = encode(img, quick(2.0), metadata=meta)
+    assert read_metadata(r.data) == meta
+    assert r.stats.metadata_bytes < 200  # the 500 x's deflate
+    out = tmp_path / "out.png"
+    assert CliRunner().invoke(main, ["decode", "-", "-o", str(out)], input=r.data).exit_code == 0
+    with Image.open(out) as im:
+        assert list(im.text.items()) == list(meta.text)
