@@ -37,6 +37,7 @@ READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 
 # Limits enforced on every header (documented in FORMAT.md and README.md).
 MAX_SIDE = 16384
+MIN_OMEGA0 = 1e-3  # a SIREN's frequency factor (30 as the encoder writes it)
 MAX_PIXELS = 8192 * 8192
 MAX_LAYERS = 8
 MAX_WIDTH = 1024
@@ -870,7 +871,9 @@ def parse(data: bytes) -> tuple[Header | GridHeader | LosslessHeader | Composite
     _check(net_kind == NET_SIREN, f"unknown network kind {net_kind}")
     _check(1 <= hidden_layers <= MAX_LAYERS, f"hidden layers {hidden_layers} outside 1..{MAX_LAYERS}", LimitError)
     _check(1 <= net_width <= MAX_WIDTH, f"network width {net_width} outside 1..{MAX_WIDTH}", LimitError)
-    _check(math.isfinite(omega0) and 0 < omega0 <= 1000, f"invalid omega0 {omega0}")
+    # at least MIN_OMEGA0: sqrt(6 / fan_in) / omega0, the hidden layers' init bound, must stay finite in float32 (a
+    # denormal omega0 made it inf, and the picture NaN)
+    _check(math.isfinite(omega0) and MIN_OMEGA0 <= omega0 <= 1000, f"invalid omega0 {omega0}")
     _check(kind in {k.value for k in BasisKind} and (version >= 3 or kind != BasisKind.ORTHOGONAL),
            f"unknown basis kind {kind}")
     _check(1 <= density <= 256, f"invalid ternary density {density}")

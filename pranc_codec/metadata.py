@@ -2,9 +2,10 @@
 
 The encoder keeps them as the input file held them (``image_io.read_picture``), so a photograph keeps its
 date, camera, place and colour space, and a generated picture its prompt; the decoder writes them into formats
-that hold them (PNG: all four; TIFF: all but the text). A picture in a wide-gamut space (Display P3, Adobe RGB) keeps its own pixel values and profile, where
-without the profile it must be converted to sRGB, clipping what sRGB cannot show. The bytes are stored as read,
-but that the EXIF orientation is applied to the pixels and removed (Pillow's ``exif_transpose``).
+that hold them (PNG: all four; TIFF: all but the text). A picture in a wide-gamut space (Display P3, Adobe RGB)
+keeps its own pixel values and profile, where without the profile it must be converted to sRGB, clipping what
+sRGB cannot show. The bytes are stored as read, but that the EXIF orientation is applied to the pixels and
+removed (Pillow's ``exif_transpose``).
 """
 from __future__ import annotations
 
@@ -30,11 +31,12 @@ PROFILE_FORMATS = ("PNG", "TIFF")  # of image_io.OUTPUT_FORMATS, those Pillow wr
 TEXT_FORMATS = ("PNG",)  # those it writes text entries into (PNG's iTXt chunks)
 COMMENT_KEY = "Comment"  # a JPEG's or GIF's comment, as a text entry (PNG's registered keyword for one)
 MAX_PNG_KEYWORD = 79  # PNG's limit on a text chunk's keyword (Latin-1, no NUL)
+PROFILE_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError)  # with ImageCms.PyCMSError: lcms cannot read it
 
 
 @dataclass(frozen=True)
 class Metadata:
-    """A picture's metadata: each field the bytes the input held (None: absent). ``icc``: an ICC profile other
+    """A picture's metadata, each field as the input held it (None: absent). ``icc``: an ICC profile other
     than sRGB's (an sRGB profile says what a picture without one means, so it is not kept); ``exif``: as Pillow
     reads it (``Image.info["exif"]``, with or without its ``Exif\\0\\0`` prefix); ``xmp``: the XMP packet;
     ``text``: (keyword, text) entries, a PNG's text chunks (tEXt, zTXt, iTXt: a generated picture's prompt and
@@ -85,9 +87,6 @@ def profile_name(icc: bytes) -> str | None:
         return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip()
     except (ImageCms.PyCMSError, *PROFILE_ERRORS):
         return None
-
-
-PROFILE_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError)  # with ImageCms.PyCMSError: lcms cannot read it
 
 
 def srgb_from(img: "Image.Image", icc: bytes) -> tuple["Image.Image", str]:

@@ -74,6 +74,8 @@ def test_magic_and_version(rgb_encoded):
     (OFF_LAYERS, "<B", 200, LimitError),
     (OFF_WIDTH, "<H", 60000, LimitError),
     (OFF_OMEGA, "<f", float("nan"), FormatError),
+    (OFF_OMEGA, "<f", 1e-45, FormatError),  # denormal: the init bound was inf and the picture NaN
+    (OFF_OMEGA, "<f", 0.0, FormatError),
     (OFF_KIND, "<B", 9, FormatError),
     (OFF_CHUNK, "<H", 0, LimitError),
     (OFF_DELTA, "<f", -1.0, FormatError),
