@@ -322,9 +322,10 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
         input = inputs[0]
         from .codec import default_threads, encode as encode_image
         from .config import BasisKind, CodecConfig
-        from .image_io import check_output, read_picture, write_output
+        from .image_io import check_output, check_prc_name, read_picture, write_output
 
         out = output_for(input, output, ".prc")
+        check_prc_name(out)
         check_output(out)  # fail before minutes of fitting, not after
         if out != STDIO and Path(out).exists() and not force:
             raise InputError(f"{out}: already exists (use --force to overwrite)")

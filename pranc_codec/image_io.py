@@ -239,6 +239,15 @@ def check_alpha_format(path: str | os.PathLike, format: str) -> None:
         raise InputError(f"{path}: {format} cannot hold this picture's transparency (write {', '.join(names)})")
 
 
+def check_prc_name(path: str | os.PathLike) -> None:
+    """Refuse to write a ``.prc`` stream under an image file's name (``pranc encode a.png -o small.png``: no viewer
+    could open it), before the work."""
+    suffix = Path(path).suffix.lower() if str(path) != STDIO else ""
+    if suffix in Image.registered_extensions() or suffix in (".heic", ".heif", ".jxl"):  # Pillow's and its plugins
+        raise InputError(f"{path}: pranc encode writes a .prc file, not {suffix} (name it .prc; pranc decode "
+                         f"writes pictures)")
+
+
 def output_format(path: str | os.PathLike) -> str:
     """Pillow's name of the lossless format ``path``'s suffix asks for: PNG for ``-`` or no suffix."""
     if str(path) == STDIO:

@@ -468,3 +468,17 @@ def test_a_reader_that_goes_away_ends_pranc_silently_as_sigpipe_would():
         p.stdout.close()  # gone before pranc has imported anything, let alone written
         err = p.stderr.read()
         assert p.wait(timeout=60) == 141 and err == b"", err
+
+
+def test_encode_refuses_to_name_a_prc_stream_as_a_picture(tmp_path):
+    """`pranc encode a.png -o small.png` wrote a .prc stream no viewer opens: refused before the fit, nothing
+    written; a name without an image suffix is the user's choice."""
+    src = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src)
+    runner = CliRunner()
+    for name in ("small.png", "small.JPG", "small.webp", "small.heic"):
+        r = runner.invoke(main, ["encode", str(src), "-o", str(tmp_path / name)])
+        assert r.exit_code == 2 and "pranc encode writes a .prc file, not ." in r.output
+        assert not (tmp_path / name).exists()
+    r = runner.invoke(main, ["encode", str(src), "-o", str(tmp_path / "small.bin"), "--steps", "5", "-q"])
+    assert r.exit_code == 0 and (tmp_path / "small.bin").read_bytes()[:4] == b"PRNC"
