@@ -376,7 +376,7 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
 @click.option("-o", "--output", type=click.Path(),
               help="Output image (default: INPUT with .png suffix; - for standard output, as PNG), or a directory "
                    "to write PNGs into (with several inputs, only that). The suffix picks a lossless format: "
-                   ".png, .ppm/.pgm/.pnm, .bmp, .tif/.tiff or .tga.")
+                   ".png, .ppm/.pgm/.pnm, .bmp, .tif/.tiff, .tga or .webp (WebP lossless).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(0), default=0,
               help="CPU threads (0 = all cores); 1 when decoding several files side by side.")
@@ -400,7 +400,8 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = str(threads)
         from .decoder import decode_parsed
-        from .image_io import check_alpha_format, check_output, image_file, output_format, read_bytes, write_output
+        from .image_io import (check_alpha_format, check_output, check_output_size, image_file, output_format,
+                               read_bytes, write_output)
 
         t0 = time.perf_counter()
         out = output_for(input, output, ".png")
@@ -415,6 +416,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             meta, header, payload = header.metadata, header.picture, header.picture_payload
         if isinstance(header, AlphaHeader):
             check_alpha_format(out, fmt)
+        check_output_size(out, fmt, header.width, header.height)
         note = batch.memory_note("decode", header.num_pixels)
         if note:
             click.echo(f"pranc: warning: {note}", err=True)

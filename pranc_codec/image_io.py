@@ -223,12 +223,15 @@ def _heif_opener(name: object) -> None:
 
 
 # Decoded pictures are written losslessly, in the format the output's suffix names: re-encoding the codec's
-# pixels with JPEG or WebP would add a second loss the user did not ask for.
+# pixels with JPEG or lossy WebP would add a second loss the user did not ask for (.webp is WebP lossless).
 OUTPUT_FORMATS = {".png": "PNG", ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM", ".bmp": "BMP", ".tif": "TIFF",
-                  ".tiff": "TIFF", ".tga": "TGA"}
+                  ".tiff": "TIFF", ".tga": "TGA", ".webp": "WEBP"}
+# Pillow's save options of each that need them: WebP lossless, every pixel's colour kept under transparent ones
+SAVE_OPTIONS = {"WEBP": {"lossless": True, "exact": True}}
+MAX_WEBP_SIDE = 16383  # WebP's limit; pranc's pictures go to 16384
 
 
-ALPHA_FORMATS = ("PNG", "TIFF", "TGA")  # those of OUTPUT_FORMATS that hold an alpha channel as Pillow writes them
+ALPHA_FORMATS = ("PNG", "TIFF", "TGA", "WEBP")  # of OUTPUT_FORMATS, those that hold an alpha channel
 
 
 def check_alpha_format(path: str | os.PathLike, format: str) -> None:
@@ -246,6 +249,13 @@ def check_prc_name(path: str | os.PathLike) -> None:
     if suffix in Image.registered_extensions() or suffix in (".heic", ".heif", ".jxl"):  # Pillow's and its plugins
         raise InputError(f"{path}: pranc encode writes a .prc file, not {suffix} (name it .prc; pranc decode "
                          f"writes pictures)")
+
+
+def check_output_size(path: str | os.PathLike, format: str, width: int, height: int) -> None:
+    """Refuse, before decoding, a picture larger than ``format`` can hold (WebP: 16383 pixels a side)."""
+    if format == "WEBP" and max(width, height) > MAX_WEBP_SIDE:
+        raise InputError(f"{path}: WebP holds at most {MAX_WEBP_SIDE} pixels a side, not {width}x{height} "
+                         f"(write .png)")
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -283,6 +293,7 @@ def image_file(arr: np.ndarray, format: str = "PNG",
             arr, note = to_srgb(arr, metadata.icc)
             notes.insert(0, f"{format} holds no colour profile: {note}")
     img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    options.update(SAVE_OPTIONS.get(format, {}))
     buf = io.BytesIO()
     with warnings.catch_warnings():  # Pillow's words on odd EXIF tags as it writes them: the notes say what matters
         warnings.simplefilter("ignore")
@@ -292,7 +303,8 @@ def image_file(arr: np.ndarray, format: str = "PNG",
             # cannot write: an EXIF from a tampered file; the picture is still written, without it)
             if not (metadata and metadata.exif and "exif" in options):
                 raise
-            options = save_options(replace(metadata, exif=None), format)[0]  # the XMP rides in TIFF's tags too
+            # the XMP rides in TIFF's tags too
+            options = {**save_options(replace(metadata, exif=None), format)[0], **SAVE_OPTIONS.get(format, {})}
             if "exif" in written:
                 notes.append(f"the picture's EXIF is corrupt: left out of the {format}")
                 written.remove("exif")

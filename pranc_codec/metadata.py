@@ -2,7 +2,7 @@
 
 The encoder keeps them as the input file held them (``image_io.read_picture``), so a photograph keeps its
 date, camera, place and colour space, and a generated picture its prompt; the decoder writes them into formats
-that hold them (PNG: all four; TIFF: all but the text). A picture in a wide-gamut space (Display P3, Adobe RGB)
+that hold them (PNG: all four; TIFF and WebP: all but the text). A picture in a wide-gamut space (Display P3, Adobe RGB)
 keeps its own pixel values and profile, where without the profile it must be converted to sRGB, clipping what
 sRGB cannot show. The bytes are stored as read, but that the EXIF orientation is applied to the pixels and
 removed (Pillow's ``exif_transpose``).
@@ -27,7 +27,8 @@ TIFF_XMP_TAG = 700
 # an EXIF directory holds none, and one that claims to would make the written TIFF wrong
 TIFF_LAYOUT_TAGS = frozenset({254, 255, 256, 257, 258, 259, 262, 266, 273, 274, 277, 278, 279, 284, 317, 320, 322,
                               323, 324, 325, 338, 339, 340, 341, 513, 514, 530, 531, 532})
-PROFILE_FORMATS = ("PNG", "TIFF")  # of image_io.OUTPUT_FORMATS, those Pillow writes an ICC profile, EXIF and XMP into
+# of image_io.OUTPUT_FORMATS, those Pillow writes an ICC profile, EXIF and XMP into
+PROFILE_FORMATS = ("PNG", "TIFF", "WEBP")
 TEXT_FORMATS = ("PNG",)  # those it writes text entries into (PNG's iTXt chunks)
 COMMENT_KEY = "Comment"  # a JPEG's or GIF's comment, as a text entry (PNG's registered keyword for one)
 MAX_PNG_KEYWORD = 79  # PNG's limit on a text chunk's keyword (Latin-1, no NUL)
@@ -173,6 +174,9 @@ def save_options(meta: Metadata, format: str) -> tuple[dict, list[str], list[str
                 if not keep:
                     written.remove("text")
             options["pnginfo"] = info
+        return options, written, notes
+    if format == "WEBP":  # RIFF chunks of their own: ICCP, EXIF, XMP
+        options.update({k: getattr(meta, k) for k in ("exif", "xmp") if getattr(meta, k)})
         return options, written, notes
     # TIFF: Pillow writes the EXIF's tags into the TIFF's own directory, and XMP as tag 700 beside them
     if meta.exif or meta.xmp:

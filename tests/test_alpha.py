@@ -252,7 +252,7 @@ def test_cli_encode_info_decode(tmp_path):
     assert info["version"] == 11 and info["channels"] == 4 and info["colour"]["network"] == "grid"
     text = runner.invoke(main, ["info", str(prc)]).output  # the nested colour file a field a line
     assert "  colour.network: grid" in text and "alpha_reduced: True" in text
-    for name in ("out.png", "out.tif", "out.tga"):
+    for name in ("out.png", "out.tif", "out.tga", "out.webp"):
         assert runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / name)]).exit_code == 0
         with Image.open(tmp_path / name) as im:
             assert im.mode == "RGBA" and np.array_equal(np.asarray(im), decode(prc.read_bytes()))

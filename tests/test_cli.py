@@ -428,13 +428,14 @@ def test_decode_writes_the_lossless_format_its_suffix_names_and_refuses_lossy_on
     ref = tmp_path / "ref.png"
     assert runner.invoke(main, ["decode", str(prc), "-o", str(ref), "-q"]).exit_code == 0
     pixels = np.asarray(Image.open(ref))
-    for name, fmt in (("a.bmp", "BMP"), ("a.ppm", "PPM"), ("a.TIFF", "TIFF"), ("a.tga", "TGA"), ("noext", "PNG")):
+    for name, fmt in (("a.bmp", "BMP"), ("a.ppm", "PPM"), ("a.TIFF", "TIFF"), ("a.tga", "TGA"), ("noext", "PNG"),
+                      ("a.webp", "WEBP")):
         r = runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / name), "-q"])
         assert r.exit_code == 0, r.output
         with Image.open(tmp_path / name) as img:
             assert img.format == fmt
             np.testing.assert_array_equal(np.asarray(img), pixels)
-    for name in ("a.jpg", "a.webp", "a.xyz"):
+    for name in ("a.jpg", "a.avif", "a.xyz"):
         line = _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / name)]), 2)
         assert "losslessly" in line and not (tmp_path / name).exists()
 

@@ -276,3 +276,13 @@ def test_a_heic_photo_without_pillow_heif_gets_one_line_saying_what_to_install(t
     avif = tmp_path / "a.avif"  # AVIF is ISO-BMFF too, and Pillow's own
     Image.fromarray(smooth_image(16, 16)).save(avif, quality=90)
     assert avif.read_bytes()[8:12] == b"avif" and read_image(avif)[0].shape == (16, 16, 3)
+
+
+def test_a_picture_wider_than_webp_allows_is_refused_before_decoding():
+    from pranc_codec.image_io import check_output_size, output_format
+
+    assert output_format("a.webp") == "WEBP"
+    check_output_size("a.webp", "WEBP", 16383, 16383)
+    check_output_size("a.png", "PNG", 16384, 2)
+    with pytest.raises(InputError, match="WebP holds at most 16383 pixels a side, not 16384x2"):
+        check_output_size("a.webp", "WEBP", 16384, 2)

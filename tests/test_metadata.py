@@ -112,7 +112,8 @@ def test_cli_keeps_the_metadata_through_encode_and_decode(tmp_path):
     header = bitstream.parse(data)[0]
     assert header.metadata.icc == P3 and header.metadata.xmp == XMP and header.picture.version == 8
     pixels = decode(data)
-    for name, kinds in (("out.png", ["icc", "exif", "xmp", "text"]), ("out.tif", ["icc", "exif", "xmp"])):
+    for name, kinds in (("out.png", ["icc", "exif", "xmp", "text"]), ("out.webp", ["icc", "exif", "xmp"]),
+                        ("out.tif", ["icc", "exif", "xmp"])):
         r = runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / name), "--json"])
         assert r.exit_code == 0 and json.loads(r.output.strip().splitlines()[-1])["metadata"] == kinds
         _check_written(tmp_path / name, pixels)
