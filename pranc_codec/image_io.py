@@ -31,6 +31,7 @@ from typing import Collection
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .bitstream import MAGIC as PRC_MAGIC
 from .bitstream import MAX_FILE_BYTES
 from .errors import InputError, LimitError
 from .metadata import PROFILE_ERRORS, Metadata, profile_name, save_options, srgb_from, text_of, to_srgb
@@ -158,18 +159,36 @@ def _existing_file(path: str | os.PathLike) -> Path:
 
 def read_bytes(path: str | os.PathLike, limit: int = MAX_FILE_BYTES) -> bytes:
     """Whole contents of an input .prc file (``-``: standard input), with a clear InputError when it cannot
-    be read and a LimitError, before reading, when it is over ``limit`` bytes."""
+    be read or is a picture (the wrong command), and a LimitError, before reading, when it is over ``limit``
+    bytes."""
     if str(path) == STDIO:
-        return _read_stdin(limit, "a .prc file")
-    p = _existing_file(path)
+        data = _read_stdin(limit, "a .prc file")
+    else:
+        p = _existing_file(path)
+        try:
+            size = p.stat().st_size
+            if size > limit:  # refused without reading
+                raise LimitError(f"{p}: {size} bytes, larger than any .prc file ({limit} at most)")
+            with p.open("rb") as f:
+                data = _read_limited(f, limit, str(p), "a .prc file")  # a pipe or a growing file: no size to trust
+        except OSError as e:
+            raise InputError(f"{p}: cannot read ({e.strerror})") from None
+    kind = picture_format(data) if data[:4] != PRC_MAGIC else None
+    if kind:
+        name = "<stdin>" if str(path) == STDIO else path
+        raise InputError(f"{name}: a {kind} picture, not a .prc file (pranc encode compresses it)")
+    return data
+
+
+def picture_format(data: bytes) -> str | None:
+    """The format Pillow finds ``data`` to be a picture of (from its header alone), else None."""
     try:
-        size = p.stat().st_size
-        if size > limit:  # refused without reading
-            raise LimitError(f"{p}: {size} bytes, larger than any .prc file ({limit} at most)")
-        with p.open("rb") as f:
-            return _read_limited(f, limit, str(p), "a .prc file")  # a pipe or a growing file has no size to trust
-    except OSError as e:
-        raise InputError(f"{p}: cannot read ({e.strerror})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                return img.format
+    except Exception:  # noqa: BLE001 (not a picture, whatever Pillow's plugins raise on it)
+        return None
 
 
 def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> tuple[np.ndarray, list[str]]:
@@ -195,6 +214,8 @@ def read_picture(path: str | os.PathLike, keep_alpha: bool = False,
             head = b""  # Pillow's open below says why
     if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
         _heif_opener(p)
+    if head[:4] == PRC_MAGIC:
+        raise InputError(f"{p}: a .prc file, not a picture (pranc decode reads it)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

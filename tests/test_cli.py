@@ -483,3 +483,19 @@ def test_encode_refuses_to_name_a_prc_stream_as_a_picture(tmp_path):
         assert not (tmp_path / name).exists()
     r = runner.invoke(main, ["encode", str(src), "-o", str(tmp_path / "small.bin"), "--steps", "5", "-q"])
     assert r.exit_code == 0 and (tmp_path / "small.bin").read_bytes()[:4] == b"PRNC"
+
+
+def test_the_wrong_command_for_a_file_says_which_is_right(runner, tmp_path, png):
+    """A picture given to decode or info, a .prc file given to encode: one line naming the command that reads it
+    (exit 2, bad usage), where it was "not a .prc file (bad magic bytes)" (exit 3) or "not an image Pillow can
+    read"."""
+    prc = tmp_path / "a.prc"
+    assert runner.invoke(main, ["encode", str(png), "-o", str(prc), *FAST_ARGS]).exit_code == 0
+    line = _one_line_error(runner.invoke(main, ["encode", str(prc), "-o", str(tmp_path / "b.prc")]), 2)
+    assert "a .prc file, not a picture (pranc decode reads it)" in line
+    for cmd in (["decode", str(png), "-o", str(tmp_path / "c.png")], ["info", str(png)]):
+        line = _one_line_error(runner.invoke(main, cmd), 2)
+        assert "a PNG picture, not a .prc file (pranc encode compresses it)" in line
+    junk = tmp_path / "junk.prc"
+    junk.write_bytes(b"JUNK" * 40)
+    assert "bad magic" in _one_line_error(runner.invoke(main, ["decode", str(junk)]), 3)
