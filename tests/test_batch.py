@@ -179,3 +179,26 @@ def test_a_child_killed_by_a_signal_is_reported_as_such(tmp_path, monkeypatch):
     out = batch.run("encode", [batch.Job("a.png", "a.prc")], [], 1, lambda done, o: seen.append((done, o)))
     assert [o.code for o in out] == [137] and seen == [(1, out[0])]
     assert out[0].error == "killed by SIGKILL (out of memory?)" and out[0].summary is None
+
+
+def test_a_batch_passes_the_metadata_choice_to_every_file(tmp_path):
+    """Each file of a batch is the single-file command's: a PNG's text chunk kept by default, dropped with
+    --metadata none."""
+    from PIL import PngImagePlugin
+
+    from pranc_codec import read_metadata
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "a test")
+    pics = []
+    for i in range(2):
+        pics.append(tmp_path / f"t{i}.png")
+        Image.fromarray(smooth_image(24, 32, 3, seed=i)).save(pics[-1], pnginfo=info)
+    runner = CliRunner()
+    for choice, kept in (("all", (("Author", "a test"),)), ("none", None)):
+        out = tmp_path / choice
+        out.mkdir()
+        r = runner.invoke(main, ["encode", *map(str, pics), "-o", str(out), "--metadata", choice, *FAST_ARGS])
+        assert r.exit_code == 0, r.output
+        for p in pics:
+            assert read_metadata((out / f"{p.stem}.prc").read_bytes()).text == kept
