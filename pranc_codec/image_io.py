@@ -81,8 +81,15 @@ def to_array(img: Image.Image, keep_alpha: bool = False,
         notes.append(f"{frames} frames: only the first is coded")
     icc = img.info.get("icc_profile")
     text = text_of(img) if "text" in keep else ()  # before the transform, whose copy has no PNG chunks
-    img = ImageOps.exif_transpose(img)  # also takes the orientation out of the EXIF and XMP it keeps
-    found = {"exif": img.info.get("exif") or None, "xmp": img.info.get("xmp") or None, "text": text or None}
+    try:
+        img = ImageOps.exif_transpose(img)  # also takes the orientation out of the EXIF and XMP it keeps
+        exif = img.info.get("exif") or None
+    except Exception as e:  # noqa: BLE001 (Pillow failing on a corrupt EXIF: the picture is still there)
+        if not raised_by_pillow(e):
+            raise
+        notes.append(f"its EXIF is corrupt ({type(e).__name__}: {e}): orientation not applied, EXIF not kept")
+        exif = None
+    found = {"exif": exif, "xmp": img.info.get("xmp") or None, "text": text or None}
     if isinstance(found["xmp"], str):
         found["xmp"] = found["xmp"].encode("utf-8")
     mode = img.mode
@@ -218,6 +225,7 @@ def read_picture(path: str | os.PathLike, keep_alpha: bool = False,
         raise InputError(f"{p}: a .prc file, not a picture (pranc decode reads it)")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's words on a corrupt file: what breaks is reported
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(src) as img:
                 img.load()
@@ -230,6 +238,23 @@ def read_picture(path: str | os.PathLike, keep_alpha: bool = False,
         raise InputError(f"{p}: permission denied") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{p}: unreadable or corrupt image ({e})") from None
+    except Exception as e:  # noqa: BLE001 (Pillow's plugins raise TypeError, KeyError, struct.error... on a corrupt
+        # file; from anywhere else it is a bug, and goes on as one)
+        if not raised_by_pillow(e):
+            raise
+        raise InputError(f"{p}: unreadable or corrupt image ({type(e).__name__}: {e})") from None
+
+
+def raised_by_pillow(e: BaseException) -> bool:
+    """Whether the innermost Python frame of ``e``'s traceback is Pillow's (or its HEIF plugin's): a corrupt
+    file, not a bug in pranc."""
+    tb = e.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    parts = Path(tb.tb_frame.f_code.co_filename).parts
+    return "PIL" in parts or "pillow_heif" in parts
 
 
 def _heif_opener(name: object) -> None:

@@ -1,4 +1,5 @@
 """Input-image policy: modes, orientation, bombs, and atomic output."""
+import io
 import sys
 
 import numpy as np
@@ -286,3 +287,35 @@ def test_a_picture_wider_than_webp_allows_is_refused_before_decoding():
     check_output_size("a.png", "PNG", 16384, 2)
     with pytest.raises(InputError, match="WebP holds at most 16383 pixels a side, not 16384x2"):
         check_output_size("a.webp", "WEBP", 16384, 2)
+
+
+def test_a_corrupt_file_or_exif_that_pillow_trips_on_is_one_line_or_a_note(tmp_path):
+    """Pillow's plugins raise TypeError, KeyError or struct.error on some corrupt files, which read_image let
+    through (an internal error, exit 70). A TIFF whose second page has no width: a corrupt image. A JPEG whose
+    EXIF Pillow cannot write back when it applies the orientation: the picture, unturned, with a note."""
+    import struct
+
+    frames = [Image.fromarray(smooth_image(16, 24, seed=i)) for i in range(2)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "TIFF", save_all=True, append_images=frames[1:])
+    data = bytearray(buf.getvalue())
+    assert data[:2] == b"II"
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    ifd = struct.unpack_from("<I", data, ifd + 2 + 12 * struct.unpack_from("<H", data, ifd)[0])[0]  # page 2
+    for k in range(struct.unpack_from("<H", data, ifd)[0]):
+        if struct.unpack_from("<H", data, ifd + 2 + 12 * k)[0] == 256:  # ImageWidth
+            struct.pack_into("<H", data, ifd + 2 + 12 * k, 0xFFF0)
+    (tmp_path / "pages.tif").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="unreadable or corrupt image"):
+        read_image(tmp_path / "pages.tif")
+
+    # EXIF (big-endian TIFF): tag 0x0108 holding text, which Pillow's writer cannot pack, and orientation 6
+    text_at = 8 + 2 + 12 * 2 + 4  # after the directory
+    entries = [(0x0108, 2, 6, text_at), (0x0112, 3, 1, 6 << 16)]
+    exif = b"Exif\0\0MM\0*" + struct.pack(">IH", 8, len(entries))
+    exif += b"".join(struct.pack(">HHII", *e) for e in entries) + struct.pack(">I", 0) + b"Canon\0"
+    arr = smooth_image(16, 24)
+    Image.fromarray(arr).save(tmp_path / "e.jpg", quality=95, subsampling=0, exif=exif)
+    img, notes = read_image(tmp_path / "e.jpg")
+    assert img.shape == (16, 24, 3) and psnr(img, arr) > 30  # as stored: not turned
+    assert len(notes) == 1 and "its EXIF is corrupt" in notes[0] and "orientation not applied" in notes[0]
