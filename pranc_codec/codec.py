@@ -195,8 +195,9 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     if config.model not in ("grid", "siren"):
         raise InputError(f"unknown model {config.model!r} (grid or siren)")
     if metadata:
-        inner = encode(image, metadata_room(config, metadata, height, width), progress)
-        return with_metadata(inner, metadata, config, t0)
+        block = bitstream.metadata_block(metadata)
+        inner = encode(image, metadata_room(config, block, height, width), progress)
+        return with_metadata(inner, metadata, block, config, t0)
     if channels in (2, 4):
         return _encode_alpha(image, config, device, progress, t0)
     return _encode_colour(image, config, device, progress, t0)
@@ -244,17 +245,14 @@ def _encode_alpha(image: np.ndarray, config: CodecConfig, device: torch.device, 
     colour, alpha = transparency.split(image)
     if alpha.min() == 255:  # opaque: the alpha holds nothing
         return _encode_colour(colour, config, device, progress, t0)
-    exact = lossless.encode(alpha, config.lossless)
     cap, pixels, mode = config.rate.max_bytes, height * width, config.lossless.mode
-    budget = _budget(image, config) - bitstream.alpha_overhead()
-    # "always" keeps every pixel exact, the hidden ones' colour too (as cwebp -exact), for a user who uses it
-    filled = colour if mode == "always" else transparency.fill_hidden(colour, alpha)
-    exact_colour = lossless.attempt(filled, budget - len(exact), config.lossless) if mode == "auto" else None
+    size = _budget(image, config)
+    filled, exact, exact_colour = exact_with_alpha(colour, alpha, size, config)
     if mode == "always" or exact_colour is not None:
         alpha_file, alpha_db = exact, math.inf  # the colour's exact file fits with it: the whole picture exact
     else:
         alpha_file, alpha_db = transparency.reduced_alpha(alpha, exact, config.alpha, config.lossless)
-    left = budget - len(alpha_file)
+    left = size - bitstream.alpha_overhead() - len(alpha_file)
     if left < config.alpha.min_colour_bpp * pixels / 8:
         if cap is not None:
             raise LimitError(f"the transparency alone takes {len(alpha_file)} bytes: with the colour, over the "
@@ -276,12 +274,26 @@ def _encode_alpha(image: np.ndarray, config: CodecConfig, device: torch.device, 
     return EncodeResult(data=data, stats=stats)
 
 
-def metadata_room(config: CodecConfig, metadata: Metadata, height: int, width: int) -> CodecConfig:
-    """``config`` with its rate and ceiling less the bytes a version-12 file adds for ``metadata``: the
-    picture's file gets the rest, at least ``config.metadata.min_picture_bpp`` (the file is then over the rate
-    asked for, which the rate check reports). A LimitError where the metadata alone leaves less than that under
-    the ceiling."""
-    extra = len(bitstream.metadata_block(metadata)[0]) + bitstream.metadata_overhead()
+def exact_with_alpha(colour: np.ndarray, alpha: np.ndarray, size: float,
+                     config: CodecConfig) -> tuple[np.ndarray, bytes, bytes | None]:
+    """The exact trial of a picture with transparency (uint8 (H, W, C) colour, (H, W, 1) alpha): the colour with
+    its hidden pixels filled (``alpha.fill_hidden``; all kept under ``--lossless always``), the alpha's exact
+    file, and the colour's exact file where ``config.lossless.mode`` is "auto" and it fits in ``size`` bytes
+    with that alpha and the version-11 overhead (else None)."""
+    mode = config.lossless.mode
+    exact = lossless.encode(alpha, config.lossless)
+    # "always" keeps every pixel exact, the hidden ones' colour too (as cwebp -exact), for a user who uses it
+    filled = colour if mode == "always" else transparency.fill_hidden(colour, alpha)
+    left = size - bitstream.alpha_overhead() - len(exact)
+    return filled, exact, lossless.attempt(filled, left, config.lossless) if mode == "auto" else None
+
+
+def metadata_room(config: CodecConfig, block: tuple[bytes, bool], height: int, width: int) -> CodecConfig:
+    """``config`` with its rate and ceiling less the bytes a version-12 file adds for ``block``
+    (``bitstream.metadata_block``): the picture's file gets the rest, at least
+    ``config.metadata.min_picture_bpp`` (the file is then over the rate asked for, which the rate check
+    reports). A LimitError where the metadata alone leaves less than that under the ceiling."""
+    extra = len(block[0]) + bitstream.metadata_overhead()
     pixels, cap = height * width, config.rate.max_bytes
     floor = config.metadata.min_picture_bpp * pixels / 8
     if cap is not None and cap - extra < floor:
@@ -292,13 +304,12 @@ def metadata_room(config: CodecConfig, metadata: Metadata, height: int, width: i
                                         max_bytes=None if cap is None else int(cap - extra)))
 
 
-def with_metadata(inner: EncodeResult, metadata: Metadata, config: CodecConfig, t0: float,
-                  rate_target: bool = True) -> EncodeResult:
-    """``inner`` (the picture's file, made under :func:`metadata_room`) in a version-12 file with ``metadata``;
-    its rate checked against ``config``'s where ``rate_target`` (not after a PSNR search, whose target is the
-    PSNR)."""
+def with_metadata(inner: EncodeResult, metadata: Metadata, block: tuple[bytes, bool], config: CodecConfig,
+                  t0: float, rate_target: bool = True) -> EncodeResult:
+    """``inner`` (the picture's file, made under :func:`metadata_room`) in a version-12 file with ``metadata``
+    as ``block`` (``bitstream.metadata_block``); its rate checked against ``config``'s where ``rate_target`` (not
+    after a PSNR search, whose target is the PSNR)."""
     s = inner.stats
-    block = bitstream.metadata_block(metadata)
     data = bitstream.pack_metadata(s.width, s.height, s.channels, *block, inner.data)
     notes = list(s.warnings)
     rate_ok = s.rate_ok

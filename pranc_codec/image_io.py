@@ -46,6 +46,8 @@ _CHUNK = 1 << 20
 # major brands of an ISO-BMFF file (bytes 8-12, after "ftyp") that are HEIF stills and sequences, which Pillow does
 # not read; AVIF's ("avif", "avis") it does
 HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
+# pictures' suffixes that Pillow registers only with a plugin loaded (pillow-heif, a JPEG XL plugin)
+PLUGIN_SUFFIXES = (".heic", ".heif", ".jxl")
 
 
 def _read_limited(stream, limit: int, name: str, what: str) -> bytes:
@@ -292,7 +294,7 @@ def check_prc_name(path: str | os.PathLike) -> None:
     """Refuse to write a ``.prc`` stream under an image file's name (``pranc encode a.png -o small.png``: no viewer
     could open it), before the work."""
     suffix = Path(path).suffix.lower() if str(path) != STDIO else ""
-    if suffix in Image.registered_extensions() or suffix in (".heic", ".heif", ".jxl"):  # Pillow's and its plugins
+    if suffix in Image.registered_extensions() or suffix in PLUGIN_SUFFIXES:
         raise InputError(f"{path}: pranc encode writes a .prc file, not {suffix} (name it .prc; pranc decode "
                          f"writes pictures)")
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from . import alpha as transparency
 from . import bitstream, lossless
-from .codec import EncodeResult, ProgressFactory, aim_bpp, encode, metadata_room, with_metadata
+from .codec import EncodeResult, ProgressFactory, aim_bpp, encode, exact_with_alpha, metadata_room, with_metadata
 from .config import CodecConfig, QualityConfig
 from .errors import require_positive
 from .grid_codec import curve_slope
@@ -108,8 +108,7 @@ def _exact_fits(image: np.ndarray, size: int, config: CodecConfig) -> bool:
     if image.shape[2] in (2, 4):
         colour, alpha = transparency.split(image)
         if alpha.min() < 255:
-            size -= len(lossless.encode(alpha, config.lossless)) + bitstream.alpha_overhead()
-            colour = transparency.fill_hidden(colour, alpha)
+            return exact_with_alpha(colour, alpha, size, config)[2] is not None
         image = colour
     return lossless.attempt(image, size, config.lossless) is not None
 
@@ -135,8 +134,9 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
     cfg = config.quality
     t0 = time.perf_counter()
     if metadata:
-        inner = encode_to_psnr(image, target_db, metadata_room(config, metadata, *image.shape[:2]), progress, encoder)
-        return with_metadata(inner, metadata, config, t0, rate_target=False)
+        block = bitstream.metadata_block(metadata)
+        inner = encode_to_psnr(image, target_db, metadata_room(config, block, *image.shape[:2]), progress, encoder)
+        return with_metadata(inner, metadata, block, config, t0, rate_target=False)
 
     def miss(r: EncodeResult) -> float:  # dB from the target; a lossless file (inf dB) is past any target
         return 0.0 if r.stats.psnr == math.inf else abs(target_db - r.stats.psnr)
