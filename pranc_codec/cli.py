@@ -5,6 +5,7 @@ Every user error ends in one line on stderr and a non-zero exit code
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -62,10 +63,24 @@ def _errors() -> Iterator[None]:
         # SIGPIPE ends does, with its code; what is left to flush goes nowhere, or Python would complain at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(SIGPIPE_EXIT)
-    except Exception as e:  # a bug, not bad input: still one line, and no partial output (writes are atomic)
-        if os.environ.get(DEBUG_ENV):
-            raise
-        _fail(f"internal error ({type(e).__name__}: {e}); please report it, {DEBUG_ENV}=1 shows where", 70)
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            _internal(e)
+        # files convert their own (image_io.atomic_write): this is a summary or report on a redirected stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _fail(f"<stdout>: cannot write ({e.strerror})", 2)
+    except Exception as e:
+        _internal(e)
+
+
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's failures, never a bug's
+
+
+def _internal(e: Exception) -> None:
+    """A bug, not bad input: still one line, and no partial output (writes are atomic)."""
+    if os.environ.get(DEBUG_ENV):
+        raise e
+    _fail(f"internal error ({type(e).__name__}: {e}); please report it, {DEBUG_ENV}=1 shows where", 70)
 
 
 def _protected(input: str) -> tuple[str, ...]:
@@ -326,9 +341,7 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
 
         out = output_for(input, output, ".prc")
         check_prc_name(out)
-        check_output(out)  # fail before minutes of fitting, not after
-        if out != STDIO and Path(out).exists() and not force:
-            raise InputError(f"{out}: already exists (use --force to overwrite)")
+        check_output(out, force)  # fail before minutes of fitting, not after
         image, notes, meta = read_picture(input, keep_alpha=True, keep=keep)
         cfg = CodecConfig().with_preset(preset).with_tune(tune)
         if target_bytes is not None:  # the rate control works in bits per pixel of this picture
@@ -405,7 +418,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
 
         t0 = time.perf_counter()
         out = output_for(input, output, ".png")
-        check_output(out)
+        check_output(out, force)
         fmt = output_format(out)
         data = read_bytes(input)
         from .bitstream import AlphaHeader, Header, MetadataHeader, parse

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 import tempfile
 import warnings
@@ -363,20 +364,56 @@ def image_file(arr: np.ndarray, format: str = "PNG",
 
 def write_output(path: str | os.PathLike, data: bytes, *, force: bool = False,
                  protect: tuple[str | os.PathLike, ...] = ()) -> None:
-    """:func:`atomic_write`, or for ``-`` standard output (refused when it is a terminal: binary data there
-    is of no use and garbles it)."""
-    if str(path) != STDIO:
+    """:func:`atomic_write`; for ``-`` standard output, and for a pipe or a character device (``/dev/null``,
+    ``/dev/stdout``, a FIFO) a plain write into it, which nothing is replaced by (a terminal is refused:
+    binary data there is of no use and garbles it)."""
+    check_output(path, force=True)
+    if str(path) == STDIO:
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise  # the reader has gone: the CLI stops silently, as SIGPIPE would stop it
+        except OSError as e:  # a full disk under a redirection: what is still buffered must not be flushed at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise InputError(f"<stdout>: cannot write ({e.strerror})") from None
+    elif is_stream(path):
+        try:
+            with open(path, "wb") as f:
+                if f.isatty():
+                    raise InputError(f"{path} is a terminal: redirect it to a file or a pipe")
+                f.write(data)
+        except OSError as e:
+            raise InputError(f"{path}: cannot write ({e.strerror})") from None
+    else:
         atomic_write(path, data, force=force, protect=protect)
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is (or links to) an existing pipe, character device or socket: written into, where a
+    file would be replaced (replacing ``/dev/null`` with a regular file, as root, would break the system)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+def check_output(path: str | os.PathLike, force: bool = True) -> None:
+    """Refuse an output before the work, not only after it: ``-`` when standard output is a terminal, a block
+    device, and an existing file unless ``force`` (a terminal named by its path is refused when it is opened)."""
+    if str(path) == STDIO:
+        if sys.stdout.isatty():
+            raise InputError("<stdout> is a terminal: redirect it to a file or a pipe")
         return
-    check_output(path)
-    sys.stdout.buffer.write(data)
-    sys.stdout.flush()
-
-
-def check_output(path: str | os.PathLike) -> None:
-    """Refuse ``-`` when standard output is a terminal (callers check before the work, not only after it)."""
-    if str(path) == STDIO and sys.stdout.isatty():
-        raise InputError("<stdout> is a terminal: redirect it to a file or a pipe")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # not there yet (or not reachable: atomic_write says why)
+    if stat.S_ISBLK(mode):
+        raise InputError(f"{path}: is a block device, not a file")
+    if stat.S_ISREG(mode) and not force:
+        raise InputError(f"{path}: already exists (use --force to overwrite)")
 
 
 def _new_file_mode() -> int:
@@ -396,6 +433,8 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
     ``force`` keeps its own.
     """
     p = Path(path)
+    if p.is_symlink() and p.exists():  # written through, as cp does: the link stays a link
+        p = Path(os.path.realpath(p))
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"{p}: directory {parent} does not exist")
@@ -421,12 +460,14 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
             os.replace(tmp, p)
         else:
             _rename_no_clobber(tmp, p)
-    except BaseException:
+    except BaseException as e:
         # Ctrl-C or a full disk: leave nothing behind.
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):  # a full disk or quota, an I/O error: one line, not an internal error
+            raise InputError(f"{p}: cannot write ({e.strerror})") from None
         raise
 
 

@@ -499,3 +499,66 @@ def test_the_wrong_command_for_a_file_says_which_is_right(runner, tmp_path, png)
     junk = tmp_path / "junk.prc"
     junk.write_bytes(b"JUNK" * 40)
     assert "bad magic" in _one_line_error(runner.invoke(main, ["decode", str(junk)]), 3)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_one_line_and_exit_2_not_an_internal_error():
+    """A disk that fills up under the output, the file named or a redirection of stdout: one line naming what
+    could not be written (it was "internal error (OSError: [Errno 28] ...)", exit 70)."""
+    golden = str(Path(__file__).parent / "data" / "golden_v12.prc")
+    r = _pranc("decode", golden, "-o", "/dev/full")
+    assert r.returncode == 2 and r.stderr.decode() == "pranc: error: /dev/full: cannot write (No space left on device)\n"
+    for args in (["decode", golden, "-o", "-"], ["info", golden, "--json"], ["info", golden]):
+        with open("/dev/full", "wb") as full:
+            r = subprocess.run([sys.executable, "-m", "pranc_codec", *args], stdout=full, stderr=subprocess.PIPE)
+        assert r.returncode == 2, args
+        assert r.stderr.decode() == "pranc: error: <stdout>: cannot write (No space left on device)\n", args
+
+
+def test_a_file_that_cannot_be_written_leaves_nothing_and_says_why(tmp_path, monkeypatch):
+    import errno
+
+    from pranc_codec.errors import InputError
+    from pranc_codec.image_io import atomic_write
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(InputError, match=r"out.prc: cannot write \(No space left on device\)"):
+        atomic_write(tmp_path / "out.prc", b"data")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_pipe_or_device_is_written_into_and_a_link_through(runner, tmp_path, prc):
+    """-o /dev/null, a FIFO, /dev/stdout: written into without --force, never replaced by a file (with
+    --force, os.replace turned them into regular files: /dev/null itself, as root). A link to a file is
+    written through with --force, and stays a link."""
+    import stat
+    import threading
+
+    expected = tmp_path / "expected.png"
+    assert runner.invoke(main, ["decode", str(prc), "-o", str(expected), "-q"]).exit_code == 0
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    r = runner.invoke(main, ["decode", str(prc), "-o", str(fifo), "-q"])
+    reader.join(timeout=60)
+    assert r.exit_code == 0, r.output
+    assert got == [expected.read_bytes()] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    r = runner.invoke(main, ["decode", str(prc), "-o", os.devnull, "-q", "--force"])
+    assert r.exit_code == 0, r.output
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+    real = tmp_path / "real.png"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.png"
+    link.symlink_to(real)
+    assert "already exists" in _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(link)]), 2)
+    assert runner.invoke(main, ["decode", str(prc), "-o", str(link), "-f", "-q"]).exit_code == 0
+    assert link.is_symlink() and real.read_bytes() == expected.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["expected.png", "img.png", "img.prc", "link.png", "pipe",
+                                                         "real.png"]
