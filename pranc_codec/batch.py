@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -49,6 +50,17 @@ class Outcome:
     error: str | None
 
 
+def is_stream(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is (or links to) an existing pipe, character device or socket: read whole once, and
+    written into where a file would be replaced (replacing ``/dev/null`` with a regular file, as root, would
+    break the system)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
 def output_for(input: str, output: str | None, suffix: str) -> str:
     """Where one input's result goes: ``output`` itself, inside ``output`` when it is an existing directory,
     else the input with ``suffix``."""
@@ -58,6 +70,8 @@ def output_for(input: str, output: str | None, suffix: str) -> str:
         return output
     if Path(input).is_dir():  # before deriving a name: "." or "/" has none
         raise InputError(f"{input}: is a directory")
+    if not output and is_stream(input):  # a pipe (`<(cat a.png)`: /dev/fd/63) has no name to derive one from
+        raise InputError(f"{input}: reading a pipe: name the output with -o (- for standard output)")
     if output and output != STDIO and Path(output).is_dir():
         return str(Path(output) / Path(input).with_suffix(suffix).name)
     return output or str(Path(input).with_suffix(suffix))

@@ -32,6 +32,7 @@ from typing import Collection
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .batch import is_stream
 from .bitstream import MAGIC as PRC_MAGIC
 from .bitstream import MAX_FILE_BYTES
 from .errors import InputError, LimitError
@@ -218,8 +219,13 @@ def read_picture(path: str | os.PathLike, keep_alpha: bool = False,
     else:
         p = src = _existing_file(path)
         try:
-            with open(p, "rb") as f:
-                head = f.read(12)
+            if is_stream(p):  # a pipe (`<(cat a.png)`) cannot be read twice, nor seeked as Pillow does
+                with open(p, "rb") as f:
+                    src = io.BytesIO(_read_limited(f, MAX_STDIN_IMAGE_BYTES, str(p), "image"))
+                head = src.getvalue()[:12]
+            else:
+                with open(p, "rb") as f:
+                    head = f.read(12)
         except OSError:
             head = b""  # Pillow's open below says why
     if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
@@ -387,16 +393,6 @@ def write_output(path: str | os.PathLike, data: bytes, *, force: bool = False,
             raise InputError(f"{path}: cannot write ({e.strerror})") from None
     else:
         atomic_write(path, data, force=force, protect=protect)
-
-
-def is_stream(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is (or links to) an existing pipe, character device or socket: written into, where a
-    file would be replaced (replacing ``/dev/null`` with a regular file, as root, would break the system)."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 def check_output(path: str | os.PathLike, force: bool = True) -> None:

@@ -562,3 +562,31 @@ def test_a_pipe_or_device_is_written_into_and_a_link_through(runner, tmp_path, p
     assert link.is_symlink() and real.read_bytes() == expected.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["expected.png", "img.png", "img.prc", "link.png", "pipe",
                                                          "real.png"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_pipe_as_input_is_read_once_and_needs_a_named_output(runner, tmp_path, png, prc):
+    """`pranc encode <(cat a.png) -o a.prc`: the picture is read whole from the pipe (Pillow read its head,
+    then could not seek: "not an image Pillow can read"); without -o there is no name to derive."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def feed(data: bytes) -> threading.Thread:
+        t = threading.Thread(target=lambda: fifo.write_bytes(data), daemon=True)
+        t.start()
+        return t
+
+    writer = feed(png.read_bytes())
+    r = runner.invoke(main, ["encode", str(fifo), "-o", str(tmp_path / "piped.prc"), *FAST_ARGS])
+    writer.join(timeout=60)
+    assert r.exit_code == 0, r.output
+    writer = feed(prc.read_bytes())
+    r = runner.invoke(main, ["decode", str(fifo), "-o", str(tmp_path / "piped.png"), "-q"])
+    writer.join(timeout=60)
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "filed.png"), "-q"]).exit_code == 0
+    assert (tmp_path / "piped.png").read_bytes() == (tmp_path / "filed.png").read_bytes()
+    for cmd in ("encode", "decode"):
+        assert "name the output with -o" in _one_line_error(runner.invoke(main, [cmd, str(fifo)]), 2)
