@@ -419,6 +419,9 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
+TEMP_NAME_CHARS = 64  # of the output's name in its temporary file's
+
+
 def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
                  protect: tuple[str | os.PathLike, ...] = ()) -> None:
     """Write ``data`` to ``path`` via a temporary file and rename, never half-written.
@@ -443,7 +446,8 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
         raise InputError(f"{p}: already exists (use --force to overwrite)")
     try:
         mode = p.stat().st_mode & 0o7777 if p.exists() else _new_file_mode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=parent)
+        # the name cut short: a name near the file system's 255 bytes is valid, its temporary name would not be
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:TEMP_NAME_CHARS]}.", suffix=".part", dir=parent)
     except OSError as e:
         raise InputError(f"{p}: cannot write ({e.strerror})") from None
     try:

@@ -95,6 +95,16 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_atomic_write_takes_a_name_as_long_as_the_file_system_allows(tmp_path):
+    """A 255-byte name is valid; its temporary file's name, the name and 14 more bytes, was not (ENAMETOOLONG:
+    "cannot write (File name too long)")."""
+    name = "x" * 251 + ".png"
+    atomic_write(tmp_path / name, b"data")
+    assert [p.name for p in tmp_path.iterdir()] == [name] and (tmp_path / name).read_bytes() == b"data"
+    atomic_write(tmp_path / name, b"more", force=True)
+    assert (tmp_path / name).read_bytes() == b"more"
+
+
 def test_atomic_write_gives_a_new_file_the_umasks_permissions_and_keeps_a_replaced_files(tmp_path):
     import os
     import stat
