@@ -237,8 +237,12 @@ def read_picture(path: str | os.PathLike, keep_alpha: bool = False,
             warnings.simplefilter("ignore", UserWarning)  # Pillow's words on a corrupt file: what breaks is reported
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(src) as img:
+                # Pillow decodes 16-bit colour to 8 bits (by truncation), and its tiles are the one place that
+                # says so, before the load; 16-bit grey stays 16-bit and to_array notes it
+                deep = img.mode in ("RGB", "RGBA") and any(";16" in str(t.args) for t in img.tile)
                 img.load()
-                return to_array(img, keep_alpha, keep)
+                array, notes, meta = to_array(img, keep_alpha, keep)
+                return array, notes + ["16-bit image reduced to 8 bits"] * deep, meta
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise LimitError(f"{p}: image too large ({e})") from None
     except UnidentifiedImageError:

@@ -33,6 +33,29 @@ def test_sixteen_bit_grayscale_is_scaled(tmp_path):
     assert any("16-bit" in n for n in notes)
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_is_noted(tmp_path, channels):
+    """Pillow reads a 16-bit RGB(A) PNG as 8-bit by truncation: the user is told, as for 16-bit grey (it was
+    silent)."""
+    import struct
+    import zlib
+
+    h, w = 4, 5
+    arr = (np.arange(h * w * channels).reshape(h, w, channels) * 2999 % 65536).astype(">u2")
+    raw = b"".join(b"\0" + arr[i].tobytes() for i in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    colour_type = 2 if channels == 3 else 6
+    path = tmp_path / "c16.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    got, notes = read_image(path, keep_alpha=True)
+    assert np.array_equal(got, (arr >> 8).astype(np.uint8)) and notes == ["16-bit image reduced to 8 bits"]
+    assert read_image(_save(tmp_path, Image.fromarray(smooth_image(4, 5, 3)), "c8.png"))[1] == []
+
+
 def test_palette_and_cmyk_become_rgb(tmp_path):
     rgb = Image.fromarray(smooth_image(16, 16, 3))
     pal, _ = read_image(_save(tmp_path, rgb.convert("P"), "p.png"))
