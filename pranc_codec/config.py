@@ -114,8 +114,9 @@ class GridConfig:
     # The finest level holds three quarters of the latents, and at low rates the fit leaves it nearly
     # empty (0 bits in 3 of 4 Kodak files at 0.25 bpp) while Adam, the noise and the rate term still
     # run over it. Below finest_min_bpp of latents it stays zero (free in the file) and out of the fit:
-    # a CPU step then costs about 55 % as much (4.4 against 8 ms on Kodak), so the same time buys
-    # coarse_step_factor x the steps (not on CUDA, where the step is launch-bound: grid_codec.fit_settings).
+    # a CPU step then costs less (55 % as much on the Intel machine of session 15, 73-78 % on the AMD one of
+    # session 41), so the same time buys coarse_step_factor x the steps (not on CUDA, where the step is
+    # launch-bound: grid_codec.fit_settings).
     # On Kodak's 24 at equal rate and time: +0.19 / +0.20 dB at 0.125 / 0.25 bpp with the changes to the
     # straight-through phase below. Leaving it out gained +0.23 / +0.17 dB at 0.27 / 0.32 bpp of latents
     # and lost 0.23 dB at 0.46 (Kodak's 0.5 bpp); 0.35 is short of the crossover (ABLATIONS.md T1, T9).
@@ -135,7 +136,13 @@ class GridConfig:
     finest_min_bpp_flat: float = 0.15
     finest_flat_min_pixels: int = 384 * 512
     finest_flat_min_steps: int = 4100
-    coarse_step_factor: float = 1.72  # 1.82 before session 16's cheaper step, which saved less here (U1)
+    # 1.82, then 1.72 after session 16's cheaper step (U1), measured on the Intel machine as equal time. On the AMD
+    # machine of the Kodak runs since session 21 a step without the finest level costs 0.73-0.78 of one with it
+    # (kodim05, one thread: 6.03 / 6.49 ms at 0.125 / 0.25 bpp against 8.29 / 8.42 at 0.5 / 1), so 1.72 gave the
+    # low rates 1.26-1.35x the time of the others: Kodak at 0.25 bpp took 62.0 s on average (21 of 24 over a
+    # minute) on a day when 0.5 bpp took 52. 1.35: about equal time again, -0.03 / -0.07 dB at equal rate at 0.125
+    # / 0.25 bpp on eight images (ABLATIONS.md AU).
+    coarse_step_factor: float = 1.35
     lr: float = 0.05  # latents (and their entropy-model scales); 0.1 stalls (ABLATIONS.md K)
     # The entropy-model scales' own learning rate (None: lr). Above 1 bpp the latents learn faster (lr_growth
     # below) but the scales stay at lr_high (grid_codec.fit_settings): at the latents' 0.165 and 0.2 they made a
