@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -239,7 +240,7 @@ def read_picture(path: str | os.PathLike, keep_alpha: bool = False,
             with Image.open(src) as img:
                 # Pillow decodes 16-bit colour to 8 bits (by truncation), and its tiles are the one place that
                 # says so, before the load; 16-bit grey stays 16-bit and to_array notes it
-                deep = img.mode in ("RGB", "RGBA") and any(";16" in str(t.args) for t in img.tile)
+                deep = img.mode in ("RGB", "RGBA") and any(SIXTEEN_BIT.search(str(t.args)) for t in img.tile)
                 img.load()
                 array, notes, meta = to_array(img, keep_alpha, keep)
                 return array, notes + ["16-bit image reduced to 8 bits"] * deep, meta
@@ -256,6 +257,10 @@ def read_picture(path: str | os.PathLike, keep_alpha: bool = False,
         if not raised_by_pillow(e):
             raise
         raise InputError(f"{p}: unreadable or corrupt image ({type(e).__name__}: {e})") from None
+
+
+# a raw mode of 16 bits a channel (PNG's RGB;16B, TIFF's RGBA;16L...), not BMP's 5-6-5 pixels (BGR;16)
+SIXTEEN_BIT = re.compile(r";16[BLN]")
 
 
 def raised_by_pillow(e: BaseException) -> bool:
@@ -435,25 +440,25 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
     give it (the temporary file is created owner-only); a file replaced with
     ``force`` keeps its own.
     """
-    p = Path(path)
+    p = shown = Path(path)  # messages name the path as given
     if p.is_symlink() and p.exists():  # written through, as cp does: the link stays a link
         p = Path(os.path.realpath(p))
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
-        raise InputError(f"{p}: directory {parent} does not exist")
+        raise InputError(f"{shown}: directory {parent} does not exist")
     if p.is_dir():
-        raise InputError(f"{p}: is a directory")
+        raise InputError(f"{shown}: is a directory")
     for src in protect:
         if p.exists() and Path(src).exists() and os.path.samefile(p, src):
-            raise InputError(f"{p}: refusing to overwrite the input file")
+            raise InputError(f"{shown}: refusing to overwrite the input file")
     if p.exists() and not force:
-        raise InputError(f"{p}: already exists (use --force to overwrite)")
+        raise InputError(f"{shown}: already exists (use --force to overwrite)")
     try:
         mode = p.stat().st_mode & 0o7777 if p.exists() else _new_file_mode()
         # the name cut short: a name near the file system's 255 bytes is valid, its temporary name would not be
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:TEMP_NAME_CHARS]}.", suffix=".part", dir=parent)
     except OSError as e:
-        raise InputError(f"{p}: cannot write ({e.strerror})") from None
+        raise InputError(f"{shown}: cannot write ({e.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -471,7 +476,7 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
         except OSError:
             pass
         if isinstance(e, OSError):  # a full disk or quota, an I/O error: one line, not an internal error
-            raise InputError(f"{p}: cannot write ({e.strerror})") from None
+            raise InputError(f"{shown}: cannot write ({e.strerror})") from None
         raise
 
 
