@@ -220,7 +220,9 @@ def _and(items: list[str]) -> str:
 
 def _decode_line(out: str, s: dict) -> str:
     """The one-line summary of a decode (``s``: decode's JSON fields)."""
-    names = ["text" if k == "text" else k.upper() for k in s.get("metadata", [])]
+    from .metadata import label  # decode has loaded it (numpy): not at import, which --help pays for
+
+    names = [label(k) for k in s.get("metadata", [])]
     kept = f", with its {_and(names)}" if names else ""
     return (f"{_display_name(out, output=True)}: {s['width']}x{s['height']}x{s['channels']}, {s['bpp']:.4f} bpp"
             f"{kept}, {s['decode_seconds']:.2f} s")

@@ -20,7 +20,7 @@ from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
 from .errors import InputError, LimitError, require_positive
 from .fit import fit_alpha, group_sensitivity
-from .metadata import Metadata
+from .metadata import Metadata, label
 from .fit import TileData
 from .inr import SirenShape, render, width_for_params
 from .tiling import TileGrid
@@ -317,7 +317,7 @@ def with_metadata(inner: EncodeResult, metadata: Metadata, block: tuple[bytes, b
         rate_ok, notes = _rate_check(config, len(data), s.height, s.width, s.model)
     extra = len(data) - len(inner.data)
     if extra > config.metadata.warn_share * len(data):
-        what = ", ".join("text" if k == "text" else k.upper() for k in metadata.kinds())
+        what = ", ".join(label(k) for k in metadata.kinds())
         notes.append(f"the metadata ({what}) takes {extra} of the file's {len(data)} bytes: --metadata none drops "
                      f"it" + (", --metadata icc keeps the colours alone" if metadata.icc and len(metadata.kinds()) > 1
                               else ""))

@@ -384,14 +384,9 @@ def write_output(path: str | os.PathLike, data: bytes, *, force: bool = False,
     binary data there is of no use and garbles it)."""
     check_output(path, force=True)
     if str(path) == STDIO:
-        try:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            raise  # the reader has gone: the CLI stops silently, as SIGPIPE would stop it
-        except OSError as e:  # a full disk under a redirection: what is still buffered must not be flushed at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise InputError(f"<stdout>: cannot write ({e.strerror})") from None
+        # a reader gone or a full disk under a redirection: the CLI says so (cli._errors), as for its summaries
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
     elif is_stream(path):
         try:
             with open(path, "wb") as f:

@@ -201,7 +201,12 @@ def save_options(meta: Metadata, format: str) -> tuple[dict, list[str], list[str
     return options, written, notes
 
 
+def label(kind: str) -> str:
+    """How messages name a kind of ``KINDS``: ``ICC``, ``EXIF``, ``XMP``, ``text``."""
+    return kind if kind == "text" else kind.upper()
+
+
 def _or(kinds: list[str]) -> str:
     """``EXIF``, ``EXIF or XMP``, ``EXIF, XMP or text entries``."""
-    names = ["text entries" if k == "text" else k.upper() for k in kinds]
+    names = ["text entries" if k == "text" else label(k) for k in kinds]
     return " or ".join(filter(None, (", ".join(names[:-1]), names[-1])))
