@@ -37,7 +37,8 @@ from .batch import is_stream
 from .bitstream import MAGIC as PRC_MAGIC
 from .bitstream import MAX_FILE_BYTES
 from .errors import InputError, LimitError
-from .metadata import PROFILE_ERRORS, Metadata, profile_name, save_options, srgb_from, text_of, to_srgb
+from .metadata import (PROFILE_ERRORS, Metadata, drop_thumbnail, profile_name, save_options, srgb_from, text_of,
+                       to_srgb)
 
 Image.MAX_IMAGE_PIXELS = 8192 * 8192  # decompression-bomb guard (Pillow raises above 2x this)
 
@@ -88,7 +89,7 @@ def to_array(img: Image.Image, keep_alpha: bool = False,
     text = text_of(img) if "text" in keep else ()  # before the transform, whose copy has no PNG chunks
     try:
         img = ImageOps.exif_transpose(img)  # also takes the orientation out of the EXIF and XMP it keeps
-        exif = img.info.get("exif") or None
+        exif = drop_thumbnail(img.info["exif"]) if img.info.get("exif") else None
     except Exception as e:  # noqa: BLE001 (Pillow failing on a corrupt EXIF: the picture is still there)
         if not raised_by_pillow(e):
             raise

@@ -5,7 +5,7 @@ date, camera, place and colour space, and a generated picture its prompt; the de
 that hold them (PNG: all four; TIFF and WebP: all but the text). A picture in a wide-gamut space (Display P3, Adobe RGB)
 keeps its own pixel values and profile, where without the profile it must be converted to sRGB, clipping what
 sRGB cannot show. The bytes are stored as read, but that the EXIF orientation is applied to the pixels and
-removed (Pillow's ``exif_transpose``).
+removed (Pillow's ``exif_transpose``), and the EXIF's thumbnail is cut off (:func:`drop_thumbnail`).
 """
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ TEXT_FORMATS = ("PNG",)  # those it writes text entries into (PNG's iTXt chunks)
 COMMENT_KEY = "Comment"  # a JPEG's or GIF's comment, as a text entry (PNG's registered keyword for one)
 MAX_PNG_KEYWORD = 79  # PNG's limit on a text chunk's keyword (Latin-1, no NUL)
 PROFILE_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError)  # with ImageCms.PyCMSError: lcms cannot read it
+EXIF_PREFIX = b"Exif\x00\x00"  # what a JPEG's APP1 segment starts with; Pillow's ``info["exif"]`` may keep it
+# bytes of one value of each TIFF field type (1 BYTE .. 13 IFD): an entry's value lies out of line when over 4
+_TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # entries whose value is another directory's offset: EXIF, GPS, interop
+_THUMBNAIL_TAGS = ((0x0201, 0x0202), (0x0111, 0x0117))  # IFD1's (offset, byte count): a JPEG thumbnail, a strip
 
 
 @dataclass(frozen=True)
@@ -199,6 +204,63 @@ def save_options(meta: Metadata, format: str) -> tuple[dict, list[str], list[str
         if len(tags):
             options["exif"] = tags
     return options, written, notes
+
+
+def drop_thumbnail(exif: bytes) -> bytes:
+    """``exif`` (with or without :data:`EXIF_PREFIX`) without its thumbnail, where the thumbnail's directory
+    (IFD1) and picture end it, as cameras write them: IFD0's link to IFD1 set to 0 and the tail cut. Every other
+    byte stays where it was, so offsets into it (a maker note's own) still hold. Returned as it is where
+    anything else lies after the thumbnail's start, where there is none, or where it cannot be read as TIFF.
+
+    The thumbnail is a small JPEG of the picture (160 x 120 pixels, 4-11 kB): nothing that reads the formats
+    ``pranc decode`` writes shows it, and its bytes would come out of the rate."""
+    head = EXIF_PREFIX if exif.startswith(EXIF_PREFIX) else b""
+    tiff = exif[len(head):]
+    try:
+        order = {b"II": "<", b"MM": ">"}[tiff[:2]]
+        if struct.unpack_from(order + "H", tiff, 2)[0] != 42:
+            return exif
+        ends = [8]  # the end of every byte range the directories other than IFD1 use (the header's first)
+
+        def entries(offset: int) -> tuple[int, dict[int, tuple[int, int, int]]]:
+            """The offset of the directory's link to the next, and its entries: tag -> (type, count, value)."""
+            (n,) = struct.unpack_from(order + "H", tiff, offset)
+            link = offset + 2 + 12 * n
+            struct.unpack_from(order + "I", tiff, link)  # the link is there
+            return link, {tag: (typ, count, value) for tag, typ, count, value in
+                          (struct.unpack_from(order + "HHII", tiff, offset + 2 + 12 * i) for i in range(n))}
+
+        def walk(offset: int, depth: int) -> int:
+            """Record the ends of the directory at offset, of its values and of its sub-directories; its link."""
+            link, found = entries(offset)
+            ends.append(link + 4)
+            for tag, (typ, count, value) in found.items():
+                if _TIFF_TYPE_BYTES[typ] * count > 4:
+                    ends.append(value + _TIFF_TYPE_BYTES[typ] * count)
+                if tag in _SUB_IFD_TAGS and depth < 2:  # IFD0 -> EXIF -> interop at most
+                    walk(value, depth + 1)
+            return link
+
+        link = walk(struct.unpack_from(order + "I", tiff, 4)[0], 0)
+        (ifd1,) = struct.unpack_from(order + "I", tiff, link)
+        if ifd1 == 0:
+            return exif
+        starts = [ifd1]
+        for tag, (typ, count, value) in entries(ifd1)[1].items():
+            if _TIFF_TYPE_BYTES[typ] * count > 4:
+                starts.append(value)
+            if any(tag == offsets for offsets, _ in _THUMBNAIL_TAGS):
+                if count != 1:  # strips: their offsets lie out of line, the picture elsewhere
+                    return exif
+                starts.append(value)
+        cut = min(starts)
+        if cut < max(ends):
+            return exif
+        out = bytearray(tiff[:cut])
+        struct.pack_into(order + "I", out, link, 0)
+        return head + bytes(out)
+    except (KeyError, struct.error):  # not TIFF, a type no reader knows, or an offset past the end
+        return exif
 
 
 def label(kind: str) -> str:

@@ -3,6 +3,7 @@ rate, written back into PNG and TIFF; formats that hold none get sRGB pixels and
 import hashlib
 import io
 import json
+import struct
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from pranc_codec.cli import main
 from pranc_codec.config import LosslessConfig
 from pranc_codec.errors import FormatError, LimitError
 from pranc_codec.image_io import read_image, read_picture
-from pranc_codec.metadata import Metadata, parse_kinds
+from pranc_codec.metadata import Metadata, drop_thumbnail, parse_kinds
 from pranc_codec.quality_target import encode_to_psnr
 
 from .conftest import smooth_image
@@ -32,7 +33,7 @@ P3 = rgb_icc_profile("Display P3 test", ((0.5151, 0.2412, -0.0011), (0.2920, 0.6
 XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
        b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>test</dc:title></rdf:Description>'
        b'</rdf:RDF></x:xmpmeta>')
-MAKE, ORIENTATION, EXIF_IFD, GPS_IFD, TAKEN = 0x010F, 0x0112, 0x8769, 0x8825, 0x9003
+MAKE, ORIENTATION, EXIF_IFD, GPS_IFD, TAKEN, IFD1 = 0x010F, 0x0112, 0x8769, 0x8825, 0x9003, -1
 
 
 def quick(bpp: float = 1.0, steps: int = 200) -> CodecConfig:
@@ -290,3 +291,62 @@ def test_a_png_keeps_its_text_chunks_in_order(tmp_path):
     assert CliRunner().invoke(main, ["decode", "-", "-o", str(out)], input=r.data).exit_code == 0
     with Image.open(out) as im:
         assert list(im.text.items()) == list(meta.text)
+
+
+def _thumbnail_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(smooth_image(120, 160)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _with_thumbnail(exif: bytes, thumb: bytes) -> bytes:
+    """``exif`` (Pillow's, ``Exif\\0\\0`` and a big-endian TIFF) with an IFD1 and a JPEG thumbnail appended, linked
+    from IFD0, as a camera writes them."""
+    tiff = bytearray(exif[6:])
+    assert tiff[:2] == b"MM"
+    (ifd0,) = struct.unpack_from(">I", tiff, 4)
+    (n,) = struct.unpack_from(">H", tiff, ifd0)
+    link = ifd0 + 2 + 12 * n
+    assert struct.unpack_from(">I", tiff, link) == (0,)
+    ifd1 = len(tiff) + len(tiff) % 2
+    tiff += b"\0" * (ifd1 - len(tiff))
+    struct.pack_into(">I", tiff, link, ifd1)
+    data = ifd1 + 2 + 3 * 12 + 4
+    tiff += struct.pack(">H", 3) + struct.pack(">HHIHH", 0x0103, 3, 1, 6, 0)  # compression: JPEG
+    tiff += struct.pack(">HHII", 0x0201, 4, 1, data) + struct.pack(">HHII", 0x0202, 4, 1, len(thumb))
+    tiff += struct.pack(">I", 0) + thumb
+    return exif[:6] + bytes(tiff)
+
+
+def test_the_exif_thumbnail_is_left_out_and_nothing_else(tmp_path):
+    thumb = _thumbnail_jpeg()
+    plain = _exif(orientation=None).tobytes()
+    exif = _with_thumbnail(plain, thumb)
+    ex = Image.Exif()
+    ex.load(exif)
+    assert ex.get_ifd(IFD1)[0x0202] == len(thumb)  # the fixture is a thumbnail Pillow reads
+    path = tmp_path / "camera.jpg"
+    Image.fromarray(smooth_image(48, 64)).save(path, quality=95, exif=exif)
+    _, _, meta = read_picture(path, keep=parse_kinds("all"))
+    # IFD0 no longer links to IFD1, and IFD1 and the thumbnail are cut off: the rest byte for byte as written
+    pad = len(meta.exif) - len(plain)  # IFD1 began on an even offset
+    assert pad in (0, 1) and meta.exif == plain + bytes(pad) and len(exif) - len(meta.exif) > len(thumb)
+    kept = Image.Exif()
+    kept.load(meta.exif)
+    assert kept[MAKE] == "Canon" and kept.get_ifd(EXIF_IFD)[TAKEN] == "2024:05:01 10:00:00"
+    assert kept.get_ifd(GPS_IFD)[2] == (48.0, 51.0, 30.0) and not kept.get_ifd(IFD1)
+    # without the prefix too, and as it was where there is nothing to take out
+    assert drop_thumbnail(exif[6:]) == meta.exif[6:] and drop_thumbnail(plain) == plain
+    # a thumbnail that something else follows (a value IFD0 points past it) is left where it is
+    tiff = bytearray(exif[6:])
+    (ifd0,) = struct.unpack_from(">I", tiff, 4)
+    (n,) = struct.unpack_from(">H", tiff, ifd0)
+    for i in range(n):
+        tag, typ, count, _ = struct.unpack_from(">HHII", tiff, ifd0 + 2 + 12 * i)
+        if tag == MAKE:  # "Canon\0" is 6 bytes, out of line: move it after the thumbnail
+            struct.pack_into(">I", tiff, ifd0 + 2 + 12 * i + 8, len(tiff))
+    moved = exif[:6] + bytes(tiff) + b"Canon\0"
+    assert drop_thumbnail(moved) == moved
+    for bad in (b"", b"Exif\0\0", b"Exif\0\0II*\0\xff\xff\xff\xff", b"MM\0*\0\0\0\x08\0\x05", bytes(range(256)),
+                exif[:len(plain) + 20]):  # not TIFF, truncated, a directory past the end, IFD1 cut short
+        assert drop_thumbnail(bad) == bad
