@@ -267,8 +267,8 @@ def main() -> None:
 @click.option("--metadata", "metadata_kinds", default="all", show_default=True,
               metavar="all|none|icc,exif,xmp,text",
               help="What the file keeps besides the pixels: the ICC colour profile (other than sRGB's; without it "
-                   "the pixels are converted to sRGB), EXIF, XMP, text (a PNG's text chunks, a JPEG's comment). "
-                   "Their bytes come out of the rate.")
+                   "the pixels are converted to sRGB), EXIF (without its thumbnail), XMP, text (a PNG's text "
+                   "chunks, a JPEG's comment). Their bytes come out of the rate.")
 @click.option("--model", type=click.Choice(["grid", "siren"]), default="grid", show_default=True,
               help="grid: latent grids + small MLP (format v8); siren: the PRANC random-basis SIREN (format v3).")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Basis seed (stored in the header).")
