@@ -37,7 +37,7 @@ EXIF_PREFIX = b"Exif\x00\x00"  # what a JPEG's APP1 segment starts with; Pillow'
 # bytes of one value of each TIFF field type (1 BYTE .. 13 IFD): an entry's value lies out of line when over 4
 _TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # entries whose value is another directory's offset: EXIF, GPS, interop
-_THUMBNAIL_TAGS = ((0x0201, 0x0202), (0x0111, 0x0117))  # IFD1's (offset, byte count): a JPEG thumbnail, a strip
+_THUMBNAIL_TAGS = (0x0201, 0x0111)  # IFD1's entries that give where its picture starts: as a JPEG, as strips
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def drop_thumbnail(exif: bytes) -> bytes:
         for tag, (typ, count, value) in entries(ifd1)[1].items():
             if _TIFF_TYPE_BYTES[typ] * count > 4:
                 starts.append(value)
-            if any(tag == offsets for offsets, _ in _THUMBNAIL_TAGS):
+            if tag in _THUMBNAIL_TAGS:
                 if count != 1:  # strips: their offsets lie out of line, the picture elsewhere
                     return exif
                 starts.append(value)
