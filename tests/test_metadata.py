@@ -347,6 +347,13 @@ def test_the_exif_thumbnail_is_left_out_and_nothing_else(tmp_path):
             struct.pack_into(">I", tiff, ifd0 + 2 + 12 * i + 8, len(tiff))
     moved = exif[:6] + bytes(tiff) + b"Canon\0"
     assert drop_thumbnail(moved) == moved
+    # little-endian, as most cameras write it: IFD0 (a software name out of line), IFD1, the thumbnail
+    name = b"camera firmware 1.0\0"
+    ifd1 = 8 + 2 + 12 + 4 + len(name)
+    le = (b"II*\0" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x0131, 2, len(name), 26)
+          + struct.pack("<I", ifd1) + name + struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, ifd1 + 30)
+          + struct.pack("<HHII", 0x0202, 4, 1, len(thumb)) + struct.pack("<I", 0) + thumb)
+    assert drop_thumbnail(le) == le[:22] + bytes(4) + le[26:ifd1]
     for bad in (b"", b"Exif\0\0", b"Exif\0\0II*\0\xff\xff\xff\xff", b"MM\0*\0\0\0\x08\0\x05", bytes(range(256)),
                 exif[:len(plain) + 20]):  # not TIFF, truncated, a directory past the end, IFD1 cut short
         assert drop_thumbnail(bad) == bad
