@@ -15,7 +15,10 @@ the best value of each latent of one sublattice is a separate choice, and one
 MLP pass over the picture per candidate value prices every latent of the
 sublattice at once (its pixels' errors summed, plus lambda times its bits).
 The sweep runs in the coder's order (coarsest level first, S0..S3), so each
-choice sees the means and contexts the decoder will predict it from. It is
+choice sees the means and contexts the decoder will predict it from. The two
+coarsest levels are left out (``RoundingConfig.coarsest``): a sublattice of a
+few dozen latents costs a pass over every pixel as one of thousands does, and
+their moves were worth nothing (ABLATIONS.md AW). It is
 greedy: a choice's effect on the contexts of latents coded later is not
 counted.
 
@@ -242,7 +245,7 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     """Sweeps of rate-distortion optimised rounding over the latents, in the coder's order.
 
     latents: rounded grids (h_l, w_l), any float or int dtype (CPU); levels below ``first`` (frozen at zero by
-    the fit) are left alone. feats: their (n, levels) float32 features; layers: the MLP (float32); target:
+    the fit) are left alone, and so are those from ``cfg.coarsest`` up. feats: their (n, levels) float32 features; layers: the MLP (float32); target:
     (n, C) colour in [0, 1]; weights: (n, C) per-pixel error weights or None. lam: the price of a bit in the
     per-pixel error's units summed over pixels (mean-over-pixels MSE x n per bit), for the first sweep; with
     ``target_bits`` (the coder's code length to hold, bits) it is rescaled before each later one. errors: the
@@ -276,7 +279,7 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
             if sweep and refit is not None:
                 layers = refit(feats)
                 base = pixel_errors(feats, layers, target, weights, cfg.chunk)
-            for l in reversed(range(first, len(lat))):
+            for l in reversed(range(first, min(len(lat), cfg.coarsest))):
                 subs = split(lat[l])  # views: updating a sublattice updates the level
                 parent = parent_of(l)
                 slopes = _slopes(subs, parent)

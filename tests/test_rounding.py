@@ -128,6 +128,17 @@ def test_weighted_errors_and_frozen_levels():
     assert top_mse(out) < top_mse(plain)
 
 
+def test_the_coarsest_levels_keep_the_fits_rounding():
+    """Levels from ``coarsest`` up are left as they came; the finer ones still move."""
+    h, w = 24, 32
+    shape, latents, layers, target, feats = _problem(seed=5)
+    out, _, _ = optimise(latents, feats, layers, target, None, 0.0, 0, h, w, RoundingConfig(sweeps=1, coarsest=2))
+    assert all(torch.equal(out[l], latents[l]) for l in (2, 3))
+    assert not torch.equal(out[0], latents[0]) and not torch.equal(out[1], latents[1])
+    every, _, _ = optimise(latents, feats, layers, target, None, 0.0, 0, h, w, RoundingConfig(sweeps=1, coarsest=4))
+    assert not torch.equal(every[3], latents[3])  # where it is allowed, the coarsest level moves too
+
+
 def test_no_sweeps_is_plain_rounding():
     h, w = 24, 32
     shape, latents, layers, target, feats = _problem(seed=4)
