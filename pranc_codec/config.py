@@ -296,7 +296,8 @@ class RoundingConfig:
     # Levels from this one up (1/32 and 1/64 of the picture's side) keep the fit's rounding. Every sublattice
     # costs an MLP pass over every pixel whatever its size, and these two hold 480 of Kodak's 131,000 coded
     # latents at 0.25 bpp: on 16 fits (kodim01, 07, 15, 21 at 0.125-1 bpp), +0.002 dB at equal rate (5 of 11
-    # ahead) in 74 % of the rounding's time; from level 4 up, -0.014 dB in 62 % (ABLATIONS.md AW).
+    # ahead) in 74 % of the rounding's time; from level 4 up, -0.014 dB in 62 % (ABLATIONS.md AW). On all 24 Kodak
+    # images at four rates, -0.008 dB at equal rate, MS-SSIM level, 2-4 s faster (RESULTS.md session 42).
     coarsest: int = 5
     deltas: tuple[int, ...] = (-1, 1)
     to_mean: bool = False  # also try the value the coder predicts (a zero symbol): the same files, 40 % slower

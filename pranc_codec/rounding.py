@@ -245,8 +245,9 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     """Sweeps of rate-distortion optimised rounding over the latents, in the coder's order.
 
     latents: rounded grids (h_l, w_l), any float or int dtype (CPU); levels below ``first`` (frozen at zero by
-    the fit) are left alone, and so are those from ``cfg.coarsest`` up. feats: their (n, levels) float32 features; layers: the MLP (float32); target:
-    (n, C) colour in [0, 1]; weights: (n, C) per-pixel error weights or None. lam: the price of a bit in the
+    the fit) are left alone, and so are those from ``cfg.coarsest`` up. feats: their (n, levels) float32
+    features; layers: the MLP (float32); target: (n, C) colour in [0, 1]; weights: (n, C) per-pixel error
+    weights or None. lam: the price of a bit in the
     per-pixel error's units summed over pixels (mean-over-pixels MSE x n per bit), for the first sweep; with
     ``target_bits`` (the coder's code length to hold, bits) it is rescaled before each later one. errors: the
     (n,) :func:`pixel_errors` of ``feats`` if the caller has them (not modified). ``progress`` is called once a
