@@ -89,13 +89,15 @@ def to_array(img: Image.Image, keep_alpha: bool = False,
     text = text_of(img) if "text" in keep else ()  # before the transform, whose copy has no PNG chunks
     try:
         img = ImageOps.exif_transpose(img)  # also takes the orientation out of the EXIF and XMP it keeps
-        exif = drop_thumbnail(img.info["exif"]) if img.info.get("exif") else None
+        exif = img.info.get("exif") or None
     except Exception as e:  # noqa: BLE001 (Pillow failing on a corrupt EXIF: the picture is still there)
         if not raised_by_pillow(e):
             raise
         notes.append(f"its EXIF is corrupt ({type(e).__name__}: {e}): orientation not applied, EXIF not kept")
         exif = None
-    found = {"exif": exif, "xmp": img.info.get("xmp") or None, "text": text or None}
+    # the thumbnail cut only from an EXIF that is kept
+    found = {"exif": drop_thumbnail(exif) if exif and "exif" in keep else None, "xmp": img.info.get("xmp") or None,
+             "text": text or None}
     if isinstance(found["xmp"], str):
         found["xmp"] = found["xmp"].encode("utf-8")
     mode = img.mode

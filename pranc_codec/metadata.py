@@ -35,6 +35,7 @@ MAX_PNG_KEYWORD = 79  # PNG's limit on a text chunk's keyword (Latin-1, no NUL)
 PROFILE_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError)  # with ImageCms.PyCMSError: lcms cannot read it
 EXIF_PREFIX = b"Exif\x00\x00"  # what a JPEG's APP1 segment starts with; Pillow's ``info["exif"]`` may keep it
 # bytes of one value of each TIFF field type (1 BYTE .. 13 IFD): an entry's value lies out of line when over 4
+# (the TIFF 6.0 table; Pillow holds it only in a private attribute, ImageFileDirectory_v2._load_dispatch)
 _TIFF_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _SUB_IFD_TAGS = (0x8769, 0x8825, 0xA005)  # entries whose value is another directory's offset: EXIF, GPS, interop
 _THUMBNAIL_TAGS = (0x0201, 0x0111)  # IFD1's entries that give where its picture starts: as a JPEG, as strips
