@@ -75,7 +75,9 @@ def footprint(height: int, width: int, dims: tuple[int, int], level: int, k: int
     # a pixel with no corner of this parity (weight 0, at an odd-sized border) points at a latent in range
     rows = (yi // 2).clamp(0, max(sub_rows - 1, 0))
     index = (rows[:, None] * sub_cols + (xi // 2).clamp(0, max(sub_cols - 1, 0))[None, :]).reshape(-1)
-    return index, (wy[:, None] * wx[None, :]).reshape(-1).float()
+    # the weights are dyadic (k / 2^(level+1) a side), so their float32 product is exact: the float64 product
+    # cast down, without a picture-sized float64 pass
+    return index, (wy.float()[:, None] * wx.float()[None, :]).reshape(-1)
 
 
 def pixel_errors(feats: torch.Tensor, layers: Layers, target: torch.Tensor, weights: torch.Tensor | None,
@@ -94,7 +96,12 @@ def pixel_errors(feats: torch.Tensor, layers: Layers, target: torch.Tensor, weig
         e = torch.addmm(b, h, w.t()).add_(0.5).sub_(target[s: s + chunk]).square_()
         if weights is not None:
             e.mul_(weights[s: s + chunk])
-        out[s: s + chunk] = e.mean(1)
+        # the channels' mean as a sum of columns, ((e0 + e1) + e2) / 3, the values mean(1) gives: mean(1) over
+        # three columns took as long as the last layer's matrix product
+        acc = e[:, 0].clone()
+        for c in range(1, e.shape[1]):
+            acc.add_(e[:, c])
+        out[s: s + chunk] = acc.div_(e.shape[1])
     return out
 
 
@@ -186,12 +193,13 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
     cur, mu = subs[k].reshape(-1), mu.reshape(-1)
     slope = slopes[buckets(ctx, MAX_BUCKETS).reshape(-1)]
     index, wgt = footprint(height, width, dims, l, k)
-    # only the pixels this sublattice touches can change: all of them from level 1 up, but a
-    # quarter at level 0, whose samples fall on the latents (no blend)
-    live: torch.Tensor | None = torch.nonzero(wgt).squeeze(1)
-    if live.numel() == wgt.numel():
-        live = None  # every pixel
-    else:
+    # only the pixels this sublattice touches can change: a quarter at level 0, whose samples fall on the
+    # latents (no blend), so only those are priced there; from level 1 up all but a border row or column of
+    # some sublattices, so all are (a pixel of weight 0 adds 0: its error is priced unchanged), where gathering
+    # the touched ones took as long as an MLP pass
+    live: torch.Tensor | None = None
+    if l == 0:
+        live = torch.nonzero(wgt).squeeze(1)
         index, wgt = index[live], wgt[live]
     # per-pixel work runs a span of pixels at a time, so that nothing but these (m,) vectors is picture-sized
     # (whole-picture gathers and temporaries: +0.9 GB at 3072 x 2048, ABLATIONS.md AC2); a span is a whole
@@ -201,7 +209,9 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
     spans = [slice(s, min(s + span_px, m)) for s in range(0, m, span_px)]
     picks = [span if live is None else live[span] for span in spans]
     base_l = base if live is None else base[live]  # base is not written until the end
-    candidates = [torch.full_like(cur, d) for d in cfg.deltas]
+    # a candidate is one move for every latent (an int: its pixels' shift is that many times their weight,
+    # no gather) or a move per latent
+    candidates: list[int | torch.Tensor] = list(cfg.deltas)
     if cfg.to_mean:
         candidates.append(mu - cur)
     if cfg.toward_mean:
@@ -215,25 +225,32 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
         w_s = None if weights is None else weights[pick]
         index_s, wgt_s, base_s = index[span], wgt[span], base_l[span]
         for j, delta in enumerate(candidates):
-            errs[j, span] = pixel_errors(f_s, layers, t_s, w_s, cfg.chunk, l, delta[index_s] * wgt_s)
+            shift = wgt_s * delta if isinstance(delta, int) else delta[index_s] * wgt_s
+            errs[j, span] = pixel_errors(f_s, layers, t_s, w_s, cfg.chunk, l, shift)
             costs[j].index_add_(0, index_s, (errs[j, span] - base_s).double())
+    moves = torch.stack([torch.full_like(cur, d) if isinstance(d, int) else d for d in candidates])
     cur_bits = (cur - mu).abs().double() * slope
-    dbits = torch.stack([(cur + delta - mu).abs().double() * slope - cur_bits for delta in candidates])
+    dbits = (cur + moves - mu).abs().double() * slope - cur_bits
     options = _options(costs, dbits)
     if rails is not None:
         lam = _railed_lambda(options, lam, *rails)
     choice = _select(options, lam)[0]  # 0: stay, j + 1: candidate j
-    best = torch.zeros_like(cur)
-    best_err = base_l.clone()
-    for j, delta in enumerate(candidates):
-        taken = choice == j + 1
-        best = torch.where(taken, delta, best)
-        for span in spans:
-            best_err[span] = torch.where(taken[index[span]], errs[j, span], best_err[span])
+    moved = choice > 0
+    if not bool(moved.any()):
+        return 0
+    best = torch.where(moved, moves.gather(0, (choice - 1).clamp_min(0)[None])[0], 0)
     subs[k].add_(best.view(subs[k].shape))  # subs[k] is a view of the level
+    best_f = best.float()
     for span, pick in zip(spans, picks):
-        feats[pick, l] += best[index[span]] * wgt[span]
-    base[live if live is not None else slice(None)] = best_err
+        pc = choice[index[span]]  # each pixel's latent's choice
+        best_err = base_l[span].clone()
+        for j in range(len(candidates)):
+            best_err = torch.where(pc == j + 1, errs[j, span], best_err)
+        feats[pick, l] += best_f[index[span]] * wgt[span]
+        if live is None:
+            base[span] = best_err
+        else:
+            base[pick] = best_err
     return int(torch.count_nonzero(best))
 
 
