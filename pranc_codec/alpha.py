@@ -61,9 +61,10 @@ def reduced_alpha(alpha: np.ndarray, exact: bytes, cfg: AlphaConfig, lcfg: Lossl
     return exact, math.inf
 
 
-def decode(header: AlphaHeader, device: str = "cpu") -> np.ndarray:
-    """A version-11 file -> uint8 image (H, W, C + 1): its colour file's pixels, then its alpha."""
+def decode(header: AlphaHeader, device: str = "cpu", threads: int = 1) -> np.ndarray:
+    """A version-11 file -> uint8 image (H, W, C + 1): its colour file's pixels (``threads`` as
+    ``decoder.decode``'s), then its alpha."""
     from .decoder import decode_parsed
 
-    colour = decode_parsed(header.colour, header.colour_payload, device=device)
+    colour = decode_parsed(header.colour, header.colour_payload, device=device, threads=threads)
     return np.concatenate([colour, lossless.decode(header.alpha, header.alpha_payload)], axis=2)

@@ -408,12 +408,13 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             _run_batch("decode", list(inputs), output, ".png", args, jobs, threads, quiet, as_json, _decode_line)
             return
         input = inputs[0]
-        if threads and "numpy" not in sys.modules:
+        if "numpy" not in sys.modules:
             # the grid decoder's float32 products are numpy's BLAS, which reads its thread count when it loads:
             # each process taking every core made three decodes side by side 200x slower (RESULTS.md "CUDA:
-            # session 14")
+            # session 14"), and alone a second BLAS thread saved nothing (ABLATIONS.md AX). The cores go to
+            # strips of rows rendered side by side instead, each with one BLAS thread.
             for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = str(threads)
+                os.environ[var] = "1"
         from .decoder import decode_parsed
         from .image_io import (check_alpha_format, check_output, check_output_size, image_file, output_format,
                                read_bytes, write_output)
@@ -439,9 +440,8 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             # the SIREN's network runs in torch (grid and lossless files need none)
             import torch
 
-            from .codec import default_threads
-            torch.set_num_threads(threads or default_threads())
-        image = decode_parsed(header, payload, device=device)
+            torch.set_num_threads(threads or batch.available_cores())
+        image = decode_parsed(header, payload, device=device, threads=threads or batch.available_cores())
         picture, notes, written = image_file(image, fmt, meta)
         for n in notes:
             click.echo(f"pranc: warning: {n}", err=True)

@@ -174,9 +174,10 @@ def attempt(image: np.ndarray, budget_bytes: float, cfg: CompositeConfig, lcfg: 
     return pack_composite(width, height, channels, base_file, [(bx.x, bx.y, f) for bx, f in zip(boxes, files)])
 
 
-def decode(header: CompositeHeader) -> np.ndarray:
-    """A version-10 file -> uint8 image (H, W, C): the base's pixels with each region's pasted over them."""
+def decode(header: CompositeHeader, threads: int = 1) -> np.ndarray:
+    """A version-10 file -> uint8 image (H, W, C): the base's pixels with each region's pasted over them (each
+    rendered ``threads`` strips at a time)."""
     out = np.array(lossless.decode(header.base, header.base_payload))
     for r in header.regions:
-        out[r.y: r.y + r.header.height, r.x: r.x + r.header.width] = grid_decode.decode(r.header, r.payload)
+        out[r.y: r.y + r.header.height, r.x: r.x + r.header.width] = grid_decode.decode(r.header, r.payload, threads)
     return out

@@ -13,15 +13,16 @@ from .bitstream import AlphaHeader, CompositeHeader, GridHeader, Header, Lossles
 from .metadata import Metadata
 
 
-def decode(data: bytes, device: str = "cpu") -> np.ndarray:
+def decode(data: bytes, device: str = "cpu", threads: int = 1) -> np.ndarray:
     """``.prc`` bytes -> uint8 image (H, W, C), C in {1, 3}, or {2, 4} with alpha last (a version-11 file), in
     the colour space of the file's ICC profile where it has one (``bitstream.parse(data)[0].metadata.icc``).
     Raises FormatError/LimitError on bad input.
 
     The same pixels on every machine and device (FORMAT.md fixes every operation that makes them).
-    ``device`` ("cpu", "cuda", "auto") is where a SIREN file's network runs; a grid or lossless file decodes on the CPU.
+    ``device`` ("cpu", "cuda", "auto") is where a SIREN file's network runs; a grid or lossless file decodes on the CPU,
+    rendering and filtering ``threads`` strips of rows side by side.
     """
-    return decode_parsed(*bitstream.parse(data), device=device)
+    return decode_parsed(*bitstream.parse(data), device=device, threads=threads)
 
 
 def read_metadata(data: bytes) -> Metadata:
@@ -32,18 +33,18 @@ def read_metadata(data: bytes) -> Metadata:
 
 
 def decode_parsed(header: Header | GridHeader | LosslessHeader | CompositeHeader | AlphaHeader | MetadataHeader,
-                  payload: bytes, device: str = "cpu") -> np.ndarray:
+                  payload: bytes, device: str = "cpu", threads: int = 1) -> np.ndarray:
     """:func:`decode` of a file :func:`bitstream.parse` has already read and checked."""
     if isinstance(header, MetadataHeader):
         header, payload = header.picture, header.picture_payload
     if isinstance(header, GridHeader):
-        return grid_decode.decode(header, payload)
+        return grid_decode.decode(header, payload, threads)
     if isinstance(header, LosslessHeader):
         return lossless.decode(header, payload)
     if isinstance(header, CompositeHeader):
-        return composite.decode(header)
+        return composite.decode(header, threads)
     if isinstance(header, AlphaHeader):
-        return alpha.decode(header, device)
+        return alpha.decode(header, device, threads)
     from .codec import decode_siren  # torch
 
     return decode_siren(header, payload, device)

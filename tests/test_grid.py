@@ -199,6 +199,27 @@ def test_fast_pass_equals_the_float64_reference_everywhere():
     assert err < EXACT_MARGIN / 10
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_strips_rendered_side_by_side_are_the_same_pixels(monkeypatch, threads):
+    """render(threads=N) computes every strip of rows as render() alone does: the same bytes, whatever thread
+    takes which strip; and a strip's error reaches the caller."""
+    from pranc_codec import grid_decode
+
+    code, shape = _synthetic(64, 96)
+    weights = [q.astype(np.float64) * s for q, s in zip(code.mlp_q, code.mlp_steps)]
+    whole = grid_decode.render(code.latents, weights, shape, 64, 96)
+    monkeypatch.setattr(grid_decode, "_STRIP_PIXELS", 96 * 5)
+    assert len(grid_decode.filter_strips(64, 96)) == 13  # the last of 4 rows
+    assert np.array_equal(grid_decode.render(code.latents, weights, shape, 64, 96, threads), whole)
+
+    def fails(rows: tuple[int, int]) -> None:
+        if rows[0] == 10:
+            raise FormatError("strip 3")
+
+    with pytest.raises(FormatError, match="strip 3"):
+        grid_decode.for_strips(fails, grid_decode.filter_strips(64, 96), threads)
+
+
 def test_numpy_decoder_is_the_torch_reference_bit_for_bit(monkeypatch):
     """The decoder (grid_decode.py, numpy) samples strips of rows separably and runs the exact MLP feature-major;
     FORMAT.md's order is the per-pixel torch reference (_bilinear64, _mlp64). Non-integer values, so that a

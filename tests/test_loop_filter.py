@@ -58,6 +58,20 @@ def test_filtering_is_exact_integer_arithmetic(taps, symmetric):
     assert np.array_equal(apply(grey, flt), _reference(grey, flt))
 
 
+def test_strips_filtered_side_by_side_are_exact(monkeypatch):
+    """apply(threads=N) over many strips of rows (each reading its neighbours' rows at the seams) is the integer
+    definition too."""
+    from pranc_codec import grid_decode
+
+    rs = np.random.RandomState(7)
+    image = (rs.rand(40, 29, 3) * 256).astype(np.uint8)
+    monkeypatch.setattr(grid_decode, "_STRIP_PIXELS", 29 * 3)
+    for taps, symmetric in ((7, False), (5, True)):
+        flt = _random_filter(rs, 3, taps, symmetric, 10, 300.0)
+        for threads in (1, 2, 3):
+            assert np.array_equal(apply(image, flt, threads), _reference(image, flt))
+
+
 def test_filtering_in_strips_equals_one_pass(monkeypatch):
     import pranc_codec.grid_decode as gd
 
