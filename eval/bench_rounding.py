@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark: seconds of one sweep of the rate-distortion optimised rounding (pranc_codec/rounding.py) on a
-synthetic picture of any size, one thread, and a hash of what it chose.
+synthetic picture of any size, one torch thread (``--threads``), and a hash of what it chose.
 
 The rounding's cost grows with the pixels (an MLP pass over every pixel per sublattice and candidate move)
 while the fit's steps do not, so on large pictures it is a growing share of an encode (ABLATIONS.md AT, AX).
@@ -33,8 +33,9 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=1, help="the first level coded (1: the finest left out)")
     ap.add_argument("--levels", type=int, default=7)
     ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     h, w, first = args.height, args.width, args.first
     gen = torch.Generator().manual_seed(0)
     lat = []
@@ -58,7 +59,8 @@ def main() -> None:
                                                   h, w, cfg)
     seconds = time.perf_counter() - t0
     digest = hashlib.sha256(b"".join(g.numpy().tobytes() for g in out) + moved_feats.numpy().tobytes())
-    print(json.dumps({"height": h, "width": w, "first": first, "seconds": round(seconds, 2), "moved": changed,
+    print(json.dumps({"height": h, "width": w, "first": first, "threads": args.threads,
+                      "seconds": round(seconds, 2), "moved": changed,
                       "hash": digest.hexdigest()[:16]}))
 
 
