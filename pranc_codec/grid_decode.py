@@ -29,6 +29,9 @@ from .shapes import CLIP, EDGES, MAX_COEF, NEIGHBOURS, PASS_OF, PASSES, SUBLATTI
 # boundary are re-evaluated exactly.
 EXACT_MARGIN = 0.02
 _STRIP_PIXELS = 1 << 16  # pixels a strip: rendering and filtering work on whole rows, this many at most
+# Strips rendered side by side at most: each holds about 30 MB of temporaries (a Kodak decode peaked at 86 MB
+# with one thread, 115 MB with two), so a machine of many cores is not asked for gigabytes.
+MAX_STRIP_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -223,15 +226,16 @@ def render(latents: list[np.ndarray], weights: list[np.ndarray], shape: GridShap
 
 
 def for_strips(work: Callable[[tuple[int, int]], None], strips: list[tuple[int, int]], threads: int) -> None:
-    """``work`` on every strip of rows, ``threads`` at a time. Each strip's pixels are computed alone and
-    written to rows of their own, so the picture is the same with any number of threads; numpy leaves the
-    interpreter lock in its array loops and BLAS calls, so threads run side by side (a 12-megapixel decode
-    on two cores: ABLATIONS.md AX)."""
-    if threads <= 1 or len(strips) <= 1:
+    """``work`` on every strip of rows, ``threads`` at a time (at most MAX_STRIP_THREADS). Each strip's pixels are
+    computed alone and written to rows of their own, so the picture is the same with any number of threads;
+    numpy leaves the interpreter lock in its array loops and BLAS calls, so threads run side by side (a
+    12-megapixel decode on two cores: ABLATIONS.md AX)."""
+    threads = min(threads, len(strips), MAX_STRIP_THREADS)
+    if threads <= 1:
         for rows in strips:
             work(rows)
         return
-    with ThreadPoolExecutor(min(threads, len(strips))) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         for _ in pool.map(work, strips):  # consumed, so that a strip's error is raised here
             pass
 
