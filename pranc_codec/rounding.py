@@ -208,9 +208,9 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
     span_px = cfg.chunk * _SPAN_CHUNKS
     spans = [slice(s, min(s + span_px, m)) for s in range(0, m, span_px)]
     picks = [span if live is None else live[span] for span in spans]
-    base_l = base if live is None else base[live]  # base is not written until the end
-    # a candidate is one move for every latent (an int: its pixels' shift is that many times their weight,
-    # no gather) or a move per latent
+    base_l = base if live is None else base[live]  # base is not written until every candidate is priced
+    # a candidate is one move for every latent (a number: its pixels' shift is that many times their weight,
+    # no gather) or a move per latent (a tensor)
     candidates: list[int | torch.Tensor] = list(cfg.deltas)
     if cfg.to_mean:
         candidates.append(mu - cur)
@@ -225,10 +225,10 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
         w_s = None if weights is None else weights[pick]
         index_s, wgt_s, base_s = index[span], wgt[span], base_l[span]
         for j, delta in enumerate(candidates):
-            shift = wgt_s * delta if isinstance(delta, int) else delta[index_s] * wgt_s
+            shift = delta[index_s] * wgt_s if isinstance(delta, torch.Tensor) else wgt_s * delta
             errs[j, span] = pixel_errors(f_s, layers, t_s, w_s, cfg.chunk, l, shift)
             costs[j].index_add_(0, index_s, (errs[j, span] - base_s).double())
-    moves = torch.stack([torch.full_like(cur, d) if isinstance(d, int) else d for d in candidates])
+    moves = torch.stack([d if isinstance(d, torch.Tensor) else torch.full_like(cur, d) for d in candidates])
     cur_bits = (cur - mu).abs().double() * slope
     dbits = (cur + moves - mu).abs().double() * slope - cur_bits
     options = _options(costs, dbits)
