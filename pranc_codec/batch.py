@@ -177,7 +177,7 @@ def schedule(command: str, jobs: list[Job], workers: int, threads: int) -> tuple
 
 
 # the children import this very package, installed or not (bin/pranc runs from a checkout)
-_CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     [str(Path(__file__).resolve().parent.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
 
 
@@ -194,7 +194,7 @@ def _run_one(command: str, job: Job, args: list[str], live: set[subprocess.Popen
         if stopping.is_set():
             return Outcome(job, 130, None, [], "interrupted")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=_CHILD_ENV)
+                                text=True, env=CHILD_ENV)
         live.add(proc)
     try:
         out, err = proc.communicate()

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import alpha as transparency
-from . import bitstream, composite, entropy, grid_codec, lossless
+from . import bitstream, composite, entropy, grid_codec, lossless, split
 from .batch import available_cores
 from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
@@ -66,6 +66,7 @@ class EncodeStats:
     # 0 for an opaque one
     alpha_bytes: int = 0
     alpha_psnr: float | None = None  # the alpha's PSNR (format v11; inf: exact, to_dict: None), else None
+    strips: int = 0  # the strips a large picture was fitted as (split.py; a composite file), 0 where it was not
     metadata_bytes: int = 0  # bytes of the metadata block (ICC profile, EXIF, XMP; format v12), 0 without
     warnings: list[str] = field(default_factory=list)
 
@@ -222,7 +223,10 @@ def _encode_colour(image: np.ndarray, config: CodecConfig, device: torch.device,
     encode_network = _encode_grid if config.model == "grid" else _encode_siren
     result = None
     try:
-        result = encode_network(image, config, device, progress, t0, seen)
+        if seen is None and split.applies(image, config, device.type == "cpu"):
+            result = _encode_split(image, config, device, progress, t0)
+        else:
+            result = encode_network(image, config, device, progress, t0, seen)
     except LimitError:  # the network's smallest file is over the ceiling: a file made within it still stands
         if parts is None and pal is None:
             raise
@@ -392,14 +396,9 @@ def _composite(image: np.ndarray, config: CodecConfig, device: torch.device, pro
     grid model) and the picture is a screen with photographs in it; else None."""
     if config.lossless.mode != "auto" or config.model != "grid":
         return None
-    cap = config.rate.max_bytes
 
     def region(crop: np.ndarray, budget_bytes: float) -> bytes:
-        h, w = crop.shape[:2]
-        rate = replace(config.rate, bpp=8 * budget_bytes / (h * w),
-                       max_bytes=None if cap is None else int(budget_bytes))
-        rate = replace(rate, bpp=aim_bpp(rate, h, w))
-        inner = replace(config, rate=rate, lossless=replace(config.lossless, mode="never"))
+        inner = _region_config(config, crop.shape[0], crop.shape[1], budget_bytes)
         return _encode_grid(crop, inner, device, progress, t0).data
 
     try:
@@ -408,6 +407,28 @@ def _composite(image: np.ndarray, config: CodecConfig, device: torch.device, pro
         return None
     # (its regions are fitted on every pixel, the hidden ones' filled colour too)
     return None if data is None else _finish(image, data, config, device, t0, seen, model="composite", **_NO_NETWORK)
+
+
+def _region_config(config: CodecConfig, height: int, width: int, budget_bytes: float) -> CodecConfig:
+    """The configuration a region of a composite file (height x width pixels, ``budget_bytes`` of the file) is
+    fitted with: the rate of its budget (held to it as a ceiling where the picture has one), a network file."""
+    cap = config.rate.max_bytes
+    rate = replace(config.rate, bpp=8 * budget_bytes / (height * width),
+                   max_bytes=None if cap is None else int(budget_bytes))
+    rate = replace(rate, bpp=aim_bpp(rate, height, width))
+    return replace(config, rate=rate, lossless=replace(config.lossless, mode="never"))
+
+
+def _encode_split(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
+                  t0: float) -> EncodeResult:
+    """A large picture as strips fitted side by side (split.py): a composite file of network files."""
+    boxes = split.strips(*image.shape[:2], config.split)
+    done = progress("strips", len(boxes), "strip") if progress else None
+    data = split.encode(image, _budget(image, config), config,
+                        lambda h, w, budget: _region_config(config, h, w, budget),
+                        split.workers_for(len(boxes), config.fit.threads or available_cores()),
+                        done=(lambda i: done(1, float("nan"))) if done else None)
+    return _finish(image, data, config, device, t0, model="composite", strips=len(boxes), **_NO_NETWORK)
 
 
 def _budget(image: np.ndarray, config: CodecConfig) -> float:

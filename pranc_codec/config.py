@@ -417,6 +417,20 @@ class LosslessConfig:
 
 
 @dataclass(frozen=True)
+class SplitConfig:
+    """A large photograph coded as side-by-side strips of columns, each fitted by its own network in its own process
+    (split.py; a composite file, format version 10). On a 3072 x 2048 mosaic of Kodak pictures, two strips on two
+    cores: 0.84 x the whole picture's encode time and +0.16 dB at equal rate (ABLATIONS.md AZ)."""
+
+    enabled: bool = True
+    min_pixels: int = 1 << 21  # pictures of fewer pixels are fitted whole (ABLATIONS.md AZ)
+    strips: int = 2  # fixed, not the machine's cores: the file must not depend on the machine that made it
+    align: int = 64  # strip widths are multiples of the coarsest latent level's pixels
+    proxy_quality: int = 50  # the JPEG quality whose sizes share the rate out between the strips
+    max_ratio: float = 2.0  # a strip's rate stays within this factor of the picture's mean rate
+
+
+@dataclass(frozen=True)
 class CompositeConfig:
     """Composite files (format version 10, composite.py): a screen with photographs in it, stored as the screen
     exactly (WebP lossless, the photographs' rectangles filled with one colour) and each photograph as a network
@@ -543,6 +557,7 @@ class CodecConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     lossless: LosslessConfig = field(default_factory=LosslessConfig)
     composite: CompositeConfig = field(default_factory=CompositeConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
     alpha: AlphaConfig = field(default_factory=AlphaConfig)
     metadata: MetadataConfig = field(default_factory=MetadataConfig)
     # "grid": latent grids + MLP (format v8, the default); "siren": the PRANC SIREN (format v3)

@@ -1,0 +1,173 @@
+"""A large photograph as side-by-side strips of columns, each fitted by its own network in its own process.
+
+One network fit barely uses a second core: a step is many small operations (one Kodak encode took 38.7 s on one
+thread, 36.8 s on two; ABLATIONS.md AX), and a large picture's fit takes minutes. Its strips, fitted side by
+side in processes of their own, use every core, and each strip's fit, whose batch grows with its own pixels
+(``GridConfig.batch_growth``), sees more of its pixels a step than the whole picture's would: on a 3072 x 2048
+mosaic of Kodak pictures at 0.25 bpp, two strips took 0.84 x the whole picture's time and gained 0.16 dB at
+equal rate (ABLATIONS.md AZ).
+
+The file is a composite file (format version 10, composite.py) whose regions are the strips and whose base, a
+picture of one colour, is all covered: no new format, and the decoder is the composite's. Each strip's fit runs
+on one thread whatever the machine, so the file does not depend on how many cores encoded it.
+
+The strips' rates are not equal: a picture's detail is rarely spread evenly, and one network's rate control
+spends its bits where they buy most across the whole picture. Each strip gets the picture's rate in proportion to
+the size of its JPEG at one quality (Pillow, a few ms a megapixel), a proxy for how many bits it needs for the
+same quality (``SplitConfig.proxy_quality``).
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from . import lossless
+from .batch import CHILD_ENV
+from .bitstream import composite_overhead, pack_composite
+from .composite import Box
+from .config import CodecConfig, SplitConfig
+from .errors import FormatError, InputError, LimitError, PrancError
+
+
+def strips(height: int, width: int, cfg: SplitConfig) -> list[Box]:
+    """The picture's strips of whole columns, left to right (one where it is not to be split): ``cfg.strips`` of
+    them for a picture of at least ``cfg.min_pixels``, of equal width but for the last (widths multiples of
+    ``cfg.align`` pixels, so that every strip's coarsest latent grid lines up with the picture's)."""
+    count = cfg.strips if height * width >= cfg.min_pixels else 1
+    count = max(1, min(count, width // max(cfg.align, 1)))
+    if count == 1:
+        return [Box(0, 0, width, height)]
+    step = max(cfg.align, (width // count) // cfg.align * cfg.align)
+    edges = [i * step for i in range(count)] + [width]
+    return [Box(x0, 0, x1 - x0, height) for x0, x1 in zip(edges[:-1], edges[1:])]
+
+
+def applies(image: np.ndarray, config: CodecConfig, on_cpu: bool) -> bool:
+    """Whether ``encode`` codes this picture (uint8 (H, W, C), C in {1, 3}) as strips: the grid model on the CPU,
+    the picture at least ``config.split.min_pixels``, and its base storable (WebP lossless through Pillow)."""
+    height, width = image.shape[:2]
+    return (config.split.enabled and config.model == "grid" and on_cpu and len(strips(height, width, config.split)) > 1
+            and lossless.available() and lossless.fits(width, height))
+
+
+def proxy_bits(crop: np.ndarray, quality: int) -> float:
+    """Bits of ``crop`` (uint8 (h, w, C)) as a baseline JPEG at ``quality`` (Pillow, 4:2:0 for colour)."""
+    buf = io.BytesIO()
+    Image.fromarray(crop[..., 0] if crop.shape[2] == 1 else crop).save(buf, "JPEG", quality=quality)
+    return 8.0 * len(buf.getvalue())
+
+
+def shares(image: np.ndarray, boxes: list[Box], cfg: SplitConfig) -> list[float]:
+    """Each strip's share of the picture's bits (summing to 1): its JPEG proxy's share, each strip's rate held
+    within ``cfg.max_ratio`` of the picture's mean rate (then renormalised)."""
+    area = float(sum(b.area for b in boxes))
+    raw = [proxy_bits(np.ascontiguousarray(image[b.y: b.y + b.h, b.x: b.x + b.w]), cfg.proxy_quality) for b in boxes]
+    total = sum(raw)
+    out = []
+    for b, bits in zip(boxes, raw):
+        rel = (bits / total) / (b.area / area) if total > 0 else 1.0  # the strip's rate over the mean rate
+        out.append(b.area / area * min(max(rel, 1.0 / cfg.max_ratio), cfg.max_ratio))
+    s = sum(out)
+    return [x / s for x in out]
+
+
+def _fit_strip(crop: np.ndarray, config: CodecConfig) -> bytes:
+    """One strip's version-8 file, fitted in this process."""
+    import torch
+
+    from . import grid_codec
+
+    torch.set_num_threads(config.fit.threads)
+    return grid_codec.fit_and_code(crop, config, torch.device("cpu"))[0]
+
+
+def _worker() -> None:
+    """A child process's body: a pickled (crop, config) on stdin, the strip's file on stdout; a failure as one
+    ``pranc: error:`` line on stderr, exit code the PrancError's (1 for anything else, 4 out of memory)."""
+    try:
+        crop, config = pickle.load(sys.stdin.buffer)
+        data = _fit_strip(crop, config)
+    except PrancError as e:
+        _child_fail(str(e), e.exit_code)
+    except MemoryError:
+        _child_fail("out of memory", LimitError.exit_code)
+    except Exception as e:  # a bug: the parent says so in one line, as the CLI does
+        _child_fail(f"{type(e).__name__}: {e}", 1)
+    sys.stdout.buffer.write(data)
+
+
+def _child_fail(message: str, code: int) -> None:
+    print(f"pranc: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+# a child's exit code -> the error the parent raises (PrancError's codes; anything else is a bug's)
+_CHILD_ERRORS: dict[int, type[Exception]] = {InputError.exit_code: InputError, FormatError.exit_code: FormatError,
+                                             LimitError.exit_code: LimitError}
+
+
+def _fit_in_child(crop: np.ndarray, config: CodecConfig) -> bytes:
+    """:func:`_fit_strip` in a child process of its own (a fresh interpreter: no fork of this one's thread
+    pools, and nothing of the caller's ``__main__`` run again, as multiprocessing's spawn would)."""
+    env = {**CHILD_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", "from pranc_codec.split import _worker; _worker()"],
+                          input=pickle.dumps((crop, config)), capture_output=True, env=env)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.startswith("pranc: error:")]
+        why = lines[-1][len("pranc: error:"):].strip() if lines else f"exit code {proc.returncode}"
+        raise _CHILD_ERRORS.get(proc.returncode, RuntimeError)(f"a strip's fit failed: {why}")
+    return proc.stdout
+
+
+def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
+           region_config: Callable[[int, int, float], CodecConfig], workers: int,
+           done: Callable[[int], None] | None = None) -> bytes:
+    """The picture (uint8 (H, W, C)) as a composite file of its strips, of about ``budget_bytes`` bytes (each strip
+    within its own rate's tolerance). ``region_config(h, w, budget_bytes)``: the configuration a strip of h x w
+    pixels is encoded with at that budget; its fit runs on one thread. ``workers``: child processes side by side
+    (1: in this process, one strip after the other); the file is the same either way. ``done(i)``: called as
+    strip i is finished."""
+    height, width, channels = image.shape
+    boxes = strips(height, width, config.split)
+    base = np.empty_like(image)
+    base[...] = image[0, 0]  # every pixel is covered by a strip: one colour costs the lossless coder nothing
+    base_file = lossless.encode(base, config.lossless)
+    left = budget_bytes - len(base_file) - composite_overhead(len(boxes))
+    jobs = []
+    for b, share in zip(boxes, shares(image, boxes, config.split)):
+        cfg = region_config(b.h, b.w, left * share)
+        jobs.append((np.ascontiguousarray(image[b.y: b.y + b.h, b.x: b.x + b.w]),
+                     replace(cfg, fit=replace(cfg.fit, threads=1))))
+    files: list[bytes] = [b""] * len(jobs)
+    if workers <= 1:
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            for i, (crop, cfg) in enumerate(jobs):
+                files[i] = _fit_strip(crop, cfg)
+                if done:
+                    done(i)
+        finally:
+            torch.set_num_threads(before)
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            futures = {pool.submit(_fit_in_child, crop, cfg): i for i, (crop, cfg) in enumerate(jobs)}
+            for fut in as_completed(futures):
+                files[futures[fut]] = fut.result()
+                if done:
+                    done(futures[fut])
+    return pack_composite(width, height, channels, base_file, [(b.x, b.y, f) for b, f in zip(boxes, files)])
+
+
+def workers_for(count: int, cores: int) -> int:
+    """Processes to fit ``count`` strips on ``cores`` cores: one a core, at most one a strip."""
+    return max(1, min(count, cores))
