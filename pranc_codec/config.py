@@ -428,6 +428,9 @@ class SplitConfig:
     align: int = 64  # strip widths are multiples of the coarsest latent level's pixels
     proxy_quality: int = 50  # the JPEG quality whose sizes share the rate out between the strips
     max_ratio: float = 2.0  # a strip's rate stays within this factor of the picture's mean rate
+    # Each strip's fit samples its area's share of the whole picture's batch (grid_fit.batch_size): the whole
+    # fit's work, shared out. Else each strip's batch grows with its own pixels, more work in all.
+    share_batch: bool = True
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from .bitstream import composite_overhead, pack_composite
 from .composite import Box
 from .config import CodecConfig, SplitConfig
 from .errors import FormatError, InputError, LimitError, PrancError
+from .grid_fit import batch_size
 
 
 def strips(height: int, width: int, cfg: SplitConfig) -> list[Box]:
@@ -59,10 +60,17 @@ def applies(image: np.ndarray, config: CodecConfig, on_cpu: bool) -> bool:
 
 
 def proxy_bits(crop: np.ndarray, quality: int) -> float:
-    """Bits of ``crop`` (uint8 (h, w, C)) as a baseline JPEG at ``quality`` (Pillow, 4:2:0 for colour)."""
-    buf = io.BytesIO()
-    Image.fromarray(crop[..., 0] if crop.shape[2] == 1 else crop).save(buf, "JPEG", quality=quality)
-    return 8.0 * len(buf.getvalue())
+    """Bits of ``crop`` (uint8 (h, w, C)) as a baseline JPEG at ``quality`` (Pillow, 4:2:0 for colour) over those
+    of a picture of one colour of its size: its detail's, without the JPEG's headers and empty blocks (at least
+    one bit)."""
+    def size(picture: np.ndarray) -> int:
+        buf = io.BytesIO()
+        Image.fromarray(picture[..., 0] if picture.shape[2] == 1 else picture).save(buf, "JPEG", quality=quality)
+        return len(buf.getvalue())
+
+    flat = np.empty_like(crop)
+    flat[...] = crop[0, 0]
+    return max(1.0, 8.0 * (size(crop) - size(flat)))
 
 
 def shares(image: np.ndarray, boxes: list[Box], cfg: SplitConfig) -> list[float]:
@@ -73,7 +81,7 @@ def shares(image: np.ndarray, boxes: list[Box], cfg: SplitConfig) -> list[float]
     total = sum(raw)
     out = []
     for b, bits in zip(boxes, raw):
-        rel = (bits / total) / (b.area / area) if total > 0 else 1.0  # the strip's rate over the mean rate
+        rel = (bits / total) / (b.area / area)  # the strip's rate over the mean rate
         out.append(b.area / area * min(max(rel, 1.0 / cfg.max_ratio), cfg.max_ratio))
     s = sum(out)
     return [x / s for x in out]
@@ -142,8 +150,12 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
     base_file = lossless.encode(base, config.lossless)
     left = budget_bytes - len(base_file) - composite_overhead(len(boxes))
     jobs = []
+    whole_batch = batch_size(config.grid, height * width)
     for b, share in zip(boxes, shares(image, boxes, config.split)):
         cfg = region_config(b.h, b.w, left * share)
+        if config.split.share_batch:  # the strip's area's share of the whole picture's batch, at any size
+            part = max(1, round(whole_batch * b.area / (height * width)))
+            cfg = replace(cfg, grid=replace(cfg.grid, batch_pixels=part, batch_ref_pixels=b.area))
         jobs.append((np.ascontiguousarray(image[b.y: b.y + b.h, b.x: b.x + b.w]),
                      replace(cfg, fit=replace(cfg.fit, threads=1))))
     files: list[bytes] = [b""] * len(jobs)

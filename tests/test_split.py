@@ -1,0 +1,85 @@
+"""A large picture as strips of columns fitted side by side (split.py): a composite file of network files."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from pranc_codec import CodecConfig, bitstream, decode, encode, split
+from pranc_codec.composite import Box
+from pranc_codec.config import SplitConfig
+from pranc_codec.errors import LimitError
+from pranc_codec.metrics import psnr
+
+from .test_composite import photo
+
+
+def quick(bpp: float = 1.0, **split_fields) -> CodecConfig:
+    """A fast grid encode that splits any picture (``min_pixels`` 1) unless told otherwise."""
+    c = CodecConfig()
+    return replace(c, rate=replace(c.rate, bpp=bpp), grid=replace(c.grid, steps=300),
+                   split=replace(c.split, **{"min_pixels": 1, **split_fields}))
+
+
+def test_strips_cover_the_picture_in_aligned_columns():
+    cfg = SplitConfig(min_pixels=1000, strips=2, align=64)
+    assert split.strips(20, 40, cfg) == [Box(0, 0, 40, 20)]  # 800 pixels: whole
+    assert split.strips(2048, 3072, cfg) == [Box(0, 0, 1536, 2048), Box(1536, 0, 1536, 2048)]
+    # widths multiples of 64 but for the last, which takes the rest
+    assert split.strips(100, 1000, cfg) == [Box(0, 0, 448, 100), Box(448, 0, 552, 100)]
+    three = split.strips(100, 1000, replace(cfg, strips=3))
+    assert [b.w for b in three] == [320, 320, 360] and sum(b.w for b in three) == 1000
+    # never a strip narrower than the alignment
+    assert split.strips(1000, 100, cfg) == [Box(0, 0, 100, 1000)]
+    assert len(split.strips(1000, 130, cfg)) == 2
+
+
+def test_a_busier_strip_gets_more_of_the_rate_within_the_cap():
+    flat = np.full((64, 128, 3), 120, np.uint8)
+    busy = photo(64, 128)
+    boxes = [Box(0, 0, 128, 64), Box(128, 0, 128, 64)]
+    even = split.shares(np.concatenate([busy, busy], axis=1), boxes, SplitConfig())
+    assert even == pytest.approx([0.5, 0.5])
+    s = split.shares(np.concatenate([flat, busy], axis=1), boxes, SplitConfig(max_ratio=100.0))
+    assert sum(s) == pytest.approx(1.0) and s[1] > 0.99  # a flat strip costs next to nothing
+    capped = split.shares(np.concatenate([flat, busy], axis=1), boxes, SplitConfig(max_ratio=2.0))
+    assert capped == pytest.approx([0.2, 0.8], abs=1e-3)  # 0.5 and 2 x the mean rate, renormalised
+
+
+def test_only_large_pictures_on_the_cpu_with_the_grid_model_are_split():
+    img = photo(64, 256)
+    assert split.applies(img, quick(), on_cpu=True)
+    assert not split.applies(img, quick(), on_cpu=False)
+    assert not split.applies(img, replace(quick(), model="siren"), on_cpu=True)
+    assert not split.applies(img, quick(min_pixels=64 * 256 + 1), on_cpu=True)
+    assert not split.applies(img, quick(enabled=False), on_cpu=True)
+    assert split.applies(photo(1448, 1449), CodecConfig(), on_cpu=True)  # the default's threshold: 2^21 pixels
+    assert not split.applies(photo(1448, 1448), CodecConfig(), on_cpu=True)
+
+
+def test_a_split_file_is_a_composite_of_strips_the_same_from_one_process_or_two():
+    img = photo(96, 256)
+    one = encode(img, replace(quick(0.5), fit=replace(CodecConfig().fit, threads=1)))  # in this process
+    two = encode(img, replace(quick(0.5), fit=replace(CodecConfig().fit, threads=2)))  # two child processes
+    assert one.data == two.data
+    s = two.stats
+    assert s.model == "composite" and s.strips == 2 and s.rate_ok and abs(s.bpp - 0.5) <= 0.05
+    header, _ = bitstream.parse(two.data)
+    assert [(g.x, g.y, g.header.width, g.header.height) for g in header.regions] == [(0, 0, 128, 96), (128, 0, 128, 96)]
+    out = decode(two.data)
+    assert out.shape == img.shape and s.psnr == pytest.approx(psnr(out, img))
+    # as good as the whole picture's fit at the same rate, give or take the second network's bits
+    whole = encode(img, quick(0.5, enabled=False))
+    assert whole.stats.model == "grid" and whole.stats.strips == 0
+    assert s.psnr > whole.stats.psnr - 1.0, (s.psnr, whole.stats.psnr)
+
+
+def test_a_strips_failure_in_its_child_is_the_same_error():
+    img = photo(64, 256)
+
+    def tiny(h: int, w: int, budget: float) -> CodecConfig:  # a ceiling below any file's header
+        c = quick(1.0)
+        return replace(c, rate=replace(c.rate, max_bytes=10))
+
+    for workers in (1, 2):
+        with pytest.raises(LimitError, match="10 bytes"):
+            split.encode(img, 2000.0, quick(1.0), tiny, workers)
