@@ -198,6 +198,8 @@ def _encode_line(out: str, s: dict) -> str:
         quality = "lossless (the exact pixels, as WebP lossless)"
     elif s["model"] == "palette":
         quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, the picture reduced to a palette (as WebP lossless)"
+    elif s["model"] == "composite" and s.get("strips"):
+        quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, fitted as {s['strips']} strips side by side"
     elif s["model"] == "composite":
         quality = f"PSNR {s['psnr']:.2f} dB, MS-SSIM {ms}, the screen exact and its photographs fitted"
     else:

@@ -15,7 +15,7 @@ import torch
 
 from . import alpha as transparency
 from . import bitstream, composite, entropy, grid_codec, lossless, split
-from .batch import available_cores
+from .batch import available_cores, available_memory
 from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
 from .errors import InputError, LimitError, require_positive
@@ -426,7 +426,7 @@ def _encode_split(image: np.ndarray, config: CodecConfig, device: torch.device, 
     done = progress("strips", len(boxes), "strip") if progress else None
     data = split.encode(image, _budget(image, config), config,
                         lambda h, w, budget: _region_config(config, h, w, budget),
-                        split.workers_for(len(boxes), config.fit.threads or available_cores()),
+                        split.workers_for(boxes, config.fit.threads or available_cores(), available_memory()),
                         done=(lambda i: done(1, float("nan"))) if done else None)
     return _finish(image, data, config, device, t0, model="composite", strips=len(boxes), **_NO_NETWORK)
 

@@ -2,10 +2,11 @@
 
 One network fit barely uses a second core: a step is many small operations (one Kodak encode took 38.7 s on one
 thread, 36.8 s on two; ABLATIONS.md AX), and a large picture's fit takes minutes. Its strips, fitted side by
-side in processes of their own, use every core, and each strip's fit, whose batch grows with its own pixels
-(``GridConfig.batch_growth``), sees more of its pixels a step than the whole picture's would: on a 3072 x 2048
-mosaic of Kodak pictures at 0.25 bpp, two strips took 0.84 x the whole picture's time and gained 0.16 dB at
-equal rate (ABLATIONS.md AZ).
+side in processes of their own, use every core. Each strip's fit samples its area's share of the whole picture's
+batch, so that the strips together do the whole fit's work (one after the other, in one process, they take about
+its time), and each has its own network: on mosaics of Kodak pictures at 1536 x 1024 and 3072 x 2048, 0.25 and
+1 bpp, two strips took 0.66-0.77 x the whole picture's time and gained 0.10-0.63 dB at equal rate (ABLATIONS.md
+AZ).
 
 The file is a composite file (format version 10, composite.py) whose regions are the strips and whose base, a
 picture of one colour, is all covered: no new format, and the decoder is the composite's. Each strip's fit runs
@@ -13,7 +14,7 @@ on one thread whatever the machine, so the file does not depend on how many core
 
 The strips' rates are not equal: a picture's detail is rarely spread evenly, and one network's rate control
 spends its bits where they buy most across the whole picture. Each strip gets the picture's rate in proportion to
-the size of its JPEG at one quality (Pillow, a few ms a megapixel), a proxy for how many bits it needs for the
+the size of its JPEG at one quality (Pillow, about 30 ms a megapixel), a proxy for how many bits it needs for the
 same quality (``SplitConfig.proxy_quality``).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import io
 import pickle
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Callable
@@ -30,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from . import lossless
-from .batch import CHILD_ENV
+from .batch import CHILD_ENV, PEAK_BYTES
 from .bitstream import composite_overhead, pack_composite
 from .composite import Box
 from .config import CodecConfig, SplitConfig
@@ -122,17 +124,42 @@ _CHILD_ERRORS: dict[int, type[Exception]] = {InputError.exit_code: InputError, F
                                              LimitError.exit_code: LimitError}
 
 
-def _fit_in_child(crop: np.ndarray, config: CodecConfig) -> bytes:
-    """:func:`_fit_strip` in a child process of its own (a fresh interpreter: no fork of this one's thread
-    pools, and nothing of the caller's ``__main__`` run again, as multiprocessing's spawn would)."""
-    env = {**CHILD_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", "from pranc_codec.split import _worker; _worker()"],
-                          input=pickle.dumps((crop, config)), capture_output=True, env=env)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.startswith("pranc: error:")]
-        why = lines[-1][len("pranc: error:"):].strip() if lines else f"exit code {proc.returncode}"
-        raise _CHILD_ERRORS.get(proc.returncode, RuntimeError)(f"a strip's fit failed: {why}")
-    return proc.stdout
+class _Children:
+    """The strips' child processes: each fits one strip; whatever ends the encode early (an interrupt, another
+    strip's failure) kills those still running, which a terminal's interrupt need not reach (a shell without job
+    control starts them ignoring SIGINT)."""
+
+    def __init__(self) -> None:
+        self.live: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def fit(self, crop: np.ndarray, config: CodecConfig) -> bytes:
+        """:func:`_fit_strip` in a child process of its own (a fresh interpreter: no fork of this one's thread
+        pools, and nothing of the caller's ``__main__`` run again, as multiprocessing's spawn would)."""
+        env = {**CHILD_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        with self.lock:
+            if self.stopping:
+                raise KeyboardInterrupt
+            proc = subprocess.Popen([sys.executable, "-c", "from pranc_codec.split import _worker; _worker()"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            self.live.add(proc)
+        try:
+            out, err = proc.communicate(pickle.dumps((crop, config)))
+        finally:
+            with self.lock:
+                self.live.discard(proc)
+        if proc.returncode != 0:
+            lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.startswith("pranc: error:")]
+            why = lines[-1][len("pranc: error:"):].strip() if lines else f"exit code {proc.returncode}"
+            raise _CHILD_ERRORS.get(proc.returncode, RuntimeError)(f"a strip's fit failed: {why}")
+        return out
+
+    def kill(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for proc in self.live:
+                proc.kill()
 
 
 def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
@@ -171,15 +198,26 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
         finally:
             torch.set_num_threads(before)
     else:
+        children = _Children()
         with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            futures = {pool.submit(_fit_in_child, crop, cfg): i for i, (crop, cfg) in enumerate(jobs)}
-            for fut in as_completed(futures):
-                files[futures[fut]] = fut.result()
-                if done:
-                    done(futures[fut])
+            try:
+                futures = {pool.submit(children.fit, crop, cfg): i for i, (crop, cfg) in enumerate(jobs)}
+                for fut in as_completed(futures):
+                    files[futures[fut]] = fut.result()
+                    if done:
+                        done(futures[fut])
+            except BaseException:
+                children.kill()
+                raise
     return pack_composite(width, height, channels, base_file, [(b.x, b.y, f) for b, f in zip(boxes, files)])
 
 
-def workers_for(count: int, cores: int) -> int:
-    """Processes to fit ``count`` strips on ``cores`` cores: one a core, at most one a strip."""
-    return max(1, min(count, cores))
+def workers_for(boxes: list[Box], cores: int, memory: float | None) -> int:
+    """Child processes to fit the strips ``boxes`` on ``cores`` cores: one a core and at most one a strip, as many
+    as ``memory`` (bytes free, None: unknown) holds at an encode's peak for the largest strip (``PEAK_BYTES``);
+    1 (the strips one after the other, in this process: the same file) where it holds fewer than two."""
+    workers = max(1, min(len(boxes), cores))
+    if memory is not None and workers > 1:
+        base, per_pixel = PEAK_BYTES["encode"]
+        workers = max(1, min(workers, int(memory // (base + per_pixel * max(b.area for b in boxes)))))
+    return workers
