@@ -140,3 +140,11 @@ def test_cli_encodes_a_large_picture_as_strips(tmp_path):
                                                                                     (768, 0, 768, 1000)]
     assert runner.invoke(main, ["decode", str(prc), "-o", str(out)]).exit_code == 0
     assert np.array_equal(np.asarray(Image.open(out)), decode(prc.read_bytes()))
+
+
+def test_a_ceiling_holds_for_a_split_file():
+    img = photo(96, 256)
+    c = quick(1.0)
+    cap = 2000
+    r = encode(img, replace(c, rate=replace(c.rate, max_bytes=cap)))
+    assert r.stats.model == "composite" and r.stats.strips == 2 and r.stats.bytes <= cap
