@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -148,6 +149,10 @@ class _Children:
         finally:
             with self.lock:
                 self.live.discard(proc)
+        if proc.returncode == -signal.SIGKILL:  # most often the kernel's out-of-memory killer
+            raise MemoryError("a strip's fit was killed (out of memory?)")
+        if proc.returncode == -signal.SIGINT:
+            raise KeyboardInterrupt
         if proc.returncode != 0:
             lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.startswith("pranc: error:")]
             why = lines[-1][len("pranc: error:"):].strip() if lines else f"exit code {proc.returncode}"
