@@ -423,11 +423,10 @@ def _encode_split(image: np.ndarray, config: CodecConfig, device: torch.device, 
                   t0: float) -> EncodeResult:
     """A large picture as strips fitted side by side (split.py): a composite file of network files."""
     boxes = split.strips(*image.shape[:2], config.split)
-    done = progress("strips", len(boxes), "strip") if progress else None
     data = split.encode(image, _budget(image, config), config,
                         lambda h, w, budget: _region_config(config, h, w, budget),
                         split.workers_for(boxes, config.fit.threads or available_cores(), available_memory()),
-                        done=(lambda i: done(1, float("nan"))) if done else None)
+                        progress)
     return _finish(image, data, config, device, t0, model="composite", strips=len(boxes), **_NO_NETWORK)
 
 

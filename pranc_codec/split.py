@@ -19,6 +19,7 @@ same quality (``SplitConfig.proxy_quality``).
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import signal
 import subprocess
@@ -89,22 +90,51 @@ def shares(image: np.ndarray, boxes: list[Box], cfg: SplitConfig) -> list[float]
     return [x / s for x in out]
 
 
-def _fit_strip(crop: np.ndarray, config: CodecConfig) -> bytes:
-    """One strip's version-8 file, fitted in this process."""
+def _fit_strip(crop: np.ndarray, config: CodecConfig, progress: Callable | None = None) -> bytes:
+    """One strip's version-8 file, fitted in this process (``progress``: as ``codec.encode``'s)."""
     import torch
 
     from . import grid_codec
 
     torch.set_num_threads(config.fit.threads)
-    return grid_codec.fit_and_code(crop, config, torch.device("cpu"))[0]
+    return grid_codec.fit_and_code(crop, config, torch.device("cpu"), progress)[0]
 
 
-def _worker() -> None:
-    """A child process's body: a pickled (crop, config) on stdin, the strip's file on stdout; a failure as one
-    ``pranc: error:`` line on stderr, exit code the PrancError's (1 for anything else, 4 out of memory)."""
+def fit_steps(crop: np.ndarray, config: CodecConfig) -> int:
+    """The fitting steps ``grid_codec.fit_and_code`` takes for this strip (uint8 (h, w, C)) on the CPU, but for a
+    retry of the collapse guard."""
+    import torch
+
+    from . import grid_codec
+
+    h, w, c = crop.shape
+    shape = grid_codec.plan(config, h, w, c)
+    latent_bpp = grid_codec.latent_budget(config, shape, h, w)
+    return grid_codec.fit_settings(config, shape, latent_bpp, torch.device("cpu"), grid_codec.flat_share(crop),
+                                   h * w).steps
+
+
+def _ticks(fd: int) -> Callable:
+    """A child's progress factory: each step of its fit as a line on the pipe ``fd`` (the other phases say
+    nothing)."""
+    out = os.fdopen(fd, "w", buffering=1)
+
+    def make(name: str, total: int, unit: str = "step") -> Callable[[int, float], None]:
+        def update(n: int, loss: float) -> None:
+            if name == "fit":
+                out.write(f"{n}\n")
+        return update
+
+    return make
+
+
+def _worker(ticks: int | None = None) -> None:
+    """A child process's body: a pickled (crop, config) on stdin, the strip's file on stdout, its fitting steps
+    as lines on the pipe ``ticks`` (a file descriptor) where given; a failure as one ``pranc: error:`` line on
+    stderr, exit code the PrancError's (1 for anything else, 4 out of memory)."""
     try:
         crop, config = pickle.load(sys.stdin.buffer)
-        data = _fit_strip(crop, config)
+        data = _fit_strip(crop, config, None if ticks is None else _ticks(ticks))
     except PrancError as e:
         _child_fail(str(e), e.exit_code)
     except MemoryError:
@@ -124,6 +154,14 @@ _CHILD_ERRORS: dict[int, type[Exception]] = {InputError.exit_code: InputError, F
                                              LimitError.exit_code: LimitError}
 
 
+def _read_ticks(fd: int, step: Callable[[int], None] | None) -> None:
+    """Read a child's steps from the pipe ``fd`` to its end, passing each on to ``step``; closes ``fd``."""
+    with os.fdopen(fd, "r") as pipe:
+        for line in pipe:
+            if step is not None and line.strip().isdigit():
+                step(int(line))
+
+
 class _Children:
     """The strips' child processes: each fits one strip; whatever ends the encode early (an interrupt, another
     strip's failure) kills those still running, which a terminal's interrupt need not reach (a shell without job
@@ -134,21 +172,41 @@ class _Children:
         self.lock = threading.Lock()
         self.stopping = False
 
-    def fit(self, crop: np.ndarray, config: CodecConfig) -> bytes:
+    def fit(self, crop: np.ndarray, config: CodecConfig, step: Callable[[int], None] | None = None) -> bytes:
         """:func:`_fit_strip` in a child process of its own (a fresh interpreter: no fork of this one's thread
-        pools, and nothing of the caller's ``__main__`` run again, as multiprocessing's spawn would)."""
+        pools, and nothing of the caller's ``__main__`` run again, as multiprocessing's spawn would).
+        ``step(n)``: called as the child's fit takes n more steps (from a thread of its own)."""
         env = {**CHILD_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-        with self.lock:
-            if self.stopping:
-                raise KeyboardInterrupt
-            proc = subprocess.Popen([sys.executable, "-c", "from pranc_codec.split import _worker; _worker()"],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-            self.live.add(proc)
+        # the steps' own pipe (stdout carries the file, stderr the errors), where a child can inherit it
+        read_end, write_end = os.pipe() if step is not None and os.name == "posix" else (-1, -1)
+        reader = None
         try:
-            out, err = proc.communicate(pickle.dumps((crop, config)))
-        finally:
             with self.lock:
-                self.live.discard(proc)
+                if self.stopping:
+                    raise KeyboardInterrupt
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", "from pranc_codec.split import _worker; "
+                     + (f"_worker({write_end})" if write_end >= 0 else "_worker()")],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                    pass_fds=(write_end,) if write_end >= 0 else ())
+                self.live.add(proc)
+            if write_end >= 0:
+                os.close(write_end)
+                write_end = -1
+                reader = threading.Thread(target=_read_ticks, args=(read_end, step), daemon=True)
+                reader.start()
+            try:
+                out, err = proc.communicate(pickle.dumps((crop, config)))
+            finally:
+                with self.lock:
+                    self.live.discard(proc)
+        finally:
+            if write_end >= 0:
+                os.close(write_end)
+            if reader is not None:
+                reader.join()  # the child's end is closed: the reader has met the end of its pipe
+            elif read_end >= 0:
+                os.close(read_end)
         if proc.returncode == -signal.SIGKILL:  # most often the kernel's out-of-memory killer
             raise MemoryError("a strip's fit was killed (out of memory?)")
         if proc.returncode == -signal.SIGINT:
@@ -168,12 +226,13 @@ class _Children:
 
 def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
            region_config: Callable[[int, int, float], CodecConfig], workers: int,
-           done: Callable[[int], None] | None = None) -> bytes:
+           progress: Callable | None = None) -> bytes:
     """The picture (uint8 (H, W, C)) as a composite file of its strips, of about ``budget_bytes`` bytes (each strip
     within its own rate's tolerance). ``region_config(h, w, budget_bytes)``: the configuration a strip of h x w
     pixels is encoded with at that budget; its fit runs on one thread. ``workers``: child processes side by side
-    (1: in this process, one strip after the other); the file is the same either way. ``done(i)``: called as
-    strip i is finished."""
+    (1: in this process, one strip after the other); the file is the same either way. ``progress``: as
+    ``codec.encode``'s: in this process each strip's phases, side by side one bar of the strips' fitting steps,
+    then one of the strips finished."""
     height, width, channels = image.shape
     boxes = strips(height, width, config.split)
     base = np.empty_like(image)
@@ -196,24 +255,53 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
         before = torch.get_num_threads()
         try:
             for i, (crop, cfg) in enumerate(jobs):
-                files[i] = _fit_strip(crop, cfg)
-                if done:
-                    done(i)
+                files[i] = _fit_strip(crop, cfg, progress)
         finally:
             torch.set_num_threads(before)
     else:
+        bars = _Bars(progress, sum(fit_steps(crop, cfg) for crop, cfg in jobs), len(jobs))
         children = _Children()
         with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             try:
-                futures = {pool.submit(children.fit, crop, cfg): i for i, (crop, cfg) in enumerate(jobs)}
+                futures = {pool.submit(children.fit, crop, cfg, bars.step): i for i, (crop, cfg) in enumerate(jobs)}
                 for fut in as_completed(futures):
                     files[futures[fut]] = fut.result()
-                    if done:
-                        done(futures[fut])
+                    bars.finished()
             except BaseException:
                 children.kill()
                 raise
     return pack_composite(width, height, channels, base_file, [(b.x, b.y, f) for b, f in zip(boxes, files)])
+
+
+class _Bars:
+    """The progress of strips fitted side by side: one bar of their fitting steps together, then one of the strips
+    finished (their rounding and choices), from the children's threads."""
+
+    def __init__(self, progress: Callable | None, steps: int, count: int) -> None:
+        self.progress, self.steps, self.count = progress, steps, count
+        self.lock = threading.Lock()
+        self.taken = self.done = 0
+        self.fit = progress("fit", steps) if progress else None
+        self.rest = None
+
+    def step(self, n: int) -> None:
+        with self.lock:
+            self.taken += n
+            if self.fit is not None:
+                self.fit(n, float("nan"))
+            self._rest()
+
+    def finished(self) -> None:
+        with self.lock:
+            self.done += 1
+            if self.rest is not None:
+                self.rest(1, float("nan"))
+
+    def _rest(self) -> None:
+        if self.progress is not None and self.rest is None and self.taken >= self.steps:
+            self.rest = self.progress("strips", self.count, "strip")
+            if self.done:
+                self.rest(self.done, float("nan"))
 
 
 def workers_for(boxes: list[Box], cores: int, memory: float | None) -> int:

@@ -59,9 +59,22 @@ def test_only_large_pictures_on_the_cpu_with_the_grid_model_are_split():
 
 def test_a_split_file_is_a_composite_of_strips_the_same_from_one_process_or_two():
     img = photo(96, 256)
+    phases: list[list] = []
+
+    def progress(name: str, total: int, unit: str = "step"):
+        entry = [name, total, 0]
+        phases.append(entry)
+
+        def update(n: int, loss: float) -> None:
+            entry[2] += n
+        return update
+
     one = encode(img, replace(quick(0.5), fit=replace(CodecConfig().fit, threads=1)))  # in this process
-    two = encode(img, replace(quick(0.5), fit=replace(CodecConfig().fit, threads=2)))  # two child processes
+    two = encode(img, replace(quick(0.5), fit=replace(CodecConfig().fit, threads=2)), progress)  # two children
     assert one.data == two.data
+    # side by side: one bar of both strips' fitting steps, each step counted once, then one of the strips
+    steps = 2 * split.fit_steps(img[:, :128], replace(quick(0.5), grid=replace(quick(0.5).grid, steps=300)))
+    assert [p for p in phases if p[0] in ("fit", "strips")] == [["fit", steps, steps], ["strips", 2, 2]]
     s = two.stats
     assert s.model == "composite" and s.strips == 2 and s.rate_ok and abs(s.bpp - 0.5) <= 0.05
     header, _ = bitstream.parse(two.data)
