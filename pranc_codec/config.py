@@ -420,12 +420,12 @@ class LosslessConfig:
 class SplitConfig:
     """A large photograph coded as side-by-side strips of columns, each fitted by its own network in its own process
     (split.py; a composite file, format version 10). On mosaics of Kodak pictures from 1536 x 1024 to 3840 x 3072
-    at 0.125-1 bpp, two strips on two cores took 0.66-0.77 x the whole picture's encode time and gained 0.05-0.64
+    at 0.125-1 bpp, two strips on two cores took 0.66-0.77 x the whole picture's encode time and gained 0.06-0.64
     dB (ABLATIONS.md AZ)."""
 
     enabled: bool = True
     # pictures of fewer pixels are fitted whole: a second network's weights (about 1,400) would weigh more, and at
-    # 1536 x 1024 (1.57 megapixels) two strips already gained 0.26-0.64 dB in 0.66-0.77 x the time (ABLATIONS.md AZ)
+    # 1536 x 1024 (1.57 megapixels) two strips already gained 0.10-0.64 dB in 0.66-0.77 x the time (ABLATIONS.md AZ)
     min_pixels: int = 1_500_000
     strips: int = 2  # fixed, not the machine's cores: the file must not depend on the machine that made it
     align: int = 64  # strip widths are multiples of the coarsest latent level's pixels

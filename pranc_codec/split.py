@@ -5,7 +5,7 @@ thread, 36.8 s on two; ABLATIONS.md AX), and a large picture's fit takes minutes
 side in processes of their own, use every core. Each strip's fit samples its area's share of the whole picture's
 batch, so that the strips together do the whole fit's work (one after the other, in one process, they take about
 its time), and each has its own network: on mosaics of Kodak pictures from 1536 x 1024 to 3840 x 3072 at
-0.125-1 bpp, two strips took 0.66-0.77 x the whole picture's time and gained 0.05-0.64 dB (ABLATIONS.md AZ).
+0.125-1 bpp, two strips took 0.66-0.77 x the whole picture's time and gained 0.06-0.64 dB (ABLATIONS.md AZ).
 
 The file is a composite file (format version 10, composite.py) whose regions are the strips and whose base, a
 picture of one colour, is all covered: no new format, and the decoder is the composite's. Each strip's fit runs
