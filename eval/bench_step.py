@@ -39,11 +39,9 @@ def bench_grid(image, cfg: CodecConfig, steps: int, device: str = "cpu", warmup:
     """Seconds for ``steps`` steps of fit_grid with the encoder's settings for this rate (its schedule stretched
     to that many steps), and the network."""
     h, w, c = image.shape
-    shape = grid_codec.plan(cfg, h, w, c)
     target = torch.from_numpy(image.astype("float32") / 255.0).to(device)
-    latent_bpp = grid_codec.latent_budget(cfg, shape, h, w)
-    settings = replace(grid_codec.fit_settings(cfg, shape, latent_bpp, target.device, grid_codec.flat_share(image),
-                                               h * w), steps=steps)
+    shape, latent_bpp, settings = grid_codec.fit_plan(image, cfg, target.device)
+    settings = replace(settings, steps=steps)
     if target.is_cuda:  # the first steps load CUDA kernels and libraries (seconds): not part of a step
         fit_grid(target, shape, replace(settings, steps=warmup), latent_bpp)
         torch.cuda.synchronize()

@@ -38,8 +38,7 @@ def run(path: Path, variants: list[str], kodak: Path) -> None:
     f = load_fit(path, kodak)
     h, w, _ = f.image.shape
     n = h * w
-    budget = grid_codec.latent_budget(f.cfg, f.shape, h, w)
-    g = grid_codec.fit_settings(f.cfg, f.shape, budget, torch.device("cpu"), grid_codec.flat_share(f.image), n)
+    _, budget, g = grid_codec.fit_plan(f.image, f.cfg, torch.device("cpu"))
     first = 0 if fits_finest(g, budget, f.shape.levels) else 1
     fit_mlp = [x.float() for x in f.saved["weights"]]
     layers = split_params(fit_mlp, f.shape)

@@ -49,11 +49,9 @@ def _setup(image: np.ndarray, bpp: float, settings: list[str]):
 
 def fit(image_path: Path, bpp: float, out: Path, settings: list[str]) -> None:
     image = read_image(image_path)[0]
-    cfg, shape = _setup(image, bpp, settings)
-    h, w, _ = image.shape
+    cfg, _ = _setup(image, bpp, settings)
     target = torch.from_numpy(image.astype(np.float32) / 255.0)
-    latent_bpp = grid_codec.latent_budget(cfg, shape, h, w)
-    g = grid_codec.fit_settings(cfg, shape, latent_bpp, torch.device("cpu"), grid_codec.flat_share(image), h * w)
+    shape, latent_bpp, g = grid_codec.fit_plan(image, cfg, torch.device("cpu"))
     result = fit_grid(target, shape, g, latent_bpp)
     torch.save(dict(latents=result.latents, weights=result.weights, lam=result.lam, settings=settings), out)
 

@@ -15,7 +15,7 @@ import torch
 
 from . import alpha as transparency
 from . import bitstream, composite, entropy, grid_codec, lossless, split
-from .batch import available_cores, available_memory
+from .batch import available_cores
 from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
 from .errors import InputError, LimitError, require_positive
@@ -422,12 +422,10 @@ def _region_config(config: CodecConfig, height: int, width: int, budget_bytes: f
 def _encode_split(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
                   t0: float) -> EncodeResult:
     """A large picture as strips fitted side by side (split.py): a composite file of network files."""
-    boxes = split.strips(*image.shape[:2], config.split)
     data = split.encode(image, _budget(image, config), config,
-                        lambda h, w, budget: _region_config(config, h, w, budget),
-                        split.workers_for(boxes, config.fit.threads or available_cores(), available_memory()),
-                        progress)
-    return _finish(image, data, config, device, t0, model="composite", strips=len(boxes), **_NO_NETWORK)
+                        lambda h, w, budget: _region_config(config, h, w, budget), progress=progress)
+    strips = len(split.strips(*image.shape[:2], config.split))
+    return _finish(image, data, config, device, t0, model="composite", strips=strips, **_NO_NETWORK)
 
 
 def _budget(image: np.ndarray, config: CodecConfig) -> float:

@@ -297,6 +297,15 @@ def latent_budget(config: CodecConfig, shape: GridShape, height: int, width: int
     return max(1e-3, (total - overhead - config.grid.mlp_bits_estimate * shape.num_params - reserve) / (height * width))
 
 
+def fit_plan(image: np.ndarray, config: CodecConfig, device: torch.device) -> tuple[GridShape, float, GridConfig]:
+    """What a fit of ``image`` (uint8 (H, W, C)) runs with: the network's shape, the latents' budget (bits per
+    pixel, :func:`latent_budget`) and the grid settings at that rate on ``device`` (:func:`fit_settings`)."""
+    height, width, channels = image.shape
+    shape = plan(config, height, width, channels)
+    latent_bpp = latent_budget(config, shape, height, width)
+    return shape, latent_bpp, fit_settings(config, shape, latent_bpp, device, flat_share(image), height * width)
+
+
 def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress=None, seen: np.ndarray | None = None) -> tuple[bytes, GridShape, int, int]:
     """uint8 (H, W, C) -> ``.prc`` bytes, the network shape it used, the sweeps that trimmed the file under its
@@ -304,7 +313,7 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     ``seen``: bool (H, W), the pixels whose error counts (of a picture with transparency; None: all): the fit,
     the rounding and every choice after them weigh the others' error at 0."""
     height, width, channels = image.shape
-    shape = plan(config, height, width, channels)
+    shape, latent_bpp, cfg = fit_plan(image, config, device)
     n = height * width
     cap = config.rate.max_bytes
     if cap is not None:  # before minutes of fitting: the container's fields that do not depend on the coded data
@@ -312,8 +321,6 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         if cap < floor:
             raise LimitError(f"cannot fit this picture in {cap} bytes: its header alone takes {floor} bytes")
     target = torch.from_numpy(image.astype(np.float32) / 255.0).to(device)
-    latent_bpp = latent_budget(config, shape, height, width)
-    cfg = fit_settings(config, shape, latent_bpp, device, flat_share(image), n)
     pixels = target.reshape(-1, channels).cpu()
     # once for the fit, its retry and the rounding, which all minimise the same weighted error
     pix_w = seen_weights(pixel_weights(target, cfg), seen, channels)

@@ -30,15 +30,18 @@ from dataclasses import replace
 from typing import Callable
 
 import numpy as np
+import torch
 from PIL import Image
 
-from . import lossless
-from .batch import CHILD_ENV, PEAK_BYTES
+from . import grid_codec, lossless
+from .batch import CHILD_ENV, PEAK_BYTES, available_cores, available_memory
 from .bitstream import composite_overhead, pack_composite
 from .composite import Box
 from .config import CodecConfig, SplitConfig
 from .errors import FormatError, InputError, LimitError, PrancError
 from .grid_fit import batch_size
+
+CPU = torch.device("cpu")  # strips are fitted on the CPU (a CUDA fit is one process using the device whole)
 
 
 def strips(height: int, width: int, cfg: SplitConfig) -> list[Box]:
@@ -92,26 +95,14 @@ def shares(image: np.ndarray, boxes: list[Box], cfg: SplitConfig) -> list[float]
 
 def _fit_strip(crop: np.ndarray, config: CodecConfig, progress: Callable | None = None) -> bytes:
     """One strip's version-8 file, fitted in this process (``progress``: as ``codec.encode``'s)."""
-    import torch
-
-    from . import grid_codec
-
     torch.set_num_threads(config.fit.threads)
-    return grid_codec.fit_and_code(crop, config, torch.device("cpu"), progress)[0]
+    return grid_codec.fit_and_code(crop, config, CPU, progress)[0]
 
 
 def fit_steps(crop: np.ndarray, config: CodecConfig) -> int:
     """The fitting steps ``grid_codec.fit_and_code`` takes for this strip (uint8 (h, w, C)) on the CPU, but for a
     retry of the collapse guard."""
-    import torch
-
-    from . import grid_codec
-
-    h, w, c = crop.shape
-    shape = grid_codec.plan(config, h, w, c)
-    latent_bpp = grid_codec.latent_budget(config, shape, h, w)
-    return grid_codec.fit_settings(config, shape, latent_bpp, torch.device("cpu"), grid_codec.flat_share(crop),
-                                   h * w).steps
+    return grid_codec.fit_plan(crop, config, CPU)[2].steps
 
 
 def _ticks(fd: int) -> Callable:
@@ -154,11 +145,11 @@ _CHILD_ERRORS: dict[int, type[Exception]] = {InputError.exit_code: InputError, F
                                              LimitError.exit_code: LimitError}
 
 
-def _read_ticks(fd: int, step: Callable[[int], None] | None) -> None:
+def _read_ticks(fd: int, step: Callable[[int], None]) -> None:
     """Read a child's steps from the pipe ``fd`` to its end, passing each on to ``step``; closes ``fd``."""
     with os.fdopen(fd, "r") as pipe:
         for line in pipe:
-            if step is not None and line.strip().isdigit():
+            if line.strip().isdigit():
                 step(int(line))
 
 
@@ -225,12 +216,13 @@ class _Children:
 
 
 def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
-           region_config: Callable[[int, int, float], CodecConfig], workers: int,
+           region_config: Callable[[int, int, float], CodecConfig], workers: int | None = None,
            progress: Callable | None = None) -> bytes:
     """The picture (uint8 (H, W, C)) as a composite file of its strips, of about ``budget_bytes`` bytes (each strip
     within its own rate's tolerance). ``region_config(h, w, budget_bytes)``: the configuration a strip of h x w
     pixels is encoded with at that budget; its fit runs on one thread. ``workers``: child processes side by side
-    (1: in this process, one strip after the other); the file is the same either way. ``progress``: as
+    (1: in this process, one strip after the other; None: :func:`workers_for` this machine's cores, or
+    ``config.fit.threads`` where set, and free memory); the file is the same either way. ``progress``: as
     ``codec.encode``'s: in this process each strip's phases, side by side one bar of the strips' fitting steps,
     then one of the strips finished."""
     height, width, channels = image.shape
@@ -249,9 +241,9 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
         jobs.append((np.ascontiguousarray(image[b.y: b.y + b.h, b.x: b.x + b.w]),
                      replace(cfg, fit=replace(cfg.fit, threads=1))))
     files: list[bytes] = [b""] * len(jobs)
+    if workers is None:
+        workers = workers_for(boxes, config.fit.threads or available_cores(), available_memory())
     if workers <= 1:
-        import torch
-
         before = torch.get_num_threads()
         try:
             for i, (crop, cfg) in enumerate(jobs):

@@ -13,6 +13,17 @@ from pranc_codec.metrics import psnr
 from .test_composite import photo
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Encodes here set torch's thread count (one, two, the CLI's --threads 1): the tests after these run with the
+    count they had (a ceiling test's close call in test_ceiling.py tips on it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 def quick(bpp: float = 1.0, **split_fields) -> CodecConfig:
     """A fast grid encode that splits any picture (``min_pixels`` 1) unless told otherwise."""
     c = CodecConfig()
