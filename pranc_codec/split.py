@@ -27,6 +27,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -105,15 +106,22 @@ def fit_steps(crop: np.ndarray, config: CodecConfig) -> int:
     return grid_codec.fit_plan(crop, config, CPU)[2].steps
 
 
+# the phases a child reports on its pipe, by the name of its progress bar: each line is the phase's letter (none
+# for the fit's steps) and a count; the other phases (the choices after the rounding, a trim) say nothing
+_PHASE_LETTERS = {"fit": "", "rounding": "r"}
+
+
 def _ticks(fd: int) -> Callable:
-    """A child's progress factory: each step of its fit as a line on the pipe ``fd`` (the other phases say
-    nothing)."""
+    """A child's progress factory: each step of its fit and each sweep of its rounding as a line on the pipe
+    ``fd``."""
     out = os.fdopen(fd, "w", buffering=1)
 
     def make(name: str, total: int, unit: str = "step") -> Callable[[int, float], None]:
+        letter = _PHASE_LETTERS.get(name)
+
         def update(n: int, loss: float) -> None:
-            if name == "fit":
-                out.write(f"{n}\n")
+            if letter is not None:
+                out.write(f"{letter}{n}\n")
         return update
 
     return make
@@ -145,12 +153,17 @@ _CHILD_ERRORS: dict[int, type[Exception]] = {InputError.exit_code: InputError, F
                                              LimitError.exit_code: LimitError}
 
 
-def _read_ticks(fd: int, step: Callable[[int], None]) -> None:
-    """Read a child's steps from the pipe ``fd`` to its end, passing each on to ``step``; closes ``fd``."""
+def _read_ticks(fd: int, tick: Callable[[str, int], None]) -> None:
+    """Read a child's progress from the pipe ``fd`` to its end, passing each line on to ``tick(phase, n)``; closes
+    ``fd``."""
+    phases = {letter: name for name, letter in _PHASE_LETTERS.items()}
     with os.fdopen(fd, "r") as pipe:
         for line in pipe:
-            if line.strip().isdigit():
-                step(int(line))
+            line = line.strip()
+            count = line.lstrip("abcdefghijklmnopqrstuvwxyz")
+            letter = line[: len(line) - len(count)]
+            if count.isdigit() and letter in phases:
+                tick(phases[letter], int(count))
 
 
 class _Children:
@@ -163,13 +176,14 @@ class _Children:
         self.lock = threading.Lock()
         self.stopping = False
 
-    def fit(self, crop: np.ndarray, config: CodecConfig, step: Callable[[int], None] | None = None) -> bytes:
+    def fit(self, crop: np.ndarray, config: CodecConfig, tick: Callable[[str, int], None] | None = None) -> bytes:
         """:func:`_fit_strip` in a child process of its own (a fresh interpreter: no fork of this one's thread
         pools, and nothing of the caller's ``__main__`` run again, as multiprocessing's spawn would).
-        ``step(n)``: called as the child's fit takes n more steps (from a thread of its own)."""
+        ``tick(phase, n)``: called as the child's fit takes n more steps ("fit") or its rounding n more sweeps
+        ("rounding"), from a thread of its own."""
         env = {**CHILD_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         # the steps' own pipe (stdout carries the file, stderr the errors), where a child can inherit it
-        read_end, write_end = os.pipe() if step is not None and os.name == "posix" else (-1, -1)
+        read_end, write_end = os.pipe() if tick is not None and os.name == "posix" else (-1, -1)
         reader = None
         try:
             with self.lock:
@@ -184,7 +198,7 @@ class _Children:
             if write_end >= 0:
                 os.close(write_end)
                 write_end = -1
-                reader = threading.Thread(target=_read_ticks, args=(read_end, step), daemon=True)
+                reader = threading.Thread(target=_read_ticks, args=(read_end, tick), daemon=True)
                 reader.start()
             try:
                 out, err = proc.communicate(pickle.dumps((crop, config)))
@@ -224,7 +238,7 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
     (1: in this process, one strip after the other; None: :func:`workers_for` this machine's cores, or
     ``config.fit.threads`` where set, and free memory); the file is the same either way. ``progress``: as
     ``codec.encode``'s: in this process each strip's phases, side by side one bar of the strips' fitting steps,
-    then one of the strips finished."""
+    then one of their rounding's sweeps, then one of the strips finished."""
     height, width, channels = image.shape
     boxes = strips(height, width, config.split)
     base = np.empty_like(image)
@@ -251,14 +265,15 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
         finally:
             torch.set_num_threads(before)
     else:
-        bars = _Bars(progress, sum(fit_steps(crop, cfg) for crop, cfg in jobs), len(jobs))
+        bars = _Bars(progress, [(fit_steps(crop, cfg), cfg.rounding.sweeps) for crop, cfg in jobs])
         children = _Children()
         with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             try:
-                futures = {pool.submit(children.fit, crop, cfg, bars.step): i for i, (crop, cfg) in enumerate(jobs)}
+                futures = {pool.submit(children.fit, crop, cfg, partial(bars.tick, i)): i
+                           for i, (crop, cfg) in enumerate(jobs)}
                 for fut in as_completed(futures):
                     files[futures[fut]] = fut.result()
-                    bars.finished()
+                    bars.finished(futures[fut])
             except BaseException:
                 children.kill()
                 raise
@@ -266,34 +281,56 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
 
 
 class _Bars:
-    """The progress of strips fitted side by side: one bar of their fitting steps together, then one of the strips
-    finished (their rounding and choices), from the children's threads."""
+    """The progress of strips fitted side by side, from the children's threads, as one bar at a time (a terminal
+    shows one): their fitting steps together, then their rounding's sweeps together, then the strips finished
+    (the choices after the rounding). A strip that starts a phase before the others have finished the one before
+    has its count kept for that phase's bar. ``totals``: each strip's (fitting steps, rounding sweeps)."""
 
-    def __init__(self, progress: Callable | None, steps: int, count: int) -> None:
-        self.progress, self.steps, self.count = progress, steps, count
+    PHASES = (("fit", "step"), ("rounding", "sweep"), ("strips", "strip"))
+
+    def __init__(self, progress: Callable | None, totals: list[tuple[int, int]]) -> None:
+        self.progress, self.totals = progress, [(*t, 1) for t in totals]
         self.lock = threading.Lock()
-        self.taken = self.done = 0
-        self.fit = progress("fit", steps) if progress else None
-        self.rest = None
-
-    def step(self, n: int) -> None:
+        self.taken = [[0] * len(self.PHASES) for _ in totals]  # per strip, per phase
+        self.phase, self.bar = -1, None
         with self.lock:
-            self.taken += n
-            if self.fit is not None:
-                self.fit(n, float("nan"))
-            self._rest()
+            self._advance()
 
-    def finished(self) -> None:
+    def tick(self, strip: int, phase: str, n: int) -> None:
+        """Strip number ``strip`` took ``n`` more of ``phase`` ("fit": steps, "rounding": sweeps)."""
         with self.lock:
-            self.done += 1
-            if self.rest is not None:
-                self.rest(1, float("nan"))
+            self._take(strip, [name for name, _ in self.PHASES].index(phase), n)
+            self._advance()
 
-    def _rest(self) -> None:
-        if self.progress is not None and self.rest is None and self.taken >= self.steps:
-            self.rest = self.progress("strips", self.count, "strip")
-            if self.done:
-                self.rest(self.done, float("nan"))
+    def finished(self, strip: int) -> None:
+        """Strip number ``strip``'s file is made: whatever of its phases went unreported is done."""
+        with self.lock:
+            for p in range(len(self.PHASES)):
+                self._take(strip, p, self.totals[strip][p] - self.taken[strip][p])
+            self._advance()
+
+    def _take(self, strip: int, p: int, n: int) -> None:
+        n = max(0, min(n, self.totals[strip][p] - self.taken[strip][p]))  # a retried fit's steps are not counted
+        self.taken[strip][p] += n
+        if n and p == self.phase and self.bar is not None:
+            self.bar(n, float("nan"))
+
+    def _advance(self) -> None:
+        """Open the next phase's bar once every strip is through the current one (skipping empty phases)."""
+        def total(p: int) -> int:
+            return sum(t[p] for t in self.totals)
+
+        while self.phase + 1 < len(self.PHASES) and (
+                self.phase < 0 or sum(t[self.phase] for t in self.taken) >= total(self.phase)):
+            self.phase += 1
+            if self.progress is None or not total(self.phase):
+                self.bar = None
+                continue
+            name, unit = self.PHASES[self.phase]
+            self.bar = self.progress(name, total(self.phase), unit)
+            done = sum(t[self.phase] for t in self.taken)
+            if done:
+                self.bar(done, float("nan"))
 
 
 def workers_for(boxes: list[Box], cores: int, memory: float | None) -> int:

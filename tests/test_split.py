@@ -83,9 +83,11 @@ def test_a_split_file_is_a_composite_of_strips_the_same_from_one_process_or_two(
     one = encode(img, replace(quick(0.5), fit=replace(CodecConfig().fit, threads=1)))  # in this process
     two = encode(img, replace(quick(0.5), fit=replace(CodecConfig().fit, threads=2)), progress)  # two children
     assert one.data == two.data
-    # side by side: one bar of both strips' fitting steps, each step counted once, then one of the strips
+    # side by side: one bar of both strips' fitting steps, each step counted once, then one of both strips'
+    # rounding sweeps, then one of the strips
     steps = 2 * split.fit_steps(img[:, :128], replace(quick(0.5), grid=replace(quick(0.5).grid, steps=300)))
-    assert [p for p in phases if p[0] in ("fit", "strips")] == [["fit", steps, steps], ["strips", 2, 2]]
+    sweeps = 2 * CodecConfig().rounding.sweeps
+    assert phases == [["fit", steps, steps], ["rounding", sweeps, sweeps], ["strips", 2, 2]]
     s = two.stats
     assert s.model == "composite" and s.strips == 2 and s.rate_ok and abs(s.bpp - 0.5) <= 0.05
     header, _ = bitstream.parse(two.data)
@@ -172,3 +174,58 @@ def test_a_ceiling_holds_for_a_split_file():
     cap = 2000
     r = encode(img, replace(c, rate=replace(c.rate, max_bytes=cap)))
     assert r.stats.model == "composite" and r.stats.strips == 2 and r.stats.bytes <= cap
+
+
+def test_the_bars_follow_the_slowest_strip_and_keep_what_the_faster_did_ahead():
+    shown: list[list] = []
+
+    def progress(name: str, total: int, unit: str = "step"):
+        entry = [name, total, 0]
+        shown.append(entry)
+
+        def update(n: int, loss: float) -> None:
+            entry[2] += n
+        return update
+
+    bars = split._Bars(progress, [(100, 3), (80, 3)])
+    bars.tick(0, "fit", 60)
+    bars.tick(1, "fit", 80)
+    bars.tick(1, "rounding", 2)  # strip 1 rounds while strip 0 still fits: no rounding bar yet
+    assert shown == [["fit", 180, 140]]
+    bars.tick(0, "fit", 40)
+    assert shown == [["fit", 180, 180], ["rounding", 6, 2]]  # what strip 1 did ahead is on the new bar
+    bars.tick(0, "fit", 30)  # a retried fit's steps past the strip's total are not counted
+    assert shown[0][2] == 180
+    bars.finished(1)  # strip 1 done: its last sweep was not reported, the strip is
+    bars.tick(0, "rounding", 3)
+    assert shown == [["fit", 180, 180], ["rounding", 6, 6], ["strips", 2, 1]]
+    bars.finished(0)
+    assert shown[-1] == ["strips", 2, 2]
+    # no rounding (sweeps 0): no bar for it; no progress: nothing shown, nothing fails
+    shown.clear()
+    bars = split._Bars(progress, [(10, 0), (10, 0)])
+    bars.tick(0, "fit", 10)
+    bars.tick(1, "fit", 10)
+    assert shown == [["fit", 20, 20], ["strips", 2, 0]]
+    quiet = split._Bars(None, [(10, 1)])
+    quiet.tick(0, "fit", 10)
+    quiet.finished(0)
+
+
+def test_a_childs_progress_lines_are_read_by_phase():
+    import os
+    import warnings
+
+    read_end, write_end = os.pipe()
+    make = split._ticks(write_end)
+    fit, rounding, choices = make("fit", 5), make("rounding", 3, "sweep"), make("loop filter", 1)
+    fit(2, 0.1)
+    rounding(1, float("nan"))
+    choices(1, float("nan"))  # a phase the parent shows no bar for
+    fit(3, 0.1)
+    with warnings.catch_warnings():  # the child leaves its end to the process's exit; here it closes now
+        warnings.simplefilter("ignore", ResourceWarning)
+        del make, fit, rounding, choices  # the last references to the pipe's write end
+    got: list[tuple[str, int]] = []
+    split._read_ticks(read_end, lambda phase, n: got.append((phase, n)))
+    assert got == [("fit", 2), ("rounding", 1), ("fit", 3)]
