@@ -427,7 +427,13 @@ class SplitConfig:
     # pictures of fewer pixels are fitted whole: a second network's weights (about 1,400) would weigh more, and at
     # 1536 x 1024 (1.57 megapixels) two strips already gained 0.10-0.64 dB in 0.66-0.77 x the time (ABLATIONS.md AZ)
     min_pixels: int = 1_500_000
-    strips: int = 2  # fixed, not the machine's cores: the file must not depend on the machine that made it
+    # One strip per strip_pixels, at least min_strips and at most max_strips: set by the picture, not by the
+    # machine's cores, since the file must not depend on the machine that made it. Four strips rather than two
+    # gained 0.08-0.12 dB at 3072 x 2048 and 3840 x 3072 in the same time on two cores (ABLATIONS.md BA4), and
+    # a machine with more cores fits more of them at once
+    strip_pixels: int = 1_500_000
+    min_strips: int = 2
+    max_strips: int = 4
     align: int = 64  # strip widths are multiples of the coarsest latent level's pixels
     proxy_quality: int = 50  # the JPEG quality whose sizes share the rate out between the strips
     max_ratio: float = 2.0  # a strip's rate stays within this factor of the picture's mean rate

@@ -5,7 +5,9 @@ thread, 36.8 s on two; ABLATIONS.md AX), and a large picture's fit takes minutes
 side in processes of their own, use every core. Each strip's fit samples its area's share of the whole picture's
 batch, so that the strips together do the whole fit's work (one after the other, in one process, they take about
 its time), and each has its own network: on mosaics of Kodak pictures from 1536 x 1024 to 3840 x 3072 at
-0.125-1 bpp, two strips took 0.66-0.77 x the whole picture's time and gained 0.06-0.64 dB (ABLATIONS.md AZ).
+0.125-1 bpp, two strips took 0.66-0.77 x the whole picture's time and gained 0.06-0.64 dB (ABLATIONS.md AZ),
+and at 3072 x 2048 and 3840 x 3072 four strips gained 0.08-0.12 dB more than two in the same time (BA4): a strip
+per 1.5 megapixels, two to four (``SplitConfig``).
 
 The file is a composite file (format version 10, composite.py) whose regions are the strips and whose base, a
 picture of one colour, is all covered: no new format, and the decoder is the composite's. Each strip's fit runs
@@ -46,10 +48,12 @@ CPU = torch.device("cpu")  # strips are fitted on the CPU (a CUDA fit is one pro
 
 
 def strips(height: int, width: int, cfg: SplitConfig) -> list[Box]:
-    """The picture's strips of whole columns, left to right (one where it is not to be split): ``cfg.strips`` of
-    them for a picture of at least ``cfg.min_pixels``, of equal width but for the last (widths multiples of
-    ``cfg.align`` pixels, so that every strip's coarsest latent grid lines up with the picture's)."""
-    count = cfg.strips if height * width >= cfg.min_pixels else 1
+    """The picture's strips of whole columns, left to right (one where it is not to be split): for a picture of at
+    least ``cfg.min_pixels``, one per ``cfg.strip_pixels``, from ``cfg.min_strips`` to ``cfg.max_strips``, of
+    equal width but for the last (widths multiples of ``cfg.align`` pixels, so that every strip's coarsest latent
+    grid lines up with the picture's)."""
+    pixels = height * width
+    count = 1 if pixels < cfg.min_pixels else min(cfg.max_strips, max(cfg.min_strips, pixels // cfg.strip_pixels))
     count = max(1, min(count, width // max(cfg.align, 1)))
     if count == 1:
         return [Box(0, 0, width, height)]

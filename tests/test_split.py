@@ -32,16 +32,27 @@ def quick(bpp: float = 1.0, **split_fields) -> CodecConfig:
 
 
 def test_strips_cover_the_picture_in_aligned_columns():
-    cfg = SplitConfig(min_pixels=1000, strips=2, align=64)
+    cfg = SplitConfig(min_pixels=1000, min_strips=2, max_strips=2, align=64)
     assert split.strips(20, 40, cfg) == [Box(0, 0, 40, 20)]  # 800 pixels: whole
     assert split.strips(2048, 3072, cfg) == [Box(0, 0, 1536, 2048), Box(1536, 0, 1536, 2048)]
     # widths multiples of 64 but for the last, which takes the rest
     assert split.strips(100, 1000, cfg) == [Box(0, 0, 448, 100), Box(448, 0, 552, 100)]
-    three = split.strips(100, 1000, replace(cfg, strips=3))
+    three = split.strips(100, 1000, replace(cfg, min_strips=3, max_strips=3))
     assert [b.w for b in three] == [320, 320, 360] and sum(b.w for b in three) == 1000
     # never a strip narrower than the alignment
     assert split.strips(1000, 100, cfg) == [Box(0, 0, 100, 1000)]
     assert len(split.strips(1000, 130, cfg)) == 2
+
+
+def test_larger_pictures_get_more_strips_up_to_four():
+    cfg = SplitConfig()  # a strip per 1.5 megapixels, from two to four
+    assert len(split.strips(512, 768, cfg)) == 1  # Kodak's size: whole
+    assert [b.w for b in split.strips(1024, 1536, cfg)] == [768, 768]  # 1.57 megapixels
+    assert [b.w for b in split.strips(1500, 2000, cfg)] == [960, 1040]  # 3.0 megapixels: two
+    assert [b.w for b in split.strips(1500, 3000, cfg)] == [960, 960, 1080]  # 4.5: three
+    assert [b.w for b in split.strips(2048, 3072, cfg)] == [768] * 4  # 6.3 megapixels
+    assert [b.w for b in split.strips(3072, 3840, cfg)] == [960] * 4  # 11.8: still four
+    assert len(split.strips(6000, 8000, cfg)) == 4
 
 
 def test_a_busier_strip_gets_more_of_the_rate_within_the_cap():
@@ -134,12 +145,14 @@ def test_a_strips_failure_stops_the_others_at_once():
 
 
 def test_strips_run_side_by_side_as_the_cores_and_the_memory_allow():
-    boxes = split.strips(2048, 3072, SplitConfig())  # two of 3.1 megapixels: about 1.5 GB each at the peak
+    boxes = split.strips(2048, 3072, SplitConfig(max_strips=2))  # two of 3.1 megapixels: about 1.5 GB each
     assert split.workers_for(boxes, 1, None) == 1
     assert split.workers_for(boxes, 2, None) == 2
     assert split.workers_for(boxes, 16, None) == 2
     assert split.workers_for(boxes, 16, 8e9) == 2
     assert split.workers_for(boxes, 16, 2e9) == 1  # one at a time: in this process
+    four = split.strips(2048, 3072, SplitConfig())  # the default's four: as many side by side as cores, up to four
+    assert split.workers_for(four, 2, None) == 2 and split.workers_for(four, 16, None) == 4
 
 
 def test_cli_encodes_a_large_picture_as_strips(tmp_path):
