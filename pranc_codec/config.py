@@ -427,11 +427,15 @@ class SplitConfig:
     # pictures of fewer pixels are fitted whole: a second network's weights (about 1,400) would weigh more, and at
     # 1536 x 1024 (1.57 megapixels) two strips already gained 0.10-0.64 dB in 0.66-0.77 x the time (ABLATIONS.md AZ)
     min_pixels: int = 1_500_000
-    # One strip per strip_pixels, at least min_strips and at most max_strips: set by the picture, not by the
-    # machine's cores, since the file must not depend on the machine that made it. Four strips rather than two
-    # gained 0.08-0.12 dB at 3072 x 2048 and 3840 x 3072 in the same time on two cores (ABLATIONS.md BA4), and
-    # a machine with more cores fits more of them at once
-    strip_pixels: int = 1_500_000
+    # One strip per strip_bits of the file's budget, at least min_strips and at most max_strips: set by the
+    # picture and the rate, not by the machine's cores, since the file must not depend on the machine that made
+    # it. Four strips rather than two gained 0.08-0.39 dB at 3072 x 2048 and 3840 x 3072 at 0.25 bpp (393-737 k
+    # bits a strip) in the same time on two cores, and lost 0.1 dB on smooth 3072 x 2048 pictures at 0.1 bpp
+    # (157 k bits a strip) (ABLATIONS.md BA4); a machine with more cores fits more of them at once
+    strip_bits: float = 300_000.0
+    # and no more strips than of this many pixels each: AZ and BA measured strips of 0.79 megapixels and more
+    # (Kodak's size, 0.39, halved gained nothing, BA1)
+    strip_pixels: int = 750_000
     min_strips: int = 2
     max_strips: int = 4
     align: int = 64  # strip widths are multiples of the coarsest latent level's pixels

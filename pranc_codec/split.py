@@ -6,8 +6,9 @@ side in processes of their own, use every core. Each strip's fit samples its are
 batch, so that the strips together do the whole fit's work (one after the other, in one process, they take about
 its time), and each has its own network: on mosaics of Kodak pictures from 1536 x 1024 to 3840 x 3072 at
 0.125-1 bpp, two strips took 0.66-0.77 x the whole picture's time and gained 0.06-0.64 dB (ABLATIONS.md AZ),
-and at 3072 x 2048 and 3840 x 3072 four strips gained 0.08-0.12 dB more than two in the same time (BA4): a strip
-per 1.5 megapixels, two to four (``SplitConfig``).
+and four strips instead of two gained 0.08-0.39 dB more at 3072 x 2048 and 3840 x 3072 in the same time where
+each strip had 393 k bits or more, and lost 0.1 dB at 157 k bits on smooth pictures (BA4): a strip per 300 k bits
+of the file, two to four (``SplitConfig``).
 
 The file is a composite file (format version 10, composite.py) whose regions are the strips and whose base, a
 picture of one colour, is all covered: no new format, and the decoder is the composite's. Each strip's fit runs
@@ -47,13 +48,17 @@ from .grid_fit import batch_size
 CPU = torch.device("cpu")  # strips are fitted on the CPU (a CUDA fit is one process using the device whole)
 
 
-def strips(height: int, width: int, cfg: SplitConfig) -> list[Box]:
+def strips(height: int, width: int, cfg: SplitConfig, budget_bits: float = 0.0) -> list[Box]:
     """The picture's strips of whole columns, left to right (one where it is not to be split): for a picture of at
-    least ``cfg.min_pixels``, one per ``cfg.strip_pixels``, from ``cfg.min_strips`` to ``cfg.max_strips``, of
-    equal width but for the last (widths multiples of ``cfg.align`` pixels, so that every strip's coarsest latent
-    grid lines up with the picture's)."""
+    least ``cfg.min_pixels``, one per ``cfg.strip_bits`` of the file's ``budget_bits`` and ``cfg.strip_pixels``
+    pixels at most, from ``cfg.min_strips`` to ``cfg.max_strips``, of equal width but for the last (widths
+    multiples of ``cfg.align`` pixels, so that every strip's coarsest latent grid lines up with the picture's)."""
     pixels = height * width
-    count = 1 if pixels < cfg.min_pixels else min(cfg.max_strips, max(cfg.min_strips, pixels // cfg.strip_pixels))
+    if pixels < cfg.min_pixels:
+        count = 1
+    else:
+        most = min(cfg.max_strips, pixels // max(cfg.strip_pixels, 1))
+        count = max(cfg.min_strips, min(most, int(budget_bits // max(cfg.strip_bits, 1.0))))
     count = max(1, min(count, width // max(cfg.align, 1)))
     if count == 1:
         return [Box(0, 0, width, height)]
@@ -244,7 +249,7 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
     ``codec.encode``'s: in this process each strip's phases, side by side one bar of the strips' fitting steps,
     then one of their rounding's sweeps, then one of the strips finished."""
     height, width, channels = image.shape
-    boxes = strips(height, width, config.split)
+    boxes = strips(height, width, config.split, 8 * budget_bytes)
     base = np.empty_like(image)
     base[...] = image[0, 0]  # every pixel is covered by a strip: one colour costs the lossless coder nothing
     base_file = lossless.encode(base, config.lossless)

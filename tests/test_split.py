@@ -44,15 +44,17 @@ def test_strips_cover_the_picture_in_aligned_columns():
     assert len(split.strips(1000, 130, cfg)) == 2
 
 
-def test_larger_pictures_get_more_strips_up_to_four():
-    cfg = SplitConfig()  # a strip per 1.5 megapixels, from two to four
-    assert len(split.strips(512, 768, cfg)) == 1  # Kodak's size: whole
-    assert [b.w for b in split.strips(1024, 1536, cfg)] == [768, 768]  # 1.57 megapixels
-    assert [b.w for b in split.strips(1500, 2000, cfg)] == [960, 1040]  # 3.0 megapixels: two
-    assert [b.w for b in split.strips(1500, 3000, cfg)] == [960, 960, 1080]  # 4.5: three
-    assert [b.w for b in split.strips(2048, 3072, cfg)] == [768] * 4  # 6.3 megapixels
-    assert [b.w for b in split.strips(3072, 3840, cfg)] == [960] * 4  # 11.8: still four
-    assert len(split.strips(6000, 8000, cfg)) == 4
+def test_larger_files_get_more_strips_up_to_four():
+    cfg = SplitConfig()  # a strip per 300 k bits of the file and 0.75 megapixels, two to four, over 1.5
+    assert len(split.strips(512, 768, cfg, 8e6)) == 1  # Kodak's size: whole at any rate
+    assert [b.w for b in split.strips(1024, 1536, cfg)] == [768, 768]  # 1.57 megapixels: two at least
+    # at 1 bpp, 1.57 M bits, but no strip under 0.75 megapixels: still two
+    assert len(split.strips(1024, 1536, cfg, 1024 * 1536 * 1.0)) == 2
+    assert len(split.strips(1024, 2304, cfg, 1024 * 2304 * 1.0)) == 3  # 2.4 megapixels: three at most
+    assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.1)] == [1536] * 2  # 629 k bits: two
+    assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.15)] == [1024] * 3  # 944 k bits: three
+    assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.25)] == [768] * 4  # 1.57 M bits: four
+    assert [b.w for b in split.strips(3072, 3840, cfg, 3072 * 3840 * 0.25)] == [960] * 4  # 2.95 M bits: four
 
 
 def test_a_busier_strip_gets_more_of_the_rate_within_the_cap():
@@ -145,13 +147,13 @@ def test_a_strips_failure_stops_the_others_at_once():
 
 
 def test_strips_run_side_by_side_as_the_cores_and_the_memory_allow():
-    boxes = split.strips(2048, 3072, SplitConfig(max_strips=2))  # two of 3.1 megapixels: about 1.5 GB each
+    boxes = split.strips(2048, 3072, SplitConfig())  # two of 3.1 megapixels: about 1.5 GB each at the peak
     assert split.workers_for(boxes, 1, None) == 1
     assert split.workers_for(boxes, 2, None) == 2
     assert split.workers_for(boxes, 16, None) == 2
     assert split.workers_for(boxes, 16, 8e9) == 2
     assert split.workers_for(boxes, 16, 2e9) == 1  # one at a time: in this process
-    four = split.strips(2048, 3072, SplitConfig())  # the default's four: as many side by side as cores, up to four
+    four = split.strips(2048, 3072, SplitConfig(), 2e6)  # four: as many side by side as cores
     assert split.workers_for(four, 2, None) == 2 and split.workers_for(four, 16, None) == 4
 
 
