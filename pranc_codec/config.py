@@ -429,14 +429,14 @@ class SplitConfig:
     min_pixels: int = 1_500_000
     # One strip per strip_bits of the file's budget, at least min_strips and at most max_strips: set by the
     # picture and the rate, not by the machine's cores, since the file must not depend on the machine that made
-    # it. Four strips rather than two gained 0.08-0.39 dB at 3072 x 2048 and 3840 x 3072 at 0.25 bpp (393-737 k
-    # bits a strip) in the same time on two cores, and lost 0.1 dB on smooth 3072 x 2048 pictures at 0.1 bpp
+    # it. Four strips rather than two gained 0.08-0.40 dB at 3072 x 2048 and 3840 x 3072 at 0.25 bpp (393-737 k
+    # bits a strip) in the same time on two cores, and lost 0.11-0.12 dB on smooth 3072 x 2048 pictures at 0.1 bpp
     # (157 k bits a strip) (ABLATIONS.md BA4); a machine with more cores fits more of them at once
     strip_bits: float = 300_000.0
     # and no more strips than of this many pixels each: AZ and BA measured strips of 0.79 megapixels and more
     # (Kodak's size, 0.39, halved gained nothing, BA1)
     strip_pixels: int = 750_000
-    min_strips: int = 2
+    min_strips: int = 2  # and the count a multiple of it: two cores never left with one strip to fit alone
     max_strips: int = 4
     align: int = 64  # strip widths are multiples of the coarsest latent level's pixels
     proxy_quality: int = 50  # the JPEG quality whose sizes share the rate out between the strips

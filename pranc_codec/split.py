@@ -6,9 +6,9 @@ side in processes of their own, use every core. Each strip's fit samples its are
 batch, so that the strips together do the whole fit's work (one after the other, in one process, they take about
 its time), and each has its own network: on mosaics of Kodak pictures from 1536 x 1024 to 3840 x 3072 at
 0.125-1 bpp, two strips took 0.66-0.77 x the whole picture's time and gained 0.06-0.64 dB (ABLATIONS.md AZ),
-and four strips instead of two gained 0.08-0.39 dB more at 3072 x 2048 and 3840 x 3072 in the same time where
-each strip had 393 k bits or more, and lost 0.1 dB at 157 k bits on smooth pictures (BA4): a strip per 300 k bits
-of the file, two to four (``SplitConfig``).
+and four strips instead of two gained 0.08-0.40 dB more at 3072 x 2048 and 3840 x 3072 in the same time where
+each strip had 393 k bits or more, and lost 0.11-0.12 dB at 157 k bits on smooth pictures (BA4): a strip per
+300 k bits of the file, two or four (``SplitConfig``).
 
 The file is a composite file (format version 10, composite.py) whose regions are the strips and whose base, a
 picture of one colour, is all covered: no new format, and the decoder is the composite's. Each strip's fit runs
@@ -51,14 +51,18 @@ CPU = torch.device("cpu")  # strips are fitted on the CPU (a CUDA fit is one pro
 def strips(height: int, width: int, cfg: SplitConfig, budget_bits: float = 0.0) -> list[Box]:
     """The picture's strips of whole columns, left to right (one where it is not to be split): for a picture of at
     least ``cfg.min_pixels``, one per ``cfg.strip_bits`` of the file's ``budget_bits`` and ``cfg.strip_pixels``
-    pixels at most, from ``cfg.min_strips`` to ``cfg.max_strips``, of equal width but for the last (widths
-    multiples of ``cfg.align`` pixels, so that every strip's coarsest latent grid lines up with the picture's)."""
+    pixels at most, a multiple of ``cfg.min_strips`` up to ``cfg.max_strips``, of equal width but for the last
+    (widths multiples of ``cfg.align`` pixels, so that every strip's coarsest latent grid lines up with the
+    picture's)."""
     pixels = height * width
     if pixels < cfg.min_pixels:
         count = 1
     else:
         most = min(cfg.max_strips, pixels // max(cfg.strip_pixels, 1))
         count = max(cfg.min_strips, min(most, int(budget_bits // max(cfg.strip_bits, 1.0))))
+        # whole rounds on two cores: three strips left one core idle while the third was fitted, 1.26 x the time
+        # of two for the same file quality (ABLATIONS.md BA4)
+        count -= count % max(cfg.min_strips, 1)
     count = max(1, min(count, width // max(cfg.align, 1)))
     if count == 1:
         return [Box(0, 0, width, height)]
