@@ -251,7 +251,8 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
     (1: in this process, one strip after the other; None: :func:`workers_for` this machine's cores, or
     ``config.fit.threads`` where set, and free memory); the file is the same either way. ``progress``: as
     ``codec.encode``'s: in this process each strip's phases, side by side one bar of the strips' fitting steps,
-    then one of their rounding's sweeps, then one of the strips finished."""
+    then one of their rounding's sweeps, then one of the strips finished (with more strips than workers, one bar
+    of the whole in per cent)."""
     height, width, channels = image.shape
     boxes = strips(height, width, config.split, 8 * budget_bytes)
     base = np.empty_like(image)
@@ -278,7 +279,8 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
         finally:
             torch.set_num_threads(before)
     else:
-        bars = _Bars(progress, [(fit_steps(crop, cfg), cfg.rounding.sweeps) for crop, cfg in jobs])
+        bars = _Bars(progress, [(fit_steps(crop, cfg), cfg.rounding.sweeps) for crop, cfg in jobs],
+                     together=workers >= len(jobs))
         children = _Children()
         with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
             try:
@@ -297,17 +299,29 @@ class _Bars:
     """The progress of strips fitted side by side, from the children's threads, as one bar at a time (a terminal
     shows one): their fitting steps together, then their rounding's sweeps together, then the strips finished
     (the choices after the rounding). A strip that starts a phase before the others have finished the one before
-    has its count kept for that phase's bar. ``totals``: each strip's (fitting steps, rounding sweeps)."""
+    has its count kept for that phase's bar. ``totals``: each strip's (fitting steps, rounding sweeps).
+
+    With more strips than run at once (``together`` False: four strips on two cores), the later strips' fit
+    starts only when an earlier strip is done, so a bar of all the fitting steps would stand still while the
+    first ones round: then one bar of the whole, in per cent, each strip's phases weighted by their usual share
+    of its time (``WEIGHTS``)."""
 
     PHASES = (("fit", "step"), ("rounding", "sweep"), ("strips", "strip"))
+    # a strip's time in its fit, its rounding and the rest: the first of a 3072 x 2048 picture's four at 0.25 bpp
+    # took 32.8, 16.2 and 5.2 s (one thread; ABLATIONS.md BA3)
+    WEIGHTS = (0.6, 0.3, 0.1)
 
-    def __init__(self, progress: Callable | None, totals: list[tuple[int, int]]) -> None:
+    def __init__(self, progress: Callable | None, totals: list[tuple[int, int]], together: bool = True) -> None:
         self.progress, self.totals = progress, [(*t, 1) for t in totals]
         self.lock = threading.Lock()
         self.taken = [[0] * len(self.PHASES) for _ in totals]  # per strip, per phase
         self.phase, self.bar = -1, None
+        self.together, self.shown = together, 0  # per cent shown, where not together
         with self.lock:
-            self._advance()
+            if together:
+                self._advance()
+            elif progress is not None:
+                self.bar = progress("strips", 100, "%")
 
     def tick(self, strip: int, phase: str, n: int) -> None:
         """Strip number ``strip`` took ``n`` more of ``phase`` ("fit": steps, "rounding": sweeps)."""
@@ -329,7 +343,12 @@ class _Bars:
             self.bar(n, float("nan"))
 
     def _advance(self) -> None:
-        """Open the next phase's bar once every strip is through the current one (skipping empty phases)."""
+        """Open the next phase's bar once every strip is through the current one (skipping empty phases); where
+        the strips are not all run together, move the one bar to the per cent done."""
+        if not self.together:
+            self._move_whole()
+            return
+
         def total(p: int) -> int:
             return sum(t[p] for t in self.totals)
 
@@ -344,6 +363,17 @@ class _Bars:
             done = sum(t[self.phase] for t in self.taken)
             if done:
                 self.bar(done, float("nan"))
+
+    def _move_whole(self) -> None:
+        """Move the one bar of the whole (strips not all run together) to the per cent done, never back."""
+        done = sum(w * t[p] / total[p] for t, total in zip(self.taken, self.totals)
+                   for p, w in enumerate(self.WEIGHTS) if total[p])
+        whole = sum(sum(w for p, w in enumerate(self.WEIGHTS) if total[p]) for total in self.totals)
+        finished = all(t == total for t, total in zip(self.taken, self.totals))
+        now = 100 if finished else int(100 * done / whole + 1e-6)  # (two of four strips: 49.999...)
+        if self.bar is not None and now > self.shown:
+            self.bar(now - self.shown, float("nan"))
+        self.shown = max(self.shown, now)
 
 
 def workers_for(boxes: list[Box], cores: int, memory: float | None) -> int:

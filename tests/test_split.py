@@ -246,3 +246,32 @@ def test_a_childs_progress_lines_are_read_by_phase():
     got: list[tuple[str, int]] = []
     split._read_ticks(read_end, lambda phase, n: got.append((phase, n)))
     assert got == [("fit", 2), ("rounding", 1), ("fit", 3)]
+
+
+def test_more_strips_than_run_at_once_show_one_bar_of_the_whole_that_never_stands_still_or_goes_back():
+    shown: list[list] = []
+
+    def progress(name: str, total: int, unit: str = "step"):
+        entry = [name, total, 0, []]
+        shown.append(entry)
+
+        def update(n: int, loss: float) -> None:
+            assert n > 0
+            entry[2] += n
+            entry[3].append(entry[2])
+        return update
+
+    bars = split._Bars(progress, [(100, 3)] * 4, together=False)  # four strips, two at a time
+    for first in (0, 1):
+        bars.tick(first, "fit", 100)
+    assert shown == [["strips", 100, 30, [15, 30]]]  # each strip's fit: 0.6 of its quarter of the whole
+    for first in (0, 1):
+        bars.tick(first, "rounding", 3)
+        bars.finished(first)
+    assert shown[0][2] == 50  # two of four strips done
+    for later in (2, 3):  # the later strips' fit moves the same bar on
+        bars.tick(later, "fit", 50)
+    assert shown[0][2] == 65  # and half of two later strips' fits: 2 x 0.3 / 4 more
+    for later in (2, 3):
+        bars.finished(later)
+    assert len(shown) == 1 and shown[0][2] == 100 and shown[0][3] == sorted(shown[0][3])
