@@ -58,12 +58,12 @@ def strips(height: int, width: int, cfg: SplitConfig, budget_bits: float = 0.0) 
     if pixels < cfg.min_pixels:
         count = 1
     else:
-        most = min(cfg.max_strips, pixels // max(cfg.strip_pixels, 1))
+        most = min(cfg.max_strips, pixels // max(cfg.strip_pixels, 1), width // max(cfg.align, 1))
         count = max(cfg.min_strips, min(most, int(budget_bits // max(cfg.strip_bits, 1.0))))
         # whole rounds on two cores: three strips left one core idle while the third was fitted, 1.26 x the time
         # of two for the same file quality (ABLATIONS.md BA4)
         count -= count % max(cfg.min_strips, 1)
-    count = max(1, min(count, width // max(cfg.align, 1)))
+    count = max(1, min(count, width // max(cfg.align, 1)))  # never a strip narrower than the alignment
     if count == 1:
         return [Box(0, 0, width, height)]
     step = max(cfg.align, (width // count) // cfg.align * cfg.align)

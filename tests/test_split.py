@@ -55,6 +55,8 @@ def test_larger_files_get_more_strips_up_to_four():
     assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.1)] == [1536] * 2  # 629 k bits: two
     assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.15)] == [1536] * 2  # 944 k bits: not three
     assert len(split.strips(2048, 3072, cfg, 1.2e6)) == 4
+    assert len(split.strips(8192, 192, cfg, 8e6)) == 2  # three columns of 64 at most: a pair
+    assert len(split.strips(16384, 100, cfg, 8e6)) == 1  # one: whole
     assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.25)] == [768] * 4  # 1.57 M bits: four
     assert [b.w for b in split.strips(3072, 3840, cfg, 3072 * 3840 * 0.25)] == [960] * 4  # 2.95 M bits: four
 
