@@ -422,9 +422,8 @@ def _region_config(config: CodecConfig, height: int, width: int, budget_bytes: f
 def _encode_split(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
                   t0: float) -> EncodeResult:
     """A large picture as strips fitted side by side (split.py): a composite file of network files."""
-    budget = _budget(image, config)
-    data = split.encode(image, budget, config, lambda h, w, b: _region_config(config, h, w, b), progress=progress)
-    strips = len(split.strips(*image.shape[:2], config.split, 8 * budget))
+    data, strips = split.encode(image, _budget(image, config), config,
+                                lambda h, w, b: _region_config(config, h, w, b), progress=progress)
     return _finish(image, data, config, device, t0, model="composite", strips=strips, **_NO_NETWORK)
 
 

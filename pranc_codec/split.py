@@ -173,8 +173,7 @@ def _read_ticks(fd: int, tick: Callable[[str, int], None]) -> None:
     with os.fdopen(fd, "r") as pipe:
         for line in pipe:
             line = line.strip()
-            count = line.lstrip("abcdefghijklmnopqrstuvwxyz")
-            letter = line[: len(line) - len(count)]
+            letter, count = (line[:1], line[1:]) if line[:1].isalpha() else ("", line)
             if count.isdigit() and letter in phases:
                 tick(phases[letter], int(count))
 
@@ -244,12 +243,13 @@ class _Children:
 
 def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
            region_config: Callable[[int, int, float], CodecConfig], workers: int | None = None,
-           progress: Callable | None = None) -> bytes:
+           progress: Callable | None = None) -> tuple[bytes, int]:
     """The picture (uint8 (H, W, C)) as a composite file of its strips, of about ``budget_bytes`` bytes (each strip
-    within its own rate's tolerance). ``region_config(h, w, budget_bytes)``: the configuration a strip of h x w
-    pixels is encoded with at that budget; its fit runs on one thread. ``workers``: child processes side by side
-    (1: in this process, one strip after the other; None: :func:`workers_for` this machine's cores, or
-    ``config.fit.threads`` where set, and free memory); the file is the same either way. ``progress``: as
+    within its own rate's tolerance), and the number of strips. ``region_config(h, w, budget_bytes)``: the
+    configuration a strip of h x w pixels is encoded with at that budget; its fit runs on one thread.
+    ``workers``: child processes side by side (1: in this process, one strip after the other; None:
+    :func:`workers_for` this machine's cores, or ``config.fit.threads`` where set, and free memory); the file is
+    the same either way. ``progress``: as
     ``codec.encode``'s: in this process each strip's phases, side by side one bar of the strips' fitting steps,
     then one of their rounding's sweeps, then one of the strips finished (with more strips than workers, one bar
     of the whole in per cent)."""
@@ -292,7 +292,8 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
             except BaseException:
                 children.kill()
                 raise
-    return pack_composite(width, height, channels, base_file, [(b.x, b.y, f) for b, f in zip(boxes, files)])
+    data = pack_composite(width, height, channels, base_file, [(b.x, b.y, f) for b, f in zip(boxes, files)])
+    return data, len(boxes)
 
 
 class _Bars:
@@ -307,6 +308,7 @@ class _Bars:
     of its time (``WEIGHTS``)."""
 
     PHASES = (("fit", "step"), ("rounding", "sweep"), ("strips", "strip"))
+    INDEX = {name: p for p, (name, _) in enumerate(PHASES)}
     # a strip's time in its fit, its rounding and the rest: the first of a 3072 x 2048 picture's four at 0.25 bpp
     # took 32.8, 16.2 and 5.2 s (one thread; ABLATIONS.md BA3)
     WEIGHTS = (0.6, 0.3, 0.1)
@@ -326,7 +328,7 @@ class _Bars:
     def tick(self, strip: int, phase: str, n: int) -> None:
         """Strip number ``strip`` took ``n`` more of ``phase`` ("fit": steps, "rounding": sweeps)."""
         with self.lock:
-            self._take(strip, [name for name, _ in self.PHASES].index(phase), n)
+            self._take(strip, self.INDEX[phase], n)
             self._advance()
 
     def finished(self, strip: int) -> None:
