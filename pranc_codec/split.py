@@ -49,25 +49,31 @@ CPU = torch.device("cpu")  # strips are fitted on the CPU (a CUDA fit is one pro
 
 
 def strips(height: int, width: int, cfg: SplitConfig, budget_bits: float = 0.0) -> list[Box]:
-    """The picture's strips of whole columns, left to right (one where it is not to be split): for a picture of at
-    least ``cfg.min_pixels``, one per ``cfg.strip_bits`` of the file's ``budget_bits`` and ``cfg.strip_pixels``
-    pixels at most, a multiple of ``cfg.min_strips`` up to ``cfg.max_strips``, of equal width but for the last
-    (widths multiples of ``cfg.align`` pixels, so that every strip's coarsest latent grid lines up with the
-    picture's)."""
+    """The picture's strips, cut across its longer side: whole columns of a landscape or square picture, left to
+    right, whole rows of a portrait one, top to bottom (one strip where it is not to be split; strips as near square
+    as the count allows, and the shortest seams). For a picture of at least ``cfg.min_pixels``, one per
+    ``cfg.strip_bits`` of the file's ``budget_bits`` and ``cfg.strip_pixels`` pixels at most, a multiple of
+    ``cfg.min_strips`` up to ``cfg.max_strips``, of equal size but for the last (multiples of ``cfg.align``
+    pixels, so that every strip's coarsest latent grid lines up with the picture's)."""
     pixels = height * width
+    rows = height > width
+    length = height if rows else width  # the side the strips are cut across
+    align = max(cfg.align, 1)
     if pixels < cfg.min_pixels:
         count = 1
     else:
-        most = min(cfg.max_strips, pixels // max(cfg.strip_pixels, 1), width // max(cfg.align, 1))
+        most = min(cfg.max_strips, pixels // max(cfg.strip_pixels, 1), length // align)
         count = max(cfg.min_strips, min(most, int(budget_bits // max(cfg.strip_bits, 1.0))))
         # whole rounds on two cores: three strips left one core idle while the third was fitted, 1.26 x the time
         # of two for the same file quality (ABLATIONS.md BA4)
         count -= count % max(cfg.min_strips, 1)
-    count = max(1, min(count, width // max(cfg.align, 1)))  # never a strip narrower than the alignment
+    count = max(1, min(count, length // align))  # never a strip thinner than the alignment
     if count == 1:
         return [Box(0, 0, width, height)]
-    step = max(cfg.align, (width // count) // cfg.align * cfg.align)
-    edges = [i * step for i in range(count)] + [width]
+    step = max(align, (length // count) // align * align)
+    edges = [i * step for i in range(count)] + [length]
+    if rows:
+        return [Box(0, y0, width, y1 - y0) for y0, y1 in zip(edges[:-1], edges[1:])]
     return [Box(x0, 0, x1 - x0, height) for x0, x1 in zip(edges[:-1], edges[1:])]
 
 
