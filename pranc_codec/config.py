@@ -418,8 +418,8 @@ class LosslessConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """A large photograph coded as side-by-side strips of columns, each fitted by its own network in its own process
-    (split.py; a composite file, format version 10). On mosaics of Kodak pictures from 1536 x 1024 to 3840 x 3072
+    """A large photograph coded as strips (of columns, or of rows where it is portrait), each fitted by its own
+    network in its own process (split.py; a composite file, format version 10). On mosaics of Kodak pictures from 1536 x 1024 to 3840 x 3072
     at 0.125-1 bpp, two strips on two cores took 0.66-0.77 x the whole picture's encode time and gained 0.06-0.64
     dB (ABLATIONS.md AZ)."""
 
@@ -431,14 +431,15 @@ class SplitConfig:
     # picture and the rate, not by the machine's cores, since the file must not depend on the machine that made
     # it. Four strips rather than two gained 0.08-0.40 dB at 3072 x 2048 and 3840 x 3072 at 0.25 bpp (393-737 k
     # bits a strip) in the same time on two cores, and lost 0.11-0.12 dB on smooth 3072 x 2048 pictures at 0.1 bpp
-    # (157 k bits a strip) (ABLATIONS.md BA4); a machine with more cores fits more of them at once
+    # (157 k bits a strip) (ABLATIONS.md BA4); eight rather than four gained 0.055-0.45 dB at 368-393 k bits a
+    # strip in 1.02-1.07 x the time on two cores (BB4). A machine with more cores fits more of them at once.
     strip_bits: float = 300_000.0
     # and no more strips than of this many pixels each: AZ and BA measured strips of 0.79 megapixels and more
     # (Kodak's size, 0.39, halved gained nothing, BA1)
     strip_pixels: int = 750_000
-    min_strips: int = 2  # and the count a multiple of it: two cores never left with one strip to fit alone
-    max_strips: int = 4
-    align: int = 64  # strip widths are multiples of the coarsest latent level's pixels
+    min_strips: int = 2  # and the count min_strips times a power of two: whole rounds on 2, 4 or 8 cores
+    max_strips: int = 8
+    align: int = 64  # strips are multiples of the coarsest latent level's pixels across
     proxy_quality: int = 50  # the JPEG quality whose sizes share the rate out between the strips
     max_ratio: float = 2.0  # a strip's rate stays within this factor of the picture's mean rate
     # Each strip's fit samples its area's share of the whole picture's batch (grid_fit.batch_size): the whole

@@ -52,9 +52,9 @@ def strips(height: int, width: int, cfg: SplitConfig, budget_bits: float = 0.0) 
     """The picture's strips, cut across its longer side: whole columns of a landscape or square picture, left to
     right, whole rows of a portrait one, top to bottom (one strip where it is not to be split; strips as near square
     as the count allows, and the shortest seams). For a picture of at least ``cfg.min_pixels``, one per
-    ``cfg.strip_bits`` of the file's ``budget_bits`` and ``cfg.strip_pixels`` pixels at most, a multiple of
-    ``cfg.min_strips`` up to ``cfg.max_strips``, of equal size but for the last (multiples of ``cfg.align``
-    pixels, so that every strip's coarsest latent grid lines up with the picture's)."""
+    ``cfg.strip_bits`` of the file's ``budget_bits`` and ``cfg.strip_pixels`` pixels at most, ``cfg.min_strips``
+    times a power of two up to ``cfg.max_strips``, all but the last a multiple of ``cfg.align`` pixels across (so
+    that every strip's coarsest latent grid lines up with the picture's), as near equal as that allows."""
     pixels = height * width
     rows = height > width
     length = height if rows else width  # the side the strips are cut across
@@ -64,14 +64,21 @@ def strips(height: int, width: int, cfg: SplitConfig, budget_bits: float = 0.0) 
     else:
         most = min(cfg.max_strips, pixels // max(cfg.strip_pixels, 1), length // align)
         count = max(cfg.min_strips, min(most, int(budget_bits // max(cfg.strip_bits, 1.0))))
-        # whole rounds on two cores: three strips left one core idle while the third was fitted, 1.26 x the time
-        # of two for the same file quality (ABLATIONS.md BA4)
-        count -= count % max(cfg.min_strips, 1)
+        # min_strips times a power of two (2, 4, 8): whole rounds on two, four or eight cores. Three strips on two
+        # cores left one idle while the third was fitted, 1.26 x the time of two for the same file quality
+        # (ABLATIONS.md BA4); six on four cores would take two rounds, as eight do.
+        unit = max(cfg.min_strips, 1)
+        count = unit << max(0, (count // unit).bit_length() - 1)
     count = max(1, min(count, length // align))  # never a strip thinner than the alignment
     if count == 1:
         return [Box(0, 0, width, height)]
-    step = max(align, (length // count) // align * align)
-    edges = [i * step for i in range(count)] + [length]
+    # whole units of the alignment shared out as evenly as they go, the first strips taking one more where they do
+    # not divide, the last the picture's rest under one unit: on more cores than strips the largest strip sets the
+    # time (3840 columns in eight: 512 and 448, where equal multiples of 64 left the last one 704)
+    units, extra = divmod(length // align, count)
+    sizes = [(units + (i < extra)) * align for i in range(count)]
+    sizes[-1] += length - sum(sizes)
+    edges = [sum(sizes[:i]) for i in range(count + 1)]
     if rows:
         return [Box(0, y0, width, y1 - y0) for y0, y1 in zip(edges[:-1], edges[1:])]
     return [Box(x0, 0, x1 - x0, height) for x0, x1 in zip(edges[:-1], edges[1:])]

@@ -53,13 +53,13 @@ def test_strips_cover_the_picture_across_its_longer_side():
     cfg = SplitConfig(min_pixels=1000, min_strips=2, max_strips=2, align=64)
     assert split.strips(20, 40, cfg) == [Box(0, 0, 40, 20)]  # 800 pixels: whole
     assert split.strips(2048, 3072, cfg) == [Box(0, 0, 1536, 2048), Box(1536, 0, 1536, 2048)]
-    # widths multiples of 64 but for the last, which takes the rest
-    assert split.strips(100, 1000, cfg) == [Box(0, 0, 448, 100), Box(448, 0, 552, 100)]
+    # widths multiples of 64 as near equal as they go (15 units of 64 in two: 8 and 7), the last with the rest
+    assert split.strips(100, 1000, cfg) == [Box(0, 0, 512, 100), Box(512, 0, 488, 100)]
     three = split.strips(100, 1000, replace(cfg, min_strips=3, max_strips=3))
     assert [b.w for b in three] == [320, 320, 360] and sum(b.w for b in three) == 1000
     # a portrait picture is cut into rows, top to bottom: the strips nearer square, the seams shorter
     assert split.strips(3072, 2048, cfg) == [Box(0, 0, 2048, 1536), Box(0, 1536, 2048, 1536)]
-    assert split.strips(1000, 100, cfg) == [Box(0, 0, 100, 448), Box(0, 448, 100, 552)]
+    assert split.strips(1000, 100, cfg) == [Box(0, 0, 100, 512), Box(0, 512, 100, 488)]
     assert split.strips(1024, 1024, cfg) == [Box(0, 0, 512, 1024), Box(512, 0, 512, 1024)]  # square: columns
     # never a strip thinner than the alignment
     assert split.strips(100, 127, cfg) == [Box(0, 0, 127, 100)]
@@ -67,8 +67,8 @@ def test_strips_cover_the_picture_across_its_longer_side():
     assert len(split.strips(100, 130, cfg)) == 2
 
 
-def test_larger_files_get_more_strips_up_to_four():
-    cfg = SplitConfig()  # a strip per 300 k bits and 0.75 megapixels, two or four, over 1.5
+def test_larger_files_get_more_strips_up_to_eight():
+    cfg = SplitConfig()  # a strip per 300 k bits and 0.75 megapixels, two, four or eight, over 1.5
     assert len(split.strips(512, 768, cfg, 8e6)) == 1  # Kodak's size: whole at any rate
     assert [b.w for b in split.strips(1024, 1536, cfg)] == [768, 768]  # 1.57 megapixels: two at least
     # at 1 bpp, 1.57 M bits, but no strip under 0.75 megapixels: still two
@@ -84,7 +84,13 @@ def test_larger_files_get_more_strips_up_to_four():
     assert len(split.strips(64, 24000, cfg, 8e6)) == 2  # 1.5 megapixels, but 64 rows: columns
     assert [b.h for b in split.strips(3072, 2048, cfg, 2048 * 3072 * 0.25)] == [768] * 4  # portrait: four rows
     assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.25)] == [768] * 4  # 1.57 M bits: four
-    assert [b.w for b in split.strips(3072, 3840, cfg, 3072 * 3840 * 0.25)] == [960] * 4  # 2.95 M bits: four
+    assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.3)] == [768] * 4  # 1.89 M bits: not six
+    assert [b.w for b in split.strips(3072, 3840, cfg, 3072 * 3840 * 0.15)] == [960] * 4  # 1.77 M bits: four
+    # 2.95 M bits: eight, of 60 units of 64 columns: 8 units for the first four, 7 for the others
+    assert [b.w for b in split.strips(3072, 3840, cfg, 3072 * 3840 * 0.25)] == [512] * 4 + [448] * 4
+    assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.5)] == [384] * 8  # 3.15 M bits: eight
+    assert len(split.strips(2048, 3072, cfg, 2048 * 3072 * 4.0)) == 8  # 25 M bits: still eight at most
+    assert len(split.strips(1024, 2048, cfg, 2048 * 1024 * 4.0)) == 2  # 2.1 megapixels: no strip under 0.75
 
 
 def test_a_busier_strip_gets_more_of_the_rate_within_the_cap():
@@ -153,7 +159,7 @@ def test_a_strips_failure_in_its_child_is_the_same_error():
 def test_a_strips_failure_stops_the_others_at_once():
     import time
 
-    img = photo(64, 320)  # strips 128 and 192 wide
+    img = photo(64, 320)  # strips 192 and 128 wide
 
     def one_fails(h: int, w: int, budget: float) -> CodecConfig:
         c = quick(1.0)
@@ -176,6 +182,8 @@ def test_strips_run_side_by_side_as_the_cores_and_the_memory_allow():
     assert split.workers_for(boxes, 16, 2e9) == 1  # one at a time: in this process
     four = split.strips(2048, 3072, SplitConfig(), 2e6)  # four: as many side by side as cores
     assert split.workers_for(four, 2, None) == 2 and split.workers_for(four, 16, None) == 4
+    eight = split.strips(3072, 3840, SplitConfig(), 3e6)
+    assert len(eight) == 8 and split.workers_for(eight, 4, None) == 4 and split.workers_for(eight, 16, None) == 8
 
 
 def test_cli_encodes_a_large_picture_as_strips(tmp_path):
