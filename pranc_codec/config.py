@@ -418,8 +418,8 @@ class LosslessConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """A large photograph coded as strips (of columns, or of rows where it is portrait), each fitted by its own
-    network in its own process (split.py; a composite file, format version 10). On mosaics of Kodak pictures from 1536 x 1024 to 3840 x 3072
+    """A large photograph coded as side-by-side strips of columns, each fitted by its own network in its own process
+    (split.py; a composite file, format version 10). On mosaics of Kodak pictures from 1536 x 1024 to 3840 x 3072
     at 0.125-1 bpp, two strips on two cores took 0.66-0.77 x the whole picture's encode time and gained 0.06-0.64
     dB (ABLATIONS.md AZ)."""
 
@@ -439,7 +439,7 @@ class SplitConfig:
     strip_pixels: int = 750_000
     min_strips: int = 2  # and the count min_strips times a power of two: whole rounds on 2, 4 or 8 cores
     max_strips: int = 8
-    align: int = 64  # strips are multiples of the coarsest latent level's pixels across
+    align: int = 64  # strip widths are multiples of the coarsest latent level's pixels
     proxy_quality: int = 50  # the JPEG quality whose sizes share the rate out between the strips
     max_ratio: float = 2.0  # a strip's rate stays within this factor of the picture's mean rate
     # Each strip's fit samples its area's share of the whole picture's batch (grid_fit.batch_size): the whole

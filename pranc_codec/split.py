@@ -49,38 +49,33 @@ CPU = torch.device("cpu")  # strips are fitted on the CPU (a CUDA fit is one pro
 
 
 def strips(height: int, width: int, cfg: SplitConfig, budget_bits: float = 0.0) -> list[Box]:
-    """The picture's strips, cut across its longer side: whole columns of a landscape or square picture, left to
-    right, whole rows of a portrait one, top to bottom (one strip where it is not to be split; strips as near square
-    as the count allows, and the shortest seams). For a picture of at least ``cfg.min_pixels``, one per
-    ``cfg.strip_bits`` of the file's ``budget_bits`` and ``cfg.strip_pixels`` pixels at most, ``cfg.min_strips``
-    times a power of two up to ``cfg.max_strips``, all but the last a multiple of ``cfg.align`` pixels across (so
-    that every strip's coarsest latent grid lines up with the picture's), as near equal as that allows."""
+    """The picture's strips of whole columns, left to right (one where it is not to be split): for a picture of at
+    least ``cfg.min_pixels``, one per ``cfg.strip_bits`` of the file's ``budget_bits`` and ``cfg.strip_pixels``
+    pixels at most, ``cfg.min_strips`` times a power of two up to ``cfg.max_strips``; all but the last of a width
+    that is a multiple of ``cfg.align`` pixels (so that every strip's coarsest latent grid lines up with the
+    picture's), as near equal as that allows. (Rows for a portrait picture measured level: ABLATIONS.md BB3.)"""
     pixels = height * width
-    rows = height > width
-    length = height if rows else width  # the side the strips are cut across
     align = max(cfg.align, 1)
     if pixels < cfg.min_pixels:
         count = 1
     else:
-        most = min(cfg.max_strips, pixels // max(cfg.strip_pixels, 1), length // align)
+        most = min(cfg.max_strips, pixels // max(cfg.strip_pixels, 1), width // align)
         count = max(cfg.min_strips, min(most, int(budget_bits // max(cfg.strip_bits, 1.0))))
         # min_strips times a power of two (2, 4, 8): whole rounds on two, four or eight cores. Three strips on two
         # cores left one idle while the third was fitted, 1.26 x the time of two for the same file quality
         # (ABLATIONS.md BA4); six on four cores would take two rounds, as eight do.
         unit = max(cfg.min_strips, 1)
         count = unit << max(0, (count // unit).bit_length() - 1)
-    count = max(1, min(count, length // align))  # never a strip thinner than the alignment
+    count = max(1, min(count, width // align))  # never a strip narrower than the alignment
     if count == 1:
         return [Box(0, 0, width, height)]
     # whole units of the alignment shared out as evenly as they go, the first strips taking one more where they do
     # not divide, the last the picture's rest under one unit: on more cores than strips the largest strip sets the
     # time (3840 columns in eight: 512 and 448, where equal multiples of 64 left the last one 704)
-    units, extra = divmod(length // align, count)
+    units, extra = divmod(width // align, count)
     sizes = [(units + (i < extra)) * align for i in range(count)]
-    sizes[-1] += length - sum(sizes)
+    sizes[-1] += width - sum(sizes)
     edges = [sum(sizes[:i]) for i in range(count + 1)]
-    if rows:
-        return [Box(0, y0, width, y1 - y0) for y0, y1 in zip(edges[:-1], edges[1:])]
     return [Box(x0, 0, x1 - x0, height) for x0, x1 in zip(edges[:-1], edges[1:])]
 
 

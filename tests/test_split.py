@@ -49,7 +49,7 @@ def recorder() -> tuple[list[list], Callable]:
     return shown, progress
 
 
-def test_strips_cover_the_picture_across_its_longer_side():
+def test_strips_cover_the_picture_in_aligned_columns():
     cfg = SplitConfig(min_pixels=1000, min_strips=2, max_strips=2, align=64)
     assert split.strips(20, 40, cfg) == [Box(0, 0, 40, 20)]  # 800 pixels: whole
     assert split.strips(2048, 3072, cfg) == [Box(0, 0, 1536, 2048), Box(1536, 0, 1536, 2048)]
@@ -57,13 +57,11 @@ def test_strips_cover_the_picture_across_its_longer_side():
     assert split.strips(100, 1000, cfg) == [Box(0, 0, 512, 100), Box(512, 0, 488, 100)]
     three = split.strips(100, 1000, replace(cfg, min_strips=3, max_strips=3))
     assert [b.w for b in three] == [320, 320, 360] and sum(b.w for b in three) == 1000
-    # a portrait picture is cut into rows, top to bottom: the strips nearer square, the seams shorter
-    assert split.strips(3072, 2048, cfg) == [Box(0, 0, 2048, 1536), Box(0, 1536, 2048, 1536)]
-    assert split.strips(1000, 100, cfg) == [Box(0, 0, 100, 512), Box(0, 512, 100, 488)]
-    assert split.strips(1024, 1024, cfg) == [Box(0, 0, 512, 1024), Box(512, 0, 512, 1024)]  # square: columns
-    # never a strip thinner than the alignment
+    # a portrait picture too (rows measured level, ABLATIONS.md BB3)
+    assert split.strips(3072, 2048, cfg) == [Box(0, 0, 1024, 3072), Box(1024, 0, 1024, 3072)]
+    # never a strip narrower than the alignment
+    assert split.strips(1000, 100, cfg) == [Box(0, 0, 100, 1000)]
     assert split.strips(100, 127, cfg) == [Box(0, 0, 127, 100)]
-    assert split.strips(120, 100, cfg) == [Box(0, 0, 100, 120)]
     assert len(split.strips(100, 130, cfg)) == 2
 
 
@@ -80,9 +78,7 @@ def test_larger_files_get_more_strips_up_to_eight():
     assert len(split.strips(2048, 3072, cfg, 1.2e6)) == 4
     assert len(split.strips(192, 8192, cfg, 8e6)) == 2  # 1.57 megapixels: two of 0.75 at most
     assert split.strips(100, 16384, cfg, 8e6) == [Box(0, 0, 8192, 100), Box(8192, 0, 8192, 100)]
-    assert split.strips(16384, 100, cfg, 8e6) == [Box(0, 0, 100, 8192), Box(0, 8192, 100, 8192)]
-    assert len(split.strips(64, 24000, cfg, 8e6)) == 2  # 1.5 megapixels, but 64 rows: columns
-    assert [b.h for b in split.strips(3072, 2048, cfg, 2048 * 3072 * 0.25)] == [768] * 4  # portrait: four rows
+    assert len(split.strips(16384, 100, cfg, 8e6)) == 1  # one column of 64 at most: whole
     assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.25)] == [768] * 4  # 1.57 M bits: four
     assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.3)] == [768] * 4  # 1.89 M bits: not six
     assert [b.w for b in split.strips(3072, 3840, cfg, 3072 * 3840 * 0.15)] == [960] * 4  # 1.77 M bits: four
