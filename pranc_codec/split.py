@@ -6,9 +6,10 @@ side in processes of their own, use every core. Each strip's fit samples its are
 batch, so that the strips together do the whole fit's work (one after the other, in one process, they take about
 its time), and each has its own network: on mosaics of Kodak pictures from 1536 x 1024 to 3840 x 3072 at
 0.125-1 bpp, two strips took 0.66-0.77 x the whole picture's time and gained 0.06-0.64 dB (ABLATIONS.md AZ),
-and four strips instead of two gained 0.08-0.40 dB more at 3072 x 2048 and 3840 x 3072 in the same time where
-each strip had 393 k bits or more, and lost 0.11-0.12 dB at 157 k bits on smooth pictures (BA4): a strip per
-300 k bits of the file, two or four (``SplitConfig``).
+four strips instead of two gained 0.08-0.40 dB more at 3072 x 2048 and 3840 x 3072 in the same time where
+each strip had 393 k bits or more, and lost 0.11-0.12 dB at 157 k bits on smooth pictures (BA4), and eight
+instead of four gained 0.05-0.45 dB at 368-393 k bits a strip (BB4): a strip per 300 k bits of the file, two,
+four or eight (``SplitConfig``).
 
 The file is a composite file (format version 10, composite.py) whose regions are the strips and whose base, a
 picture of one colour, is all covered: no new format, and the decoder is the composite's. Each strip's fit runs
@@ -39,7 +40,7 @@ from PIL import Image
 
 from . import grid_codec, lossless
 from .batch import CHILD_ENV, PEAK_BYTES, available_cores, available_memory
-from .bitstream import composite_overhead, pack_composite
+from .bitstream import MAX_REGIONS, composite_overhead, pack_composite
 from .composite import Box
 from .config import CodecConfig, SplitConfig
 from .errors import FormatError, InputError, LimitError, PrancError
@@ -59,7 +60,7 @@ def strips(height: int, width: int, cfg: SplitConfig, budget_bits: float = 0.0) 
     if pixels < cfg.min_pixels:
         count = 1
     else:
-        most = min(cfg.max_strips, pixels // max(cfg.strip_pixels, 1), width // align)
+        most = min(cfg.max_strips, MAX_REGIONS, pixels // max(cfg.strip_pixels, 1), width // align)
         count = max(cfg.min_strips, min(most, int(budget_bits // max(cfg.strip_bits, 1.0))))
         # min_strips times a power of two (2, 4, 8): whole rounds on two, four or eight cores. Three strips on two
         # cores left one idle while the third was fitted, 1.26 x the time of two for the same file quality

@@ -86,6 +86,7 @@ def test_larger_files_get_more_strips_up_to_eight():
     assert [b.w for b in split.strips(3072, 3840, cfg, 3072 * 3840 * 0.25)] == [512] * 4 + [448] * 4
     assert [b.w for b in split.strips(2048, 3072, cfg, 2048 * 3072 * 0.5)] == [384] * 8  # 3.15 M bits: eight
     assert len(split.strips(2048, 3072, cfg, 2048 * 3072 * 4.0)) == 8  # 25 M bits: still eight at most
+    assert len(split.strips(2048, 3072, replace(cfg, max_strips=64), 2048 * 3072 * 4.0)) == 8  # a file's most
     assert len(split.strips(1024, 2048, cfg, 2048 * 1024 * 4.0)) == 2  # 2.1 megapixels: no strip under 0.75
 
 
