@@ -89,6 +89,7 @@ LOSSLESS_FLAG_PALETTE = 0x01  # the payload holds the picture reduced to a palet
 # Version 10 (composite): magic, version, flags, width, height, channels, region count; then the base (a varint
 # length and a whole version-9 file), then per region its x and y and a varint length and a whole version-8 file
 _COMPOSITE_FIXED = struct.Struct("<4sBBHHBB")
+SEAM_FLAGS = 0x03  # a composite's flags: the seam filter's strength (0: none; seam.py); the other bits are 0
 _REGION_AT = struct.Struct("<HH")
 MAX_REGIONS = 8
 # Version 11 (alpha): magic, version, flags, width, height, channels (2: grey and alpha, 4: RGB and alpha); then the
@@ -227,6 +228,7 @@ class CompositeHeader:
     base: LosslessHeader
     base_payload: bytes
     regions: tuple[Region, ...]
+    seam: int = 0  # the seam filter's strength between regions side by side (seam.py; the flags' low bits)
 
     @property
     def num_pixels(self) -> int:
@@ -613,10 +615,14 @@ def _parse_lossless(data: bytes) -> tuple[LosslessHeader, bytes]:
     return header, bytes(data[_LOSSLESS_FIXED.size: len(data) - _CRC.size])
 
 
-def pack_composite(width: int, height: int, channels: int, base: bytes, regions: list[tuple[int, int, bytes]]) -> bytes:
+def pack_composite(width: int, height: int, channels: int, base: bytes, regions: list[tuple[int, int, bytes]],
+                   seam: int = 0) -> bytes:
     """Serialize a composite file (version 10) from its base (a version-9 file) and its regions ((x, y, a
-    version-8 file), not overlapping), and append the CRC32 of everything before it."""
-    body = bytearray(_COMPOSITE_FIXED.pack(MAGIC, COMPOSITE_VERSION, 0, width, height, channels, len(regions)))
+    version-8 file), not overlapping), with the seam filter's strength ``seam`` (0: none; seam.py), and append
+    the CRC32 of everything before it."""
+    if not 0 <= seam <= SEAM_FLAGS:
+        raise ValueError(f"seam strength {seam} outside 0..{SEAM_FLAGS}")
+    body = bytearray(_COMPOSITE_FIXED.pack(MAGIC, COMPOSITE_VERSION, seam, width, height, channels, len(regions)))
     body += _varint(len(base)) + base
     for x, y, data in regions:
         body += _REGION_AT.pack(x, y) + _varint(len(data)) + data
@@ -640,7 +646,7 @@ def _parse_composite(data: bytes) -> tuple[CompositeHeader, bytes]:
     against the picture: the base is a version-9 file of its size, each region a version-8 file of its channels
     inside it, and no two regions overlap."""
     _, _, flags, width, height, channels, count = _COMPOSITE_FIXED.unpack_from(data, 0)
-    _check(flags == 0, f"unknown header flags 0x{flags:02x}")
+    _check(flags & ~SEAM_FLAGS == 0, f"unknown header flags 0x{flags:02x}")
     _check_image(width, height, channels)
     _check(1 <= count <= MAX_REGIONS, f"{count} regions outside 1..{MAX_REGIONS}")
     end = len(data) - _CRC.size
@@ -665,7 +671,7 @@ def _parse_composite(data: bytes) -> tuple[CompositeHeader, bytes]:
         regions.append(Region(x=x, y=y, header=header, payload=payload))
     _check(pos == end, f"{end - pos} bytes after the last region")
     return CompositeHeader(width=width, height=height, channels=channels, base=base, base_payload=base_payload,
-                           regions=tuple(regions)), b""
+                           regions=tuple(regions), seam=flags & SEAM_FLAGS), b""
 
 
 def pack_alpha(width: int, height: int, channels: int, colour: bytes, alpha: bytes) -> bytes:

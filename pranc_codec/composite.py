@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import grid_decode, lossless
+from . import grid_decode, lossless, seam
 from .bitstream import CompositeHeader, composite_overhead, pack_composite
 from .config import CompositeConfig, LosslessConfig
 
@@ -176,8 +176,16 @@ def attempt(image: np.ndarray, budget_bytes: float, cfg: CompositeConfig, lcfg: 
 
 def decode(header: CompositeHeader, threads: int = 1) -> np.ndarray:
     """A version-10 file -> uint8 image (H, W, C): the base's pixels with each region's pasted over them (each
-    rendered ``threads`` strips at a time)."""
+    rendered ``threads`` strips at a time), then the seams between regions side by side filtered at the header's
+    strength (seam.py; 0, none, in a screen's composite)."""
     out = np.array(lossless.decode(header.base, header.base_payload))
     for r in header.regions:
         out[r.y: r.y + r.header.height, r.x: r.x + r.header.width] = grid_decode.decode(r.header, r.payload, threads)
+    if header.seam:
+        out = seam.apply(out, seam.vertical_seams(region_boxes(header)), header.seam)
     return out
+
+
+def region_boxes(header: CompositeHeader) -> list[tuple[int, int, int, int]]:
+    """(x, y, w, h) of each region of a composite file."""
+    return [(r.x, r.y, r.header.width, r.header.height) for r in header.regions]

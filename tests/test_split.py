@@ -5,7 +5,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from pranc_codec import CodecConfig, bitstream, decode, encode, grid_decode, split
+from pranc_codec import CodecConfig, bitstream, decode, encode, grid_decode, seam, split
 from pranc_codec.composite import Box
 from pranc_codec.config import SplitConfig
 from pranc_codec.errors import LimitError
@@ -131,10 +131,16 @@ def test_a_split_file_is_a_composite_of_strips_the_same_from_one_process_or_two(
     assert [(g.x, g.y, g.header.width, g.header.height) for g in header.regions] == [(0, 0, 128, 96), (128, 0, 128, 96)]
     out = decode(two.data)
     assert out.shape == img.shape and s.psnr == pytest.approx(psnr(out, img)) and s.psnr > 20
+    pasted = np.empty_like(img)
     for g in header.regions:  # each strip is its own network file, pasted where it belongs
         strip = grid_decode.decode(g.header, g.payload)
-        assert np.array_equal(out[:, g.x: g.x + g.header.width], strip)
+        pasted[:, g.x: g.x + g.header.width] = strip
         assert psnr(strip, img[:, g.x: g.x + g.header.width]) > 20
+    # then the seam between them filtered at the strength nearest the original
+    seams = [(128, 0, 96)]
+    assert header.seam == seam.choose(pasted, img, seams)
+    assert np.array_equal(out, seam.apply(pasted, seams, header.seam))
+    assert np.array_equal(out[:, :128 - 3], pasted[:, :128 - 3]) and np.array_equal(out[:, 131:], pasted[:, 131:])
     # (on a picture this small a second network costs more than it gains: the whole picture's fit is better,
     # and pictures under SplitConfig.min_pixels are fitted whole)
     whole = encode(img, quick(0.5, enabled=False))
