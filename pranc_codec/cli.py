@@ -522,6 +522,7 @@ def _header_fields(h: Header | GridHeader | LosslessHeader | CompositeHeader | A
         return {"network": "none", "lossless": "webp", "palette": h.palette, "payload_bytes": len(payload)}
     if isinstance(h, CompositeHeader):
         return {"network": "grid, in regions", "base": "webp lossless", "base_bytes": len(h.base_payload),
+                "seam_filter": h.seam,  # the strength of the filter across the seams between regions (seam.py)
                 "regions": [{"x": r.x, "y": r.y, "width": r.header.width, "height": r.header.height,
                              "latents": r.header.shape.num_latents(r.header.height, r.header.width),
                              "payload_bytes": len(r.payload)} for r in h.regions]}

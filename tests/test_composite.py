@@ -195,7 +195,7 @@ def test_cli_encode_info_decode(tmp_path):
     r = runner.invoke(main, ["encode", str(png), "-o", str(tmp_path / "b.prc"), "--bpp", "0.5", "--steps", "300"])
     assert "the screen exact and its photographs fitted" in r.output
     info = json.loads(runner.invoke(main, ["info", str(prc), "--json"]).output)
-    assert info["version"] == 10 and info["network"] == "grid, in regions"
+    assert info["version"] == 10 and info["network"] == "grid, in regions" and info["seam_filter"] == 0
     assert [(g["x"], g["y"], g["width"], g["height"]) for g in info["regions"]] == [(100, 40, 80, 64)]
     assert runner.invoke(main, ["decode", str(prc), "-o", str(out)]).exit_code == 0
     assert np.array_equal(np.asarray(Image.open(out)), decode(prc.read_bytes()))

@@ -211,6 +211,7 @@ def test_cli_encodes_a_large_picture_as_strips(tmp_path):
     info = json.loads(runner.invoke(main, ["info", str(prc), "--json"]).output)
     assert [(g["x"], g["y"], g["width"], g["height"]) for g in info["regions"]] == [(0, 0, 768, 1000),
                                                                                     (768, 0, 768, 1000)]
+    assert info["seam_filter"] == bitstream.parse(prc.read_bytes())[0].seam in (0, 1, 2, 3)
     assert runner.invoke(main, ["decode", str(prc), "-o", str(out)]).exit_code == 0
     assert np.array_equal(np.asarray(Image.open(out)), decode(prc.read_bytes()))
 
