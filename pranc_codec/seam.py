@@ -45,8 +45,10 @@ def apply(image: np.ndarray, seams: list[tuple[int, int, int]], strength: int) -
     a new array. strength 0: a copy."""
     out = image.copy()
     h = HALF_WIDTH[strength]
+    if h == 0:
+        return out
     width = out.shape[1]
-    for x, y0, y1 in seams if h else []:
+    for x, y0, y1 in seams:
         # the columns this seam reads and writes, as int64 (the rest of the picture is not touched)
         lo, hi = max(x - h - 1, 0), min(x + h + 1, width)
         band = out[y0:y1, lo:hi].astype(np.int64)

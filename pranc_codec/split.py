@@ -32,17 +32,19 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from functools import partial
+from itertools import accumulate
 from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
-from . import composite, grid_codec, lossless, seam
+from . import grid_codec, lossless, seam
 from .batch import CHILD_ENV, PEAK_BYTES, available_cores, available_memory
-from .bitstream import MAX_REGIONS, composite_overhead, pack_composite, parse
+from .bitstream import MAX_REGIONS, composite_overhead, pack_composite
 from .composite import Box
 from .config import CodecConfig, SplitConfig
+from .decoder import decode as decode_file
 from .errors import FormatError, InputError, LimitError, PrancError
 from .grid_fit import batch_size
 
@@ -76,7 +78,7 @@ def strips(height: int, width: int, cfg: SplitConfig, budget_bits: float = 0.0) 
     units, extra = divmod(width // align, count)
     sizes = [(units + (i < extra)) * align for i in range(count)]
     sizes[-1] += width - sum(sizes)
-    edges = [sum(sizes[:i]) for i in range(count + 1)]
+    edges = [0, *accumulate(sizes)]
     return [Box(x0, 0, x1 - x0, height) for x0, x1 in zip(edges[:-1], edges[1:])]
 
 
@@ -303,10 +305,9 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
                 raise
     placed = [(b.x, b.y, f) for b, f in zip(boxes, files)]
     data = pack_composite(width, height, channels, base_file, placed)
-    # the seams' filter at the strength that brings the decoded picture nearest the original (seam.py)
-    header = parse(data)[0]
-    seams = seam.vertical_seams(composite.region_boxes(header))
-    strength = seam.choose(composite.decode(header, max(1, workers)), image, seams)
+    # the seams' filter at the strength that brings the decoded picture (its strips pasted) nearest the original
+    seams = seam.vertical_seams([(b.x, b.y, b.w, b.h) for b in boxes])
+    strength = seam.choose(decode_file(data, threads=max(1, workers)), image, seams)
     if strength:
         data = pack_composite(width, height, channels, base_file, placed, strength)
     return data, len(boxes)
