@@ -35,18 +35,26 @@ from .grid_decode import apply_filter as apply  # noqa: F401 (the decoder's, re-
 from .shapes import HEADER_BITS, MAX_COEF, num_features, offsets
 
 
-def _features(padded: torch.Tensor, rows: tuple[int, int], taps: int) -> torch.Tensor:
+def _features(padded: torch.Tensor, rows: tuple[int, int], taps: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """(C taps^2 + 1, pixels) float64: every channel's taps x taps neighbourhood (the non-symmetric filter's
     features, in ``offsets`` order) of image rows [r0, r1), then the constant. padded: (C, H + 2r, W + 2r),
-    a strip of the picture (``grid_decode.padded_strip``), borders replicated by r = taps // 2. (Stacked
-    slices: 0.13 s faster a Kodak fit than ``F.unfold``.)"""
+    a strip of the picture (``grid_decode.padded_strip``), borders replicated by r = taps // 2. ``out``: a
+    buffer of that shape to write into (returned), reused strip after strip: a fresh 78 MB matrix a strip
+    faulted its pages in every time, and reshaping each shifted slice then stacking them copied it twice
+    (at 11.8 megapixels 11 of the least squares' 21 s; eval/ABLATIONS.md BC3)."""
     r0, r1 = rows
     r = taps // 2
     width = padded.shape[2] - 2 * r
-    out = [padded[c, r + r0 + dy: r + r1 + dy, r + dx: r + dx + width].reshape(-1)
-           for c in range(padded.shape[0]) for dy, dx in offsets(taps, False)]
-    out.append(torch.ones_like(out[0]))
-    return torch.stack(out)
+    m = padded.shape[0] * taps * taps + 1
+    if out is None or out.shape != (m, (r1 - r0) * width):
+        out = torch.empty(m, (r1 - r0) * width, dtype=padded.dtype)
+    i = 0
+    for c in range(padded.shape[0]):
+        for dy, dx in offsets(taps, False):
+            out[i].view(r1 - r0, width).copy_(padded[c, r + r0 + dy: r + r1 + dy, r + dx: r + dx + width])
+            i += 1
+    out[i].fill_(1)
+    return out
 
 
 def _feature_map(channels: int, big: int, taps: int, symmetric: bool) -> torch.Tensor:
@@ -94,10 +102,11 @@ def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: Filte
     G = torch.zeros(m, m, dtype=torch.float64)
     B = torch.zeros(m, channels, dtype=torch.float64)
     rr = torch.zeros(channels, dtype=torch.float64)
+    buf = None  # the strips' feature matrix, reused (:func:`_features`)
     # the decoder's strips (at most 65,536 pixels: a strip's features are at most 148 x 65,536 float64, 78 MB)
     for r0, r1 in grid_decode.filter_strips(height, width):
         padded = torch.from_numpy(grid_decode.padded_strip(decoded, (r0, r1), r))
-        A = _features(padded, (0, r1 - r0), big)
+        A = buf = _features(padded, (0, r1 - r0), big, buf)
         target = torch.from_numpy(original[r0: r1].astype(np.float64)).permute(2, 0, 1)
         res = (target.reshape(channels, -1)
                - padded[:, r: r + r1 - r0, r: r + width].reshape(channels, -1))  # what the filter adds

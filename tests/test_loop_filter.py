@@ -108,6 +108,25 @@ def test_fit_undoes_a_blur_and_a_colour_shift():
             assert _mse(apply(blurred, other), sharp) >= _mse(apply(blurred, flt), sharp)
 
 
+def test_fit_in_strips_equals_one_pass(monkeypatch):
+    """The least squares' sums over strips of rows (one feature matrix reused strip after strip, made anew for
+    the shorter last strip) are every pixel's sums: integers, exact in float64 in any order, so the very same
+    filter as from one strip of the whole picture, with and without a mask of seen pixels."""
+    import pranc_codec.grid_decode as gd
+
+    sharp, blurred = _blurred(1)  # 48 x 64
+    seen = np.random.RandomState(5).rand(48, 64) < 0.6
+    whole = [fit_filter(blurred, sharp, 1e-6, FilterConfig(), seen=s) for s in (None, seen)]
+    assert all(f is not None and f.taps == 7 for f in whole)
+    monkeypatch.setattr(gd, "_STRIP_PIXELS", 64 * 5)  # strips of 5 rows, the last of 3
+    assert len({r1 - r0 for r0, r1 in gd.filter_strips(48, 64)}) == 2
+    for f, s in zip(whole, (None, seen)):
+        strips = fit_filter(blurred, sharp, 1e-6, FilterConfig(), seen=s)
+        assert (strips.taps, strips.symmetric, strips.shift) == (f.taps, f.symmetric, f.shift)
+        assert np.array_equal(strips.coefs, f.coefs)
+    assert not np.array_equal(whole[0].coefs, whole[1].coefs)  # the mask is read
+
+
 def test_fit_weighs_bits_against_distortion():
     sharp, blurred = _blurred()
     assert fit_filter(blurred, sharp, 1e3, FilterConfig()) is None  # bits far too dear
