@@ -8,8 +8,9 @@ each latent's discretized Laplace is centred on the mean its neighbours
 predict, with a learned scale per (level, pass, context bucket). The means and
 buckets are the coder's, computed from the rounded latents every
 ``context_every`` steps (:func:`context_state`). Uniform noise stands in for
-rounding, then the last ``ste_frac`` of the steps (at most ``ste_max``) see
-the rounded latents (straight-through gradient). Below
+rounding (narrowing over the second half of its phase, :func:`noise_width`),
+then the last ``ste_frac`` of the steps (at most ``ste_max``) see the rounded
+latents (straight-through gradient). Below
 ``finest_min_bpp`` of latents the finest level stays zero and out of all of
 this (:func:`fits_finest`; the encoder gives such fits more steps). ``lambda``
 follows the target bpp: after each rate evaluation of the noisy phase it is
@@ -442,6 +443,15 @@ def straight_through_from(cfg: GridConfig) -> int:
     return max(int(cfg.steps * (1 - cfg.ste_frac)), cfg.steps - cfg.ste_max)
 
 
+def noise_width(cfg: GridConfig, step: int, ste_from: int) -> float:
+    """The quantization noise's width at ``step`` of a noisy phase of ``ste_from`` steps: 1 up to ``noise_from`` of
+    the phase, then linearly down to ``noise_end`` at its end."""
+    start = cfg.noise_from * ste_from
+    if cfg.noise_end == 1.0 or step <= start:
+        return 1.0
+    return 1.0 + (cfg.noise_end - 1.0) * (step - start) / max(1.0, ste_from - start)
+
+
 def batch_size(cfg: GridConfig, pixels: int) -> int:
     """Pixels sampled a step for a picture of ``pixels``: ``cfg.batch_pixels`` up to ``cfg.batch_ref_pixels``,
     growing as (pixels / batch_ref_pixels) ^ batch_growth above it, and never more than the picture."""
@@ -540,7 +550,9 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
             ys = grids[:first] + [y + (torch.round(y) - y).detach() for y in free]
         else:
             off = int(torch.randint(0, total, (1,), generator=gen))
-            ys = grids[:first] + [y + u.view_as(y) for y, u in zip(free, noise_buf[off: off + total].split(sizes))]
+            width = noise_width(cfg, step, ste_from)
+            ys = grids[:first] + [y + (u.view_as(y) if width == 1.0 else width * u.view_as(y))
+                                  for y, u in zip(free, noise_buf[off: off + total].split(sizes))]
         idx = torch.randint(0, n, (batch,), generator=gen).to(device)
         feats = sample_levels(ys, (idx // W).float(), (idx % W).float())  # (levels, batch)
         pred = mlp_forward_t(feats, layers)

@@ -663,6 +663,38 @@ def test_fused_adam_gives_the_bits_of_torch_optims_fused_adam(monkeypatch):
     assert any(bool(t.abs().max() > 0) for t in ours[: shape.levels])  # the fit moved the latents
 
 
+def test_quantization_noise_narrows_towards_the_straight_through_phase(monkeypatch):
+    """noise_width: 1 up to noise_from of the noisy phase, then linearly down to noise_end at its end; and the fit's
+    latents see exactly that width (latents held at zero by lr 0, so what the MLP reads is the noise alone), then
+    the rounded latents (zero) in the straight-through phase."""
+    import pranc_codec.grid_fit as grid_fit
+
+    g = GridConfig(noise_end=0.2, noise_from=0.5)
+    assert [grid_fit.noise_width(g, s, 1000) for s in (0, 500, 750, 1000)] == pytest.approx([1, 1, 0.6, 0.2])
+    assert {grid_fit.noise_width(GridConfig(noise_end=1.0), s, 1000) for s in (0, 600, 999)} == {1.0}
+
+    spread: list[float] = []
+    sample = grid_fit.sample_levels
+
+    def spy(ys, py, px):
+        spread.append(float(ys[0].detach().abs().max()))  # the finest level: 40 x 56 noise values
+        return sample(ys, py, px)
+
+    monkeypatch.setattr(grid_fit, "sample_levels", spy)
+    target = torch.from_numpy(smooth_image(40, 56, seed=2).astype(np.float32) / 255.0)
+    shape = GridShape(levels=3, hidden=8, hidden_layers=2, channels=3)
+    cfg = GridConfig(steps=40, ste_frac=0.25, lr=0.0, batch_pixels=256, structure_mix=0.0, noise_end=0.2,
+                     noise_from=0.5, finest_min_bpp=0.0)
+    grid_fit.fit_grid(target, shape, cfg, 1.0)
+    ste_from = grid_fit.straight_through_from(cfg)
+    assert ste_from == 30 and len(spread) == 40
+    for step, s in enumerate(spread[:ste_from]):
+        half = grid_fit.noise_width(cfg, step, ste_from) / 2
+        assert 0.95 * half <= s <= half, (step, s)
+    assert spread[14] > 0.45 and spread[29] < 0.15
+    assert spread[ste_from:] == [0.0] * 10
+
+
 def test_fit_length_follows_the_finest_level_and_the_straight_through_cap():
     """Without the finest level a CPU fit runs coarse_step_factor x the steps; the straight-through phase
     is the last ste_frac of them, at most ste_max."""
