@@ -447,7 +447,7 @@ def noise_width(cfg: GridConfig, step: int, ste_from: int) -> float:
     """The quantization noise's width at ``step`` of a noisy phase of ``ste_from`` steps: 1 up to ``noise_from`` of
     the phase, then linearly down to ``noise_end`` at its end."""
     start = cfg.noise_from * ste_from
-    if cfg.noise_end == 1.0 or step <= start:
+    if step <= start:
         return 1.0
     return 1.0 + (cfg.noise_end - 1.0) * (step - start) / max(1.0, ste_from - start)
 

@@ -45,7 +45,7 @@ def _features(padded: torch.Tensor, rows: tuple[int, int], taps: int, out: torch
     r0, r1 = rows
     r = taps // 2
     width = padded.shape[2] - 2 * r
-    m = padded.shape[0] * taps * taps + 1
+    m = num_features(padded.shape[0], taps, False)
     if out is None or out.shape != (m, (r1 - r0) * width):
         out = torch.empty(m, (r1 - r0) * width, dtype=padded.dtype)
     i = 0
