@@ -165,7 +165,13 @@ class GridConfig:
     # and the MLP at mlp_lr_high: +0.1 dB at 1 bpp on two images, but -0.4 dB on one at
     # 0.25 bpp (ABLATIONS.md N)
     mlp_lr_high: float = 0.02
-    final_lr: float = 0.02  # the cosine schedule ends at this fraction of lr
+    final_lr: float = 0.02  # the cosine schedule ends at this fraction of lr (0.005 / 0.08: -0.02 / -0.04 dB, BD3)
+    # The first lr_hold of the steps run at the full rate and the cosine decay takes the rest (grid_fit.fit_lr). Over
+    # all the steps (0), the rate had fallen to 86 % by a quarter of the fit and to half by its middle, while the
+    # picture is mostly there after an eighth (ABLATIONS.md AS). 0.7 on eight Kodak images at equal rate and time:
+    # +0.09 / +0.08 / +0.13 / +0.05 dB at 0.125 / 0.25 / 0.5 / 1 bpp, 29 of 32 files ahead, MS-SSIM level; 0.5:
+    # +0.04 dB and 0.85: +0.05 at 0.25 and 1 bpp, where 0.7 gave +0.065 (ABLATIONS.md BD1).
+    lr_hold: float = 0.7
     # Last fraction of steps on rounded latents. 0.2 lost 0.33 dB (ABLATIONS.md K7); 0.05 gained
     # 0.13 dB at 0.125 bpp and was level above (S5): the rounded latents grow their rate while
     # lambda is frozen, so a long phase costs.

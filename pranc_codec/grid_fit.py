@@ -18,7 +18,8 @@ multiplied by (rate of the rounded latents / their budget)^gain, a dual
 ascent on the rate constraint (ABLATIONS.md K9); the rate it follows is the coder's code length
 of the rounded latents, bucket models included, and each update is at most a
 factor exp(gain). ``context_rate = False`` gives the older rate term, one
-zero-mean Laplace per level (format version 4's model).
+zero-mean Laplace per level (format version 4's model). The learning rates hold for the first
+``lr_hold`` of the steps, then decay (:func:`fit_lr`).
 """
 from __future__ import annotations
 
@@ -443,6 +444,13 @@ def straight_through_from(cfg: GridConfig) -> int:
     return max(int(cfg.steps * (1 - cfg.ste_frac)), cfg.steps - cfg.ste_max)
 
 
+def fit_lr(cfg: GridConfig, step: int, base: float) -> float:
+    """A parameter group's learning rate at ``step`` of the fit: ``base`` for the first ``lr_hold`` of the steps,
+    then a cosine decay to ``final_lr`` x ``base`` at the last step."""
+    hold = int(cfg.lr_hold * cfg.steps)
+    return base if step < hold else lr_at(step - hold, cfg.steps - hold, base, 0, cfg.final_lr)
+
+
 def noise_width(cfg: GridConfig, step: int, ste_from: int) -> float:
     """The quantization noise's width at ``step`` of a noisy phase of ``ste_from`` steps: 1 up to ``noise_from`` of
     the phase, then linearly down to ``noise_end`` at its end."""
@@ -544,7 +552,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
 
     for step in range(cfg.steps):
         for g, b0 in zip(opt.param_groups, base):
-            g["lr"] = lr_at(step, cfg.steps, b0, 0, cfg.final_lr)
+            g["lr"] = fit_lr(cfg, step, b0)
         ste = step >= ste_from
         if ste:
             ys = grids[:first] + [y + (torch.round(y) - y).detach() for y in free]

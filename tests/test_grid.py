@@ -695,6 +695,39 @@ def test_quantization_noise_narrows_towards_the_straight_through_phase(monkeypat
     assert spread[ste_from:] == [0.0] * 10
 
 
+def test_learning_rate_holds_then_decays(monkeypatch):
+    """fit_lr: every group at its full rate for the first lr_hold of the steps, then a cosine down to final_lr of it
+    at the last step (lr_hold 0: the cosine over all of them); and each step of the fit takes exactly those rates."""
+    import pranc_codec.grid_fit as grid_fit
+
+    g = GridConfig(steps=1000, lr_hold=0.4, final_lr=0.1)
+    assert [grid_fit.fit_lr(g, s, 2.0) for s in (0, 399, 400, 700, 999)] == pytest.approx(
+        [2.0, 2.0, 2.0, 2.0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 300 / 600))), 2.0 * 0.1], abs=1e-3)
+    assert grid_fit.fit_lr(g, 999, 2.0) < grid_fit.fit_lr(g, 700, 2.0) < grid_fit.fit_lr(g, 401, 2.0) < 2.0
+    plain = replace(g, lr_hold=0.0)
+    assert [grid_fit.fit_lr(plain, s, 2.0) for s in (0, 500)] == pytest.approx([2.0, 2.0 * (0.1 + 0.9 * 0.5)])
+
+    seen: list[list[float]] = []
+
+    class Spy(grid_fit.FusedAdam):
+        def step(self, *args, **kwargs):
+            seen.append([group["lr"] for group in self.param_groups])
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(grid_fit, "FusedAdam", Spy)
+    target = torch.from_numpy(smooth_image(24, 32, seed=4).astype(np.float32) / 255.0)
+    shape = GridShape(levels=3, hidden=8, hidden_layers=2, channels=3)
+    cfg = GridConfig(steps=40, lr_hold=0.5, batch_pixels=256, structure_mix=0.0, finest_min_bpp=0.0)
+    grid_fit.fit_grid(target, shape, cfg, 1.0)
+    assert len(seen) == 40
+    bases = seen[0]
+    assert bases == [cfg.lr, cfg.mlp_lr, cfg.effective_scale_lr]
+    assert seen[19] == bases and seen[20] == bases  # held for half the steps; step 20 is the cosine's first
+    for step, lrs in enumerate(seen):
+        assert lrs == pytest.approx([grid_fit.fit_lr(cfg, step, b) for b in bases])
+    assert [lr / b for lr, b in zip(seen[39], bases)] == pytest.approx([cfg.final_lr] * 3, abs=0.01)  # near the end
+
+
 def test_fit_length_follows_the_finest_level_and_the_straight_through_cap():
     """Without the finest level a CPU fit runs coarse_step_factor x the steps; the straight-through phase
     is the last ste_frac of them, at most ste_max."""
