@@ -446,7 +446,7 @@ def straight_through_from(cfg: GridConfig) -> int:
 
 def fit_lr(cfg: GridConfig, step: int, base: float) -> float:
     """A parameter group's learning rate at ``step`` of the fit: ``base`` for the first ``lr_hold`` of the steps,
-    then a cosine decay to ``final_lr`` x ``base`` at the last step."""
+    then fit.lr_at's cosine over the rest, down to about ``final_lr`` x ``base`` at the last step."""
     hold = int(cfg.lr_hold * cfg.steps)
     return base if step < hold else lr_at(step - hold, cfg.steps - hold, base, 0, cfg.final_lr)
 
