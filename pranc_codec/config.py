@@ -172,6 +172,11 @@ class GridConfig:
     # +0.09 / +0.08 / +0.13 / +0.05 dB at 0.125 / 0.25 / 0.5 / 1 bpp, 29 of 32 files ahead, MS-SSIM level; 0.5:
     # +0.04 dB and 0.85: +0.05 at 0.25 and 1 bpp, where 0.7 gave +0.065 (ABLATIONS.md BD1).
     lr_hold: float = 0.7
+    # but the decay keeps at least lr_decay_min steps (a fit of at most that many is not held): in 200- and 300-step
+    # fits of small test pictures the 60-90 steps left did not settle the rate (a 128 x 96 cutout at 0.75 bpp landed
+    # at 0.60, where the plain decay gave 0.76; a noisy 64 x 96 at 1.88 bpp at 1.67). Every fit measured in BD1 (1,350
+    # steps and more) keeps its 30 %.
+    lr_decay_min: int = 400
     # Last fraction of steps on rounded latents. 0.2 lost 0.33 dB (ABLATIONS.md K7); 0.05 gained
     # 0.13 dB at 0.125 bpp and was level above (S5): the rounded latents grow their rate while
     # lambda is frozen, so a long phase costs.

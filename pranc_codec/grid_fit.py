@@ -445,9 +445,10 @@ def straight_through_from(cfg: GridConfig) -> int:
 
 
 def fit_lr(cfg: GridConfig, step: int, base: float) -> float:
-    """A parameter group's learning rate at ``step`` of the fit: ``base`` for the first ``lr_hold`` of the steps,
-    then fit.lr_at's cosine over the rest, down to about ``final_lr`` x ``base`` at the last step."""
-    hold = int(cfg.lr_hold * cfg.steps)
+    """A parameter group's learning rate at ``step`` of the fit: ``base`` for the first ``lr_hold`` of the steps (but
+    never within ``lr_decay_min`` of the end), then fit.lr_at's cosine over the rest, down to about ``final_lr`` x
+    ``base`` at the last step."""
+    hold = max(0, min(int(cfg.lr_hold * cfg.steps), cfg.steps - cfg.lr_decay_min))
     return base if step < hold else lr_at(step - hold, cfg.steps - hold, base, 0, cfg.final_lr)
 
 

@@ -706,6 +706,11 @@ def test_learning_rate_holds_then_decays(monkeypatch):
     assert grid_fit.fit_lr(g, 999, 2.0) < grid_fit.fit_lr(g, 700, 2.0) < grid_fit.fit_lr(g, 401, 2.0) < 2.0
     plain = replace(g, lr_hold=0.0)
     assert [grid_fit.fit_lr(plain, s, 2.0) for s in (0, 500)] == pytest.approx([2.0, 2.0 * (0.1 + 0.9 * 0.5)])
+    # the decay keeps lr_decay_min steps: held for 300 of 1,000 at 700, not at all in a fit of 700 or fewer
+    tail = replace(g, lr_decay_min=700)
+    assert grid_fit.fit_lr(tail, 300, 2.0) == 2.0 > grid_fit.fit_lr(tail, 301, 2.0)  # step 300: the cosine's first
+    short = replace(g, steps=700, lr_decay_min=700)
+    assert [grid_fit.fit_lr(short, s, 2.0) for s in (0, 350)] == pytest.approx([2.0, 2.0 * (0.1 + 0.9 * 0.5)])
 
     seen: list[list[float]] = []
 
@@ -717,7 +722,7 @@ def test_learning_rate_holds_then_decays(monkeypatch):
     monkeypatch.setattr(grid_fit, "FusedAdam", Spy)
     target = torch.from_numpy(smooth_image(24, 32, seed=4).astype(np.float32) / 255.0)
     shape = GridShape(levels=3, hidden=8, hidden_layers=2, channels=3)
-    cfg = GridConfig(steps=40, lr_hold=0.5, batch_pixels=256, structure_mix=0.0, finest_min_bpp=0.0)
+    cfg = GridConfig(steps=40, lr_hold=0.5, lr_decay_min=10, batch_pixels=256, structure_mix=0.0, finest_min_bpp=0.0)
     grid_fit.fit_grid(target, shape, cfg, 1.0)
     assert len(seen) == 40
     bases = seen[0]
