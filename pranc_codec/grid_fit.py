@@ -552,8 +552,9 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
         return sum(laplace_bits(y, log_b[i]) for i, y in enumerate(ys) if i >= first)
 
     for step in range(cfg.steps):
+        scale = fit_lr(cfg, step, 1.0)  # the schedule is linear in the base rate: once a step for every group
         for g, b0 in zip(opt.param_groups, base):
-            g["lr"] = fit_lr(cfg, step, b0)
+            g["lr"] = b0 * scale
         ste = step >= ste_from
         if ste:
             ys = grids[:first] + [y + (torch.round(y) - y).detach() for y in free]
