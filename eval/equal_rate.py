@@ -62,6 +62,11 @@ def main() -> None:
         sys.exit(__doc__)
     var = [load(path, sys.argv[2]) for path in sys.argv[1].split("+")]
     ref = [load(path, sys.argv[4] if len(sys.argv) > 4 else "pranc") for path in sys.argv[3].split("+")]
+    for path, run in zip(sys.argv[3].split("+"), ref):
+        missing = sorted({image for v in var for image in v} - set(run))
+        if missing or any(len(points) < 2 for points in run.values()):
+            sys.exit(f"{path}: needs two points or more for every image of the variant "
+                     f"({', '.join(missing) or 'one has fewer'})")
     rows = []
     for run in var:
         for image, points in run.items():
