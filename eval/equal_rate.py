@@ -61,18 +61,19 @@ def main() -> None:
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     var = [load(path, sys.argv[2]) for path in sys.argv[1].split("+")]
-    ref = [load(path, sys.argv[4] if len(sys.argv) > 4 else "pranc") for path in sys.argv[3].split("+")]
-    for path, run in zip(sys.argv[3].split("+"), ref):
-        missing = sorted({image for v in var for image in v} - set(run))
-        if missing or any(len(points) < 2 for points in run.values()):
-            sys.exit(f"{path}: needs two points or more for every image of the variant "
-                     f"({', '.join(missing) or 'one has fewer'})")
+    ref_paths = sys.argv[3].split("+")
+    ref = [load(path, sys.argv[4] if len(sys.argv) > 4 else "pranc") for path in ref_paths]
+    images = {image for run in var for image in run}
+    for path, run in zip(ref_paths, ref):
+        short = sorted(image for image in images if len(run.get(image, [])) < 2)
+        if short:
+            sys.exit(f"{path}: needs two points or more for every image of the variant ({', '.join(short)})")
     rows = []
     for run in var:
         for image, points in run.items():
             for bpp, psnr, msssim, secs, target in points:
-                at = [at_rate(r[image], bpp) for r in ref]
-                p, s = sum(a[0] for a in at) / len(at), sum(a[1] for a in at) / len(at)
+                # the reference runs' mean curve at this rate
+                p, s = (sum(c) / len(ref) for c in zip(*(at_rate(r[image], bpp) for r in ref)))
                 rows.append((bpp, psnr - p, msssim - s, secs, target))
     targets = sorted({r[4] for r in rows}, key=float)
     if len(targets) > 1:
