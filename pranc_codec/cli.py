@@ -574,7 +574,8 @@ def _flat(fields: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), default="pranc-demo", show_default=True)
 @click.option("--bpp", type=float, default=0.25, show_default=True)
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True)
-def demo(outdir: str, bpp: float, preset: str) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; only the result line.")
+def demo(outdir: str, bpp: float, preset: str, quiet: bool) -> None:
     """Encode and decode a sample photo that ships with matplotlib; print bpp and PSNR."""
     with _errors():
         import matplotlib.cbook
@@ -590,8 +591,9 @@ def demo(outdir: str, bpp: float, preset: str) -> None:
         d.mkdir(parents=True, exist_ok=True)
         cfg = CodecConfig().with_preset(preset)
         cfg = replace(cfg, rate=replace(cfg.rate, bpp=bpp), fit=replace(cfg.fit, threads=default_threads()))
-        click.echo(f"encoding {src.name} ({image.shape[1]}x{image.shape[0]}) at {bpp} bpp ...")
-        result = encode_image(image, cfg, progress=_progress_factory(False))
+        if not quiet:
+            click.echo(f"encoding {src.name} ({image.shape[1]}x{image.shape[0]}) at {bpp} bpp ...")
+        result = encode_image(image, cfg, progress=_progress_factory(quiet))
         atomic_write(d / "grace_hopper.prc", result.data, force=True)
         t0 = time.perf_counter()
         decoded = decode_bytes(result.data)

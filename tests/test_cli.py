@@ -590,3 +590,29 @@ def test_a_pipe_as_input_is_read_once_and_needs_a_named_output(runner, tmp_path,
     assert (tmp_path / "piped.png").read_bytes() == (tmp_path / "filed.png").read_bytes()
     for cmd in ("encode", "decode"):
         assert "name the output with -o" in _one_line_error(runner.invoke(main, [cmd, str(fifo)]), 2)
+
+
+def test_demo_codes_the_sample_photo(runner, tmp_path):
+    """README's first command: ``pranc demo`` (with the fast preset) writes a ``.prc`` that decodes to the PNG it
+    wrote beside it, at about the asked rate, and prints that decode's PSNR on one line."""
+    import matplotlib.cbook
+
+    from pranc_codec import decode
+    from pranc_codec.image_io import read_image
+    from pranc_codec.metrics import psnr
+
+    out = tmp_path / "demo"
+    r = runner.invoke(main, ["demo", "--preset", "fast", "--bpp", "0.25", "-q", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    photo = read_image(Path(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))))[0]
+    original = np.asarray(Image.open(out / "grace_hopper_original.png"))
+    decoded = np.asarray(Image.open(out / "grace_hopper_decoded.png"))
+    assert np.array_equal(original, photo) and original.shape == (600, 512, 3)
+    prc = out / "grace_hopper.prc"
+    assert np.array_equal(decode(prc.read_bytes()), decoded)
+    bpp = 8 * prc.stat().st_size / (600 * 512)
+    assert 0.2 < bpp < 0.26
+    quality = psnr(original, decoded)
+    assert quality > 27.0
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"{bpp:.4f} bpp, PSNR {quality:.2f} dB" in lines[0], r.stdout
