@@ -588,12 +588,12 @@ def demo(outdir: str, bpp: float, preset: str, quiet: bool) -> None:
         src = Path(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
         image, _ = read_image(src)
         d = Path(outdir)
-        d.mkdir(parents=True, exist_ok=True)
         cfg = CodecConfig().with_preset(preset)
         cfg = replace(cfg, rate=replace(cfg.rate, bpp=bpp), fit=replace(cfg.fit, threads=default_threads()))
         if not quiet:
             click.echo(f"encoding {src.name} ({image.shape[1]}x{image.shape[0]}) at {bpp} bpp ...")
         result = encode_image(image, cfg, progress=_progress_factory(quiet))
+        d.mkdir(parents=True, exist_ok=True)  # only now: a refused setting (--bpp 0) leaves no empty folder behind
         atomic_write(d / "grace_hopper.prc", result.data, force=True)
         t0 = time.perf_counter()
         decoded = decode_bytes(result.data)

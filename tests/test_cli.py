@@ -616,3 +616,6 @@ def test_demo_codes_the_sample_photo(runner, tmp_path):
     assert quality > 27.0
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1 and f"{bpp:.4f} bpp, PSNR {quality:.2f} dB" in lines[0], r.stdout
+    refused = tmp_path / "refused"
+    _one_line_error(runner.invoke(main, ["demo", "--bpp", "0", "-q", "-o", str(refused)]), 2)
+    assert not refused.exists()
