@@ -570,6 +570,13 @@ def _flat(fields: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
             yield f"{prefix}{k}", v
 
 
+def demo_photo() -> Path:
+    """The demo's picture: ``grace_hopper.jpg`` (512 x 600), which ships with matplotlib's sample data."""
+    import matplotlib.cbook
+
+    return Path(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+
+
 @main.command()
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), default="pranc-demo", show_default=True)
 @click.option("--bpp", type=float, default=0.25, show_default=True)
@@ -578,14 +585,12 @@ def _flat(fields: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
 def demo(outdir: str, bpp: float, preset: str, quiet: bool) -> None:
     """Encode and decode a sample photo that ships with matplotlib; print bpp and PSNR."""
     with _errors():
-        import matplotlib.cbook
-
         from .codec import decode as decode_bytes, default_threads, encode as encode_image
         from .config import CodecConfig
         from .image_io import atomic_write, image_bytes, read_image
         from .metrics import psnr
 
-        src = Path(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+        src = demo_photo()
         image, _ = read_image(src)
         d = Path(outdir)
         cfg = CodecConfig().with_preset(preset)

@@ -595,16 +595,15 @@ def test_a_pipe_as_input_is_read_once_and_needs_a_named_output(runner, tmp_path,
 def test_demo_codes_the_sample_photo(runner, tmp_path):
     """README's first command: ``pranc demo`` (with the fast preset) writes a ``.prc`` that decodes to the PNG it
     wrote beside it, at about the asked rate, and prints that decode's PSNR on one line."""
-    import matplotlib.cbook
-
     from pranc_codec import decode
+    from pranc_codec.cli import demo_photo
     from pranc_codec.image_io import read_image
     from pranc_codec.metrics import psnr
 
     out = tmp_path / "demo"
     r = runner.invoke(main, ["demo", "--preset", "fast", "--bpp", "0.25", "-q", "-o", str(out)])
     assert r.exit_code == 0, r.output
-    photo = read_image(Path(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))))[0]
+    photo = read_image(demo_photo())[0]
     original = np.asarray(Image.open(out / "grace_hopper_original.png"))
     decoded = np.asarray(Image.open(out / "grace_hopper_decoded.png"))
     assert np.array_equal(original, photo) and original.shape == (600, 512, 3)
