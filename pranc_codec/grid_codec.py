@@ -24,7 +24,8 @@ from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig, GridConfig, RoundingConfig
 from .errors import LimitError
 from .shapes import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES
-from .grid_fit import GridFit, context_state, fit_grid, fits_finest, pixel_weights, refit_mlp, seen_weights
+from .grid_fit import (GridFit, context_state, decoded_residual, fit_grid, fits_finest, pixel_weights, refit_mlp,
+                       seen_weights)
 from .latent import GridShape, mlp_forward, sample_levels, split_params
 from .loop_filter import LoopFilter
 from .quantization import quantize
@@ -194,12 +195,12 @@ def _features(latents: list[torch.Tensor], width: int, n: int) -> torch.Tensor:
 
 
 def _mlp_mse(feats: torch.Tensor, target: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """MSE (colour in [0, 1]) of the MLP ``layers`` on features (P, levels) against target (P, C),
-    ``_EVAL_CHUNK`` pixels at a time, summed in float64."""
+    """MSE (colour in [0, 1], after the decoder's clip: grid_fit.decoded_residual) of the MLP ``layers`` on
+    features (P, levels) against target (P, C), ``_EVAL_CHUNK`` pixels at a time, summed in float64."""
     total = 0.0
     with torch.no_grad():
         for s in range(0, feats.shape[0], _EVAL_CHUNK):
-            err = mlp_forward(feats[s: s + _EVAL_CHUNK], layers) - target[s: s + _EVAL_CHUNK]
+            err = decoded_residual(mlp_forward(feats[s: s + _EVAL_CHUNK], layers), target[s: s + _EVAL_CHUNK])
             total += float(err.square().sum(dtype=torch.float64))
     return total / max(target.numel(), 1)
 

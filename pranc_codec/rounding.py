@@ -43,7 +43,7 @@ import torch
 from . import entropy
 from .config import RoundingConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
-from .grid_fit import context_state, level_bits
+from .grid_fit import context_state, decoded_residual, level_bits
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
 # MLP chunks per span of the rounding's per-pixel work: 1,048,576 pixels (a Kodak picture is one span), about
@@ -82,8 +82,9 @@ def footprint(height: int, width: int, dims: tuple[int, int], level: int, k: int
 
 def pixel_errors(feats: torch.Tensor, layers: Layers, target: torch.Tensor, weights: torch.Tensor | None,
                  chunk: int, level: int = 0, shift: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-pixel error (n,): the channels' mean of (weighted) squared error of the MLP on feats (n, levels),
-    with ``shift`` (n,) added to feature ``level`` if given. target, weights: (n, C)."""
+    """Per-pixel error (n,): the channels' mean of (weighted) squared error of the MLP on feats (n, levels), as
+    the decoder's clip leaves it (grid_fit.decoded_residual), with ``shift`` (n,) added to feature ``level`` if
+    given. target, weights: (n, C)."""
     out = torch.empty(feats.shape[0])
     for s in range(0, feats.shape[0], chunk):
         h = feats[s: s + chunk]
@@ -93,7 +94,7 @@ def pixel_errors(feats: torch.Tensor, layers: Layers, target: torch.Tensor, weig
         for w, b in layers[:-1]:
             h = torch.addmm(b, h, w.t()).relu_()
         w, b = layers[-1]
-        e = torch.addmm(b, h, w.t()).add_(0.5).sub_(target[s: s + chunk]).square_()
+        e = decoded_residual(torch.addmm(b, h, w.t()).add_(0.5), target[s: s + chunk]).square_()
         if weights is not None:
             e.mul_(weights[s: s + chunk])
         # the channels' mean as a sum of columns, ((e0 + e1) + e2) / 3, the values mean(1) gives: mean(1) over
