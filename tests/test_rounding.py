@@ -6,7 +6,7 @@ from pranc_codec import grid_codec
 from pranc_codec import rounding as rounding_module
 from pranc_codec.config import RoundingConfig
 from pranc_codec.context import split
-from pranc_codec.grid_fit import context_state, refit_mlp
+from pranc_codec.grid_fit import context_state, decoded_residual, refit_mlp
 from pranc_codec.latent import GridShape, init_mlp, mlp_forward, sample_levels, split_params
 from pranc_codec.rounding import footprint, optimise, pixel_errors
 
@@ -146,6 +146,41 @@ def test_no_sweeps_is_plain_rounding():
         [W.reshape(-1), b]) for W, b in layers], shape, grid_codec.GridConfig(), RoundingConfig(sweeps=0), 1e-4,
         1e-2)
     assert out is latents and out_feats is feats
+
+
+def test_errors_are_priced_as_the_decoders_clip_leaves_them():
+    """grid_fit.decoded_residual: past a target of exactly 0 or 1 a prediction decodes to it (the decoder clips
+    to [0, 1]), so its error and gradient are zero there; elsewhere it is pred - ref. So the squared error is
+    never under the clipped colours' and equals it wherever the prediction is in range or past its saturated
+    target (not under 0 for a target of 1, say: that keeps its gradient).
+    The rounding's pixel errors and the encoder's MSE use it."""
+    ref = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.5, 0.5, 0.5])
+    pred = torch.tensor([-0.2, 0.1, 1.3, 0.9, 0.7, 1.2, -0.1], requires_grad=True)
+    r = decoded_residual(pred, ref)
+    assert torch.allclose(r, torch.tensor([0.0, 0.1, 0.0, -0.1, 0.2, 0.7, -0.6]))
+    r.square().sum().backward()
+    assert pred.grad.tolist()[0] == 0.0 and pred.grad.tolist()[2] == 0.0  # no pull back past a saturated target
+    assert all(g != 0.0 for i, g in enumerate(pred.grad.tolist()) if i not in (0, 2))
+
+    gen = torch.Generator().manual_seed(4)
+    target = torch.rand(5000, 3, generator=gen)
+    target[torch.rand(5000, 3, generator=gen) < 0.3] = 1.0
+    target[torch.rand(5000, 3, generator=gen) < 0.2] = 0.0
+    p = 1.6 * torch.rand(5000, 3, generator=gen) - 0.3
+    ours, clipped = decoded_residual(p, target).square(), (p.clamp(0, 1) - target).square()
+    assert bool((ours >= clipped - 1e-7).all())
+    exact = ((p >= 0) & (p <= 1)) | ((target == 0) & (p <= 1)) | ((target == 1) & (p >= 0))
+    assert torch.allclose(ours[exact], clipped[exact]) and bool((ours[~exact] > clipped[~exact]).all())
+
+    # an MLP that overshoots white everywhere: no error on a white picture, the plain error on a grey one
+    shape = GridShape(levels=2, hidden=4, hidden_layers=1, channels=3)
+    layers = [(torch.zeros(4, 2), torch.ones(4)), (torch.zeros(3, 4), torch.full((3,), 0.8))]  # colour 1.3
+    feats = torch.zeros(64, 2)
+    white, grey = torch.ones(64, 3), torch.full((64, 3), 0.9)
+    assert float(pixel_errors(feats, layers, white, None, 16).abs().max()) == 0.0
+    assert torch.allclose(pixel_errors(feats, layers, grey, None, 16), torch.full((64,), 0.16))
+    assert grid_codec._mlp_mse(feats, white, layers) == 0.0
+    assert grid_codec._mlp_mse(feats, grey, layers) == pytest.approx(0.16)
 
 
 def test_refit_mlp_lowers_the_weighted_error_deterministically_and_leaves_its_inputs_alone():
