@@ -562,8 +562,8 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     state: ContextState | None = None  # set at step 0
     pix_w = pixel_weights(image, cfg, pix_w)
     # each pixel's colour, the bounds of decoded_residual and its error weights side by side, (H W, 3C or 4C): a
-    # step gathers its pixels' rows at once, where gathering from (C, H W) read 2C scattered values a pixel; the
-    # bounds gathered, not compared anew each step (that took a tenth of a step at 0.25 bpp)
+    # step gathers its pixels' rows at once, where gathering from (C, H W) read 2C scattered values a pixel (the
+    # bounds are the colour's, so gathered with it rather than compared anew each step)
     colour = image.reshape(n, C)
     table = torch.cat([colour, *decoded_bounds(colour)] + ([] if pix_w is None else [pix_w.t()]), dim=1)
     table = table.contiguous()
