@@ -400,15 +400,17 @@ class GridFit:
     lam: float  # final rate weight (MSE per bpp)
 
 
-def decoded_residual(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """pred - ref as the decoder will see it (colour in [0, 1], any shapes that broadcast alike).
+def decoded_residual(pred: torch.Tensor, ref: torch.Tensor,
+                     bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """pred - ref as the decoder will see it (colour in [0, 1], any shapes that broadcast alike). bounds:
+    :func:`decoded_bounds` of ``ref`` where the caller holds them (computed here otherwise).
 
     The decoder clips colours to [0, 1], so a prediction past a target of exactly 0 or 1 decodes to it: its
     error there is zero, and so is its gradient. Squared error would pull it back and spend the network on pixels
     that already decode right (3 % of Kodak's channel values are 0 or 255, a third of kodim20's; eval/ABLATIONS.md
     BG6). Elsewhere this is pred - ref.
     """
-    return torch.clamp(pred, *decoded_bounds(ref)) - ref
+    return torch.clamp(pred, *(decoded_bounds(ref) if bounds is None else bounds)) - ref
 
 
 def decoded_bounds(ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -588,7 +590,7 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
         pred = mlp_forward_t(feats, layers)
         rows = table.index_select(0, idx).t()  # (3C or 4C, batch): colour, its bounds, then weights
         ref = rows[:C]
-        err = (torch.clamp(pred, rows[C: 2 * C], rows[2 * C: 3 * C]) - ref).square()  # decoded_residual's
+        err = decoded_residual(pred, ref, (rows[C: 2 * C], rows[2 * C: 3 * C])).square()
         loss = err.mean() if pix_w is None else (err * rows[3 * C:]).mean()
         value = float(loss.detach())
         every = cfg.ste_rate_every if ste else cfg.rate_every

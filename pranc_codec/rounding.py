@@ -43,7 +43,7 @@ import torch
 from . import entropy
 from .config import RoundingConfig
 from .context import MAX_BUCKETS, PASS_OF, PASSES, SUBLATTICES, buckets, contexts, split
-from .grid_fit import context_state, decoded_residual, level_bits
+from .grid_fit import context_state, decoded_bounds, decoded_residual, level_bits
 
 Layers = list[tuple[torch.Tensor, torch.Tensor]]
 # MLP chunks per span of the rounding's per-pixel work: 1,048,576 pixels (a Kodak picture is one span), about
@@ -81,10 +81,12 @@ def footprint(height: int, width: int, dims: tuple[int, int], level: int, k: int
 
 
 def pixel_errors(feats: torch.Tensor, layers: Layers, target: torch.Tensor, weights: torch.Tensor | None,
-                 chunk: int, level: int = 0, shift: torch.Tensor | None = None) -> torch.Tensor:
+                 chunk: int, level: int = 0, shift: torch.Tensor | None = None,
+                 bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Per-pixel error (n,): the channels' mean of (weighted) squared error of the MLP on feats (n, levels), as
     the decoder's clip leaves it (grid_fit.decoded_residual), with ``shift`` (n,) added to feature ``level`` if
-    given. target, weights: (n, C)."""
+    given. target, weights: (n, C); bounds: grid_fit.decoded_bounds(target) where the caller holds them (the
+    rounding: once for its thousands of calls rather than anew in each)."""
     out = torch.empty(feats.shape[0])
     for s in range(0, feats.shape[0], chunk):
         h = feats[s: s + chunk]
@@ -94,7 +96,8 @@ def pixel_errors(feats: torch.Tensor, layers: Layers, target: torch.Tensor, weig
         for w, b in layers[:-1]:
             h = torch.addmm(b, h, w.t()).relu_()
         w, b = layers[-1]
-        e = decoded_residual(torch.addmm(b, h, w.t()).add_(0.5), target[s: s + chunk]).square_()
+        span = None if bounds is None else (bounds[0][s: s + chunk], bounds[1][s: s + chunk])
+        e = decoded_residual(torch.addmm(b, h, w.t()).add_(0.5), target[s: s + chunk], span).square_()
         if weights is not None:
             e.mul_(weights[s: s + chunk])
         # the channels' mean as a sum of columns, ((e0 + e1) + e2) / 3, the values mean(1) gives: mean(1) over
@@ -183,11 +186,13 @@ def _railed_lambda(options: tuple[torch.Tensor, torch.Tensor], lam: float, lo: f
 def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: int, slopes: torch.Tensor, l: int,
                       dims: tuple[int, int], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
                       weights: torch.Tensor | None, base: torch.Tensor, lam: float, height: int, width: int,
-                      cfg: RoundingConfig, rails: tuple[float, float] | None = None) -> int:
+                      cfg: RoundingConfig, rails: tuple[float, float] | None = None,
+                      bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> int:
     """One sublattice k of level l: each latent moved to its best candidate, in place in ``subs`` (int64 views of
     the level), ``feats`` (column l) and ``base`` (the pixels' current errors). slopes: (MAX_BUCKETS,) bits per
     unit of |symbol| of this pass. rails: (lo, hi), bounds on the bits the moves may add (lo <= 0, lo <= hi), met
-    as nearly as they can be by moving lambda for this sublattice (:func:`_railed_lambda`). Returns how many
+    as nearly as they can be by moving lambda for this sublattice (:func:`_railed_lambda`). bounds: as
+    :func:`pixel_errors`'. Returns how many
     latents moved. (A function of its own so that its picture-sized vectors are freed before the next
     sublattice's are made.)"""
     mu, ctx = contexts(subs, parent, k)  # from what is already decided, as the decoder sees it
@@ -224,10 +229,11 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
     for span, pick in zip(spans, picks):
         f_s, t_s = feats[pick], target[pick]
         w_s = None if weights is None else weights[pick]
+        b_s = None if bounds is None else (bounds[0][pick], bounds[1][pick])
         index_s, wgt_s, base_s = index[span], wgt[span], base_l[span]
         for j, delta in enumerate(candidates):
             shift = delta[index_s] * wgt_s if isinstance(delta, torch.Tensor) else wgt_s * delta
-            errs[j, span] = pixel_errors(f_s, layers, t_s, w_s, cfg.chunk, l, shift)
+            errs[j, span] = pixel_errors(f_s, layers, t_s, w_s, cfg.chunk, l, shift, b_s)
             costs[j].index_add_(0, index_s, (errs[j, span] - base_s).double())
     moves = torch.stack([d if isinstance(d, torch.Tensor) else torch.full_like(cur, d) for d in candidates])
     cur_bits = (cur - mu).abs().double() * slope
@@ -283,7 +289,9 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
         return lat[l + 1] if l + 1 < levels else None
 
     with torch.no_grad():
-        base = errors.clone() if errors is not None else pixel_errors(feats, layers, target, weights, cfg.chunk)
+        bounds = decoded_bounds(target)
+        base = errors.clone() if errors is not None else pixel_errors(feats, layers, target, weights, cfg.chunk,
+                                                                      bounds=bounds)
         for sweep in range(cfg.sweeps):
             # rails on the last sweep only: the earlier ones may swing (the rescaling between sweeps steers them
             # back), and a Kodak file that lands within the rails is left as it was
@@ -297,7 +305,7 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                 lam *= min(max(ratio, 1.0 / cfg.max_lam_step), cfg.max_lam_step)
             if sweep and refit is not None:
                 layers = refit(feats)
-                base = pixel_errors(feats, layers, target, weights, cfg.chunk)
+                base = pixel_errors(feats, layers, target, weights, cfg.chunk, bounds=bounds)
             for l in reversed(range(first, min(len(lat), cfg.coarsest))):
                 subs = split(lat[l])  # views: updating a sublattice updates the level
                 parent = parent_of(l)
@@ -310,7 +318,7 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                         now = sum(per_level)
                         rails = (min(target_bits * (1 - rail) - now, 0.0), max(target_bits * (1 + rail) - now, 0.0))
                     changed += _round_sublattice(subs, parent, k, slopes[PASS_OF[k]], l, dims[l], feats, layers,
-                                                 target, weights, base, lam, height, width, cfg, rails)
+                                                 target, weights, base, lam, height, width, cfg, rails, bounds)
                     if rail:
                         per_level[l] = level_bits(lat[l], parent)
                 if rail and l - 1 >= first:
