@@ -57,7 +57,7 @@ def run(path: Path, variants: list[str], kodak: Path) -> None:
         t0 = time.perf_counter()
         mlp = fit_mlp
         if "mlpq" in items:  # round against the MLP the decoder will have (quantized at the depth chosen first)
-            _, qs, steps = grid_codec.choose_mlp_bits(f.feats, f.pixels, mlp, f.shape, cfg.grid.mlp_bits, lam, n)
+            _, qs, steps = grid_codec.choose_mlp_bits(f.feats, f.pixels, mlp, f.shape, cfg.grid, lam, n)
             mlp = grid_codec.dequantize_mlp(qs, steps)
         lat2, feats2, mlp = grid_codec.optimise_rounding(f.target, f.latents, f.feats, mlp, f.shape, cfg.grid,
                                                          cfg.rounding, price, mse, first,

@@ -28,7 +28,7 @@ from .grid_fit import (GridFit, context_state, decoded_residual, fit_grid, fits_
                        seen_weights)
 from .latent import GridShape, mlp_forward, sample_levels, split_params
 from .loop_filter import LoopFilter
-from .quantization import quantize
+from .quantization import gptq_round, quantize
 
 
 @dataclass
@@ -123,14 +123,27 @@ def _render(latents: list[torch.Tensor] | list[np.ndarray], mlp_q: list[np.ndarr
     return grid_decode.render(grids, grid_decode.dequantize_mlp(mlp_q, steps), shape, height, width)
 
 
-def quantize_mlp(weights: list[torch.Tensor], bits: int) -> tuple[list[np.ndarray], list[float]]:
-    """Per layer: step = max|w| / 2^(bits-1) (as float32), symbols round(w / step)."""
+def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None = None,
+                 inputs: np.ndarray | None = None, damp: float = 0.0) -> tuple[list[np.ndarray], list[float]]:
+    """Per layer: step = max|w| / 2^(bits-1) (as float32), symbols round(w / step); with ``inputs`` (P, levels)
+    float64 (features at P pixels) and the ``shape``, each layer's symbols are chosen by GPTQ
+    (quantization.gptq_round, ``damp``) on the inputs that the layers before it, as quantized, give at those
+    pixels, the bias as the weight of a constant input. The steps are the same either way."""
     qs, steps = [], []
-    for w in weights:
+    x = None if inputs is None else np.concatenate([inputs, np.ones((len(inputs), 1))], axis=1)
+    for i, w in enumerate(weights):
         w64 = w.detach().double().cpu().numpy()
         step = float(np.float32(max(float(np.abs(w64).max()), 1e-12) / 2 ** (bits - 1)))
-        qs.append(quantize(w64, step))
         steps.append(step)
+        if x is None:
+            qs.append(quantize(w64, step))
+            continue
+        fan_in, fan_out = shape.layer_dims()[i]
+        wb = np.concatenate([w64[: fan_in * fan_out].reshape(fan_out, fan_in), w64[fan_in * fan_out:, None]], axis=1)
+        q = gptq_round(wb, x.T @ x, step, 2 ** (bits - 1), damp)
+        qs.append(np.concatenate([q[:, :-1].reshape(-1), q[:, -1]]))  # split_params' order: W row-major, then b
+        if i + 1 < len(weights):  # the next layer's inputs: this layer's ReLU outputs, as quantized
+            x = np.concatenate([np.maximum(x @ (q * np.float64(np.float32(step))).T, 0.0), x[:, -1:]], axis=1)
     return qs, steps
 
 
@@ -145,26 +158,35 @@ def mlp_code_length(qs: list[np.ndarray]) -> float:
     return sum(entropy.code_length(q, entropy.fit_model(q)) for q in qs)
 
 
+def gptq_inputs(feats: torch.Tensor, g: GridConfig) -> np.ndarray | None:
+    """The features (P, levels) GPTQ weighs the MLP's rounding errors on: at most ``g.mlp_gptq_rows`` of the P
+    pixels, evenly strided, float64; None when ``g.mlp_gptq_rows`` is 0 (plain rounding)."""
+    if g.mlp_gptq_rows <= 0 or len(feats) == 0:
+        return None
+    return feats[:: max(1, -(-len(feats) // g.mlp_gptq_rows))].double().numpy()
+
+
 def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[torch.Tensor], shape: GridShape,
-                    bit_choices: tuple[int, ...], lam: float,
-                    pixels: int) -> tuple[int, list[np.ndarray], list[float]]:
+                    g: GridConfig, lam: float, pixels: int) -> tuple[int, list[np.ndarray], list[float]]:
     """Bit depth of the MLP that minimises MSE + lambda x (its bits per pixel), with its symbols and steps.
 
     feats: (P, levels) float32 features of the rounded latents at P pixels;
     target: (P, C) in [0, 1]. Bits are the ideal code length under the fitted
-    Laplace models, over ``pixels`` pixels of the image.
+    Laplace models, over ``pixels`` pixels of the image. The depths tried are ``g.mlp_bits``, the rounding
+    ``quantize_mlp``'s GPTQ on (a stride of) feats unless ``g.mlp_gptq_rows`` is 0.
 
     The cost falls then rises with the depth (the error shrinks about 4-fold a bit while the bits grow by one a
     weight), so the search walks from the middle choice toward the lower cost and stops where it rises: 3 to 5
     of the 7 default depths are priced, each an MLP pass over every pixel, and the choice is the full search's
     (ABLATIONS.md AX).
     """
-    choices = sorted(set(bit_choices))
+    choices = sorted(set(g.mlp_bits))
     tried: dict[int, tuple[float, list[np.ndarray], list[float]]] = {}
+    inputs = gptq_inputs(feats, g)
 
     def cost(i: int) -> float:
         if i not in tried:
-            qs, steps = quantize_mlp(weights, choices[i])
+            qs, steps = quantize_mlp(weights, choices[i], shape, inputs, g.mlp_gptq_damp)
             mse = _mlp_mse(feats, target, split_params(dequantize_mlp(qs, steps), shape))
             tried[i] = (mse + lam * mlp_code_length(qs) / pixels, qs, steps)
         return tried[i][0]
@@ -394,7 +416,7 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
         mlp = refit_mlp(f, pixels, pix_w, mlp, shape, rc.mlp_steps, rc.mlp_lr, min(rc.mlp_batch, n), g.adam_beta2,
                         g.seed)
         if quantize:
-            _, qs, steps = choose_mlp_bits(rows(f), rows(pixels), mlp, shape, g.mlp_bits, lam, n)
+            _, qs, steps = choose_mlp_bits(rows(f), rows(pixels), mlp, shape, g, lam, n)
             mlp = dequantize_mlp(qs, steps)
         return split_params(mlp, shape)
 
@@ -437,8 +459,8 @@ def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Ten
     height, width, _ = image.shape
     n = height * width
     rows = _seen_rows(seen)
-    _, mlp_q, steps = choose_mlp_bits(rows(feats), rows(pixels), [w.cpu() for w in weights], shape,
-                                      config.grid.mlp_bits, lam, n)
+    _, mlp_q, steps = choose_mlp_bits(rows(feats), rows(pixels), [w.cpu() for w in weights], shape, config.grid,
+                                      lam, n)
     symbols = [g.numpy().astype(np.int32) for g in latents]
     flt = None
     if config.filter.enabled:  # fitted to the pixels the decoder will render

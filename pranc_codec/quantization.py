@@ -1,4 +1,4 @@
-"""Uniform scalar quantization of the coefficient vector alpha, one step per group.
+"""Uniform scalar quantization: the coefficient vector alpha, one step per group; a layer's weights by GPTQ.
 
 Group g (layer g) is quantized with step ``delta_g = delta * 2^(-shift_g / 4)``:
 ``delta`` (float32) and the integer ``shift_g`` (int8, quarter octaves) are in
@@ -60,3 +60,25 @@ def fake_quantize(alpha: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """Quantize in the forward pass, identity gradient (straight-through estimator)."""
     q = torch.round(alpha / steps) * steps
     return alpha + (q - alpha).detach()
+
+
+def gptq_round(weights: np.ndarray, gram: np.ndarray, step: float, qmax: int, damp: float) -> np.ndarray:
+    """Symbols (out, in) int32 of a linear layer's weights (out, in) float64 at one step, chosen by GPTQ.
+
+    GPTQ (Frantar et al., ICLR 2023) rounds the inputs' columns one at a time and spreads each column's rounding
+    error over the columns not yet rounded, so that the layer's outputs W x over the inputs x whose Gram matrix
+    ``gram`` (in, in) = sum x x^T is given stay as close as least squares can keep them: error e of column i
+    moves column j > i by -e U_ij / U_ii, U the upper Cholesky factor of gram^-1. ``damp`` x the mean of gram's
+    diagonal is added to it first (an input that never varies, such as a dead unit, would leave it singular).
+    Where gram is diagonal nothing is spread and the symbols are plain rounding's. Symbols are clipped to +-qmax.
+    """
+    gram = gram + damp * max(float(np.mean(np.diag(gram))), 1e-30) * np.eye(gram.shape[0])
+    upper = np.linalg.cholesky(np.linalg.inv(gram)).T  # gram^-1 = upper^T upper
+    w = np.array(weights, dtype=np.float64)
+    q = np.zeros(w.shape, dtype=np.int32)
+    for i in range(w.shape[1]):
+        qi = np.clip(np.rint(w[:, i] / step), -qmax, qmax)
+        q[:, i] = qi
+        err = (w[:, i] - qi * step) / upper[i, i]
+        w[:, i + 1:] -= np.outer(err, upper[i, i + 1:])
+    return q

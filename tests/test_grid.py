@@ -910,3 +910,35 @@ def test_a_picture_smaller_than_its_header_still_encodes():
     out = decode(res.data)
     assert out.shape == image.shape
     assert not res.stats.rate_ok and any("not reachable" in w for w in res.stats.warnings)
+
+
+def test_the_mlp_is_quantized_by_gptq_on_the_pictures_features():
+    """quantize_mlp with features: the same steps as plain rounding, symbols that keep the quantized MLP's colours
+    nearer the float MLP's on those features, and the encoder uses it unless mlp_gptq_rows is 0."""
+    shape = GridShape(levels=4, hidden=8, hidden_layers=2, channels=3)
+    gen = torch.Generator().manual_seed(2)
+    weights = [torch.randn(n, generator=gen) * 0.5 for n in shape.layer_sizes()]
+    feats = torch.randn(4000, 4, generator=gen) @ torch.randn(4, 4, generator=gen)  # correlated, as levels are
+    ref = grid_codec.mlp_forward(feats, split_params(weights, shape))
+
+    def err(qs, steps):
+        got = grid_codec.mlp_forward(feats, split_params(grid_codec.dequantize_mlp(qs, steps), shape))
+        return float((got - ref).square().mean())
+
+    plain_q, plain_steps = grid_codec.quantize_mlp(weights, 6)
+    inputs = grid_codec.gptq_inputs(feats, GridConfig())
+    assert inputs.shape == (4000, 4) and inputs.dtype == np.float64
+    q, steps = grid_codec.quantize_mlp(weights, 6, shape, inputs, 0.01)
+    assert steps == plain_steps and [a.shape for a in q] == [a.shape for a in plain_q]
+    assert all(np.abs(a).max() <= 32 for a in q)
+    assert err(q, steps) < 0.7 * err(plain_q, plain_steps)  # 0.41 of it
+    # at most mlp_gptq_rows pixels, evenly strided; none at 0
+    assert grid_codec.gptq_inputs(feats, GridConfig(mlp_gptq_rows=1000)).shape == (1000, 4)
+    assert grid_codec.gptq_inputs(feats, GridConfig(mlp_gptq_rows=0)) is None
+    target = ref.clamp(0, 1)
+    for rows in (0, 1 << 15):
+        _, got_q, got_steps = grid_codec.choose_mlp_bits(feats, target, weights, shape,
+                                                         GridConfig(mlp_bits=(6,), mlp_gptq_rows=rows), 0.0, 4000)
+        want = plain_q if rows == 0 else q
+        assert all(np.array_equal(a, b) for a, b in zip(got_q, want)) and got_steps == plain_steps
+
