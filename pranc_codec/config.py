@@ -251,8 +251,10 @@ class GridConfig:
     # At each depth the symbols are chosen by GPTQ (quantization.gptq_round): each layer's rounding errors spread
     # over its inputs not yet rounded, weighed on the features of mlp_gptq_rows of the picture's pixels (evenly
     # strided), each layer on what the quantized layers before it give there; the same steps, so the same format.
-    # On eight Kodak images at equal rate, the same fits: +0.012 dB at 0.25 and 1 bpp (13 of 16 files ahead, all 8
-    # at 1 bpp) (ABLATIONS.md BH2). 0: plain rounding. damp x the Gram matrix's mean diagonal is added to it.
+    # On eight Kodak images at 0.125-1 bpp, the same fits, at equal rate: +0.011 dB (24 of 32 files ahead) and
+    # MS-SSIM +0.0002; a third to a half of what any quantizer at these steps could recover (ABLATIONS.md BF6,
+    # BH2). 32,768 pixels keep the Gram matrices (33 x 33 at most) well determined: 0.04-0.09 s for three depths
+    # of a Kodak picture. 0: plain rounding. damp x the Gram matrix's mean diagonal is added to it.
     mlp_gptq_rows: int = 1 << 15
     mlp_gptq_damp: float = 0.01
     # coded bits per MLP weight assumed when budgeting the latents: the encoder's choice at the curve's price
