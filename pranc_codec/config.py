@@ -296,7 +296,14 @@ class FilterConfig:
     enabled: bool = True
     taps: tuple[int, ...] = (3, 5, 7)  # filter sides tried
     symmetric: tuple[bool, ...] = (True, False)  # point-symmetric (about half the coefficients) or not
-    shifts: tuple[int, ...] = (8, 10, 12)  # coefficient precision, 2^-shift
+    # Coefficient precisions tried, 2^-shift. The coefficients are rounded by GPTQ (quantization.gptq_round) on the
+    # least squares' own Gram matrix: a neighbourhood's features are nearly equal, so plain rounding's errors add up
+    # across them and a coarse filter lost most of its gain (a 7 x 7 filter at shift 6 gave up 79 of its MSE
+    # gain's units where GPTQ gave up 0.13, tests/test_loop_filter.py), and the choice had settled on 10 or 12
+    # bits of fraction. With GPTQ, coarse shifts keep the filter and cost fewer bits: with 4-7 added, on eight
+    # Kodak images at four rates, the same fits, at equal rate +0.021 dB (32 of 32 files ahead) (ABLATIONS.md BH3).
+    shifts: tuple[int, ...] = (4, 5, 6, 7, 8, 10, 12)
+    gptq: bool = True  # False: each coefficient rounded on its own (the filters before session 52)
     # Bits the latents' budget leaves for the filter: the expected size of the one chosen, reserve_scale x the
     # square root of the budget's bits (the chosen filters took 700 / 1,240 / 2,150 / 2,600 bits on average at
     # 49 k / 98 k / 197 k / 393 k bits, ABLATIONS.md X4), at most reserve_share of the budget (a small

@@ -124,13 +124,15 @@ def _render(latents: list[torch.Tensor] | list[np.ndarray], mlp_q: list[np.ndarr
 
 
 def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None = None,
-                 inputs: np.ndarray | None = None, damp: float = 0.0) -> tuple[list[np.ndarray], list[float]]:
+                 inputs: torch.Tensor | None = None, damp: float = 0.0) -> tuple[list[np.ndarray], list[float]]:
     """Per layer: step = max|w| / 2^(bits-1) (as float32), symbols round(w / step); with ``inputs`` (P, levels)
-    float64 (features at P pixels) and the ``shape``, each layer's symbols are chosen by GPTQ
-    (quantization.gptq_round, ``damp``) on the inputs that the layers before it, as quantized, give at those
+    float64 (features at P pixels, :func:`gptq_inputs`) and the ``shape``, each layer's symbols are chosen by
+    GPTQ (quantization.gptq_round, ``damp``) on the inputs that the layers before it, as quantized, give at those
     pixels, the bias as the weight of a constant input. The steps are the same either way."""
     qs, steps = [], []
-    x = None if inputs is None else np.concatenate([inputs, np.ones((len(inputs), 1))], axis=1)
+    # the (P, 33) products in torch, whose BLAS keeps to the encoder's thread count: numpy's starts a thread a
+    # core, and two encodes side by side (as pranc eval runs them) then waited on each other's threads
+    x = None if inputs is None else torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], dim=1)
     for i, w in enumerate(weights):
         w64 = w.detach().double().cpu().numpy()
         step = float(np.float32(max(float(np.abs(w64).max()), 1e-12) / 2 ** (bits - 1)))
@@ -140,10 +142,11 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None
             continue
         fan_in, fan_out = shape.layer_dims()[i]
         wb = np.concatenate([w64[: fan_in * fan_out].reshape(fan_out, fan_in), w64[fan_in * fan_out:, None]], axis=1)
-        q = gptq_round(wb, x.T @ x, step, 2 ** (bits - 1), damp)
+        q = gptq_round(wb, (x.t() @ x).numpy(), step, 2 ** (bits - 1), damp)
         qs.append(np.concatenate([q[:, :-1].reshape(-1), q[:, -1]]))  # split_params' order: W row-major, then b
         if i + 1 < len(weights):  # the next layer's inputs: this layer's ReLU outputs, as quantized
-            x = np.concatenate([np.maximum(x @ (q * np.float64(np.float32(step))).T, 0.0), x[:, -1:]], axis=1)
+            wq = torch.from_numpy(q.astype(np.float64) * np.float64(np.float32(step)))
+            x = torch.cat([torch.relu(x @ wq.t()), x[:, -1:]], dim=1)
     return qs, steps
 
 
@@ -158,12 +161,12 @@ def mlp_code_length(qs: list[np.ndarray]) -> float:
     return sum(entropy.code_length(q, entropy.fit_model(q)) for q in qs)
 
 
-def gptq_inputs(feats: torch.Tensor, g: GridConfig) -> np.ndarray | None:
+def gptq_inputs(feats: torch.Tensor, g: GridConfig) -> torch.Tensor | None:
     """The features (P, levels) GPTQ weighs the MLP's rounding errors on: at most ``g.mlp_gptq_rows`` of the P
-    pixels, evenly strided, float64; None when ``g.mlp_gptq_rows`` is 0 (plain rounding)."""
+    pixels, evenly strided, float64 (CPU); None when ``g.mlp_gptq_rows`` is 0 (plain rounding)."""
     if g.mlp_gptq_rows <= 0 or len(feats) == 0:
         return None
-    return feats[:: max(1, -(-len(feats) // g.mlp_gptq_rows))].double().numpy()
+    return feats[:: max(1, -(-len(feats) // g.mlp_gptq_rows))].detach().cpu().double().contiguous()
 
 
 def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[torch.Tensor], shape: GridShape,

@@ -31,6 +31,7 @@ import torch
 from . import entropy, grid_decode
 from .config import FilterConfig
 from .grid_decode import LoopFilter
+from .quantization import gptq_round
 from .grid_decode import apply_filter as apply  # noqa: F401 (the decoder's, re-exported)
 from .shapes import HEADER_BITS, MAX_COEF, num_features, offsets
 
@@ -125,7 +126,11 @@ def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: Filte
             ridge = 1e-9 * Gs.diagonal().mean() * torch.eye(len(Gs), dtype=torch.float64)
             w = torch.linalg.solve(Gs + ridge, Bs)  # (m_small, C)
             for shift in cfg.shifts:
-                q = torch.round(w * (1 << shift))
+                if cfg.gptq:  # each channel's coefficients, errors spread through the same Gram matrix
+                    q = torch.from_numpy(gptq_round(w.t().numpy(), Gs.numpy(), 2.0 ** -shift, MAX_COEF,
+                                                    1e-9).T.astype(np.float64))
+                else:
+                    q = torch.round(w * (1 << shift))
                 wq = q / (1 << shift)
                 # squared error of the filtered picture, from the sums; the final rounding adds ~1/12 a pixel
                 sse = rr - 2 * (wq * Bs).sum(0) + (wq * (Gs @ wq)).sum(0) + judged / 12.0

@@ -927,7 +927,7 @@ def test_the_mlp_is_quantized_by_gptq_on_the_pictures_features():
 
     plain_q, plain_steps = grid_codec.quantize_mlp(weights, 6)
     inputs = grid_codec.gptq_inputs(feats, GridConfig())
-    assert inputs.shape == (4000, 4) and inputs.dtype == np.float64
+    assert inputs.shape == (4000, 4) and inputs.dtype == torch.float64
     q, steps = grid_codec.quantize_mlp(weights, 6, shape, inputs, 0.01)
     assert steps == plain_steps and [a.shape for a in q] == [a.shape for a in plain_q]
     assert all(np.abs(a).max() <= 32 for a in q)
