@@ -28,7 +28,7 @@ from .grid_fit import (GridFit, context_state, decoded_residual, fit_grid, fits_
                        seen_weights)
 from .latent import GridShape, mlp_forward, sample_levels, split_params
 from .loop_filter import LoopFilter
-from .quantization import gptq_round, quantize
+from .quantization import gptq_factor, gptq_round, quantize
 
 
 @dataclass
@@ -127,8 +127,8 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None
                  inputs: torch.Tensor | None = None, damp: float = 0.0) -> tuple[list[np.ndarray], list[float]]:
     """Per layer: step = max|w| / 2^(bits-1) (as float32), symbols round(w / step); with ``inputs`` (P, levels)
     float64 (features at P pixels, :func:`gptq_inputs`) and the ``shape``, each layer's symbols are chosen by
-    GPTQ (quantization.gptq_round, ``damp``) on the inputs that the layers before it, as quantized, give at those
-    pixels, the bias as the weight of a constant input. The steps are the same either way."""
+    GPTQ (quantization.gptq_round, damping ``damp``) on the inputs that the layers before it, as quantized, give
+    at those pixels, the bias as the weight of a constant input. The steps are the same either way."""
     qs, steps = [], []
     # the (P, 33) products in torch, whose BLAS keeps to the encoder's thread count: numpy's starts a thread a
     # core, and two encodes side by side (as pranc eval runs them) then waited on each other's threads
@@ -142,7 +142,7 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None
             continue
         fan_in, fan_out = shape.layer_dims()[i]
         wb = np.concatenate([w64[: fan_in * fan_out].reshape(fan_out, fan_in), w64[fan_in * fan_out:, None]], axis=1)
-        q = gptq_round(wb, (x.t() @ x).numpy(), step, 2 ** (bits - 1), damp)
+        q = gptq_round(wb, gptq_factor((x.t() @ x).numpy(), damp), step, 2 ** (bits - 1))
         qs.append(np.concatenate([q[:, :-1].reshape(-1), q[:, -1]]))  # split_params' order: W row-major, then b
         if i + 1 < len(weights):  # the next layer's inputs: this layer's ReLU outputs, as quantized
             wq = torch.from_numpy(q.astype(np.float64) * np.float64(np.float32(step)))

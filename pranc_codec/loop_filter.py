@@ -31,7 +31,7 @@ import torch
 from . import entropy, grid_decode
 from .config import FilterConfig
 from .grid_decode import LoopFilter
-from .quantization import gptq_round
+from .quantization import gptq_factor, gptq_round
 from .grid_decode import apply_filter as apply  # noqa: F401 (the decoder's, re-exported)
 from .shapes import HEADER_BITS, MAX_COEF, num_features, offsets
 
@@ -125,10 +125,11 @@ def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: Filte
             Gs, Bs = T @ G @ T.t(), T @ B
             ridge = 1e-9 * Gs.diagonal().mean() * torch.eye(len(Gs), dtype=torch.float64)
             w = torch.linalg.solve(Gs + ridge, Bs)  # (m_small, C)
+            # every channel's coefficients, at every shift, spread their errors through this shape's Gram matrix
+            upper = gptq_factor(Gs.numpy(), 1e-9) if cfg.gptq else None
             for shift in cfg.shifts:
-                if cfg.gptq:  # each channel's coefficients, errors spread through the same Gram matrix
-                    q = torch.from_numpy(gptq_round(w.t().numpy(), Gs.numpy(), 2.0 ** -shift, MAX_COEF,
-                                                    1e-9).T.astype(np.float64))
+                if upper is not None:
+                    q = torch.from_numpy(gptq_round(w.t().numpy(), upper, 2.0 ** -shift, MAX_COEF).T.astype(np.float64))
                 else:
                     q = torch.round(w * (1 << shift))
                 wq = q / (1 << shift)

@@ -62,18 +62,23 @@ def fake_quantize(alpha: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     return alpha + (q - alpha).detach()
 
 
-def gptq_round(weights: np.ndarray, gram: np.ndarray, step: float, qmax: int, damp: float) -> np.ndarray:
+def gptq_factor(gram: np.ndarray, damp: float) -> np.ndarray:
+    """The upper Cholesky factor U (in, in) of (gram + damp x mean(diag(gram)) I)^-1 that :func:`gptq_round`
+    spreads rounding errors through; one per Gram matrix, whatever the step. The damping keeps it defined where
+    an input never varies (a dead unit would leave gram singular)."""
+    gram = gram + damp * max(float(np.mean(np.diag(gram))), 1e-30) * np.eye(gram.shape[0])
+    return np.linalg.cholesky(np.linalg.inv(gram)).T  # gram^-1 = U^T U
+
+
+def gptq_round(weights: np.ndarray, upper: np.ndarray, step: float, qmax: int) -> np.ndarray:
     """Symbols (out, in) int32 of a linear layer's weights (out, in) float64 at one step, chosen by GPTQ.
 
     GPTQ (Frantar et al., ICLR 2023) rounds the inputs' columns one at a time and spreads each column's rounding
     error over the columns not yet rounded, so that the layer's outputs W x over the inputs x whose Gram matrix
-    ``gram`` (in, in) = sum x x^T is given stay as close as least squares can keep them: error e of column i
-    moves column j > i by -e U_ij / U_ii, U the upper Cholesky factor of gram^-1. ``damp`` x the mean of gram's
-    diagonal is added to it first (an input that never varies, such as a dead unit, would leave it singular).
-    Where gram is diagonal nothing is spread and the symbols are plain rounding's. Symbols are clipped to +-qmax.
+    gram = sum x x^T is given stay as close as least squares can keep them: error e of column i moves column
+    j > i by -e U_ij / U_ii, ``upper`` = U = :func:`gptq_factor` of gram. Where gram is diagonal nothing is
+    spread and the symbols are plain rounding's. Symbols are clipped to +-qmax.
     """
-    gram = gram + damp * max(float(np.mean(np.diag(gram))), 1e-30) * np.eye(gram.shape[0])
-    upper = np.linalg.cholesky(np.linalg.inv(gram)).T  # gram^-1 = upper^T upper
     w = np.array(weights, dtype=np.float64)
     q = np.zeros(w.shape, dtype=np.int32)
     for i in range(w.shape[1]):

@@ -12,7 +12,8 @@ from pranc_codec import bitstream, codec
 from pranc_codec.config import BasisKind, QuantConfig
 from pranc_codec.errors import FormatError
 from pranc_codec.fit import TileData, fit_alpha, group_sensitivity
-from pranc_codec.quantization import coef_steps, dequantize, gptq_round, group_step, quantize, shifts_for
+from pranc_codec.quantization import (coef_steps, dequantize, gptq_factor, gptq_round, group_step, quantize,
+                                      shifts_for)
 from pranc_codec.subspace import Subspace
 
 from .conftest import FAST
@@ -55,15 +56,15 @@ def test_gptq_keeps_a_layers_outputs_closer_than_rounding_does():
     def out_err(q):
         return float(np.sum((x @ (w - q * step).T) ** 2))
 
-    q = gptq_round(w, x.T @ x, step, qmax, 0.01)
+    q = gptq_round(w, gptq_factor(x.T @ x, 0.01), step, qmax)
     assert q.dtype == np.int32 and q.shape == w.shape and np.abs(q).max() <= qmax
     assert out_err(q) < 0.8 * out_err(plain)  # 0.66 of it with this seed (0.40-0.79 with seeds 4-9)
     # the first column is rounded as plain rounding does; the later ones absorb its error
     assert np.array_equal(q[:, 0], plain[:, 0]) and not np.array_equal(q, plain)
     # uncorrelated inputs: nothing to spread, plain rounding's symbols
-    assert np.array_equal(gptq_round(w, np.diag(rs.uniform(1, 2, size=9)), step, qmax, 0.01), plain)
+    assert np.array_equal(gptq_round(w, gptq_factor(np.diag(rs.uniform(1, 2, size=9)), 0.01), step, qmax), plain)
     # the clip holds where compensation would push a symbol past it
-    assert np.abs(gptq_round(w, x.T @ x, step, 3, 0.01)).max() <= 3
+    assert np.abs(gptq_round(w, gptq_factor(x.T @ x, 0.01), step, 3)).max() <= 3
 
 
 def test_first_layer_is_the_sensitive_one(rgb_image):
