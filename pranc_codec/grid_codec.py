@@ -131,7 +131,8 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None
     at those pixels, the bias as the weight of a constant input. The steps are the same either way."""
     qs, steps = [], []
     # the (P, 33) products in torch, whose BLAS keeps to the encoder's thread count: numpy's starts a thread a
-    # core, and two encodes side by side (as pranc eval runs them) then waited on each other's threads
+    # core, and with two encodes side by side (as pranc eval runs them) its products took 0.4-1.8 s an encode,
+    # where alone they take under a tenth of that (ABLATIONS.md BH2)
     x = None if inputs is None else torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], dim=1)
     for i, w in enumerate(weights):
         w64 = w.detach().double().cpu().numpy()

@@ -62,12 +62,29 @@ def fake_quantize(alpha: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     return alpha + (q - alpha).detach()
 
 
+# Each failed factorization retries with ten times the damping, this many times, then plain rounding (U = I)
+GPTQ_DAMP_RETRIES = 8
+
+
 def gptq_factor(gram: np.ndarray, damp: float) -> np.ndarray:
     """The upper Cholesky factor U (in, in) of (gram + damp x mean(diag(gram)) I)^-1 that :func:`gptq_round`
-    spreads rounding errors through; one per Gram matrix, whatever the step. The damping keeps it defined where
-    an input never varies (a dead unit would leave gram singular)."""
-    gram = gram + damp * max(float(np.mean(np.diag(gram))), 1e-30) * np.eye(gram.shape[0])
-    return np.linalg.cholesky(np.linalg.inv(gram)).T  # gram^-1 = U^T U
+    spreads rounding errors through; one per Gram matrix, whatever the step.
+
+    The damping keeps it defined where inputs never vary or repeat one another (a dead unit; a loop filter on a
+    flat picture, or on a grey one stored as RGB, whose three channels' features are equal): where gram is so
+    near singular that its inverse comes out not positive definite in float64, the damping grows tenfold at a
+    time, and past GPTQ_DAMP_RETRIES the identity is returned, with which gptq_round rounds plainly.
+    """
+    size = gram.shape[0]
+    scale = max(float(np.mean(np.diag(gram))), 1e-30)
+    for k in range(GPTQ_DAMP_RETRIES + 1):
+        try:
+            upper = np.linalg.cholesky(np.linalg.inv(gram + damp * 10.0 ** k * scale * np.eye(size))).T
+        except np.linalg.LinAlgError:
+            continue
+        if np.all(np.isfinite(upper)):
+            return upper  # gram^-1 = U^T U
+    return np.eye(size)
 
 
 def gptq_round(weights: np.ndarray, upper: np.ndarray, step: float, qmax: int) -> np.ndarray:

@@ -152,6 +152,24 @@ def test_coefficients_rounded_by_gptq_keep_the_filter_at_a_coarser_precision():
         assert cost(gptq, lam) <= cost(plain, lam) and filter_bits(gptq.coefs) <= filter_bits(plain.coefs)
 
 
+@pytest.mark.parametrize("case", ["grey as RGB", "flat", "two equal channels", "2 x 2"])
+def test_fit_is_defined_on_degenerate_pictures(case):
+    """Features that repeat one another or never vary leave the least squares' Gram matrix singular; GPTQ's
+    factor then takes more damping (quantization.gptq_factor) and the fit still returns a filter or none."""
+    sharp, blurred = _blurred()
+    decoded, original = {
+        "grey as RGB": (blurred[..., :1].repeat(3, 2), sharp[..., :1].repeat(3, 2)),
+        "flat": (np.full_like(sharp, 100), sharp),
+        "two equal channels": (np.concatenate([blurred[..., :2], blurred[..., 1:2]], axis=2), sharp),
+        "2 x 2": (blurred[:2, :2], sharp[:2, :2])}[case]
+    decoded, original = np.ascontiguousarray(decoded), np.ascontiguousarray(original)
+    for lam in (0.0, 1e-5):
+        flt = fit_filter(decoded, original, lam, FilterConfig())
+        if flt is not None:
+            assert np.abs(flt.coefs).max() < MAX_COEF
+            assert _mse(apply(decoded, flt), original) <= _mse(decoded, original)
+
+
 def test_fit_weighs_bits_against_distortion():
     sharp, blurred = _blurred()
     assert fit_filter(blurred, sharp, 1e3, FilterConfig()) is None  # bits far too dear

@@ -67,6 +67,26 @@ def test_gptq_keeps_a_layers_outputs_closer_than_rounding_does():
     assert np.abs(gptq_round(w, gptq_factor(x.T @ x, 0.01), step, 3)).max() <= 3
 
 
+@pytest.mark.parametrize("kind", ["repeated inputs", "constant inputs", "zero", "nan"])
+def test_gptq_factor_is_defined_for_singular_gram_matrices(kind):
+    """Inputs that repeat one another (a loop filter on a grey picture stored as RGB), never vary (a flat picture)
+    or are all zero leave the Gram matrix singular; the factor is then found with more damping, or is the
+    identity (plain rounding), never an error. Its defining property holds: U upper triangular, U^T U the
+    inverse of the damped matrix."""
+    rs = np.random.RandomState(1)
+    base = rs.normal(size=(500, 3))
+    x = {"repeated inputs": np.concatenate([base, base, base], axis=1), "constant inputs": np.ones((500, 9)) * 7.0,
+         "zero": np.zeros((500, 9)), "nan": np.full((500, 9), np.nan)}[kind]
+    gram = x.T @ x
+    upper = gptq_factor(gram, 1e-9)
+    assert upper.shape == (9, 9) and np.all(np.isfinite(upper)) and np.allclose(upper, np.triu(upper))
+    w = rs.normal(size=(4, 9))
+    q = gptq_round(w, upper, 0.125, 2 ** 10)
+    assert q.dtype == np.int32 and np.abs(q).max() <= 2 ** 10
+    if kind == "nan":
+        assert np.array_equal(upper, np.eye(9)) and np.array_equal(q, np.rint(w / 0.125))
+
+
 def test_first_layer_is_the_sensitive_one(rgb_image):
     """The sin(omega0 * W x) input layer magnifies weight noise; the probe must see it."""
     h, w, c = rgb_image.shape
