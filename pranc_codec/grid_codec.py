@@ -129,23 +129,20 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None
     float64 (features at P pixels, :func:`gptq_inputs`) and the ``shape``, each layer's symbols are chosen by
     GPTQ (quantization.gptq_round, damping ``damp``) on the inputs that the layers before it, as quantized, give
     at those pixels, the bias as the weight of a constant input. The steps are the same either way."""
-    qs, steps = [], []
+    flat = [w.detach().double().cpu().numpy() for w in weights]
+    steps = [float(np.float32(max(float(np.abs(w64).max()), 1e-12) / 2 ** (bits - 1))) for w64 in flat]
+    if inputs is None:
+        return [quantize(w64, step) for w64, step in zip(flat, steps)], steps
     # the (P, 33) products in torch, whose BLAS keeps to the encoder's thread count: numpy's starts a thread a
     # core, and with two encodes side by side (as pranc eval runs them) its products took 0.4-1.8 s an encode,
     # where alone they take under a tenth of that (ABLATIONS.md BH2)
-    x = None if inputs is None else torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], dim=1)
-    for i, w in enumerate(weights):
-        w64 = w.detach().double().cpu().numpy()
-        step = float(np.float32(max(float(np.abs(w64).max()), 1e-12) / 2 ** (bits - 1)))
-        steps.append(step)
-        if x is None:
-            qs.append(quantize(w64, step))
-            continue
-        fan_in, fan_out = shape.layer_dims()[i]
-        wb = np.concatenate([w64[: fan_in * fan_out].reshape(fan_out, fan_in), w64[fan_in * fan_out:, None]], axis=1)
-        q = gptq_round(wb, gptq_factor((x.t() @ x).numpy(), damp), step, 2 ** (bits - 1))
+    x = torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], dim=1)
+    qs = []
+    for i, ((W, b), step) in enumerate(zip(split_params(flat, shape), steps)):
+        q = gptq_round(np.concatenate([W, b[:, None]], axis=1), gptq_factor((x.t() @ x).numpy(), damp), step,
+                       2 ** (bits - 1))
         qs.append(np.concatenate([q[:, :-1].reshape(-1), q[:, -1]]))  # split_params' order: W row-major, then b
-        if i + 1 < len(weights):  # the next layer's inputs: this layer's ReLU outputs, as quantized
+        if i + 1 < len(flat):  # the next layer's inputs: this layer's ReLU outputs, as quantized
             wq = torch.from_numpy(q.astype(np.float64) * np.float64(np.float32(step)))
             x = torch.cat([torch.relu(x @ wq.t()), x[:, -1:]], dim=1)
     return qs, steps

@@ -31,9 +31,12 @@ import torch
 from . import entropy, grid_decode
 from .config import FilterConfig
 from .grid_decode import LoopFilter
-from .quantization import gptq_factor, gptq_round
 from .grid_decode import apply_filter as apply  # noqa: F401 (the decoder's, re-exported)
+from .quantization import gptq_factor, gptq_round
 from .shapes import HEADER_BITS, MAX_COEF, num_features, offsets
+
+# Damping of the least squares' normal equations (and of GPTQ's factor of them), a share of their mean diagonal
+_RIDGE = 1e-9
 
 
 def _features(padded: torch.Tensor, rows: tuple[int, int], taps: int, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -123,13 +126,14 @@ def fit_filter(decoded: np.ndarray, original: np.ndarray, lam: float, cfg: Filte
         for symmetric in sorted(set(cfg.symmetric)):
             T = _feature_map(channels, big, taps, symmetric)
             Gs, Bs = T @ G @ T.t(), T @ B
-            ridge = 1e-9 * Gs.diagonal().mean() * torch.eye(len(Gs), dtype=torch.float64)
+            ridge = _RIDGE * Gs.diagonal().mean() * torch.eye(len(Gs), dtype=torch.float64)
             w = torch.linalg.solve(Gs + ridge, Bs)  # (m_small, C)
             # every channel's coefficients, at every shift, spread their errors through this shape's Gram matrix
-            upper = gptq_factor(Gs.numpy(), 1e-9) if cfg.gptq else None
+            upper = gptq_factor(Gs.numpy(), _RIDGE) if cfg.gptq else None
             for shift in cfg.shifts:
                 if upper is not None:
-                    q = torch.from_numpy(gptq_round(w.t().numpy(), upper, 2.0 ** -shift, MAX_COEF).T.astype(np.float64))
+                    q = gptq_round(w.t().numpy(), upper, 2.0 ** -shift, MAX_COEF).T
+                    q = torch.from_numpy(q.astype(np.float64))
                 else:
                     q = torch.round(w * (1 << shift))
                 wq = q / (1 << shift)
