@@ -11,11 +11,21 @@ fits (ABLATIONS.md W1-W2). Two steps:
 
 ``fit`` saves the encoder's fit (latents, MLP weights, lambda) with the
 default settings and any ``section.field=value`` overrides after the path.
+``capture`` (same arguments) runs a whole encode and saves instead what the
+encoder hands its choices after the fit (``grid_codec.choose_code``): the
+latents and MLP after the rate-distortion rounding, and its price of a bit; it
+prints the encode's own line, which ``replay FILE curve`` repeats exactly:
+
+    python eval/replay_fit.py capture ../shared/data/kodak/kodim15.png 0.5 /tmp/cap/kodim15_0.5.pt
+    python eval/replay_fit.py replay /tmp/cap/kodim15_0.5.pt curve --set filter.taps=3,5,7,9 > V.jsonl
+
 ``replay`` prints one JSON line per lambda for the choices after the fit,
 ``grid_codec.choose_code`` then ``pack`` (``encode_one.py``'s fields; encode_s is 0): ``fit`` the fit's own lambda
 (session 17's encoder), ``curve[:k]`` k x ``grid_codec.curve_lambda`` (the
 default, k = 1), ``ratio`` the fit's lambda x plain MSE / structure-weighted
-MSE. The image is read from the Kodak folder (``--kodak``) by the fit file's
+MSE (on a captured file: ``curve`` at the encoder's own MSE, which the
+overrides' ``grid.slope_db`` reprices; ``fit`` the encoder's lambda). ``--set``
+applies overrides to the choices after the fit. The image is read from the Kodak folder (``--kodak``) by the fit file's
 name, ``IMAGE_BPP.pt``. Each line also splits the file's bits (ABLATIONS.md X4):
 ``latent_budget`` (bits the encoder leaves the latents), ``latent_bits`` (the
 coder's code length of the fit's rounded latents, models included),
@@ -56,6 +66,34 @@ def fit(image_path: Path, bpp: float, out: Path, settings: list[str]) -> None:
     torch.save(dict(latents=result.latents, weights=result.weights, lam=result.lam, settings=settings), out)
 
 
+def capture(image_path: Path, bpp: float, out: Path, settings: list[str]) -> None:
+    from pranc_codec import codec
+
+    image = read_image(image_path)[0]
+    cfg, _ = _setup(image, bpp, settings + ["fit.threads=1"])
+    real, saved = grid_codec.choose_code, {}
+
+    def spy(image, pixels, latents, feats, weights, shape, config, lam, **kw):
+        if not saved:  # the encode's own call (a trim under a ceiling calls it again)
+            saved.update(latents=[g.clone() for g in latents], weights=[w.detach().cpu().clone() for w in weights],
+                         lam=lam, mse=lam / grid_codec.curve_lambda(1.0, bpp, cfg.grid), settings=settings,
+                         captured=True)
+        return real(image, pixels, latents, feats, weights, shape, config, lam, **kw)
+
+    grid_codec.choose_code = spy  # fit_and_code looks it up in its module
+    try:
+        result = codec.encode(image, cfg)
+    finally:
+        grid_codec.choose_code = real
+    if not saved:
+        raise SystemExit(f"{image_path}: the encode did not fit a latent grid")
+    torch.save(saved, out)
+    s = result.stats
+    print(json.dumps(dict(image=image_path.name, bpp_target=bpp, over=["encode"], bpp=8 * s.bytes / (image.shape[0]
+                                                                                               * image.shape[1]),
+                          psnr=s.psnr, ms_ssim=s.ms_ssim, encode_s=s.encode_seconds)), flush=True)
+
+
 @dataclass
 class SavedFit:
     """A fit saved by ``fit``, with its picture and what the encoder derives from it before its later choices."""
@@ -86,15 +124,17 @@ def load_fit(path: Path, kodak: Path) -> SavedFit:
                     grid_codec._features(latents, w, h * w))
 
 
-def replay(path: Path, modes: list[str], kodak: Path) -> None:
+def replay(path: Path, modes: list[str], kodak: Path, overrides: list[str]) -> None:
     f = load_fit(path, kodak)
+    if overrides:
+        f.cfg = apply_overrides(f.cfg, overrides)
     name, bpp, saved, image, cfg, shape = f.name, f.bpp, f.saved, f.image, f.cfg, f.shape
     target, pixels, latents, feats = f.target, f.pixels, f.latents, f.feats
     h, w, c = image.shape
     n = h * w
     with torch.no_grad():
         err = (mlp_forward(feats, split_params(saved["weights"], shape)) - pixels) ** 2  # (n, C)
-    mse = float(err.mean())
+    mse = float(err.mean()) if not saved.get("captured") else saved["mse"]
     latent_bits = context_state(latents, 0 if latents[0].abs().sum() > 0 else 1).bits
     for mode in modes:
         kind, _, factor = mode.partition(":")
@@ -102,11 +142,11 @@ def replay(path: Path, modes: list[str], kodak: Path) -> None:
             lam = saved["lam"]
         elif kind == "curve":
             lam = float(factor or 1.0) * grid_codec.curve_lambda(mse, bpp, cfg.grid)
-        elif kind == "ratio":
+        elif kind == "ratio" and not saved.get("captured"):
             weights = structure_weights(target, cfg.grid.structure_mix, cfg.grid.structure_cap)  # (C, n)
             lam = saved["lam"] * mse / float((err.t() * weights).mean())
         else:
-            raise SystemExit(f"unknown mode {mode!r}: fit, curve[:k] or ratio")
+            raise SystemExit(f"unknown mode {mode!r}: fit, curve[:k] or (on a fit) ratio")
         code = grid_codec.choose_code(image, pixels, latents, feats, saved["weights"], shape, cfg, lam)
         data = grid_codec.pack(code, shape, h, w)
         bare = grid_codec.pack(replace(code, loop_filter=None), shape, h, w)
@@ -115,7 +155,7 @@ def replay(path: Path, modes: list[str], kodak: Path) -> None:
         header = bitstream.parse(data)[0]
         flt = [header.filter_taps, header.filter_symmetric, header.filter_shift] if header.filter_taps else None
         out = decode(data)
-        print(json.dumps(dict(image=f"{name}.png", bpp_target=bpp, over=[mode], bpp=8 * len(data) / n,
+        print(json.dumps(dict(image=f"{name}.png", bpp_target=bpp, over=[mode] + overrides, bpp=8 * len(data) / n,
                               psnr=psnr(image, out), ms_ssim=ms_ssim(image, out), encode_s=0.0, lam=lam,
                               mlp_steps=list(header.mlp_steps), filter=flt, **split)), flush=True)
 
@@ -128,17 +168,25 @@ def main() -> None:
     f.add_argument("bpp", type=float)
     f.add_argument("out", type=Path)
     f.add_argument("settings", nargs="*")
+    c = sub.add_parser("capture")
+    c.add_argument("image", type=Path)
+    c.add_argument("bpp", type=float)
+    c.add_argument("out", type=Path)
+    c.add_argument("settings", nargs="*")
     r = sub.add_parser("replay")
     r.add_argument("fit", type=Path)
     r.add_argument("modes", nargs="+")
     r.add_argument("--kodak", type=Path, default=Path("../shared/data/kodak"))
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.cmd == "fit":
         fit(args.image, args.bpp, args.out, args.settings)
+    elif args.cmd == "capture":
+        capture(args.image, args.bpp, args.out, args.settings)
     else:
-        replay(args.fit, args.modes, args.kodak)
+        replay(args.fit, args.modes, args.kodak, args.overrides)
 
 
 if __name__ == "__main__":
