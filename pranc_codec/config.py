@@ -257,6 +257,13 @@ class GridConfig:
     # of a Kodak picture. 0: plain rounding. damp x the Gram matrix's mean diagonal is added to it.
     mlp_gptq_rows: int = 1 << 15
     mlp_gptq_damp: float = 0.01
+    # A hidden unit's rounding errors weighed at each pixel by what they do to the colour there (nothing where its
+    # ReLU is off; else the squared norm of the float network's Jacobian from the unit to the colour), a Gram
+    # matrix a unit; and each layer's inputs rounded in order of decreasing energy (GPTQ's act-order). On the same
+    # 32 fits at equal rate: +0.006 dB (25 of 32 ahead) weighted, +0.004 (21) ordered, +0.011 dB (31 of 32 ahead)
+    # and MS-SSIM +0.0002 both, for 0.3 s more an encode (ABLATIONS.md BI2).
+    mlp_gptq_weighted: bool = True
+    mlp_gptq_act_order: bool = True
     # coded bits per MLP weight assumed when budgeting the latents: the encoder's choice at the curve's price
     # codes 4.8-9.7 (mean 7.3) on 32 Kodak fits (ABLATIONS.md X4); 8 left files 1-2 % under target at low rates
     mlp_bits_estimate: float = 7.0

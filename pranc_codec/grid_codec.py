@@ -124,28 +124,96 @@ def _render(latents: list[torch.Tensor] | list[np.ndarray], mlp_q: list[np.ndarr
 
 
 def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None = None,
-                 inputs: torch.Tensor | None = None, damp: float = 0.0) -> tuple[list[np.ndarray], list[float]]:
+                 inputs: torch.Tensor | None = None, damp: float = 0.0, weighted: bool = False,
+                 act_order: bool = False, memo: dict | None = None) -> tuple[list[np.ndarray], list[float]]:
     """Per layer: step = max|w| / 2^(bits-1) (as float32), symbols round(w / step); with ``inputs`` (P, levels)
     float64 (features at P pixels, :func:`gptq_inputs`) and the ``shape``, each layer's symbols are chosen by
     GPTQ (quantization.gptq_round, damping ``damp``) on the inputs that the layers before it, as quantized, give
-    at those pixels, the bias as the weight of a constant input. The steps are the same either way."""
+    at those pixels, the bias as the weight of a constant input. The steps are the same either way.
+
+    ``weighted``: a hidden unit's errors are weighed at each pixel by how much they move the colour there (zero
+    where its ReLU is off, else the squared norm of the float network's Jacobian from it to the colour), one
+    Gram matrix a unit. ``act_order``: each layer's inputs rounded in order of decreasing energy. ``memo``: a
+    dict kept between calls on the same weights and inputs (other depths), for what does not depend on the depth:
+    the units' weights and the first layer's Gram matrices."""
     flat = [w.detach().double().cpu().numpy() for w in weights]
     steps = [float(np.float32(max(float(np.abs(w64).max()), 1e-12) / 2 ** (bits - 1))) for w64 in flat]
     if inputs is None:
         return [quantize(w64, step) for w64, step in zip(flat, steps)], steps
+    layers = split_params(flat, shape)
+    memo = {} if memo is None else memo
+    if "rows" not in memo:
+        memo["rows"] = _unit_weights(inputs, layers) if weighted else [None] * len(layers)
+    rows = memo["rows"]
     # the (P, 33) products in torch, whose BLAS keeps to the encoder's thread count: numpy's starts a thread a
     # core, and with two encodes side by side (as pranc eval runs them) its products took 0.4-1.8 s an encode,
     # where alone they take under a tenth of that (ABLATIONS.md BH2)
     x = torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], dim=1)
     qs = []
-    for i, ((W, b), step) in enumerate(zip(split_params(flat, shape), steps)):
-        q = gptq_round(np.concatenate([W, b[:, None]], axis=1), gptq_factor((x.t() @ x).numpy(), damp), step,
-                       2 ** (bits - 1))
+    for i, ((W, b), step, r) in enumerate(zip(layers, steps, rows)):
+        Wb, qmax = np.concatenate([W, b[:, None]], axis=1), 2 ** (bits - 1)
+        # the first layer's inputs are the features at every depth
+        grams = memo.get("first") if i == 0 else None
+        if grams is None:
+            grams = (x.t() @ x).numpy() if r is None else _unit_grams(x, r).numpy()  # one a unit where weighted
+            if i == 0:
+                memo["first"] = grams
+        if r is None:
+            q = _gptq_rows(Wb, grams, step, qmax, damp, act_order)
+        else:
+            q = np.concatenate([_gptq_rows(Wb[o:o + 1], grams[o], step, qmax, damp, act_order)
+                                for o in range(len(Wb))])
         qs.append(np.concatenate([q[:, :-1].reshape(-1), q[:, -1]]))  # split_params' order: W row-major, then b
         if i + 1 < len(flat):  # the next layer's inputs: this layer's ReLU outputs, as quantized
             wq = torch.from_numpy(q.astype(np.float64) * np.float64(np.float32(step)))
             x = torch.cat([torch.relu(x @ wq.t()), x[:, -1:]], dim=1)
     return qs, steps
+
+
+def _gptq_rows(weights: np.ndarray, gram: np.ndarray, step: float, qmax: int, damp: float,
+               act_order: bool) -> np.ndarray:
+    """gptq_round of (out, in) weights on one (in, in) Gram matrix, its inputs in order of decreasing energy
+    with ``act_order``."""
+    order = np.argsort(-np.diag(gram), kind="stable") if act_order else np.arange(len(gram))
+    q = gptq_round(weights[:, order], gptq_factor(gram[np.ix_(order, order)], damp), step, qmax)
+    out = np.empty_like(q)
+    out[:, order] = q
+    return out
+
+
+_GRAM_CHUNK = 4096  # pixels a product of _unit_grams: (chunk, in^2) float32 outer products, 18 MB at 33 inputs
+
+
+def _unit_grams(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """(out, in, in) float64 Gram matrices sum_p r[p, o] x_p x_p^T of inputs x (P, in) under weights r (P, out),
+    as one float32 product a chunk of pixels: 4-6 times faster than a float64 product a unit, within 1e-6 of
+    it, where GPTQ's damping adds 1e-2."""
+    n = x.shape[1]
+    xf, rf = x.float(), r.float()
+    out = torch.zeros(r.shape[1], n * n)
+    for s in range(0, len(x), _GRAM_CHUNK):
+        xs = xf[s: s + _GRAM_CHUNK]
+        out += rf[s: s + _GRAM_CHUNK].t() @ (xs[:, :, None] * xs[:, None, :]).reshape(len(xs), n * n)
+    return out.reshape(-1, n, n).double()
+
+
+def _unit_weights(inputs: torch.Tensor, layers: list[tuple[np.ndarray, np.ndarray]]) -> list[torch.Tensor | None]:
+    """Per layer, (P, out) weights of each unit's pre-activation error at each of the P pixels of ``inputs``
+    (P, levels) float64: for a hidden unit its ReLU's gate times the squared norm of the float network's Jacobian
+    from its output to the colour; None for the output layer (every channel's error counts alike)."""
+    Ws = [torch.from_numpy(W) for W, _ in layers]
+    h, gates = inputs, []
+    for W, b in layers[:-1]:
+        z = h @ torch.from_numpy(W).t() + torch.from_numpy(b)
+        gates.append((z > 0).double())
+        h = torch.relu(z)
+    out: list[torch.Tensor | None] = [None]
+    jac = Ws[-1].expand(len(inputs), *Ws[-1].shape)  # (P, C, units of the last hidden layer)
+    for k in range(len(gates) - 1, -1, -1):
+        out.insert(0, gates[k] * (jac ** 2).sum(1))
+        if k:
+            jac = (jac * gates[k][:, None, :]) @ Ws[k]
+    return out
 
 
 def dequantize_mlp(qs: list[np.ndarray], steps: list[float]) -> list[torch.Tensor]:
@@ -184,10 +252,12 @@ def choose_mlp_bits(feats: torch.Tensor, target: torch.Tensor, weights: list[tor
     choices = sorted(set(g.mlp_bits))
     tried: dict[int, tuple[float, list[np.ndarray], list[float]]] = {}
     inputs = gptq_inputs(feats, g)
+    memo: dict = {}
 
     def cost(i: int) -> float:
         if i not in tried:
-            qs, steps = quantize_mlp(weights, choices[i], shape, inputs, g.mlp_gptq_damp)
+            qs, steps = quantize_mlp(weights, choices[i], shape, inputs, g.mlp_gptq_damp, g.mlp_gptq_weighted,
+                                     g.mlp_gptq_act_order, memo)
             mse = _mlp_mse(feats, target, split_params(dequantize_mlp(qs, steps), shape))
             tried[i] = (mse + lam * mlp_code_length(qs) / pixels, qs, steps)
         return tried[i][0]
