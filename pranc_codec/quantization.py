@@ -87,6 +87,35 @@ def gptq_factor(gram: np.ndarray, damp: float) -> np.ndarray:
     return np.eye(size)
 
 
+def gptq_factors(grams: np.ndarray, damp: float) -> np.ndarray:
+    """:func:`gptq_factor` of each of a stack of Gram matrices (k, in, in): the same factors, in one LAPACK call
+    each for the stack where every matrix factors at the first damping (else matrix by matrix)."""
+    size = grams.shape[-1]
+    scale = np.maximum(np.mean(np.diagonal(grams, axis1=1, axis2=2), axis=1), 1e-30)
+    try:
+        upper = np.linalg.cholesky(np.linalg.inv(grams + (damp * scale)[:, None, None] * np.eye(size)))
+        upper = np.swapaxes(upper, 1, 2)
+        if np.all(np.isfinite(upper)):
+            return upper
+    except np.linalg.LinAlgError:
+        pass
+    return np.stack([gptq_factor(g, damp) for g in grams])
+
+
+def gptq_round_rows(weights: np.ndarray, uppers: np.ndarray, step: float, qmax: int) -> np.ndarray:
+    """:func:`gptq_round` of each row of weights (out, in) on its own factor, uppers (out, in, in): the same
+    symbols, the rows' columns rounded side by side."""
+    w = np.array(weights, dtype=np.float64)
+    q = np.zeros(w.shape, dtype=np.int32)
+    rows = np.arange(len(w))
+    for i in range(w.shape[1]):
+        qi = np.clip(np.rint(w[:, i] / step), -qmax, qmax)
+        q[:, i] = qi
+        err = (w[:, i] - qi * step) / uppers[rows, i, i]
+        w[:, i + 1:] -= err[:, None] * uppers[:, i, i + 1:]
+    return q
+
+
 def gptq_round(weights: np.ndarray, upper: np.ndarray, step: float, qmax: int) -> np.ndarray:
     """Symbols (out, in) int32 of a linear layer's weights (out, in) float64 at one step, chosen by GPTQ.
 

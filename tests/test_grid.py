@@ -967,6 +967,25 @@ def test_act_order_rounds_the_inputs_by_energy_and_puts_the_symbols_back():
         assert np.array_equal(grid_codec._gptq_rows(w, diag, 0.3, 100, 0.01, act), np.rint(w / 0.3))
 
 
+def test_units_rounded_side_by_side_get_each_rows_own_symbols():
+    """_gptq_units (the rows side by side, a factor each in one stacked LAPACK call) gives the symbols of
+    _gptq_rows row by row, in both orders, with a dead unit (a zero Gram matrix) and two equal inputs."""
+    gen = np.random.default_rng(0)
+    for trial in range(12):
+        out, n = int(gen.integers(1, 20)), int(gen.integers(2, 12))
+        w = gen.normal(size=(out, n))
+        x = gen.normal(size=(300, n)) @ gen.normal(size=(n, n))
+        grams = np.stack([(x * gen.random(300)[:, None]).T @ x for _ in range(out)])
+        if trial % 3 == 0:
+            grams[0] = 0
+        if trial % 4 == 0:
+            grams[:, :, 1], grams[:, 1, :] = grams[:, :, 0], grams[:, 0, :]
+        for act in (False, True):
+            want = np.concatenate([grid_codec._gptq_rows(w[o:o + 1], grams[o], 0.1, 50, 0.01, act)
+                                   for o in range(out)])
+            assert np.array_equal(grid_codec._gptq_units(w, grams, 0.1, 50, 0.01, act), want)
+
+
 def test_weighted_gptq_in_act_order_keeps_the_colour_nearer():
     """The encoder's GPTQ (each hidden unit's errors weighed by its gate and its Jacobian to the colour, inputs in
     act-order) against GPTQ on the plain Gram matrices, at the same steps: a lower colour error on each of four
