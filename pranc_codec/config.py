@@ -261,7 +261,7 @@ class GridConfig:
     # ReLU is off; else the squared norm of the float network's Jacobian from the unit to the colour), a Gram
     # matrix a unit; and each layer's inputs rounded in order of decreasing energy (GPTQ's act-order). On the same
     # 32 fits at equal rate: +0.006 dB (25 of 32 ahead) weighted, +0.004 (21) ordered, +0.011 dB (31 of 32 ahead)
-    # and MS-SSIM +0.0002 both, for 0.3 s more an encode (ABLATIONS.md BI2).
+    # and MS-SSIM +0.0002 both, for about 1 s more an encode (ABLATIONS.md BI2).
     mlp_gptq_weighted: bool = True
     mlp_gptq_act_order: bool = True
     # coded bits per MLP weight assumed when budgeting the latents: the encoder's choice at the curve's price

@@ -75,31 +75,34 @@ def gptq_factor(gram: np.ndarray, damp: float) -> np.ndarray:
     near singular that its inverse comes out not positive definite in float64, the damping grows tenfold at a
     time, and past GPTQ_DAMP_RETRIES the identity is returned, with which gptq_round rounds plainly.
     """
-    size = gram.shape[0]
-    scale = max(float(np.mean(np.diag(gram))), 1e-30)
-    for k in range(GPTQ_DAMP_RETRIES + 1):
-        try:
-            upper = np.linalg.cholesky(np.linalg.inv(gram + damp * 10.0 ** k * scale * np.eye(size))).T
-        except np.linalg.LinAlgError:
-            continue
-        if np.all(np.isfinite(upper)):
-            return upper  # gram^-1 = U^T U
-    return np.eye(size)
+    return gptq_factors(gram[None], damp)[0]
 
 
 def gptq_factors(grams: np.ndarray, damp: float) -> np.ndarray:
-    """:func:`gptq_factor` of each of a stack of Gram matrices (k, in, in): the same factors, in one LAPACK call
-    each for the stack where every matrix factors at the first damping (else matrix by matrix)."""
+    """:func:`gptq_factor` of each of a stack of Gram matrices (k, in, in): one LAPACK call each for the stack
+    where every matrix factors at the first damping, else matrix by matrix with the retries."""
     size = grams.shape[-1]
-    scale = np.maximum(np.mean(np.diagonal(grams, axis1=1, axis2=2), axis=1), 1e-30)
-    try:
-        upper = np.linalg.cholesky(np.linalg.inv(grams + (damp * scale)[:, None, None] * np.eye(size)))
-        upper = np.swapaxes(upper, 1, 2)
-        if np.all(np.isfinite(upper)):
-            return upper
-    except np.linalg.LinAlgError:
-        pass
-    return np.stack([gptq_factor(g, damp) for g in grams])
+    scale = np.array([max(float(np.mean(np.diag(g))), 1e-30) for g in grams])
+
+    def factor(g: np.ndarray, ridge: np.ndarray) -> np.ndarray | None:
+        """U of (g + ridge I)^-1 (stacked or not), None where it is not defined."""
+        try:
+            upper = np.swapaxes(np.linalg.cholesky(np.linalg.inv(g + ridge[..., None, None] * np.eye(size))), -1, -2)
+        except np.linalg.LinAlgError:
+            return None
+        return upper if np.all(np.isfinite(upper)) else None  # gram^-1 = U^T U
+
+    upper = factor(grams, damp * scale)
+    if upper is not None:
+        return upper
+    out = []
+    for g, s in zip(grams, scale):
+        for k in range(GPTQ_DAMP_RETRIES + 1):
+            u = factor(g, np.asarray(damp * 10.0 ** k * s))
+            if u is not None:
+                break
+        out.append(np.eye(size) if u is None else u)
+    return np.stack(out)
 
 
 def gptq_round_rows(weights: np.ndarray, uppers: np.ndarray, step: float, qmax: int) -> np.ndarray:
