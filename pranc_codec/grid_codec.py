@@ -28,7 +28,7 @@ from .grid_fit import (GridFit, context_state, decoded_residual, fit_grid, fits_
                        seen_weights)
 from .latent import GridShape, mlp_forward, sample_levels, split_params
 from .loop_filter import LoopFilter
-from .quantization import gptq_factor, gptq_factors, gptq_round, gptq_round_rows, quantize
+from .quantization import gptq_factors, gptq_round_rows, quantize
 
 
 @dataclass
@@ -158,8 +158,7 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None
             grams = (x.t() @ x).numpy() if r is None else _unit_grams(x, r).numpy()  # one a unit where weighted
             if i == 0:
                 memo["first"] = grams
-        q = _gptq_rows(Wb, grams, step, qmax, damp, act_order) if r is None else \
-            _gptq_units(Wb, grams, step, qmax, damp, act_order)
+        q = _gptq_layer(Wb, grams, step, qmax, damp, act_order)
         qs.append(np.concatenate([q[:, :-1].reshape(-1), q[:, -1]]))  # split_params' order: W row-major, then b
         if i + 1 < len(flat):  # the next layer's inputs: this layer's ReLU outputs, as quantized
             wq = torch.from_numpy(q.astype(np.float64) * np.float64(np.float32(step)))
@@ -167,27 +166,20 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None
     return qs, steps
 
 
-def _gptq_rows(weights: np.ndarray, gram: np.ndarray, step: float, qmax: int, damp: float,
-               act_order: bool) -> np.ndarray:
-    """gptq_round of (out, in) weights on one (in, in) Gram matrix, its inputs in order of decreasing energy
-    with ``act_order``."""
-    order = np.argsort(-np.diag(gram), kind="stable") if act_order else np.arange(len(gram))
-    q = gptq_round(weights[:, order], gptq_factor(gram[np.ix_(order, order)], damp), step, qmax)
-    out = np.empty_like(q)
-    out[:, order] = q
-    return out
-
-
-def _gptq_units(weights: np.ndarray, grams: np.ndarray, step: float, qmax: int, damp: float,
+def _gptq_layer(weights: np.ndarray, gram: np.ndarray, step: float, qmax: int, damp: float,
                 act_order: bool) -> np.ndarray:
-    """:func:`_gptq_rows` of each row of weights (out, in) on its own Gram matrix, grams (out, in, in); the rows
-    side by side (a call a row took 0.4 s of an encode)."""
+    """GPTQ's symbols (out, in) of a layer's weights (out, in) on ``gram``: one (in, in) Gram matrix for every
+    row, or (out, in, in), one a row (a weighted layer's units), the rows rounded side by side (a call a row took
+    0.4 s of an encode); with ``act_order`` each row's inputs in order of decreasing energy."""
+    grams = gram[None] if gram.ndim == 2 else gram
     size = grams.shape[-1]
     order = (np.argsort(-np.diagonal(grams, axis1=1, axis2=2), axis=1, kind="stable") if act_order
-             else np.tile(np.arange(size), (len(grams), 1)))  # (out, in)
-    rows = np.arange(len(grams))[:, None]
-    permuted = grams[rows[:, :, None], order[:, :, None], order[:, None, :]]
-    q = gptq_round_rows(weights[rows, order], gptq_factors(permuted, damp), step, qmax)
+             else np.tile(np.arange(size), (len(grams), 1)))  # (1 or out, in)
+    k = np.arange(len(grams))[:, None]
+    uppers = gptq_factors(grams[k[:, :, None], order[:, :, None], order[:, None, :]], damp)
+    order, uppers = (np.broadcast_to(a, (len(weights),) + a.shape[1:]) for a in (order, uppers))
+    rows = np.arange(len(weights))[:, None]
+    q = gptq_round_rows(weights[rows, order], uppers, step, qmax)
     out = np.empty_like(q)
     out[rows, order] = q
     return out

@@ -128,11 +128,4 @@ def gptq_round(weights: np.ndarray, upper: np.ndarray, step: float, qmax: int) -
     j > i by -e U_ij / U_ii, ``upper`` = U = :func:`gptq_factor` of gram. Where gram is diagonal nothing is
     spread and the symbols are plain rounding's. Symbols are clipped to +-qmax.
     """
-    w = np.array(weights, dtype=np.float64)
-    q = np.zeros(w.shape, dtype=np.int32)
-    for i in range(w.shape[1]):
-        qi = np.clip(np.rint(w[:, i] / step), -qmax, qmax)
-        q[:, i] = qi
-        err = (w[:, i] - qi * step) / upper[i, i]
-        w[:, i + 1:] -= np.outer(err, upper[i, i + 1:])
-    return q
+    return gptq_round_rows(weights, np.broadcast_to(upper, (len(weights),) + upper.shape), step, qmax)

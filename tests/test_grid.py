@@ -951,7 +951,7 @@ def test_unit_grams_are_each_units_weighted_gram_matrix():
 
 
 def test_act_order_rounds_the_inputs_by_energy_and_puts_the_symbols_back():
-    """_gptq_rows with act_order: GPTQ on the inputs taken in order of decreasing Gram diagonal, the symbols
+    """_gptq_layer with act_order: GPTQ on the inputs taken in order of decreasing Gram diagonal, the symbols
     returned in the layer's own order; on a diagonal Gram matrix nothing is spread, so both orders round plainly."""
     gen = np.random.default_rng(7)
     w = gen.normal(size=(4, 6))
@@ -959,19 +959,20 @@ def test_act_order_rounds_the_inputs_by_energy_and_puts_the_symbols_back():
     gram = x.T @ x
     order = np.argsort(-np.diag(gram))
     assert not np.array_equal(order, np.arange(6))
-    got = grid_codec._gptq_rows(w, gram, 0.3, 100, 0.01, True)
+    got = grid_codec._gptq_layer(w, gram, 0.3, 100, 0.01, True)
     want = np.empty_like(got)
     want[:, order] = gptq_round(w[:, order], gptq_factor(gram[np.ix_(order, order)], 0.01), 0.3, 100)
     assert np.array_equal(got, want)
-    assert not np.array_equal(got, grid_codec._gptq_rows(w, gram, 0.3, 100, 0.01, False))
+    assert not np.array_equal(got, grid_codec._gptq_layer(w, gram, 0.3, 100, 0.01, False))
     diag = np.diag(np.diag(gram))
     for act in (False, True):
-        assert np.array_equal(grid_codec._gptq_rows(w, diag, 0.3, 100, 0.01, act), np.rint(w / 0.3))
+        assert np.array_equal(grid_codec._gptq_layer(w, diag, 0.3, 100, 0.01, act), np.rint(w / 0.3))
 
 
 def test_units_rounded_side_by_side_get_each_rows_own_symbols():
-    """_gptq_units (the rows side by side, a factor each in one stacked LAPACK call) gives the symbols of
-    _gptq_rows row by row, in both orders, with a dead unit (a zero Gram matrix) and two equal inputs."""
+    """_gptq_layer on a Gram matrix a row (the rows side by side, a factor each in one stacked LAPACK call) gives
+    the symbols of each row alone on its own, in both orders, with a dead unit (a zero Gram matrix) and two equal
+    inputs."""
     gen = np.random.default_rng(0)
     for trial in range(12):
         out, n = int(gen.integers(1, 20)), int(gen.integers(2, 12))
@@ -983,9 +984,9 @@ def test_units_rounded_side_by_side_get_each_rows_own_symbols():
         if trial % 4 == 0:
             grams[:, :, 1], grams[:, 1, :] = grams[:, :, 0], grams[:, 0, :]
         for act in (False, True):
-            want = np.concatenate([grid_codec._gptq_rows(w[o:o + 1], grams[o], 0.1, 50, 0.01, act)
+            want = np.concatenate([grid_codec._gptq_layer(w[o:o + 1], grams[o], 0.1, 50, 0.01, act)
                                    for o in range(out)])
-            assert np.array_equal(grid_codec._gptq_units(w, grams, 0.1, 50, 0.01, act), want)
+            assert np.array_equal(grid_codec._gptq_layer(w, grams, 0.1, 50, 0.01, act), want)
 
 
 def test_weighted_gptq_in_act_order_keeps_the_colour_nearer():
