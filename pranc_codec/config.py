@@ -373,10 +373,12 @@ class RoundingConfig:
     mlp_lr: float = 3e-3
     mlp_batch: int = 8192
     # A file over its ceiling (RateConfig.max_bytes) is trimmed by single sweeps from the rounded latents, railed
-    # to a goal for their code length (the excess and half of trim_slack under what they take), at lambda x f:
-    # f from 1, raised trim_growth-fold while the file is over, then bisected in log f for the least f that
-    # fits; a file within trim_slack under the ceiling ends it. At most trim_sweeps sweeps (Kodak: ~4 s each
-    # with the filter's choice and the pack; grid_codec.trim_to_ceiling).
+    # to a goal for their code length (the excess and half of trim_slack under what they take), at lambda x f
+    # (the MLP and the filter at lambda): f from 1, raised trim_growth-fold while the file is over, then
+    # bisected in log f for the least f that fits, and where that file fits by a smaller filter, on for the
+    # least f whose latents meet their goal; a file within trim_slack under the ceiling ends a search, and the
+    # file nearest the picture is kept. At most trim_sweeps sweeps (Kodak: ~4 s each with the filter's choice,
+    # the pack and a decode; grid_codec.trim_to_ceiling, trim_search).
     trim_sweeps: int = 8
     trim_growth: float = 2.0
     trim_slack: float = 0.01

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import bitstream, entropy, grid_decode, loop_filter, rounding
+from . import bitstream, entropy, grid_decode, loop_filter, metrics, rounding
 from .bitstream import MODEL_BITS, GridHeader
 from .config import CodecConfig, GridConfig, RoundingConfig
 from .errors import LimitError
@@ -447,9 +447,19 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     data = pack(code, shape, height, width)
     trims = 0
     if cap is not None and len(data) > cap:
+        flt = 0.0 if code.loop_filter is None else loop_filter.filter_bits(code.loop_filter.coefs)
         data, trims = trim_to_ceiling(image, pixels, latents, feats, weights, shape, config, lam, first, pix_w,
-                                      data, progress, seen)
+                                      data, progress, seen, flt)
     return data, shape, trims, restarts
+
+
+def _file_mse(data: bytes, image: np.ndarray, seen: np.ndarray | None) -> float:
+    """MSE (8-bit units^2) of grid file ``data``'s decoded pixels against uint8 (H, W, C) ``image``, over the
+    ``seen`` pixels (bool (H, W); None: all)."""
+    decoded = grid_decode.decode(*bitstream.parse(data))
+    if seen is None:
+        return metrics.mse(image, decoded)
+    return metrics.mse(image[seen], decoded[seen]) if seen.any() else 0.0
 
 
 def _seen_rows(seen: np.ndarray | None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -568,25 +578,30 @@ def choose_code(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Ten
 
 def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
                     weights: list[torch.Tensor], shape: GridShape, config: CodecConfig, lam: float, first: int,
-                    pix_w: torch.Tensor | None, data: bytes, progress=None,
-                    seen: np.ndarray | None = None) -> tuple[bytes, int]:
+                    pix_w: torch.Tensor | None, data: bytes, progress=None, seen: np.ndarray | None = None,
+                    filter_bits: float = 0.0) -> tuple[bytes, int]:
     """A file of at most ``config.rate.max_bytes`` bytes from the encode's rounded latents, where ``data`` (that
     encode's file) is over.
 
     Each try is one rounding sweep from those latents at lambda x f, railed (as the rounding's last sweep is)
     to a goal for the latents' code length of what they take now less the excess and half of ``trim_slack``
-    of the ceiling, then the MLP's bits and the filter chosen at the same price and the file packed. f starts
-    at 1 and steps ``trim_growth``-fold while the file is over, then is bisected in log f for the smallest f
-    that fits: a low f spreads the cut over every level by price, where the rails alone would take it from the
-    first (coarsest) latents coded; the rails stop a sweep from cutting far past the goal where the encode's
-    own rails had held the latents above their price's choice. A try whose latents met the goal but whose
-    file is still over (the MLP's or the filter's bits grew) lowers the goal by the rest.
+    of the ceiling, then the MLP's bits and the filter chosen at the encode's lambda, the filter made smaller
+    or left out where the file would pass the ceiling, and the file packed; :func:`trim_search` picks the
+    values of f. A low f spreads the cut over every level by price, where the rails alone would take it from
+    the first (coarsest) latents coded; the rails stop a sweep from cutting far past the goal where the
+    encode's own rails had held the latents above their price's choice. A file that fits with its latents
+    short of their goal fits by a smaller filter or none, which can cost a small picture far more than
+    cutting the latents (the grating's filter, 2-3 dB: ABLATIONS.md BJ1), so the search goes on to f that meet
+    the goal. Of the files that fit, the one whose decoded pixels are nearest the picture's (MSE over the
+    ``seen`` pixels) is kept: the MLP and the filter are few and coarse choices, so the larger file is not
+    always the nearer.
 
     image: uint8 (H, W, C); pixels: (H W, C) float32 in [0, 1]; latents: rounded grids; feats: their
     (H W, levels) features; weights: the MLP after the rounding; lam: the encode's price of a bit (MSE per
     bpp); first: the first level coded; pix_w: the fit's (C, H W) error weights or None; seen: as
-    :func:`choose_code`'s. Returns the file and the sweeps it took. Raises LimitError when no try fits: the
-    header, the MLP and the latents at their cheapest are over."""
+    :func:`choose_code`'s; filter_bits: the code length of the filter in ``data`` (0 for none). Returns the
+    file and the tries it took. Raises LimitError when no try fits: the header, the MLP and the latents at
+    their cheapest are over."""
     cap, rc = config.rate.max_bytes, config.rounding
     height, width, _ = image.shape
     mlp = [w.detach().cpu().float() for w in weights]
@@ -598,8 +613,14 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
     goal = context_state(latents, first).bits - 8 * (len(data) - cap) - half
     cb = progress(f"trim to {cap} bytes", rc.trim_sweeps, "sweep") if progress else None
 
-    def attempt(f: float) -> tuple[bytes, float]:
-        """The file at lambda x f, and its latents' code length."""
+    best, best_mse, smallest = None, math.inf, len(data)
+
+    def attempt(f: float) -> tuple[int, bool, float, bool]:
+        """The file with the latents at lambda x f and the MLP and the filter at lambda (the encode's choices,
+        the filter's made smaller or left out where it does not fit under the ceiling), kept where it fits and
+        its decoded pixels are the nearest so far; returns its size (bytes), whether the latents met their goal,
+        its filter's code length (bits) and whether it was kept."""
+        nonlocal best, best_mse, smallest
         one = replace(rc, sweeps=1, rate_rail=half / max(goal, 1.0))
         if rc.trim_toward:
             one = replace(one, deltas=(), to_mean=False, toward_mean=True)
@@ -607,28 +628,75 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
                                        target_bits=max(goal, 1.0), errors=errors)
         if cb is not None:
             cb(1, float("nan"))
-        code = choose_code(image, pixels, lat, ft, mlp, shape, config, lam * f, ceiling_bits=8 * cap, seen=seen)
-        return pack(code, shape, height, width), context_state(lat, first).bits
-
-    f, over, fits, best, smallest = 1.0, 0.0, math.inf, None, len(data)  # over: the largest f over, fits: the least
-    sweeps = 0
-    for sweeps in range(1, rc.trim_sweeps + 1):
-        out, bits = attempt(f)
+        code = choose_code(image, pixels, lat, ft, mlp, shape, config, lam, ceiling_bits=8 * cap, seen=seen)
+        out = pack(code, shape, height, width)
         smallest = min(smallest, len(out))
+        nearest = False
         if len(out) <= cap:
-            fits = f
-            if best is None or len(out) > len(best):
-                best = out
-            # within the slack, or fitting from the first try (a lower f only adds bits up to the rails), or
-            # bisected to within 5 %
-            if len(best) >= cap * (1 - rc.trim_slack) or not over or fits < 1.05 * over:
+            m = _file_mse(out, image, seen)
+            if m < best_mse:
+                best, best_mse, nearest = out, m, True
+        flt = 0.0 if code.loop_filter is None else loop_filter.filter_bits(code.loop_filter.coefs)
+        return len(out), context_state(lat, first).bits <= goal + half, flt, nearest
+
+    def lower(size: int) -> None:
+        """The latents met their goal and the rest of the file grew: a goal lower by the rest."""
+        nonlocal goal
+        goal -= 8 * (size - cap) + half
+
+    sweeps = trim_search(attempt, lower, cap, rc, filter_bits)
+    if best is None:
+        raise LimitError(f"cannot fit this picture in {cap} bytes: the smallest file made was {smallest} bytes")
+    return best, sweeps
+
+
+def trim_search(attempt: Callable[[float], tuple[int, bool, float, bool]], lower: Callable[[int], None],
+                cap: int, rc: RoundingConfig, filter_bits: float = 0.0) -> int:
+    """The values of f that :func:`trim_to_ceiling` tries, and the tries it took (at most ``rc.trim_sweeps``).
+    attempt(f) makes the file at f and returns (its size in bytes, whether its latents met their goal, its
+    filter's code length in bits, whether it fits and is the nearest to the picture so far); lower(size)
+    lowers the goal where a file met it and is still over ``cap`` bytes; filter_bits: the encode's filter's
+    code length (0 for none).
+
+    First the least f whose file fits: f from 1, ``rc.trim_growth``-fold while over, then bisected in log f.
+    Where that file's latents missed their goal and its filter is smaller than the encode's, then the least f
+    whose latents meet the goal and whose file fits, from there the same way, until such a file is no nearer
+    the picture than one before (the filter it keeps is not worth the latents cut for it)."""
+
+    def done(size: int, low: float, high: float) -> bool:
+        """Whether a search may stop at a file of ``size`` bytes that fits at f = ``high``, with ``low`` the
+        largest f that did not: within the slack, or fitting from the first try (a lower f only adds bits up to
+        the rails), or bisected to within 5 %."""
+        return size >= cap * (1 - rc.trim_slack) or not low or high < 1.05 * low
+
+    # over: the largest f whose file is over, fits: the least that fits
+    f, over, fits, squeezed, sweeps = 1.0, 0.0, math.inf, False, 0
+    while sweeps < rc.trim_sweeps:
+        sweeps += 1
+        size, met, flt, _ = attempt(f)
+        if size <= cap:
+            fits, squeezed = f, not met and flt < filter_bits
+            if done(size, over, fits):
                 break
-        elif bits <= goal + half:  # the latents met their goal and the rest of the file grew: a lower goal
-            goal -= 8 * (len(out) - cap) + half
+        elif met:
+            lower(size)
             continue
         else:
             over = f
         f = over * rc.trim_growth if math.isinf(fits) else math.sqrt(over * fits)
-    if best is None:
-        raise LimitError(f"cannot fit this picture in {cap} bytes: the smallest file made was {smallest} bytes")
-    return best, sweeps
+    if squeezed:
+        # That file fits by a smaller filter or none, the latents short of their goal: the least f whose latents
+        # meet it and whose file fits, searched the same way from there.
+        low, high = fits, math.inf
+        f = low * rc.trim_growth
+        while sweeps < rc.trim_sweeps:
+            sweeps += 1
+            size, met, _, nearest = attempt(f)
+            if size <= cap and met:
+                high = f
+                if not nearest or done(size, low, high):
+                    break
+            else:
+                low = f
+            f = low * rc.trim_growth if math.isinf(high) else math.sqrt(low * high)
+    return sweeps

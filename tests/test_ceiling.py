@@ -178,3 +178,80 @@ def test_cli_max_size(tmp_path):
                      (["--max-size", "20"], "header alone")):
         r = runner.invoke(main, ["encode", str(png), "-f", *bad, *args])
         assert r.exit_code != 0 and why in r.output and "Traceback" not in r.output, r.output
+
+
+class _Trials:
+    """A stand-in for trim_to_ceiling's tries: the file at f is ``size(f)`` bytes, its latents meet their goal
+    from ``goal_f`` on, its filter is ``kept`` bits where that holds and ``squeezed`` bits below, and its
+    decoded error is ``error(f)``."""
+
+    def __init__(self, size, goal_f: float, kept: float = 100.0, squeezed: float = 100.0, error=lambda f: f):
+        self.size, self.goal_f, self.kept, self.squeezed, self.error = size, goal_f, kept, squeezed, error
+        self.tried: list[float] = []
+        self.best = math.inf
+
+    def __call__(self, f: float) -> tuple[int, bool, float, bool]:
+        self.tried.append(f)
+        met = f >= self.goal_f
+        size, nearest = self.size(f), False
+        if size <= 950 and self.error(f) < self.best:
+            self.best, nearest = self.error(f), True
+        return size, met, self.kept if met else self.squeezed, nearest
+
+
+RC = CodecConfig().rounding
+
+
+def test_trim_search_bisects_for_the_least_f_that_fits():
+    """Files shrink as f grows and fit from f = 3: over at 1 and 2, fitting at 4, then bisected in log f
+    until the least fitting f is known to within 5 % (or the tries run out), every try after the first
+    between the largest f over and the least that fits."""
+    trials = _Trials(lambda f: 1000 if f < 3 else 900, goal_f=3.0)
+    sweeps = grid_codec.trim_search(trials, lambda size: None, 950, RC, filter_bits=100.0)
+    assert sweeps == len(trials.tried) <= RC.trim_sweeps
+    assert trials.tried[:3] == [1.0, 2.0, 4.0]
+    over = max(f for f in trials.tried if f < 3)
+    fits = min(f for f in trials.tried if f >= 3)
+    assert fits < 1.05 * over or sweeps == RC.trim_sweeps
+
+
+def test_trim_search_stops_at_a_first_try_that_fits():
+    trials = _Trials(lambda f: 900, goal_f=0.0)
+    assert grid_codec.trim_search(trials, lambda size: None, 950, RC, filter_bits=100.0) == 1
+
+
+def test_trim_search_goes_on_where_the_file_fits_by_a_smaller_filter():
+    """The file fits from the first try, but only by a filter smaller than the encode's, its latents short of
+    their goal (met from f = 3), and the files with the whole filter are nearer the picture: the search goes on
+    past f = 1 to an f that meets the goal, and bisects toward the least such f."""
+    trials = _Trials(lambda f: 940, goal_f=3.0, kept=100.0, squeezed=20.0, error=lambda f: f if f >= 3 else 9)
+    grid_codec.trim_search(trials, lambda size: None, 950, RC, filter_bits=100.0)
+    assert trials.tried[0] == 1.0 and len(trials.tried) > 1
+    assert any(f >= 3.0 for f in trials.tried)
+    met = min(f for f in trials.tried if f >= 3.0)
+    short = max(f for f in trials.tried if f < 3.0)
+    assert met < 1.05 * short or len(trials.tried) == RC.trim_sweeps
+
+
+def test_trim_search_does_not_go_on_where_the_filter_is_whole():
+    """Latents short of their goal but the filter as large as the encode's (here none at all): a higher f only
+    cuts more, so one try."""
+    trials = _Trials(lambda f: 940, goal_f=3.0, kept=0.0, squeezed=0.0)
+    assert grid_codec.trim_search(trials, lambda size: None, 950, RC, filter_bits=0.0) == 1
+
+
+def test_trim_search_lowers_the_goal_where_met_latents_leave_the_file_over():
+    """A try whose latents met their goal and whose file is still over lowers the goal and tries the same f."""
+    sizes = iter([1000, 900])
+    lowered: list[int] = []
+    trials = _Trials(lambda f: next(sizes), goal_f=0.0)
+    assert grid_codec.trim_search(trials, lowered.append, 950, RC) == 2
+    assert lowered == [1000] and trials.tried == [1.0, 1.0]
+
+
+def test_trim_search_stops_where_the_whole_filter_is_not_worth_its_cut():
+    """As above, but the first file that meets the goal with its filter is further from the picture than the
+    one with the smaller filter: the search ends there."""
+    trials = _Trials(lambda f: 940, goal_f=3.0, kept=100.0, squeezed=20.0, error=lambda f: f)
+    assert grid_codec.trim_search(trials, lambda size: None, 950, RC, filter_bits=100.0) == 3
+    assert trials.tried == [1.0, 2.0, 4.0]
