@@ -447,10 +447,14 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     data = pack(code, shape, height, width)
     trims = 0
     if cap is not None and len(data) > cap:
-        flt = 0.0 if code.loop_filter is None else loop_filter.filter_bits(code.loop_filter.coefs)
         data, trims = trim_to_ceiling(image, pixels, latents, feats, weights, shape, config, lam, first, pix_w,
-                                      data, progress, seen, flt)
+                                      data, progress, seen, code_filter_bits(code))
     return data, shape, trims, restarts
+
+
+def code_filter_bits(code: GridCode) -> float:
+    """The code length (bits) of ``code``'s loop filter; 0 for none."""
+    return 0.0 if code.loop_filter is None else loop_filter.filter_bits(code.loop_filter.coefs)
 
 
 def _file_mse(data: bytes, image: np.ndarray, seen: np.ndarray | None) -> float:
@@ -636,8 +640,7 @@ def trim_to_ceiling(image: np.ndarray, pixels: torch.Tensor, latents: list[torch
             m = _file_mse(out, image, seen)
             if m < best_mse:
                 best, best_mse, nearest = out, m, True
-        flt = 0.0 if code.loop_filter is None else loop_filter.filter_bits(code.loop_filter.coefs)
-        return len(out), context_state(lat, first).bits <= goal + half, flt, nearest
+        return len(out), context_state(lat, first).bits <= goal + half, code_filter_bits(code), nearest
 
     def lower(size: int) -> None:
         """The latents met their goal and the rest of the file grew: a goal lower by the rest."""
