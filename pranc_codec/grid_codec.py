@@ -460,10 +460,7 @@ def code_filter_bits(code: GridCode) -> float:
 def _file_mse(data: bytes, image: np.ndarray, seen: np.ndarray | None) -> float:
     """MSE (8-bit units^2) of grid file ``data``'s decoded pixels against uint8 (H, W, C) ``image``, over the
     ``seen`` pixels (bool (H, W); None: all)."""
-    decoded = grid_decode.decode(*bitstream.parse(data))
-    if seen is None:
-        return metrics.mse(image, decoded)
-    return metrics.mse(image[seen], decoded[seen]) if seen.any() else 0.0
+    return metrics.seen_mse(image, grid_decode.decode(*bitstream.parse(data)), seen)
 
 
 def _seen_rows(seen: np.ndarray | None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -666,6 +663,11 @@ def trim_search(attempt: Callable[[float], tuple[int, bool, float, bool]], lower
     whose latents meet the goal and whose file fits, from there the same way, until such a file is no nearer
     the picture than one before (the filter it keeps is not worth the latents cut for it)."""
 
+    def next_f(low: float, high: float) -> float:
+        """The next f between ``low``, the largest f that did not do, and ``high``, the least that did (inf: none
+        yet): ``trim_growth`` x low until one does, then bisected in log f."""
+        return low * rc.trim_growth if math.isinf(high) else math.sqrt(low * high)
+
     def done(size: int, low: float, high: float) -> bool:
         """Whether a search may stop at a file of ``size`` bytes that fits at f = ``high``, with ``low`` the
         largest f that did not: within the slack, or fitting from the first try (a lower f only adds bits up to
@@ -686,12 +688,12 @@ def trim_search(attempt: Callable[[float], tuple[int, bool, float, bool]], lower
             continue
         else:
             over = f
-        f = over * rc.trim_growth if math.isinf(fits) else math.sqrt(over * fits)
+        f = next_f(over, fits)
     if squeezed:
         # That file fits by a smaller filter or none, the latents short of their goal: the least f whose latents
         # meet it and whose file fits, searched the same way from there.
         low, high = fits, math.inf
-        f = low * rc.trim_growth
+        f = next_f(low, high)
         while sweeps < rc.trim_sweeps:
             sweeps += 1
             size, met, _, nearest = attempt(f)
@@ -701,5 +703,5 @@ def trim_search(attempt: Callable[[float], tuple[int, bool, float, bool]], lower
                     break
             else:
                 low = f
-            f = low * rc.trim_growth if math.isinf(high) else math.sqrt(low * high)
+            f = next_f(low, high)
     return sweeps

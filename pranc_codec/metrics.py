@@ -29,14 +29,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return psnr_of_mse(mse(a, b))
 
 
+def seen_mse(ref: np.ndarray, out: np.ndarray, seen: np.ndarray | None = None) -> float:
+    """MSE in 8-bit units^2 of uint8 (H, W, C) ``out`` against ``ref`` over the ``seen`` pixels (bool (H, W); 0
+    where there are none), or over all where None."""
+    if seen is None:
+        return mse(ref, out)
+    return mse(ref[seen], out[seen]) if seen.any() else 0.0
+
+
 def judged(ref: np.ndarray, out: np.ndarray, seen: np.ndarray | None = None) -> tuple[float, float | None]:
     """(MSE in 8-bit units^2, MS-SSIM or None for grey) of uint8 (H, W, C) ``out`` against ``ref``. Where ``seen``
-    (bool (H, W)) is given, a picture with transparency's colour as it is seen: the MSE over those pixels alone (0
-    where there are none), the MS-SSIM with the others taken as ``ref``'s."""
-    if seen is None:
-        m = mse(ref, out)
-    else:
-        m = mse(ref[seen], out[seen]) if seen.any() else 0.0
+    (bool (H, W)) is given, a picture with transparency's colour as it is seen: the MSE over those pixels alone
+    (:func:`seen_mse`), the MS-SSIM with the others taken as ``ref``'s."""
+    m = seen_mse(ref, out, seen)
+    if seen is not None:
         out = np.where(seen[:, :, None], out, ref)
     return m, ms_ssim(ref, out) if ref.shape[2] == 3 else None
 
