@@ -288,7 +288,8 @@ def main() -> None:
                    f"leave the finest level out and, on the CPU, run {GridConfig.coarse_step_factor:g}x as "
                    "many at the same cost.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads (0 = all cores).")
+@click.option("--threads", type=click.IntRange(0), default=0,
+              help="CPU threads (0 = a fit on one thread, a large picture's strips side by side on every core).")
 @_jobs_option("encoded")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
@@ -339,7 +340,7 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
                        as_json, _encode_line)
             return
         input = inputs[0]
-        from .codec import default_threads, encode as encode_image
+        from .codec import encode as encode_image
         from .config import BasisKind, CodecConfig
         from .image_io import check_output, check_prc_name, read_picture, write_output
 
@@ -367,7 +368,7 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
         if alpha_mode == "exact":
             cfg = replace(cfg, alpha=replace(cfg.alpha, min_db=math.inf))
         cfg = replace(cfg, model=model, device=device, width=net_width, lossless=replace(cfg.lossless, mode=lossless),
-                      fit=replace(cfg.fit, threads=threads or default_threads()))
+                      fit=replace(cfg.fit, threads=threads))
         note = batch.memory_note("encode", image.shape[0] * image.shape[1])
         for n in notes + ([note] if note else []):
             click.echo(f"pranc: warning: {n}", err=True)
@@ -585,7 +586,7 @@ def demo_photo() -> Path:
 def demo(outdir: str, bpp: float, preset: str, quiet: bool) -> None:
     """Encode and decode a sample photo that ships with matplotlib; print bpp and PSNR."""
     with _errors():
-        from .codec import decode as decode_bytes, default_threads, encode as encode_image
+        from .codec import decode as decode_bytes, encode as encode_image
         from .config import CodecConfig
         from .image_io import atomic_write, image_bytes, read_image
         from .metrics import psnr
@@ -594,7 +595,7 @@ def demo(outdir: str, bpp: float, preset: str, quiet: bool) -> None:
         image, _ = read_image(src)
         d = Path(outdir)
         cfg = CodecConfig().with_preset(preset)
-        cfg = replace(cfg, rate=replace(cfg.rate, bpp=bpp), fit=replace(cfg.fit, threads=default_threads()))
+        cfg = replace(cfg, rate=replace(cfg.rate, bpp=bpp))
         if not quiet:
             click.echo(f"encoding {src.name} ({image.shape[1]}x{image.shape[0]}) at {bpp} bpp ...")
         result = encode_image(image, cfg, progress=_progress_factory(quiet))

@@ -5,17 +5,17 @@ ICC profile, EXIF and XMP go with it as a ``metadata.Metadata`` (format version 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from . import alpha as transparency
 from . import bitstream, composite, entropy, grid_codec, lossless, split
-from .batch import available_cores
 from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
 from .errors import InputError, LimitError, require_positive
@@ -190,8 +190,6 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
             raise InputError("--max-size only applies to --model grid")
         if config.rate.max_bytes < 1:
             raise InputError(f"--max-size must be at least one byte, not {config.rate.max_bytes}")
-    if config.fit.threads > 0:
-        torch.set_num_threads(config.fit.threads)
     device = resolve_device(config.device)
     if config.model not in ("grid", "siren"):
         raise InputError(f"unknown model {config.model!r} (grid or siren)")
@@ -199,9 +197,10 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         block = bitstream.metadata_block(metadata)
         inner = encode(image, metadata_room(config, block, height, width), progress)
         return with_metadata(inner, metadata, block, config, t0)
-    if channels in (2, 4):
-        return _encode_alpha(image, config, device, progress, t0)
-    return _encode_colour(image, config, device, progress, t0)
+    with torch_threads(fit_threads(config)):  # the caller's count back afterwards: the API leaves no trace
+        if channels in (2, 4):
+            return _encode_alpha(image, config, device, progress, t0)
+        return _encode_colour(image, config, device, progress, t0)
 
 
 def _encode_colour(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
@@ -533,6 +532,18 @@ def decode_siren(header: Header, payload: bytes, device: str = "cpu") -> np.ndar
     return out
 
 
-def default_threads() -> int:
-    """Intra-op threads to use: every core this process may run on."""
-    return available_cores()
+def fit_threads(config: CodecConfig) -> int:
+    """torch intra-op threads an encode runs on in this process: ``fit.threads``, where 0 (the default) is one
+    (FitConfig.threads)."""
+    return config.fit.threads or 1
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` inside the block and put back as it was after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

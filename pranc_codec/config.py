@@ -75,7 +75,14 @@ class FitConfig:
     checkpoint_every: int = 25  # steps between best-alpha checkpoints
     max_restarts: int = 3
     seed: int = 0  # minibatch sampling only: does not affect decodability
-    threads: int = 0  # torch intra-op threads; 0 = all cores
+    # CPU threads of the encode. 0, the default: a fit runs on one torch thread and a large picture's strips are
+    # fitted side by side on every core, in child processes of one thread each (split.py). N: a fit on N threads,
+    # N strips at a time. One thread a fit, because on the 2-core AMD EPYC a Kodak fit's step took 6.2 / 6.0 ms on
+    # one thread and 7.2 / 6.4 on two at 0.25 bpp (8.3 / 8.4 against 7.8 / 7.4 at 1 bpp), whole encodes the same
+    # within the machine's drift, and beside one busy process an encode on both cores took 175 s where one on one
+    # thread took 45 (OpenMP's threads wait spinning for the one that lost its core; ABLATIONS.md BK1). It also
+    # makes the file the same whatever the core count.
+    threads: int = 0
 
 
 @dataclass(frozen=True)

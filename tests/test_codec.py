@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pranc_codec import BasisKind, decode, encode, read_header
+from pranc_codec import BasisKind, decode, encode, grid_codec, read_header
 from pranc_codec.codec import plan
+from pranc_codec.config import CodecConfig, GridConfig, RateConfig
 from pranc_codec.metrics import psnr
 from pranc_codec.subspace import Subspace, reconstruct
 
@@ -219,3 +220,47 @@ def test_default_rate_points_choose_omega0_by_width():
 
     assert [shape(b).omega0 for b in (0.125, 0.25, 0.5)] == [30.0] * 3
     assert shape(1.0).omega0 == 45.0 and shape(1.0).width >= 56
+
+
+def _grid_quick() -> CodecConfig:
+    """A short latent-grid encode (the default model) of a small picture."""
+    return CodecConfig(rate=RateConfig(bpp=3.0), grid=GridConfig(steps=200, batch_pixels=4096))
+
+
+def test_an_encode_fits_on_one_thread_and_gives_the_callers_count_back(monkeypatch):
+    """fit.threads 0 (the default): one intra-op thread, whatever torch had (ABLATIONS.md BK1); N: N threads; the
+    caller's torch thread count as it was afterwards."""
+    seen = []
+    real = grid_codec.fit_grid
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grid_codec, "fit_grid", spy)
+    before = torch.get_num_threads()
+    image = smooth_image(24, 32)
+    cfg = _grid_quick()
+    try:
+        torch.set_num_threads(3)
+        encode(image, cfg)
+        assert seen == [1] and torch.get_num_threads() == 3
+        encode(image, replace(cfg, fit=replace(cfg.fit, threads=2)))
+        assert seen == [1, 2] and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_default_file_is_the_same_whatever_torchs_thread_count():
+    """The default encode runs its fit on one thread whatever torch was set to: the same bytes under one thread or
+    two (each count splits float32 sums its own way, so a fit on two threads gave another file)."""
+    image = smooth_image(48, 64, seed=3)
+    before = torch.get_num_threads()
+    files = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            files.append(encode(image, _grid_quick()).data)
+    finally:
+        torch.set_num_threads(before)
+    assert files[0] == files[1]
