@@ -57,7 +57,8 @@ def _floats(text: str | None) -> list[float] | None:
 @click.option("--set", "overrides", multiple=True, help="Neural-codec setting, e.g. --set fit.lr=0.1 (repeatable).")
 @click.option("--name", default=None, help="Rename the 'pranc' codec (for ablations; keeps caches apart).")
 @click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Parallel neural encodes.")
-@click.option("--threads", type=click.IntRange(0, 256), default=0, help="Torch threads per job (0: cores / jobs).")
+@click.option("--threads", type=click.IntRange(0, 256), default=0,
+              help="Torch threads per job (0: the encoder's default, one thread a fit; cores / jobs for the rest).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Results folder (default eval/results, or eval/results-quick with --quick).")
 @click.option("--cache", type=click.Path(file_okay=False), default=None, help="Cache folder (default eval/cache).")

@@ -113,11 +113,12 @@ def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[
     return rec
 
 
-def _worker(args: tuple[ImageItem, Codec, float, int]) -> dict[str, Any]:
+def _worker(args: tuple[ImageItem, Codec, float, int, int]) -> dict[str, Any]:
+    """One task in a worker process: torch on ``args[4]`` threads (the metrics'), the codec given ``args[3]``."""
     import torch
 
-    torch.set_num_threads(args[3])
-    return _measure(*args)
+    torch.set_num_threads(args[4])
+    return _measure(*args[:4])
 
 
 def run(items: list[ImageItem], codecs: list[Codec], points: dict[str, list[float]], cache_dir: Path,
@@ -128,14 +129,15 @@ def run(items: list[ImageItem], codecs: list[Codec], points: dict[str, list[floa
     With ``cached_only`` nothing is measured: the records are those in the cache.
 
     Heavy codecs run in ``jobs`` worker processes (one task each) with
-    ``threads`` torch threads apiece (0: cores // jobs).
+    ``threads`` torch threads apiece (0: cores // jobs for the metrics, and the encoder's own default for its fit,
+    one thread: ``FitConfig.threads``).
     """
     from tqdm import tqdm
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = threads or max(1, cores // max(1, jobs))
+    process_threads = threads or max(1, cores // max(1, jobs))
     records: list[dict[str, Any]] = []
     light, heavy = [], []
     for codec in codecs:
@@ -166,7 +168,7 @@ def run(items: list[ImageItem], codecs: list[Codec], points: dict[str, list[floa
     if heavy:
         ctx = mp.get_context("spawn")  # fresh interpreter per task: clean peak-RSS figures
         with ctx.Pool(processes=max(1, jobs), maxtasksperchild=1) as pool:
-            args = [(item, codec, point, threads) for item, codec, point, _ in heavy]
+            args = [(item, codec, point, threads, process_threads) for item, codec, point, _ in heavy]
             for (_, _, _, path), rec in zip(heavy, pool.imap(_worker, args)):
                 store(rec, path)
     bar.close()
