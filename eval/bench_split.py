@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark: a large picture fitted whole against as strips side by side (split.py), one encode at a time.
 
-Each encode runs in a child process (the API, ``fit.threads`` as given: ``pranc encode`` takes every core),
+Each encode runs in a child process (the API, ``fit.threads`` as given; 0, ``pranc encode``'s default: a whole
+fit on one thread, strips side by side on every core; the figures of ABLATIONS.md AZ were taken with 2, a whole
+fit then on two threads),
 whose process tree's resident memory is sampled every 0.2 s for its peak. One JSON line an encode:
 
     python eval/bench_split.py --mosaic 16 --out /tmp/m16.png                 # kodim01-16 as 3072 x 2048
@@ -90,7 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image", nargs="?")
     ap.add_argument("bpp", nargs="?", type=float, default=0.25)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="fit.threads (0: the encoder's default)")
     ap.add_argument("--set", action="append", default=[], help="more overrides, section.field=value")
     ap.add_argument("--mosaic", type=int, choices=sorted(COLUMNS), help="write a mosaic of Kodak pictures")
     ap.add_argument("--dataset", type=Path, default=Path(os.environ.get("PRANC_DATASET", "../shared/data/kodak")))
