@@ -5,17 +5,17 @@ ICC profile, EXIF and XMP go with it as a ``metadata.Metadata`` (format version 
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 
 from . import alpha as transparency
 from . import bitstream, composite, entropy, grid_codec, lossless, split
+from .batch import torch_threads
 from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
 from .errors import InputError, LimitError, require_positive
@@ -536,14 +536,3 @@ def fit_threads(config: CodecConfig) -> int:
     """torch intra-op threads an encode runs on in this process: ``fit.threads``, where 0 (the default) is one
     (FitConfig.threads)."""
     return config.fit.threads or 1
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``count`` inside the block and put back as it was after it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

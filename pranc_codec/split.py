@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 
 from . import grid_codec, lossless, seam
-from .batch import CHILD_ENV, PEAK_BYTES, available_cores, available_memory
+from .batch import CHILD_ENV, PEAK_BYTES, available_cores, available_memory, torch_threads
 from .bitstream import MAX_REGIONS, composite_overhead, pack_composite
 from .composite import Box
 from .config import CodecConfig, SplitConfig
@@ -120,8 +120,8 @@ def shares(image: np.ndarray, boxes: list[Box], cfg: SplitConfig) -> list[float]
 
 def _fit_strip(crop: np.ndarray, config: CodecConfig, progress: Callable | None = None) -> bytes:
     """One strip's version-8 file, fitted in this process (``progress``: as ``codec.encode``'s)."""
-    torch.set_num_threads(config.fit.threads)
-    return grid_codec.fit_and_code(crop, config, CPU, progress)[0]
+    with torch_threads(config.fit.threads):
+        return grid_codec.fit_and_code(crop, config, CPU, progress)[0]
 
 
 def fit_steps(crop: np.ndarray, config: CodecConfig) -> int:
@@ -283,12 +283,8 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
     if workers is None:
         workers = workers_for(boxes, config.fit.threads or available_cores(), available_memory())
     if workers <= 1:
-        before = torch.get_num_threads()
-        try:
-            for i, (crop, cfg) in enumerate(jobs):
-                files[i] = _fit_strip(crop, cfg, progress)
-        finally:
-            torch.set_num_threads(before)
+        for i, (crop, cfg) in enumerate(jobs):
+            files[i] = _fit_strip(crop, cfg, progress)
     else:
         bars = _Bars(progress, [(fit_steps(crop, cfg), cfg.rounding.sweeps) for crop, cfg in jobs],
                      together=workers >= len(jobs))
