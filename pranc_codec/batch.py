@@ -99,12 +99,20 @@ def plan(inputs: list[str], output: str | None, suffix: str) -> list[Job]:
     return jobs
 
 
+# The cores a process may count on, where set (a positive integer): a batch gives each child its share of the
+# machine this way, so that the child's own default (a fit on one thread, a large picture's strips on every core
+# it has) applies within that share, and its file is the one a single encode makes (ABLATIONS.md BL2).
+CORES_ENV = "PRANC_CORES"
+
+
 def available_cores() -> int:
-    """Every core this process may run on."""
+    """Every core this process may run on, at most ``$PRANC_CORES`` where that is set."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    cap = os.environ.get(CORES_ENV, "")
+    return min(cores, int(cap)) if cap.isdigit() and int(cap) > 0 else cores
 
 
 @contextlib.contextmanager
@@ -200,15 +208,15 @@ def _strip(line: str, prefix: str, input: str) -> str:
     return msg[len(input) + 2:] if msg.startswith(f"{input}: ") else msg  # the caller names the file itself
 
 
-def _run_one(command: str, job: Job, args: list[str], live: set[subprocess.Popen], lock: threading.Lock,
-             stopping: threading.Event) -> Outcome:
-    """Run the single-file command for ``job`` in a child process and read what it reports."""
+def _run_one(command: str, job: Job, args: list[str], env: dict[str, str], live: set[subprocess.Popen],
+             lock: threading.Lock, stopping: threading.Event) -> Outcome:
+    """Run the single-file command for ``job`` in a child process (environment ``env``) and read what it reports."""
     cmd = [sys.executable, "-m", "pranc_codec", command, job.input, "-o", job.output, *args, "--json"]
     with lock:
         if stopping.is_set():
             return Outcome(job, 130, None, [], "interrupted")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=CHILD_ENV)
+                                text=True, env=env)
         live.add(proc)
     try:
         out, err = proc.communicate()
@@ -237,10 +245,10 @@ def _run_one(command: str, job: Job, args: list[str], live: set[subprocess.Popen
 
 
 def run(command: str, jobs: list[Job], args: list[str], workers: int,
-        report: Callable[[int, Outcome], None]) -> list[Outcome]:
+        report: Callable[[int, Outcome], None], cores: int | None = None) -> list[Outcome]:
     """Run ``command`` (``encode`` or ``decode``) over ``jobs``, ``workers`` at a time, each child with the
-    extra command-line ``args``; ``report(done, outcome)`` is called as each file ends, in the order they end.
-    Returns the outcomes in the jobs' order.
+    extra command-line ``args`` and, if given, ``cores`` as its :func:`available_cores`; ``report(done,
+    outcome)`` is called as each file ends, in the order they end. Returns the outcomes in the jobs' order.
 
     On KeyboardInterrupt no new file starts; the children still running get SIGINT (as from a terminal) and
     are waited for, so that each removes its temporary output, then the interrupt is raised again.
@@ -251,7 +259,8 @@ def run(command: str, jobs: list[Job], args: list[str], workers: int,
     results: dict[int, Outcome] = {}
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        futures: list[Future] = [pool.submit(_run_one, command, j, args, live, lock, stopping) for j in jobs]
+        env = CHILD_ENV if cores is None else {**CHILD_ENV, CORES_ENV: str(cores)}
+        futures: list[Future] = [pool.submit(_run_one, command, j, args, env, live, lock, stopping) for j in jobs]
         index = {f: i for i, f in enumerate(futures)}
         for done, f in enumerate(as_completed(futures), 1):
             results[index[f]] = f.result()

@@ -123,8 +123,8 @@ def _progress_factory(quiet: bool):
 def _jobs_option(what: str):
     return click.option("-j", "--jobs", type=click.IntRange(0), default=0,
                         help=f"With several inputs: files {what} side by side, each in its own process (default 0: "
-                             "one per core, as many as the free memory holds); --threads defaults to the cores "
-                             "shared out among them.")
+                             "one per core, as many as the free memory holds); without --threads each keeps the "
+                             "single-file defaults within its share of the cores.")
 
 
 def _run_batch(command: str, inputs: list[str], output: str | None, suffix: str, args: list[str], jobs: int,
@@ -163,7 +163,10 @@ def _run_batch(command: str, inputs: list[str], output: str | None, suffix: str,
             tick(1, math.nan)
 
     try:
-        outcomes = batch.run(command, plan, [*args, "--threads", str(per)], workers, report)
+        # without --threads each child keeps its own default within its share of the cores (a fit on one
+        # thread: the file a single encode makes); --threads N is passed on as given
+        outcomes = batch.run(command, plan, [*args, "--threads", str(threads)], workers, report,
+                             cores=None if threads else per)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted; {written} of {n} files written") from None
     failed = [o for o in outcomes if o.code]

@@ -59,6 +59,41 @@ def test_a_batch_writes_the_bytes_of_single_runs_and_reports_every_file(tmp_path
                               np.asarray(Image.open(single / f"{p.stem}.png")))
 
 
+def test_a_batch_without_threads_makes_the_files_of_single_default_encodes(tmp_path, monkeypatch):
+    """Without --threads, each child keeps the encoder's default (a fit on one thread) within its share of the
+    cores, so a file is the one a single encode makes. Children that were handed the share as --threads ran their
+    fits on it, and with -j 1 on two cores their files differed from a single encode's (ABLATIONS.md BL2)."""
+    paths = []
+    for i in (3, 4):
+        paths.append(tmp_path / f"s{i}.png")
+        Image.fromarray(smooth_image(48, 64, seed=i)).save(paths[-1])
+    args = ["--steps", "200", "--bpp", "1", "-q"]
+    runner = CliRunner()
+    singles = []
+    for p in paths:
+        r = runner.invoke(main, ["encode", str(p), "-o", str(tmp_path / f"{p.stem}.prc"), *args])
+        assert r.exit_code == 0, r.output
+        singles.append((tmp_path / f"{p.stem}.prc").read_bytes())
+    monkeypatch.setattr(batch, "available_cores", lambda: 2)  # the parent's count: two for the one child
+    out = tmp_path / "out"
+    out.mkdir()
+    r = runner.invoke(main, ["encode", *map(str, paths), "-o", str(out), "-j", "1", *args])
+    assert r.exit_code == 0, r.output
+    assert [(out / f"{p.stem}.prc").read_bytes() for p in paths] == singles
+
+
+def test_the_cores_counted_can_be_capped_by_the_environment(monkeypatch):
+    monkeypatch.delenv(batch.CORES_ENV, raising=False)
+    every = batch.available_cores()
+    monkeypatch.setenv(batch.CORES_ENV, "1")
+    assert batch.available_cores() == 1
+    monkeypatch.setenv(batch.CORES_ENV, str(every + 5))  # a cap above the machine's cores changes nothing
+    assert batch.available_cores() == every
+    for bad in ("0", "-2", "two", ""):
+        monkeypatch.setenv(batch.CORES_ENV, bad)
+        assert batch.available_cores() == every
+
+
 def test_a_bad_file_fails_alone_and_sets_the_exit_code(tmp_path, pictures):
     bad = pictures[0].parent / "bad.png"
     bad.write_bytes(pictures[0].read_bytes()[:200])
