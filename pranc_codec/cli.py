@@ -442,12 +442,13 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
         note = batch.memory_note("decode", header.num_pixels)
         if note:
             click.echo(f"pranc: warning: {note}", err=True)
+        threads = threads or batch.available_cores()
         if isinstance(header.colour if isinstance(header, AlphaHeader) else header, Header):
             # the SIREN's network runs in torch (grid and lossless files need none)
             import torch
 
-            torch.set_num_threads(threads or batch.available_cores())
-        image = decode_parsed(header, payload, device=device, threads=threads or batch.available_cores())
+            torch.set_num_threads(threads)
+        image = decode_parsed(header, payload, device=device, threads=threads)
         picture, notes, written = image_file(image, fmt, meta)
         for n in notes:
             click.echo(f"pranc: warning: {n}", err=True)

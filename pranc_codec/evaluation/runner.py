@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import resource
 import sys
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from ..batch import available_cores
 from ..image_io import atomic_write, read_image
 from ..metrics import judged, psnr, psnr_of_mse, reportable
 from .codecs import Codec
@@ -136,8 +136,7 @@ def run(items: list[ImageItem], codecs: list[Codec], points: dict[str, list[floa
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    process_threads = threads or max(1, cores // max(1, jobs))
+    process_threads = threads or max(1, available_cores() // max(1, jobs))
     records: list[dict[str, Any]] = []
     light, heavy = [], []
     for codec in codecs:
