@@ -106,8 +106,10 @@ class GridConfig:
     # (1600 x 16384: -0.14 / -0.22 dB, K10); 3400 x 4096 was faster but -0.11 dB at 0.5 bpp (R4).
     # 3400 -> 4100 when a step got 17 % cheaper (session 16: the code length in cache-sized chunks, one
     # row gather a step): side by side, the old time (1.00-1.02x), and +0.04 / +0.08 / +0.08 / +0.15 dB
-    # on eight images (ABLATIONS.md U1).
-    steps: int = 4100
+    # on eight images (ABLATIONS.md U1). 4100 -> 3500 with a fourth rounding sweep (RoundingConfig.sweeps): at
+    # equal rate on 32 fits, +0.002 dB (17 of 32 ahead) and MS-SSIM +0.0003 (23 of 32) in 0.93-0.96x the time
+    # (ABLATIONS.md BL4c).
+    steps: int = 3500
     batch_pixels: int = 8192  # pixels a step at batch_ref_pixels and below (grid_fit.batch_size)
     # Larger pictures take batch_pixels x (pixels / batch_ref_pixels) ^ batch_growth a step. A step's fixed
     # costs (Adam, the noise and the rate term over every latent) grow with the picture while its MLP cost
@@ -142,7 +144,7 @@ class GridConfig:
     finest_flat_share: float = 0.75
     finest_min_bpp_flat: float = 0.15
     finest_flat_min_pixels: int = 384 * 512
-    finest_flat_min_steps: int = 4100
+    finest_flat_min_steps: int = 3500  # the default's steps since session 57 (ABLATIONS.md BM)
     # 1.82, then 1.72 after session 16's cheaper step (U1), measured on the Intel machine as equal time. On the AMD
     # machine of the Kodak runs since session 21 a step without the finest level costs 0.73-0.78 of one with it
     # (kodim05, one thread: 6.03 / 6.49 ms at 0.125 / 0.25 bpp against 8.29 / 8.42 at 0.5 / 1), so 1.72 gave the
@@ -341,7 +343,10 @@ class RoundingConfig:
     and +0.0045 / +0.0051 / +0.0029 / +0.0024 MS-SSIM at 0.125 / 0.25 / 0.5 / 1 bpp, every file ahead in both,
     for about 5 s (ABLATIONS.md Z1-Z3)."""
 
-    sweeps: int = 3  # passes over all latents in the coder's order; 0 = plain rounding (2: +0.47 dB, 3: +0.49)
+    # Passes over all latents in the coder's order; 0 = plain rounding (2: +0.47 dB, 3: +0.49). At the margin a
+    # sweep buys more than its time in fitting steps: 4 sweeps and 3,500 steps against 3 and 4,100 at equal rate,
+    # +0.002 dB and +0.0003 MS-SSIM in 5 % less time; 2 and 4,450: -0.036 dB (ABLATIONS.md BL4).
+    sweeps: int = 4
     # Levels from this one up (1/32 and 1/64 of the picture's side) keep the fit's rounding. Every sublattice
     # costs an MLP pass over every pixel whatever its size, and these two hold 480 of Kodak's 131,000 coded
     # latents at 0.25 bpp: on 16 fits (kodim01, 07, 15, 21 at 0.125-1 bpp), +0.002 dB at equal rate (5 of 11
