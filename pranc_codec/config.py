@@ -137,14 +137,16 @@ class GridConfig:
     # figures 0.86-0.97, a 2x nearest-upscaled icon 0.60, a bicubic-upscaled field 0.22). At 0.25 bpp, seven such
     # 768 x 512 pictures at equal rate: +1.9 to +7.7 dB on five, level on text and a dense scatter plot; at 0.125
     # bpp (0.105 of latents) it won on two of seven and lost 0.35-1.1 dB on three, hence 0.15 (ABLATIONS.md AN1).
-    # Only fits of at least finest_flat_min_steps steps on at least finest_flat_min_pixels: on a dense drawing of
-    # small boxes the fit with the finest level swung (lambda 18-fold up and back) and lost 2-6 dB at 1,500 and
-    # 2,500 steps at 128 x 384 to 384 x 512, though it gained 6-9 dB at 4,100; at 128 x 192 it lost 4 dB even
-    # there. Pictures of 384 x 512 cut from the screens won at every step count tried (AN2).
+    # Only fits of at least finest_flat_min_steps steps on at least finest_flat_min_pixels: in session 35 on a dense
+    # drawing of small boxes the fit with the finest level swung (lambda 18-fold up and back) and lost 2-6 dB at
+    # 1,500 and 2,500 steps at 128 x 384 to 384 x 512, though it gained 6-9 dB at 4,100; at 128 x 192 it lost 4 dB
+    # even there. Pictures of 384 x 512 cut from the screens won at every step count tried (AN2). The fit no longer
+    # swings: at 384 x 512 the drawing gained 6-10 dB with 1,350 to 3,500 steps, and the fast preset's 1,350 steps
+    # gained 2.8-10 dB on six of nine screens at 0.25 bpp, lost 1.3 dB on a code screenshot (ABLATIONS.md BM).
     finest_flat_share: float = 0.75
     finest_min_bpp_flat: float = 0.15
     finest_flat_min_pixels: int = 384 * 512
-    finest_flat_min_steps: int = 3500  # the default's steps since session 57 (ABLATIONS.md BM)
+    finest_flat_min_steps: int = 1350  # the fast preset's, the fewest measured (4,100 until session 57)
     # 1.82, then 1.72 after session 16's cheaper step (U1), measured on the Intel machine as equal time. On the AMD
     # machine of the Kodak runs since session 21 a step without the finest level costs 0.73-0.78 of one with it
     # (kodim05, one thread: 6.03 / 6.49 ms at 0.125 / 0.25 bpp against 8.29 / 8.42 at 0.5 / 1), so 1.72 gave the
