@@ -141,7 +141,7 @@ class GridConfig:
     # drawing of small boxes the fit with the finest level swung (lambda 18-fold up and back) and lost 2-6 dB at
     # 1,500 and 2,500 steps at 128 x 384 to 384 x 512, though it gained 6-9 dB at 4,100; at 128 x 192 it lost 4 dB
     # even there. Pictures of 384 x 512 cut from the screens won at every step count tried (AN2). The fit no longer
-    # swings: at 384 x 512 the drawing gained 6-10 dB with 1,350 to 3,500 steps, and the fast preset's 1,350 steps
+    # swings: at 384 x 512 the drawing gained 6-9 dB with 1,350 to 3,500 steps, and the fast preset's 1,350 steps
     # gained 2.8-10 dB on six of nine screens at 0.25 bpp, lost 1.3 dB on a code screenshot (ABLATIONS.md BM).
     finest_flat_share: float = 0.75
     finest_min_bpp_flat: float = 0.15
