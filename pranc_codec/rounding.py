@@ -31,7 +31,9 @@ caller may refit the MLP to the moved latents (``refit``; grid_codec does,
 On the fits of eight Kodak images at four rates, three sweeps gained at equal
 rate +0.24 / +0.37 / +0.57 / +0.77 dB and +0.0045 / +0.0051 / +0.0029 / +0.0024
 MS-SSIM at 0.125 / 0.25 / 0.5 / 1 bpp, every file ahead in both metrics, for
-about 5 s of encoding (eval/ABLATIONS.md Z).
+about 5 s of encoding (eval/ABLATIONS.md Z). The default makes four since
+session 57: at the margin a sweep buys more than its time in fitting steps
+(eval/ABLATIONS.md BL4, BM).
 """
 from __future__ import annotations
 
