@@ -11,6 +11,7 @@ from PIL import Image
 
 from pranc_codec.cli import main
 from pranc_codec.config import BasisKind, CodecConfig, apply_overrides
+from pranc_codec.evaluation.calibration import REFERENCE_SECONDS, ReferenceWorkload, reference_seconds
 from pranc_codec.evaluation.codecs import Codec, PrancCodec
 from pranc_codec.evaluation.report import bd_table, points_table
 from pranc_codec.evaluation.runner import aggregate, psnr_of_mse
@@ -39,6 +40,32 @@ def test_aggregate_averages_psnr_both_ways_and_drops_incomplete_points():
     assert r["psnr-rgb-mse"] == [pytest.approx(10 * math.log10(255**2 / 25.0))]
     assert r["psnr-rgb-mse"][0] < r["psnr-rgb"][0]  # Jensen: mean of logs >= log of mean
     assert r["ms-ssim-rgb"] == [pytest.approx(0.9)] and r["encoding_time"] == [1.0]
+
+
+def test_times_at_the_reference_speed_scale_each_task_by_its_own_speed():
+    """A task run at half the reference machine's speed counts twice as fast; a point with a task cached before
+    speeds were measured has no time at the reference speed (not a mean over the others)."""
+    recs = [{**_rec("a", 1, 0.1, 50.0), "encode_s": 40.0, "speed": 1.0},
+            {**_rec("b", 1, 0.1, 50.0), "encode_s": 60.0, "speed": 0.5},
+            {**_rec("a", 2, 0.2, 20.0), "encode_s": 30.0, "speed": 0.8}, _rec("b", 2, 0.2, 20.0)]
+    r = aggregate(recs, _Named("c"), n_images=2)["results"]
+    assert r["max_encoding_time"][0] == 60.0 and r["encoding_time"][0] == 50.0
+    assert r["encoding_time_at_reference"] == [35.0, None] and r["max_encoding_time_at_reference"] == [40.0, None]
+    assert r["speed"] == [[0.5, 1.0], None]
+    table = points_table(aggregate(recs, _Named("c"), n_images=2))
+    assert "| 35.00 / 40.00 | 0.50–1.00 |" in table and table.rstrip().endswith("| – | – |")
+
+
+def test_the_reference_workload_runs_and_leaves_the_caller_s_thread_setting():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the workload runs on one; the harness's worker keeps its own setting
+    try:
+        t = reference_seconds(ReferenceWorkload(steps=3, warmup=1, pixels=256, width=8, grid=(8, 12)))
+        assert 0 < t < 10 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_exactly_decoded_images_have_no_mean_psnr_and_are_counted():
@@ -179,6 +206,8 @@ def test_neural_codec_in_worker_process(tmp_path, tiny_dataset):
     assert rec["bytes"] > 0 and rec["bpp"] == pytest.approx(8 * rec["bytes"] / (40 * 56))
     assert rec["psnr"] == pytest.approx(rec["encoder_psnr"])  # decoder output = encoder's figure
     assert rec["peak_rss_mb"] > 50
+    # the machine's speed around the task (calibration.py), with which the summary rescales its times
+    assert 0 < rec["ref_s"] < 60 and rec["speed"] == pytest.approx(REFERENCE_SECONDS / rec["ref_s"])
 
 
 def test_eval_tune_sets_pranc_fit_and_keeps_its_cache_apart():

@@ -72,6 +72,7 @@ def _floats(text: str | None) -> list[float] | None:
 def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, preset, tune, overrides, name, jobs,
                  threads, out, cache, method, cached_only, compare, as_json, quiet) -> None:
     """Measure rate–distortion of pranc and reference codecs; write curves, tables and a figure."""
+    from .calibration import REFERENCE_MACHINE
     from .codecs import registry
     from .report import axis_limits, bd_table, plot, points_table
     from .runner import ImageItem, aggregate, dataset as list_images, has_alpha, load_curves, run
@@ -154,7 +155,10 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
           + (f" ({crop_wh[0]}x{crop_wh[1]} centre crops)" if crop_wh else ""), "",
           f"- command: `{_command()}`", f"- date: {started}", f"- machine: {_machine()}",
           "- PSNR: mean of per-image RGB PSNR (CompressAI's convention); 'of mean MSE' also given.",
-          f"- Bjøntegaard: {method} interpolation over the overlapping range.", ""]
+          f"- Bjøntegaard: {method} interpolation over the overlapping range.",
+          f"- Times: as measured here, and for the neural codecs also at the reference speed ({REFERENCE_MACHINE}):"
+          " each task's time x the machine's speed around it, from a fixed workload timed just before and after the"
+          " task (`pranc_codec/evaluation/calibration.py`).", ""]
     ref = next((c for c in curves if c["name"] == "jpeg" and c["results"].get("bpp")), None)
     if ref is None:
         ref = next((c for c in published if c["file"] == "jpeg.json"), None)
@@ -199,7 +203,7 @@ def _write_per_image(path: Path, records: list[dict]) -> None:
     import csv
 
     keys = ["codec", "point", "image", "width", "height", "bytes", "bpp", "psnr", "mse", "ms_ssim",
-            "encode_s", "decode_s", "peak_rss_mb", "num_coefs", "net_width", "encoder_psnr", "rate_ok", "lossless",
+            "encode_s", "decode_s", "ref_s", "speed", "peak_rss_mb", "num_coefs", "net_width", "encoder_psnr", "rate_ok", "lossless",
             "model"]
     keys += ["alpha_psnr"] * any("alpha_psnr" in r for r in records)  # pictures with transparency (None: exact)
     records = sorted(records, key=lambda r: (r["codec"], r["point"], r["image"]))

@@ -21,6 +21,7 @@ import numpy as np
 from ..batch import available_cores
 from ..image_io import atomic_write, read_image
 from ..metrics import judged, psnr, psnr_of_mse, reportable
+from .calibration import reference_seconds, speed_of
 from .codecs import Codec
 from .provenance import file_digest
 
@@ -92,7 +93,11 @@ def task_key(item: ImageItem, codec: Codec, point: float) -> str:
 def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[str, Any]:
     """Run one task and compute its metrics (in whatever process calls it)."""
     img = item.load()
+    # a heavy task's times depend on the hour: the machine's speed just before and after it (calibration.py)
+    ref_s = reference_seconds() if codec.heavy else None
     trial = codec.run(img, point, threads)
+    if ref_s is not None:
+        ref_s = 0.5 * (ref_s + reference_seconds())
     h, w = img.shape[:2]
     extra = {}
     if img.shape[2] in (2, 4):  # with transparency: the colour where it is seen, as the encoder judges it
@@ -106,6 +111,8 @@ def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[
         "mse": m, "psnr": psnr_of_mse(m), "ms_ssim": ms,
         "encode_s": trial.encode_s, "decode_s": trial.decode_s, **extra, **trial.extra,
     }
+    if ref_s is not None:
+        rec.update(ref_s=ref_s, speed=speed_of(ref_s))
     if codec.heavy:
         # this worker ran only this task, so its peak RSS is the task's (MB)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -177,7 +184,9 @@ def run(items: list[ImageItem], codecs: list[Codec], points: dict[str, list[floa
 def aggregate(records: Iterable[dict[str, Any]], codec: Codec, n_images: int) -> dict[str, Any]:
     """Average per rate point over images, in CompressAI's results layout.
 
-    Only points measured on all ``n_images`` images are kept. ``psnr-rgb`` is the
+    Only points measured on all ``n_images`` images are kept. ``encoding_time_at_reference`` (mean, and its
+    ``max_``) is the encode time at the reference machine's speed, ``speed`` the [lowest, highest] speed the
+    point's tasks ran at (calibration.py); None where a task has no speed. ``psnr-rgb`` is the
     mean of per-image PSNR (CompressAI's convention); ``psnr-rgb-mse`` is the
     PSNR of the mean MSE. ``exact`` counts the images decoded exactly (pranc's lossless files, format
     version 9): their PSNR is infinite, so a point with any has no mean PSNR (None, which the BD-rates and the
@@ -192,6 +201,8 @@ def aggregate(records: Iterable[dict[str, Any]], codec: Codec, n_images: int) ->
         if len(rs) != n_images:
             continue
         ssim = [r["ms_ssim"] for r in rs]
+        # the times at the reference machine's speed, where every task has its speed (not records cached before)
+        at_ref = [r["encode_s"] * r["speed"] for r in rs] if all(r.get("speed") for r in rs) else None
         rows.append({
             "point": point,
             "bpp": float(np.mean([r["bpp"] for r in rs])),
@@ -202,6 +213,9 @@ def aggregate(records: Iterable[dict[str, Any]], codec: Codec, n_images: int) ->
             "encoding_time": float(np.mean([r["encode_s"] for r in rs])),
             "decoding_time": float(np.mean([r["decode_s"] for r in rs])),
             "max_encoding_time": float(np.max([r["encode_s"] for r in rs])),
+            "encoding_time_at_reference": float(np.mean(at_ref)) if at_ref else None,
+            "max_encoding_time_at_reference": float(np.max(at_ref)) if at_ref else None,
+            "speed": [float(min(r["speed"] for r in rs)), float(max(r["speed"] for r in rs))] if at_ref else None,
             "peak_rss_mb": max((r.get("peak_rss_mb") or 0.0) for r in rs) or None,
         })
     rows.sort(key=lambda r: r["bpp"])
