@@ -11,7 +11,8 @@ from PIL import Image
 
 from pranc_codec.cli import main
 from pranc_codec.config import BasisKind, CodecConfig, apply_overrides
-from pranc_codec.evaluation.calibration import REFERENCE_SECONDS, ReferenceWorkload, reference_seconds
+from pranc_codec.evaluation.calibration import (REFERENCE_SECONDS, ReferenceWorkload, framed, reference_seconds,
+                                                speed_of)
 from pranc_codec.evaluation.codecs import Codec, PrancCodec
 from pranc_codec.evaluation.report import bd_table, points_table
 from pranc_codec.evaluation.runner import aggregate, psnr_of_mse
@@ -56,14 +57,18 @@ def test_times_at_the_reference_speed_scale_each_task_by_its_own_speed():
     assert "| 35.00 / 40.00 | 0.50–1.00 |" in table and table.rstrip().endswith("| – | – |")
 
 
-def test_the_reference_workload_runs_and_leaves_the_caller_s_thread_setting():
+def test_the_reference_workload_frames_a_task_and_leaves_the_caller_s_thread_setting():
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # the workload runs on one; the harness's worker keeps its own setting
+    seen = []
     try:
-        t = reference_seconds(ReferenceWorkload(steps=3, warmup=1, pixels=256, width=8, grid=(8, 12)))
-        assert 0 < t < 10 and torch.get_num_threads() == 2
+        tiny = ReferenceWorkload(steps=3, runs=3, warmup=1, pixels=256, width=8, grid=(8, 12))
+        assert 0 < reference_seconds(tiny) < 10 and torch.get_num_threads() == 2
+        out, ref_s = framed(lambda: seen.append(torch.get_num_threads()) or "done", tiny)
+        assert out == "done" and seen == [2] and 0 < ref_s < 10  # the task runs with the caller's setting
+        assert speed_of(REFERENCE_SECONDS / 2) == pytest.approx(2.0)  # twice as fast as the reference
     finally:
         torch.set_num_threads(before)
 

@@ -22,6 +22,9 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 # The workload's seconds on the reference machine (2-core AMD EPYC under KVM, torch 2.x CPU build, one thread), in
 # a quiet hour: the median of 60 measurements on 2026-12-07 (0.09-0.15 s: the machine's speed moves by +-20 % over
@@ -92,6 +95,13 @@ def reference_seconds(work: ReferenceWorkload = ReferenceWorkload()) -> float:
         return statistics.median(times)
     finally:
         torch.set_num_threads(threads)
+
+
+def framed(task: Callable[[], T], work: ReferenceWorkload = ReferenceWorkload()) -> tuple[T, float]:
+    """``task()``'s result and ``ref_s``, the workload's mean seconds just before and just after it."""
+    before = reference_seconds(work)
+    out = task()
+    return out, 0.5 * (before + reference_seconds(work))
 
 
 def speed_of(ref_s: float) -> float:

@@ -21,7 +21,7 @@ import numpy as np
 from ..batch import available_cores
 from ..image_io import atomic_write, read_image
 from ..metrics import judged, psnr, psnr_of_mse, reportable
-from .calibration import reference_seconds, speed_of
+from .calibration import framed, speed_of
 from .codecs import Codec
 from .provenance import file_digest
 
@@ -94,10 +94,11 @@ def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[
     """Run one task and compute its metrics (in whatever process calls it)."""
     img = item.load()
     # a heavy task's times depend on the hour: the machine's speed just before and after it (calibration.py)
-    ref_s = reference_seconds() if codec.heavy else None
-    trial = codec.run(img, point, threads)
-    if ref_s is not None:
-        ref_s = 0.5 * (ref_s + reference_seconds())
+    ref_s = None
+    if codec.heavy:
+        trial, ref_s = framed(lambda: codec.run(img, point, threads))
+    else:
+        trial = codec.run(img, point, threads)
     h, w = img.shape[:2]
     extra = {}
     if img.shape[2] in (2, 4):  # with transparency: the colour where it is seen, as the encoder judges it
