@@ -213,6 +213,28 @@ def test_neural_codec_in_worker_process(tmp_path, tiny_dataset):
     assert rec["peak_rss_mb"] > 50
     # the machine's speed around the task (calibration.py), with which the summary rescales its times
     assert 0 < rec["ref_s"] < 60 and rec["speed"] == pytest.approx(REFERENCE_SECONDS / rec["ref_s"])
+    assert rec["device"] == "cpu"
+
+
+def test_a_task_on_the_gpu_gets_no_cpu_speed(tmp_path, tiny_dataset, monkeypatch):
+    """The workload times the CPU: a neural task that ran on CUDA keeps its raw times only."""
+    from pranc_codec.evaluation import runner
+    from pranc_codec.evaluation.codecs import Trial
+
+    class _Heavy(Codec):
+        name, description, points, heavy = "h", "d", [1.0], True
+
+        def __init__(self, device):
+            self.device = device
+
+        def run(self, image, point, threads=0):
+            return Trial(10, image.copy(), 2.0, 0.1, {"device": self.device})
+
+    monkeypatch.setattr(runner, "framed", lambda task: (task(), REFERENCE_SECONDS / 2))
+    item = runner.ImageItem(runner.dataset(tiny_dataset[0])[0], "x")
+    cpu, gpu = (runner._measure(item, _Heavy(d), 1.0, 1) for d in ("cpu", "cuda:0"))
+    assert cpu["speed"] == pytest.approx(2.0) and cpu["ref_s"] == pytest.approx(REFERENCE_SECONDS / 2)
+    assert "speed" not in gpu and "ref_s" not in gpu and gpu["encode_s"] == 2.0
 
 
 def test_eval_tune_sets_pranc_fit_and_keeps_its_cache_apart():

@@ -156,9 +156,9 @@ def eval_command(dataset, anchors, codecs, bpp, qualities, images, crop, quick, 
           f"- command: `{_command()}`", f"- date: {started}", f"- machine: {_machine()}",
           "- PSNR: mean of per-image RGB PSNR (CompressAI's convention); 'of mean MSE' also given.",
           f"- Bjøntegaard: {method} interpolation over the overlapping range.",
-          f"- Times: as measured here, and for the neural codecs also at the reference speed ({REFERENCE_MACHINE}):"
-          " each task's time x the machine's speed around it, from a fixed workload timed just before and after the"
-          " task (`pranc_codec/evaluation/calibration.py`).", ""]
+          "- Times: as measured here, and for the neural codecs on the CPU also at the reference speed"
+          f" ({REFERENCE_MACHINE}): each task's time x the machine's speed around it, from a fixed workload timed"
+          " just before and after the task (`pranc_codec/evaluation/calibration.py`).", ""]
     ref = next((c for c in curves if c["name"] == "jpeg" and c["results"].get("bpp")), None)
     if ref is None:
         ref = next((c for c in published if c["file"] == "jpeg.json"), None)
@@ -203,8 +203,8 @@ def _write_per_image(path: Path, records: list[dict]) -> None:
     import csv
 
     keys = ["codec", "point", "image", "width", "height", "bytes", "bpp", "psnr", "mse", "ms_ssim",
-            "encode_s", "decode_s", "ref_s", "speed", "peak_rss_mb", "num_coefs", "net_width", "encoder_psnr", "rate_ok", "lossless",
-            "model"]
+            "encode_s", "decode_s", "ref_s", "speed", "peak_rss_mb", "num_coefs", "net_width", "encoder_psnr",
+            "rate_ok", "lossless", "model"]
     keys += ["alpha_psnr"] * any("alpha_psnr" in r for r in records)  # pictures with transparency (None: exact)
     records = sorted(records, key=lambda r: (r["codec"], r["point"], r["image"]))
     with open(path, "w", newline="") as f:

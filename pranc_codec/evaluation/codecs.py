@@ -112,7 +112,7 @@ class PrancCodec(Codec):
         t2 = time.perf_counter()
         s = res.stats
         extra = {"num_coefs": s.num_coefs, "net_width": s.net_width, "rate_ok": s.rate_ok,
-                 "encoder_psnr": s.psnr, "lossless": s.lossless, "model": s.model}
+                 "encoder_psnr": s.psnr, "lossless": s.lossless, "model": s.model, "device": s.device}
         return Trial(len(res.data), out, t1 - t0, t2 - t1, extra)
 
 

@@ -37,8 +37,8 @@ def points_table(curve: dict[str, Any]) -> str:
     """One row per rate point of a measured curve (Markdown)."""
     r = curve["results"]
     lines = [f"**{curve['name']}** — {curve['description']}", "",
-             "| point | bpp | PSNR (mean dB) | PSNR (of mean MSE) | MS-SSIM | encode s (mean / max) | decode s | peak RSS MB "
-             "| encode s at reference speed (mean / max) | machine speed |",
+             "| point | bpp | PSNR (mean dB) | PSNR (of mean MSE) | MS-SSIM | encode s (mean / max) | decode s "
+             "| peak RSS MB | encode s at reference speed (mean / max) | machine speed |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for i in range(len(r["bpp"])):
         ms = r["ms-ssim-rgb"][i]
@@ -50,8 +50,8 @@ def points_table(curve: dict[str, Any]) -> str:
                      f"{_fmt(r['psnr-rgb-mse'][i], '.2f')}{f' ({exact} exact)' if exact else ''} | "
                      f"{_fmt(ms, '.4f')} | {r['encoding_time'][i]:.2f} / {r['max_encoding_time'][i]:.2f} | "
                      f"{r['decoding_time'][i]:.3f} | {_fmt(rss, '.0f')} | "
-                     + (f"{at_ref:.2f} / {r['max_encoding_time_at_reference'][i]:.2f} | {speed[0]:.2f}–{speed[1]:.2f} |"
-                        if at_ref is not None else "– | – |"))
+                     + ("– | – |" if at_ref is None else f"{at_ref:.2f} / "
+                        f"{r['max_encoding_time_at_reference'][i]:.2f} | {speed[0]:.2f}–{speed[1]:.2f} |"))
     return "\n".join(lines)
 
 

@@ -112,7 +112,7 @@ def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[
         "mse": m, "psnr": psnr_of_mse(m), "ms_ssim": ms,
         "encode_s": trial.encode_s, "decode_s": trial.decode_s, **extra, **trial.extra,
     }
-    if ref_s is not None:
+    if ref_s is not None and trial.extra.get("device", "cpu") == "cpu":  # the workload measures the CPU
         rec.update(ref_s=ref_s, speed=speed_of(ref_s))
     if codec.heavy:
         # this worker ran only this task, so its peak RSS is the task's (MB)
