@@ -2,7 +2,8 @@
 """Benchmark: encode and decode one image, report bpp, PSNR, MS-SSIM, times and peak memory.
 
 Each phase runs in its own subprocess so that peak memory (ru_maxrss) is that
-phase's alone. Example (the issue-2 figures):
+phase's alone; ``speed`` is the machine's speed around the encode, as the
+evaluation harness measures it. Example (the issue-2 figures):
 
     python eval/bench_codec.py ../shared/data/kodak/kodim23.png --bpp 0.25
 """
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from pranc_codec.evaluation.calibration import framed, speed_of
 
 PHASE = r"""
 import json, resource, sys, time
@@ -45,8 +48,9 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         prc, png = Path(d) / "x.prc", Path(d) / "x.png"
-        enc, enc_proc = run_phase(["encode", args.image, "-o", str(prc), "--bpp", str(args.bpp), "--preset",
-                                   args.preset, "--device", args.device, "--json", *args.extra.split()])
+        (enc, enc_proc), ref_s = framed(lambda: run_phase([
+            "encode", args.image, "-o", str(prc), "--bpp", str(args.bpp), "--preset", args.preset,
+            "--device", args.device, "--json", *args.extra.split()]))
         dec, dec_proc = run_phase(["decode", str(prc), "-o", str(png), "--json"])
     import torch
 
@@ -57,6 +61,8 @@ def main() -> None:
         "encode_peak_rss_mb": enc_proc["peak_rss_mb"],
         "decode_seconds": dec["decode_seconds"], "decode_process_seconds": dec_proc["wall_seconds"],
         "decode_peak_rss_mb": dec_proc["peak_rss_mb"],
+        # the CPU's speed around the encode against the reference machine's (pranc_codec/evaluation/calibration.py)
+        "speed": round(speed_of(ref_s), 3) if args.device == "cpu" else None,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                    f"torch {torch.__version__}, python {platform.python_version()}",
     }
