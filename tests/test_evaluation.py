@@ -216,6 +216,19 @@ def test_neural_codec_in_worker_process(tmp_path, tiny_dataset):
     assert rec["device"] == "cpu"
 
 
+def test_the_reference_workload_adds_nothing_to_a_task_s_peak_memory():
+    """The workload runs in the harness's worker before the task, whose peak memory the harness reports: it must
+    not load what the encoder does not (torch.optim's Adam imports torch._dynamo: +180 MB, session 58)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from pranc_codec.evaluation.calibration import ReferenceWorkload, reference_seconds; "
+            "before = set(sys.modules); reference_seconds(ReferenceWorkload(steps=2, runs=1, warmup=1, pixels=64, "
+            "grid=(4, 4))); print(sorted(m for m in set(sys.modules) - before if not m.startswith('torch._C')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "torch._dynamo" not in out and "torch.optim" not in out, out
+
+
 def test_a_task_on_the_gpu_gets_no_cpu_speed(tmp_path, tiny_dataset, monkeypatch):
     """The workload times the CPU: a neural task that ran on CUDA keeps its raw times only."""
     from pranc_codec.evaluation import runner
