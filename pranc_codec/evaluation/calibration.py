@@ -3,8 +3,8 @@
 A shared virtual machine's speed drifts: on the project's 2-core AMD EPYC the same encode (the same bytes) took
 58.4 s in one hour and 33.8 s half an hour later (ABLATIONS.md BM). A raw time therefore says as much about the
 hour as about the codec. The harness times this workload just before and just after each neural task, in the
-same worker process, and records for a task that ran on the CPU (the workload times the CPU; a CUDA task keeps its
-raw times only)
+same worker process, and records, for a task that ran on the CPU (the workload times the CPU; a CUDA task keeps
+its raw times only):
 
 - ``ref_s``: the workload's mean seconds around the task;
 - ``speed``: :data:`REFERENCE_SECONDS` / ``ref_s``, the machine's speed during the task relative to the
@@ -27,7 +27,7 @@ from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
-# The workload's seconds on the reference machine (2-core AMD EPYC under KVM, torch 2.x CPU build, one thread), in
+# The workload's seconds on the reference machine (2-core AMD EPYC under KVM, torch 2.14.1, one thread), in
 # a quiet hour: the median of 60 measurements on 2026-12-07 (0.089-0.159 s: the machine's speed moves by +-20 % over
 # seconds even when nothing else runs on it).
 REFERENCE_SECONDS = 0.113
