@@ -31,6 +31,14 @@ finally:
 """
 
 
+def reference_in_subprocess() -> float:
+    """The harness's reference workload timed in a process of its own: this one must not load torch, since a
+    phase's peak memory (ru_maxrss) counts what its parent held when it was forked."""
+    code = "from pranc_codec.evaluation.calibration import reference_seconds; print(reference_seconds())"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(r.stdout.strip().splitlines()[-1])
+
+
 def run_phase(args: list[str]) -> tuple[dict, dict]:
     r = subprocess.run([sys.executable, "-c", PHASE, *args], capture_output=True, text=True)
     if r.returncode != 0:
@@ -50,9 +58,9 @@ def main() -> None:
         prc, png = Path(d) / "x.prc", Path(d) / "x.png"
         (enc, enc_proc), ref_s = framed(lambda: run_phase([
             "encode", args.image, "-o", str(prc), "--bpp", str(args.bpp), "--preset", args.preset,
-            "--device", args.device, "--json", *args.extra.split()]))
+            "--device", args.device, "--json", *args.extra.split()]), reference_in_subprocess)
         dec, dec_proc = run_phase(["decode", str(prc), "-o", str(png), "--json"])
-    import torch
+    import torch  # after the phases: see reference_in_subprocess
 
     report = {
         "image": args.image, "target_bpp": args.bpp, "bpp": enc["bpp"], "psnr": enc["psnr"],

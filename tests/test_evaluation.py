@@ -66,7 +66,7 @@ def test_the_reference_workload_frames_a_task_and_leaves_the_caller_s_thread_set
     try:
         tiny = ReferenceWorkload(steps=3, runs=3, warmup=1, pixels=256, width=8, grid=(8, 12))
         assert 0 < reference_seconds(tiny) < 10 and torch.get_num_threads() == 2
-        out, ref_s = framed(lambda: seen.append(torch.get_num_threads()) or "done", tiny)
+        out, ref_s = framed(lambda: seen.append(torch.get_num_threads()) or "done", lambda: reference_seconds(tiny))
         assert out == "done" and seen == [2] and 0 < ref_s < 10  # the task runs with the caller's setting
         assert speed_of(REFERENCE_SECONDS / 2) == pytest.approx(2.0)  # twice as fast as the reference
     finally:

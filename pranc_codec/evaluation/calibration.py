@@ -104,11 +104,12 @@ def reference_seconds(work: ReferenceWorkload = ReferenceWorkload()) -> float:
         torch.set_num_threads(threads)
 
 
-def framed(task: Callable[[], T], work: ReferenceWorkload = ReferenceWorkload()) -> tuple[T, float]:
-    """``task()``'s result and ``ref_s``, the workload's mean seconds just before and just after it."""
-    before = reference_seconds(work)
+def framed(task: Callable[[], T], measure: Callable[[], float] = reference_seconds) -> tuple[T, float]:
+    """``task()``'s result and ``ref_s``, the workload's mean seconds just before and just after it (``measure``:
+    how the workload is timed, :func:`reference_seconds` in this process by default)."""
+    before = measure()
     out = task()
-    return out, 0.5 * (before + reference_seconds(work))
+    return out, 0.5 * (before + measure())
 
 
 def speed_of(ref_s: float) -> float:
