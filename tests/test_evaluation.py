@@ -243,6 +243,9 @@ def test_a_task_on_the_gpu_gets_no_cpu_speed(tmp_path, tiny_dataset, monkeypatch
         def run(self, image, point, threads=0):
             return Trial(10, image.copy(), 2.0, 0.1, {"device": self.device})
 
+        def runs_on_cpu(self):
+            return self.device == "cpu"
+
     monkeypatch.setattr(runner, "framed", lambda task: (task(), REFERENCE_SECONDS / 2))
     item = runner.ImageItem(runner.dataset(tiny_dataset[0])[0], "x")
     cpu, gpu = (runner._measure(item, _Heavy(d), 1.0, 1) for d in ("cpu", "cuda:0"))

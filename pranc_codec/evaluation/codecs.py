@@ -42,6 +42,10 @@ class Codec:
     def run(self, image: np.ndarray, point: float, threads: int = 0) -> Trial:
         raise NotImplementedError
 
+    def runs_on_cpu(self) -> bool:
+        """Whether its encodes run on the CPU (in the process that asks), whose speed the harness measures."""
+        return True
+
 
 class PillowCodec(Codec):
     """JPEG / WebP / AVIF through Pillow, swept over its quality setting."""
@@ -97,6 +101,11 @@ class PrancCodec(Codec):
         from .provenance import source_digest
 
         return {"version": __version__, "source": source_digest(), "config": _jsonable(asdict(self.config))}
+
+    def runs_on_cpu(self) -> bool:
+        from ..codec import resolve_device
+
+        return resolve_device(self.config.device).type == "cpu"
 
     def run(self, image: np.ndarray, point: float, threads: int = 0) -> Trial:
         from dataclasses import replace

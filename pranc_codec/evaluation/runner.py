@@ -93,12 +93,12 @@ def task_key(item: ImageItem, codec: Codec, point: float) -> str:
 def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[str, Any]:
     """Run one task and compute its metrics (in whatever process calls it)."""
     img = item.load()
-    # a heavy task's times depend on the hour: the machine's speed just before and after it (calibration.py)
-    ref_s = None
-    if codec.heavy:
+    # a heavy task's times depend on the hour: the machine's speed just before and after it (calibration.py; the
+    # workload times the CPU, so not around a task on CUDA)
+    if codec.heavy and codec.runs_on_cpu():
         trial, ref_s = framed(lambda: codec.run(img, point, threads))
     else:
-        trial = codec.run(img, point, threads)
+        trial, ref_s = codec.run(img, point, threads), None
     h, w = img.shape[:2]
     extra = {}
     if img.shape[2] in (2, 4):  # with transparency: the colour where it is seen, as the encoder judges it
@@ -112,7 +112,7 @@ def _measure(item: ImageItem, codec: Codec, point: float, threads: int) -> dict[
         "mse": m, "psnr": psnr_of_mse(m), "ms_ssim": ms,
         "encode_s": trial.encode_s, "decode_s": trial.decode_s, **extra, **trial.extra,
     }
-    if ref_s is not None and trial.extra.get("device", "cpu") == "cpu":  # the workload measures the CPU
+    if ref_s is not None:
         rec.update(ref_s=ref_s, speed=speed_of(ref_s))
     if codec.heavy:
         # this worker ran only this task, so its peak RSS is the task's (MB)
