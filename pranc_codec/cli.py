@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the container's classes load with it, only where a command 
 
 DEBUG_ENV = "PRANC_DEBUG"  # set: an internal error shows its traceback
 SIGPIPE_EXIT = 128 + 13  # the exit code a shell reports for a process SIGPIPE ended
+_STARTED = time.perf_counter()  # when the command began (main sets it; a --time budget counts from here)
 _BARS: list = []  # live progress bars, closed before an error so it starts on its own line
 
 
@@ -115,6 +116,11 @@ def _progress_factory(quiet: bool):
             if bar.n >= bar.total:
                 bar.close()
 
+        def retotal(total: int) -> None:  # a time budget cut the work short (grid_fit.fit_grid)
+            bar.total = total
+            bar.refresh()
+
+        update.retotal = retotal
         return update
 
     return make
@@ -193,6 +199,23 @@ def _parse_size(text: str, option: str = "--size") -> int:
     return round(value)
 
 
+_SECOND_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _parse_seconds(text: str, option: str = "--time") -> float:
+    """``--time``: a positive number of seconds, optionally with a unit s, m (or min) or h, e.g. 45, 45s, 1.5m."""
+    t = text.strip().lower()
+    number = t.rstrip("minsh")
+    unit = t[len(number):]
+    try:
+        value = float(number) * _SECOND_UNITS[unit]
+    except (KeyError, ValueError):
+        raise InputError(f"{option} {text!r}: give seconds, e.g. 45, 45s or 1.5m") from None
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{option} {text!r}: must be more than zero seconds")
+    return value
+
+
 def _encode_line(out: str, s: dict) -> str:
     """The one-line summary of an encode (``s``: EncodeStats.to_dict())."""
     ms = f"{s['ms_ssim']:.4f}" if s["ms_ssim"] is not None else "n/a"
@@ -215,6 +238,9 @@ def _encode_line(out: str, s: dict) -> str:
     return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, {quality}, "
             f"{s['encode_seconds']:.1f} s"
             + (f" ({s['passes']} encodes for {s['target_psnr']:g} dB)" if s.get("target_psnr") is not None else "")
+            + (f" of {s['time_limit']:g} s asked ({s['steps']} fitting steps, {s['sweeps']} rounding sweeps)"
+               if s.get("time_limit") is not None and s.get("steps") else
+               f" of {s['time_limit']:g} s asked" if s.get("time_limit") is not None else "")
             + (f", at most {s['max_bytes']} bytes" if s.get("max_bytes") is not None else ""))
 
 
@@ -237,6 +263,8 @@ def _decode_line(out: str, s: dict) -> str:
 @click.version_option(package_name="pranc-codec")
 def main() -> None:
     """pranc: compress images into .prc files with seeded random-basis neural networks."""
+    global _STARTED
+    _STARTED = time.perf_counter()
 
 
 @main.command()
@@ -257,6 +285,11 @@ def main() -> None:
                    "within 0.2 dB, in at most 3 whole encodes (2.25 on average on Kodak).")
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True,
               help="Trade encode time for quality.")
+@click.option("--time", "time_limit", type=str, default=None, metavar="SECONDS",
+              help="Finish each picture within this time (e.g. 20, 20s, 1.5m; from the command's start): the fit's "
+                   "steps and the rounding's sweeps are cut to it as timed while encoding, never more than the "
+                   "preset's; the file then depends on the machine's speed. Below what the fewest steps take, a "
+                   "warning.")
 @click.option("--tune", type=click.Choice(list(TUNES)), default="balanced", show_default=True,
               help="What the fit aims at: balanced (PSNR and MS-SSIM) or psnr (plain squared error: more PSNR, "
                    "less MS-SSIM).")
@@ -298,7 +331,7 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object (one a file).")
 def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size: str | None,
-           max_size: str | None, psnr_db: float | None, preset: str,
+           max_size: str | None, psnr_db: float | None, preset: str, time_limit: str | None,
            tune: str, lossless: str, alpha_mode: str, metadata_kinds: str, model: str,
            seed: int | None, net_width: int | None, layers: int | None, basis: str | None,
            expansion: float | None, steps: int | None, device: str, threads: int, jobs: int, force: bool,
@@ -321,6 +354,9 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             raise InputError(f"--lossless always takes no {targets[0]}: the file is as large as the pixels need")
         if psnr_db is not None:
             require_positive(psnr_db, "--psnr", " of dB")
+        seconds = _parse_seconds(time_limit) if time_limit is not None else None
+        if seconds is not None and model != "grid":
+            raise InputError("--time only applies to --model grid")
         from .metadata import parse_kinds
 
         try:
@@ -335,7 +371,7 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             target_bytes = max_bytes  # the ceiling alone is the target too (the encode aims just under it)
         if len(inputs) > 1:
             passed = {"--bpp": bpp, "--size": size, "--max-size": max_size, "--psnr": psnr_db, "--steps": steps,
-                      **siren_only}
+                      "--time": time_limit, **siren_only}
             args = [a for k, v in passed.items() if v is not None for a in (k, str(v))]
             args += ["--preset", preset, "--tune", tune, "--lossless", lossless, "--alpha", alpha_mode,
                      "--metadata", metadata_kinds, "--model", model, "--device", device, "-q"]
@@ -372,6 +408,8 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
             cfg = replace(cfg, alpha=replace(cfg.alpha, min_db=math.inf))
         cfg = replace(cfg, model=model, device=device, width=net_width, lossless=replace(cfg.lossless, mode=lossless),
                       fit=replace(cfg.fit, threads=threads))
+        if seconds is not None:  # counted from the command's start: reading the picture is in it
+            cfg = replace(cfg, time=replace(cfg.time, limit=seconds, spent=time.perf_counter() - _STARTED))
         note = batch.memory_note("encode", image.shape[0] * image.shape[1])
         for n in notes + ([note] if note else []):
             click.echo(f"pranc: warning: {n}", err=True)

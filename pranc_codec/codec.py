@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import alpha as transparency
-from . import bitstream, composite, entropy, grid_codec, lossless, split
+from . import bitstream, composite, entropy, grid_codec, lossless, split, time_budget
 from .batch import torch_threads
 from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
@@ -68,6 +68,11 @@ class EncodeStats:
     alpha_psnr: float | None = None  # the alpha's PSNR (format v11; inf: exact, to_dict: None), else None
     strips: int = 0  # the strips a large picture was fitted as (split.py; a composite file), 0 where it was not
     metadata_bytes: int = 0  # bytes of the metadata block (ICC profile, EXIF, XMP; format v12), 0 without
+    # the grid network's fitting steps and rounding sweeps (a time budget's cut, or the configured counts), 0 where
+    # the file is not one network's (lossless, palette, composite, siren)
+    steps: int = 0
+    sweeps: int = 0
+    time_limit: float | None = None  # the seconds asked for (--time), else None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -193,14 +198,46 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     device = resolve_device(config.device)
     if config.model not in ("grid", "siren"):
         raise InputError(f"unknown model {config.model!r} (grid or siren)")
+    if config.time.limit is not None:
+        if config.model != "grid":
+            raise InputError("--time only applies to --model grid")
+        if not 0 < config.time.limit < math.inf or not 0 <= config.time.spent < math.inf:
+            raise InputError(f"--time must be a positive number of seconds, not {config.time.limit:g}")
     if metadata:
         block = bitstream.metadata_block(metadata)
-        inner = encode(image, metadata_room(config, block, height, width), progress)
-        return with_metadata(inner, metadata, block, config, t0)
+        inner = encode(image, time_share(metadata_room(config, block, height, width), t0), progress)
+        return time_checked(with_metadata(inner, metadata, block, config, t0), config)
     with torch_threads(fit_threads(config)):  # the caller's count back afterwards: the API leaves no trace
         if channels in (2, 4):
-            return _encode_alpha(image, config, device, progress, t0)
-        return _encode_colour(image, config, device, progress, t0)
+            return time_checked(_encode_alpha(image, config, device, progress, t0), config)
+        return time_checked(_encode_colour(image, config, device, progress, t0), config)
+
+
+def time_share(config: CodecConfig, t0: float, parts: int = 1) -> CodecConfig:
+    """``config`` for the next of ``parts`` encodes made one after the other in what is left of its time budget,
+    which began ``config.time.spent`` seconds before ``t0`` (time.perf_counter): an equal share
+    (time_budget.share); itself where it has none."""
+    t = config.time
+    if t.limit is None:
+        return config
+    left = time_budget.share(t.limit - t.spent, t0, parts)
+    return replace(config, time=replace(t, limit=left, spent=0.0))
+
+
+def time_checked(result: EncodeResult, config: CodecConfig) -> EncodeResult:
+    """``result`` with the time budget asked for (``config.time.limit``) in its stats, and a warning where the
+    encode (and what went before it, ``config.time.spent``) took longer."""
+    t = config.time
+    if t.limit is None:
+        return result
+    s = result.stats
+    notes = list(s.warnings)
+    took = s.encode_seconds + t.spent
+    if took > t.limit:
+        fewest = " (the fewest fitting steps and one rounding sweep)" if (
+            0 < s.steps <= t.min_steps and s.sweeps <= 1) else ""
+        notes.append(f"took {took:.1f} s, over the {t.limit:g} s asked for (--time){fewest}")
+    return replace(result, stats=replace(s, time_limit=t.limit, warnings=notes))
 
 
 def _encode_colour(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
@@ -397,8 +434,9 @@ def _composite(image: np.ndarray, config: CodecConfig, device: torch.device, pro
         return None
 
     def region(crop: np.ndarray, budget_bytes: float) -> bytes:
-        inner = _region_config(config, crop.shape[0], crop.shape[1], budget_bytes)
-        return _encode_grid(crop, inner, device, progress, t0).data
+        # under a time budget, half of what is left: the whole picture's fit comes after the regions
+        inner = time_share(_region_config(config, crop.shape[0], crop.shape[1], budget_bytes), t0, 2)
+        return _encode_grid(crop, inner, device, progress, time.perf_counter()).data
 
     try:
         data = composite.attempt(image, _budget(image, config), config.composite, config.lossless, region, seen)
@@ -421,7 +459,7 @@ def _region_config(config: CodecConfig, height: int, width: int, budget_bytes: f
 def _encode_split(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
                   t0: float) -> EncodeResult:
     """A large picture as strips fitted side by side (split.py): a composite file of network files."""
-    data, strips = split.encode(image, _budget(image, config), config,
+    data, strips = split.encode(image, _budget(image, config), time_share(config, t0),
                                 lambda h, w, b: _region_config(config, h, w, b), progress=progress)
     return _finish(image, data, config, device, t0, model="composite", strips=strips, **_NO_NETWORK)
 
@@ -467,12 +505,13 @@ def _lossless(image: np.ndarray, config: CodecConfig) -> bytes | None:
 def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
                  progress: ProgressFactory | None, t0: float, seen: np.ndarray | None = None) -> EncodeResult:
     """The latent-grid path of :func:`encode` (grid_codec.py), fitted on the ``seen`` pixels (None: all)."""
-    data, shape, trims, restarts = grid_codec.fit_and_code(image, config, device, progress, seen)
+    coded = grid_codec.fit_and_code(image, time_share(config, t0), device, progress, seen)
     height, width = image.shape[:2]
-    return _finish(image, data, config, device, t0, seen,
+    shape = coded.shape
+    return _finish(image, coded.data, config, device, t0, seen,
                    num_coefs=shape.num_latents(height, width) + shape.num_params,
-                   num_params=shape.num_params, net_width=shape.hidden, delta=1.0, model="grid", trim_sweeps=trims,
-                   fit_restarts=restarts)
+                   num_params=shape.num_params, net_width=shape.hidden, delta=1.0, model="grid",
+                   trim_sweeps=coded.trims, fit_restarts=coded.restarts, steps=coded.steps, sweeps=coded.sweeps)
 
 
 def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.device, t0: float,

@@ -404,6 +404,37 @@ class RoundingConfig:
 
 
 @dataclass(frozen=True)
+class TimeConfig:
+    """A time budget for each picture's encode (``pranc encode --time``, time_budget.py): the fit's steps and the
+    rounding's sweeps are cut to what the deadline leaves, as measured while the picture encodes; never more than
+    the preset's."""
+
+    limit: float | None = None  # seconds for a picture's encode; None: the preset's work
+    spent: float = 0.0  # seconds of the limit gone before the encode began (the command line's start-up)
+    # fitting steps timed before the first plan (two of the coder's context refreshes, at 0 and 64: their share
+    # of the fit's steps), then planned again at twice as many, while the schedule does not yet depend on the
+    # step count (grid_fit.fixed_until)
+    first_check: int = 128
+    min_steps: int = 600  # the fewest a budget plans (the fast preset's 1,350 was the fewest measured for quality)
+    # Planned steps below this take few_sweeps rounding sweeps (the fast preset's split, 1,350 and 2: the third
+    # sweep bought less than 250 steps there, ABLATIONS.md AE2), at or above it the preset's (4 with 3,500, BL4).
+    few_sweeps_below: int = 2000
+    few_sweeps: int = 2
+    # The time after the fit in fitting steps of this picture, x sqrt(pixels / ref_pixels): tail_steps (the
+    # rounding's first pass over the pixels, the final MLP refit, the MLP's bit depth, the loop filter, the
+    # file's measurement) and sweep_steps a rounding sweep (its MLP refit included). Measured on Kodak pictures
+    # and their 384 x 256 and 192 x 128 crops at 0.125-1 bpp with the fast and default presets (ABLATIONS.md BO1).
+    tail_steps: float = 500.0
+    sweep_steps: float = 400.0
+    ref_pixels: int = 768 * 512
+    refit_factor: float = 1.3  # a later sweep's time over the first's (it refits the MLP first)
+    margin: float = 0.05  # the share of the time left that a plan keeps in hand (the machine's speed drifts)
+    # the share of a large picture's time (split.py) its strips' encodes get, each round of strips side by side an
+    # equal part; the rest starts their processes, filters the seams and measures the file
+    strips_share: float = 0.85
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     """How the quantization step is shaped across coefficient groups (quantization.py)."""
 
@@ -635,6 +666,7 @@ class CodecConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     alpha: AlphaConfig = field(default_factory=AlphaConfig)
     metadata: MetadataConfig = field(default_factory=MetadataConfig)
+    time: TimeConfig = field(default_factory=TimeConfig)
     # "grid": latent grids + MLP (format v8, the default); "siren": the PRANC SIREN (format v3)
     model: str = "grid"
     seed: int = 2023

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from .grid_fit import (GridFit, context_state, decoded_residual, fit_grid, fits_
                        seen_weights)
 from .latent import GridShape, mlp_forward, sample_levels, split_params
 from .loop_filter import LoopFilter
+from .time_budget import Budget
 from .quantization import gptq_factors, gptq_round_rows, quantize
 
 
@@ -404,13 +405,26 @@ def fit_plan(image: np.ndarray, config: CodecConfig, device: torch.device) -> tu
     return shape, latent_bpp, fit_settings(config, shape, latent_bpp, device, flat_share(image), height * width)
 
 
+class Coded(NamedTuple):
+    """What :func:`fit_and_code` made and how."""
+
+    data: bytes  # the .prc file
+    shape: GridShape  # the network's shape
+    trims: int  # the sweeps that trimmed the file under its ceiling (config.rate.max_bytes; 0 where none did)
+    restarts: int  # the fits redone by the collapse guard (0 or 1)
+    steps: int  # fitting steps (of the last fit; cut by a time budget, or the configured count)
+    sweeps: int  # rounding sweeps
+
+
 def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
-                 progress=None, seen: np.ndarray | None = None) -> tuple[bytes, GridShape, int, int]:
-    """uint8 (H, W, C) -> ``.prc`` bytes, the network shape it used, the sweeps that trimmed the file under its
-    ceiling (``config.rate.max_bytes``; 0 where none did) and the fits redone by the collapse guard (0 or 1).
-    ``seen``: bool (H, W), the pixels whose error counts (of a picture with transparency; None: all): the fit,
-    the rounding and every choice after them weigh the others' error at 0."""
+                 progress=None, seen: np.ndarray | None = None) -> Coded:
+    """uint8 (H, W, C) -> ``.prc`` bytes and how they were made (:class:`Coded`). ``seen``: bool (H, W), the
+    pixels whose error counts (of a picture with transparency; None: all): the fit, the rounding and every
+    choice after them weigh the others' error at 0. With ``config.time.limit``, the fit's steps and the
+    rounding's sweeps are cut to that many seconds from now (time_budget.py)."""
     height, width, channels = image.shape
+    t = config.time
+    budget = Budget.start(None if t.limit is None else t.limit - t.spent, t, height * width)
     shape, latent_bpp, cfg = fit_plan(image, config, device)
     n = height * width
     cap = config.rate.max_bytes
@@ -424,7 +438,8 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
     pix_w = seen_weights(pixel_weights(target, cfg), seen, channels)
     rows = _seen_rows(seen)
     cb = progress("fit", cfg.steps) if progress else None
-    fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb, pix_w=pix_w)
+    rc = config.rounding
+    fit = fit_grid(target, shape, cfg, latent_bpp, progress=cb, pix_w=pix_w, budget=budget, sweeps=rc.sweeps)
     latents = [torch.round(g).cpu() for g in fit.latents]
     feats = _features(latents, width, n)
     mse = _fit_mse(rows(feats), rows(pixels), fit, shape)
@@ -435,21 +450,25 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         cb = progress("fit (retry)", cfg.steps) if progress else None
         f = cfg.retry_lr_factor
         retry = replace(cfg, lr=cfg.lr * f, mlp_lr=cfg.mlp_lr * f, scale_lr=cfg.effective_scale_lr * f)
-        fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range, pix_w=pix_w)
+        fit = fit_grid(target, shape, retry, latent_bpp, progress=cb, lam_range=cfg.retry_lam_range, pix_w=pix_w,
+                       budget=budget, sweeps=rc.sweeps)
         latents = [torch.round(g).cpu() for g in fit.latents]
         feats = _features(latents, width, n)
         mse = _fit_mse(rows(feats), rows(pixels), fit, shape)
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
-    latents, feats, weights = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg,
-                                                config.rounding, lam, mse, first, progress, pix_w,
-                                                budget_bits=latent_bpp * n, seen=seen)
+    if budget is not None and budget.sweeps is not None:
+        rc = replace(rc, sweeps=min(rc.sweeps, budget.sweeps))
+    latents, feats, weights = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg, rc, lam, mse,
+                                                first, progress, pix_w, budget_bits=latent_bpp * n, seen=seen,
+                                                budget=budget)
     code = choose_code(image, pixels, latents, feats, weights, shape, config, lam, seen=seen)
     data = pack(code, shape, height, width)
     trims = 0
     if cap is not None and len(data) > cap:
         data, trims = trim_to_ceiling(image, pixels, latents, feats, weights, shape, config, lam, first, pix_w,
                                       data, progress, seen, code_filter_bits(code))
-    return data, shape, trims, restarts
+    sweeps = budget.ended if budget is not None and budget.ended else max(rc.sweeps, 0)
+    return Coded(data, shape, trims, restarts, fit.steps, sweeps)
 
 
 def code_filter_bits(code: GridCode) -> float:
@@ -474,8 +493,8 @@ def _seen_rows(seen: np.ndarray | None) -> Callable[[torch.Tensor], torch.Tensor
 def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: torch.Tensor,
                       weights: list[torch.Tensor], shape: GridShape, g: GridConfig, rc: RoundingConfig, lam: float,
                       mse: float, first: int = 0, progress=None, pix_w: torch.Tensor | None = None,
-                      budget_bits: float | None = None,
-                      seen: np.ndarray | None = None) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+                      budget_bits: float | None = None, seen: np.ndarray | None = None,
+                      budget: Budget | None = None) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
     """The rounded latents moved where that lowers the fit's error + ``lam`` x bits (rounding.py), their
     features, and the MLP refitted to them (``rc.mlp_steps``; else the fit's, on the CPU). target: (H, W, C)
     colour in [0, 1] (CPU); latents: the rounded grids; feats: their (H W, levels) features; weights: the fit's
@@ -483,7 +502,8 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
     latents; levels below ``first`` are left alone; pix_w: the fit's structure weights (C, H W), if the caller has
     them (computed here otherwise); budget_bits: the latents' budget (bits), held between sweeps with
     ``rc.aim_budget`` (else, or when None, the code length the latents have now); seen: as
-    :func:`choose_code`'s (pix_w is then zero at the other pixels)."""
+    :func:`choose_code`'s (pix_w is then zero at the other pixels); budget: a time budget that may end the
+    sweeps before ``rc.sweeps`` (:meth:`Budget.last_sweep`)."""
     mlp = [w.detach().cpu().float() for w in weights]
     if rc.sweeps <= 0:
         return latents, feats, mlp
@@ -512,7 +532,8 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
         target_bits = budget_bits if rc.aim_budget and budget_bits else context_state(latents, first).bits
     out, feats, _ = rounding.optimise(latents, feats, layers, pixels, pix_w, price, first, height, width, rc,
                                       target_bits, errors, progress=cb,
-                                      refit=refit if rc.mlp_steps > 0 else None)
+                                      refit=refit if rc.mlp_steps > 0 else None,
+                                      last=None if budget is None else budget.last_sweep)
     if rc.mlp_steps > 0:
         refit(feats, quantize=False)
     return out, feats, mlp

@@ -23,8 +23,9 @@ zero-mean Laplace per level (format version 4's model). The learning rates hold 
 """
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -37,6 +38,7 @@ from .context import MAX_BUCKETS, PASS_OF, PASSES, buckets, contexts, split
 from .fit import lr_at
 from .latent import GridShape, init_mlp, init_uniform, mlp_forward_t, sample_levels, split_params
 from .optim import FusedAdam
+from .time_budget import Budget
 from .metrics import MS_SSIM_WEIGHTS, SSIM_SIGMA, SSIM_WINDOW
 
 Progress = Callable[[int, float], None]  # (steps done since last call, current loss)
@@ -398,6 +400,7 @@ class GridFit:
     latents: list[torch.Tensor]  # (h_l, w_l) per level
     weights: list[torch.Tensor]  # flat (n_l,) per MLP layer
     lam: float  # final rate weight (MSE per bpp)
+    steps: int = 0  # the steps the fit took (the configured count, or what a time budget cut it to)
 
 
 def decoded_residual(pred: torch.Tensor, ref: torch.Tensor,
@@ -472,6 +475,30 @@ def fit_lr(cfg: GridConfig, step: int, base: float) -> float:
     return base if step < hold else lr_at(step - hold, cfg.steps - hold, base, 0, cfg.final_lr)
 
 
+def fixed_until(cfg: GridConfig) -> int:
+    """How many of the fit's first steps run the same whatever ``cfg.steps`` is: at the full learning rate
+    (:func:`fit_lr`), with full-width noise (:func:`noise_width`) and before the straight-through phase. A fit
+    whose step count is changed after no more steps than this is the fit of the new count (time_budget.py)."""
+    hold = max(0, min(int(cfg.lr_hold * cfg.steps), cfg.steps - cfg.lr_decay_min))
+    ste_from = straight_through_from(cfg)
+    return min(hold, math.floor(cfg.noise_from * ste_from) + 1, ste_from)
+
+
+def fewest_steps(cfg: GridConfig, done: int) -> int:
+    """The fewest steps a fit may be given after ``done`` of them: the least count whose :func:`fixed_until`
+    covers them (it grows with the count)."""
+    lo, hi = done, max(done, 1)
+    while fixed_until(replace(cfg, steps=hi)) < done:
+        lo, hi = hi, 2 * hi
+    while lo < hi:  # the least count in (lo, hi] that covers them
+        mid = (lo + hi) // 2
+        if fixed_until(replace(cfg, steps=mid)) >= done:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
 def noise_width(cfg: GridConfig, step: int, ste_from: int) -> float:
     """The quantization noise's width at ``step`` of a noisy phase of ``ste_from`` steps: 1 up to ``noise_from`` of
     the phase, then linearly down to ``noise_end`` at its end."""
@@ -521,11 +548,13 @@ def revive_dead_units(feats: torch.Tensor, layers: list[tuple[torch.Tensor, torc
 
 def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp: float,
              progress: Progress | None = None, lam_range: float | None = None,
-             pix_w: torch.Tensor | None = None) -> GridFit:
+             pix_w: torch.Tensor | None = None, budget: Budget | None = None, sweeps: int = 0) -> GridFit:
     """Fit latents and MLP to ``image`` (H, W, C) float in [0, 1] for ``latent_bpp`` bits per pixel of latents.
 
     ``lam_range``: keep lambda within [start / lam_range, start x lam_range] (None: ``cfg.lam_max_range``). ``pix_w``: the
     :func:`pixel_weights` of ``image``, (C, H W) on its device, if the caller has them (computed here otherwise).
+    ``budget``: a deadline the fit's steps are cut to (at most ``cfg.steps``; :meth:`Budget.plan_fit`, with the
+    ``sweeps`` of rounding the encode would make after it); ``GridFit.steps`` says how many it took.
     """
     H, W, C = image.shape
     device = image.device
@@ -573,7 +602,21 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     def bits(ys: list[torch.Tensor]) -> torch.Tensor:  # the older rate term (context_rate False), by autograd
         return sum(laplace_bits(y, log_b[i]) for i, y in enumerate(ys) if i >= first)
 
-    for step in range(cfg.steps):
+    most = cfg.steps
+    check = budget.cfg.first_check if budget is not None else 0  # the next step count at which to plan
+    started = budget.clock() if budget is not None else 0.0
+    for step in itertools.count():  # cfg.steps may change as the budget plans
+        if step >= cfg.steps:
+            break
+        if check and step == check:
+            if step <= fixed_until(cfg):
+                steps = budget.plan_fit(step, budget.clock() - started, fewest_steps(cfg, step), most, sweeps)
+                if steps != cfg.steps:
+                    cfg = replace(cfg, steps=steps)
+                    ste_from = straight_through_from(cfg)
+                    if progress is not None and hasattr(progress, "retotal"):
+                        progress.retotal(steps)
+            check = 2 * check if 2 * check <= fixed_until(cfg) else 0
         scale = fit_lr(cfg, step, 1.0)  # the schedule is linear in the base rate: once a step for every group
         for g, b0 in zip(opt.param_groups, base):
             g["lr"] = b0 * scale
@@ -629,4 +672,4 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     if progress is not None and cfg.steps % report_every:
         progress(cfg.steps % report_every, float("nan"))
     return GridFit([g.detach() for g in grids], [torch.cat([W.detach().reshape(-1), b.detach()]) for W, b in layers],
-                   lam)
+                   lam, cfg.steps)

@@ -23,7 +23,8 @@ from PIL import Image
 
 from . import alpha as transparency
 from . import bitstream, lossless
-from .codec import EncodeResult, ProgressFactory, aim_bpp, encode, exact_with_alpha, metadata_room, with_metadata
+from .codec import (EncodeResult, ProgressFactory, aim_bpp, encode, exact_with_alpha, metadata_room, time_checked,
+                    time_share, with_metadata)
 from .config import CodecConfig, QualityConfig
 from .errors import require_positive
 from .grid_codec import curve_slope
@@ -135,8 +136,9 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
     t0 = time.perf_counter()
     if metadata:
         block = bitstream.metadata_block(metadata)
-        inner = encode_to_psnr(image, target_db, metadata_room(config, block, *image.shape[:2]), progress, encoder)
-        return with_metadata(inner, metadata, block, config, t0, rate_target=False)
+        inner = encode_to_psnr(image, target_db, time_share(metadata_room(config, block, *image.shape[:2]), t0),
+                               progress, encoder)
+        return time_checked(with_metadata(inner, metadata, block, config, t0, rate_target=False), config)
 
     def miss(r: EncodeResult) -> float:  # dB from the target; a lossless file (inf dB) is past any target
         return 0.0 if r.stats.psnr == math.inf else abs(target_db - r.stats.psnr)
@@ -148,7 +150,9 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
     results: list[tuple[float, EncodeResult]] = []  # (asked bpp, its encode)
     stop = ""
     while True:
-        result = encoder(image, replace(config, rate=replace(config.rate, bpp=bpp)), _labelled(progress, len(results)))
+        # under a time budget, an equal share of what is left for each pass that may still come
+        asked = time_share(replace(config, rate=replace(config.rate, bpp=bpp)), t0, cfg.max_passes - len(results))
+        result = encoder(image, asked, _labelled(progress, len(results)))
         results.append((bpp, result))
         if miss(result) <= cfg.tolerance_db or len(results) >= cfg.max_passes:
             break
@@ -183,4 +187,4 @@ def encode_to_psnr(image: np.ndarray, target_db: float, config: CodecConfig = Co
     stats = replace(best.stats, target_psnr=target_db, passes=len(results), warnings=notes,
                     search=[(asked, r.stats.bpp, r.stats.psnr) for asked, r in results],
                     encode_seconds=time.perf_counter() - t0)
-    return replace(best, stats=stats)
+    return time_checked(replace(best, stats=stats), config)

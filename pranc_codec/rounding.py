@@ -266,8 +266,8 @@ def _round_sublattice(subs: list[torch.Tensor], parent: torch.Tensor | None, k: 
 def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, target: torch.Tensor,
              weights: torch.Tensor | None, lam: float, first: int, height: int, width: int,
              cfg: RoundingConfig, target_bits: float | None = None, errors: torch.Tensor | None = None,
-             progress=None, refit: Callable[[torch.Tensor], Layers] | None = None
-             ) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+             progress=None, refit: Callable[[torch.Tensor], Layers] | None = None,
+             last: Callable[[int], bool] | None = None) -> tuple[list[torch.Tensor], torch.Tensor, int]:
     """Sweeps of rate-distortion optimised rounding over the latents, in the coder's order.
 
     latents: rounded grids (h_l, w_l), any float or int dtype (CPU); levels below ``first`` (frozen at zero by
@@ -278,8 +278,10 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     ``target_bits`` (the coder's code length to hold, bits) it is rescaled before each later one. errors: the
     (n,) :func:`pixel_errors` of ``feats`` if the caller has them (not modified). ``progress`` is called once a
     sweep. ``refit``, if given, is called before each later sweep with the current features and returns the MLP
-    that sweep prices against. Returns the new grids (integer values, the input's dtype), their features and how
-    many latents changed.
+    that sweep prices against. ``last``, if given, is asked as each sweep starts whether it is to be the last
+    (a time budget's :meth:`~pranc_codec.time_budget.Budget.last_sweep`; else the ``cfg.sweeps``-th is): the
+    sweeps up to it are those of a ``cfg.sweeps`` that ends there. Returns the new grids (integer values, the
+    input's dtype), their features and how many latents changed.
     """
     lat = [g.to(torch.int64) for g in latents]
     feats = feats.clone()
@@ -297,7 +299,8 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
         for sweep in range(cfg.sweeps):
             # rails on the last sweep only: the earlier ones may swing (the rescaling between sweeps steers them
             # back), and a Kodak file that lands within the rails is left as it was
-            rail = cfg.rate_rail if target_bits and sweep == cfg.sweeps - 1 else 0.0
+            final = sweep == cfg.sweeps - 1 or (last is not None and last(sweep))
+            rail = cfg.rate_rail if target_bits and final else 0.0
             # with rails, each level's exact code length, refreshed after each of its sublattices (whose moves also
             # change its other sublattices' means) and after its parent's (whose values are its contexts)
             per_level = [level_bits(lat[l], parent_of(l)) if l >= first else 0.0 for l in range(levels)] if rail else []
@@ -327,4 +330,6 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
                     per_level[l - 1] = level_bits(lat[l - 1], lat[l])
             if progress is not None:
                 progress(1, float("nan"))
+            if final:
+                break
     return [g.to(src.dtype) for g, src in zip(lat, latents)], feats, changed

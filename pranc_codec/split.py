@@ -282,6 +282,10 @@ def encode(image: np.ndarray, budget_bytes: float, config: CodecConfig,
     files: list[bytes] = [b""] * len(jobs)
     if workers is None:
         workers = workers_for(boxes, config.fit.threads or available_cores(), available_memory())
+    if config.time.limit is not None:  # a time budget: each round of strips side by side gets an equal share
+        rounds = -(-len(jobs) // max(workers, 1))
+        each = config.time.limit * config.time.strips_share / rounds
+        jobs = [(crop, replace(cfg, time=replace(cfg.time, limit=each))) for crop, cfg in jobs]
     if workers <= 1:
         for i, (crop, cfg) in enumerate(jobs):
             files[i] = _fit_strip(crop, cfg, progress)

@@ -1,0 +1,106 @@
+"""An encode's time budget (``pranc encode --time``): the fit's steps and the rounding's sweeps cut to a deadline.
+
+The preset sets the most work a picture's encode does; under a budget the fit stops short of its steps and the
+rounding short of its sweeps wherever the deadline would otherwise pass. Both are decided from times measured
+while the picture encodes, so the file depends on how fast the machine ran (it still decodes to the same pixels
+everywhere). The step count is chosen while the fit is in its first phase, which does not depend on it (full
+learning rate, full-width noise: ``grid_fit.fixed_until``), so a budgeted fit of N steps is the fit that N
+steps asked for outright would make, and a budgeted rounding of S sweeps that of S sweeps: the same file, its
+step and sweep counts chosen by the clock.
+
+What the time after the fit will be is estimated in fitting steps of the picture being fitted
+(``TimeConfig.tail_steps`` and ``sweep_steps``), so that the estimate follows the machine's speed as measured by
+the fit itself; each sweep's own time then replaces the estimate of the next.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .config import TimeConfig
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Budget:
+    """A deadline for one network fit and what came after it, and the plan made against it.
+
+    deadline: seconds on ``clock`` (``time.perf_counter`` unless a test gives its own); pixels: the picture's.
+    ``step_s``: seconds a fitting step as last measured (None before the first plan); ``sweeps``: the rounding
+    sweeps planned (None before the first plan)."""
+
+    deadline: float
+    cfg: TimeConfig
+    pixels: int
+    clock: Clock = time.perf_counter
+    step_s: float | None = None
+    sweeps: int | None = None
+    sweep_times: list[float] = field(default_factory=list)  # seconds of each rounding sweep so far
+    _mark: float = 0.0  # when the last sweep started
+    ended: int | None = None  # the sweeps made, where last_sweep ended them before the plan did
+
+    @classmethod
+    def start(cls, seconds: float | None, cfg: TimeConfig, pixels: int, clock: Clock = time.perf_counter
+              ) -> "Budget | None":
+        """A budget of ``seconds`` from now, or None where there is none."""
+        return None if seconds is None else cls(clock() + seconds, cfg, pixels, clock)
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (negative once it has passed)."""
+        return self.deadline - self.clock()
+
+    def _size(self) -> float:
+        return math.sqrt(self.pixels / self.cfg.ref_pixels)
+
+    def after_fit(self, sweeps: int) -> float:
+        """Seconds estimated for everything after the fit with ``sweeps`` rounding sweeps, at the measured step."""
+        return (self.step_s or 0.0) * self._size() * (self.cfg.tail_steps + self.cfg.sweep_steps * sweeps)
+
+    def plan_fit(self, done: int, seconds: float, least: int, most: int, sweeps: int) -> int:
+        """The fit's step count after ``done`` steps that took ``seconds``: as many as the time left holds once
+        the time after the fit is set aside, between ``least`` (no fewer than the schedule allows after
+        ``done``, and than ``cfg.min_steps``) and ``most`` (the preset's). Also plans the rounding's sweeps
+        (``self.sweeps``): the preset's ``sweeps``, or ``cfg.few_sweeps`` where the steps would be fewer than
+        ``cfg.few_sweeps_below`` with them."""
+        self.step_s = seconds / max(done, 1)
+        least = max(least, self.cfg.min_steps)
+        usable = self.remaining() * (1.0 - self.cfg.margin)
+
+        def steps_with(s: int) -> int:
+            return done + math.floor((usable - self.after_fit(s)) / self.step_s + 1e-6)  # 1e-6: float noise
+
+        planned, self.sweeps = steps_with(sweeps), sweeps
+        if planned < self.cfg.few_sweeps_below and self.cfg.few_sweeps < sweeps:
+            self.sweeps = self.cfg.few_sweeps
+            planned = steps_with(self.sweeps)
+        return max(least, min(most, planned))
+
+    def last_sweep(self, sweep: int) -> bool:
+        """Whether rounding sweep ``sweep`` (0-based; not the last planned) is to be the last all the same: the
+        time left would not hold it and one more before the time after the last (the final MLP refit, the
+        choices after the rounding, the file's measurement). Called as each sweep starts, which times the one
+        before; ``ended`` keeps the sweeps made where it says so."""
+        now = self.clock()
+        if sweep:
+            self.sweep_times.append(now - self._mark)
+        self._mark = now
+        if self.sweep_times:  # a later sweep refits the MLP first: the first sweep's time is short of theirs
+            later = self.sweep_times[-1] * (self.cfg.refit_factor if len(self.sweep_times) == 1 else 1.0)
+        else:
+            later = (self.step_s or 0.0) * self.cfg.sweep_steps * self._size()
+        this = later if sweep else later / self.cfg.refit_factor
+        if self.deadline - now < this + later + self.after_fit(0):
+            self.ended = sweep + 1
+            return True
+        return False
+
+
+def share(seconds: float | None, started: float, parts: int, clock: Clock = time.perf_counter) -> float | None:
+    """Seconds for the next of ``parts`` encodes run one after the other within a budget of ``seconds`` that
+    began at ``started`` (on ``clock``): an equal share of what is left (None: no budget). Never below zero."""
+    if seconds is None:
+        return None
+    return max(0.0, (seconds - (clock() - started)) / max(parts, 1))

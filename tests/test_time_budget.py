@@ -1,0 +1,203 @@
+"""The encode's time budget (``pranc encode --time``, time_budget.py): the plan's arithmetic on a clock of the
+test's own, the fit and the rounding cut by it being the fit and the rounding of the counts it chose, and the
+budget through the public API and the command line."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pranc_codec import codec, grid_fit, time_budget
+from pranc_codec.cli import _parse_seconds, main
+from pranc_codec.config import CodecConfig, GridConfig, RateConfig, RoundingConfig, TimeConfig
+from pranc_codec.errors import InputError
+from pranc_codec.grid_fit import fewest_steps, fit_grid, fit_lr, fixed_until, noise_width, straight_through_from
+from pranc_codec.latent import GridShape
+from pranc_codec.rounding import optimise
+from pranc_codec.time_budget import Budget
+
+from .conftest import smooth_image
+from .test_rounding import _problem
+
+
+class Clock:
+    """A clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_the_plan_fills_the_time_left_after_what_follows_the_fit():
+    clock = Clock()
+    cfg = TimeConfig(tail_steps=500, sweep_steps=400, margin=0.0, min_steps=600, few_sweeps_below=2000,
+                     ref_pixels=1000)
+    b = Budget.start(30.0, cfg, 1000, clock)
+    clock.t += 1.28  # 128 steps of 10 ms
+    # 28.72 s left: after the fit 10 ms x (500 + 4 x 400) = 21 s, so 128 + 772 steps: under 2,000 with four
+    # sweeps, so two: 10 ms x 1,300 = 13 s after the fit, 128 + 1,572 steps
+    assert b.plan_fit(128, 1.28, least=300, most=5000, sweeps=4) == 1700 and b.sweeps == 2
+    assert b.step_s == pytest.approx(0.01)
+    assert b.after_fit(2) == pytest.approx(13.0)
+    # time for more than the preset's: its steps, its sweeps
+    roomy = Budget.start(300.0, cfg, 1000, clock)
+    assert roomy.plan_fit(128, 1.28, least=300, most=3500, sweeps=4) == 3500 and roomy.sweeps == 4
+    # no time at all: the fewest the schedule and the config allow
+    late = Budget.start(1.0, cfg, 1000, clock)
+    assert late.plan_fit(128, 1.28, least=300, most=3500, sweeps=4) == 600
+    assert late.plan_fit(128, 1.28, least=900, most=3500, sweeps=4) == 900
+    # the time after the fit grows as the square root of the picture's pixels
+    big = Budget.start(300.0, cfg, 4000, clock)
+    big.step_s = 0.01
+    assert big.after_fit(1) == pytest.approx(2 * 0.01 * 900)
+
+
+def test_the_margin_keeps_a_share_of_the_time_in_hand():
+    clock = Clock()
+    plain = Budget.start(30.0, TimeConfig(margin=0.0, min_steps=0, ref_pixels=1000), 1000, clock)
+    kept = Budget.start(30.0, TimeConfig(margin=0.1, min_steps=0, ref_pixels=1000), 1000, clock)
+    a = plain.plan_fit(128, 1.28, 0, 10 ** 6, 4)
+    b = kept.plan_fit(128, 1.28, 0, 10 ** 6, 4)
+    assert a - b == pytest.approx(300, abs=1)  # 3 s at 10 ms a step
+
+
+def test_a_sweep_is_the_last_where_the_time_left_holds_no_other_after_it():
+    clock = Clock()
+    cfg = TimeConfig(tail_steps=100, sweep_steps=100, refit_factor=1.5, ref_pixels=1000)
+    b = Budget.start(10.0, cfg, 1000, clock)
+    b.step_s = 0.01  # a sweep estimated at 1 s, the first at 1 / 1.5; the tail 1 s
+    assert not b.last_sweep(0)  # 10 s left
+    clock.t += 2.0  # the first sweep took 2 s: a later one is taken as 3 s
+    assert not b.last_sweep(1) and b.sweep_times == [2.0]  # 8 s left: 3 + 3 + 1
+    clock.t += 3.5
+    assert b.last_sweep(2) and b.ended == 3  # 4.5 s left: 3.5 + 3.5 + 1 would not fit
+    assert b.sweep_times == [2.0, 3.5]
+
+
+def test_an_equal_share_of_what_is_left():
+    clock = Clock()
+    start = clock()
+    clock.t += 6.0
+    assert time_budget.share(30.0, start, 3, clock) == pytest.approx(8.0)
+    assert time_budget.share(30.0, start - 100, 2, clock) == 0.0
+    assert time_budget.share(None, start, 2, clock) is None
+    assert Budget.start(None, TimeConfig(), 100) is None
+
+
+@pytest.mark.parametrize("steps", [600, 1350, 3500, 4725, 8500])
+def test_the_schedule_does_not_depend_on_the_step_count_before_fixed_until(steps):
+    """fixed_until is where a fit of another step count first runs differently (what lets a budget choose the
+    count after the fit began), and fewest_steps the least count that still runs the same up to a step."""
+    cfg = replace(GridConfig(), steps=steps)
+    until = fixed_until(cfg)
+    assert 0 < until < steps
+
+    def schedule(c: GridConfig, k: int) -> tuple[float, float, bool]:
+        ste_from = straight_through_from(c)
+        return fit_lr(c, k, 1.0), noise_width(c, k, ste_from), k >= ste_from
+
+    for other in (steps // 2, steps - 1, steps + 1, 2 * steps):
+        o = replace(cfg, steps=other)
+        same = min(until, fixed_until(o))
+        assert all(schedule(cfg, k) == schedule(o, k) for k in range(same))
+    assert any(schedule(cfg, until) != schedule(replace(cfg, steps=n), until) for n in (steps // 2, 2 * steps))
+    for done in (1, 128, 512, until):
+        least = fewest_steps(cfg, done)
+        assert fixed_until(replace(cfg, steps=least)) >= done > fixed_until(replace(cfg, steps=least - 1))
+
+
+class _Fixed(Budget):
+    """A budget whose plans are the test's: each plan_fit returns the next of ``plans``."""
+
+    def __init__(self, plans: list[int]) -> None:
+        super().__init__(deadline=1e9, cfg=TimeConfig(first_check=32), pixels=1)
+        self.plans, self.asked = list(plans), []
+
+    def plan_fit(self, done, seconds, least, most, sweeps):
+        self.asked.append((done, least, most))
+        return self.plans.pop(0)
+
+
+def test_a_fit_cut_by_the_budget_is_the_fit_of_the_count_it_chose():
+    target = torch.from_numpy(smooth_image(32, 48, seed=5).astype(np.float32) / 255.0)
+    shape = GridShape(levels=4, hidden=8, hidden_layers=2, channels=3)
+    cfg = GridConfig(steps=600, batch_pixels=512, rate_every=4, ste_rate_every=4, context_every=16,
+                     lr_decay_min=50)
+    plans = _Fixed([500, 420, 400])  # at 32, 64 and 128 steps; 256 is past fixed_until of 400 steps
+    cut = fit_grid(target, shape, cfg, 2.0, budget=plans, sweeps=4)
+    assert [a[0] for a in plans.asked] == [32, 64, 128] and plans.asked[0][2] == 600
+    assert cut.steps == 400
+    direct = fit_grid(target, shape, replace(cfg, steps=400), 2.0)
+    assert all(torch.equal(a, b) for a, b in zip(cut.latents, direct.latents))
+    assert all(torch.equal(a, b) for a, b in zip(cut.weights, direct.weights))
+    assert cut.lam == direct.lam
+    longer = fit_grid(target, shape, replace(cfg, steps=420), 2.0)  # and it is not any other count's
+    assert not all(torch.equal(a, b) for a, b in zip(cut.latents, longer.latents))
+    assert fit_grid(target, shape, cfg, 2.0).steps == 600
+
+
+def test_a_rounding_ended_early_is_the_rounding_of_that_many_sweeps():
+    h, w = 24, 32
+    _, latents, layers, target, feats = _problem(seed=5)
+    held = grid_fit.context_state(latents).bits
+    cfg = RoundingConfig(sweeps=4)
+    asked = []
+
+    def last(sweep: int) -> bool:
+        asked.append(sweep)
+        return sweep == 1
+
+    cut, cut_feats, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, held, last=last)
+    two, two_feats, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, replace(cfg, sweeps=2), held)
+    four, _, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, held)
+    assert asked == [0, 1]
+    assert all(torch.equal(a, b) for a, b in zip(cut, two)) and torch.equal(cut_feats, two_feats)
+    assert not all(torch.equal(a, b) for a, b in zip(cut, four))
+
+
+def _picture() -> np.ndarray:
+    return smooth_image(64, 96, seed=2)
+
+
+def test_encode_under_a_budget_reports_its_counts_and_says_when_it_ran_over():
+    base = CodecConfig(rate=RateConfig(bpp=1.0))
+    image = _picture()
+    tight = codec.encode(image, replace(base, time=TimeConfig(limit=0.01))).stats
+    assert tight.time_limit == 0.01 and tight.model == "grid"
+    assert tight.steps == TimeConfig().min_steps and tight.sweeps == 1  # the fewest there are
+    assert any("over the 0.01 s asked for (--time)" in w and "fewest" in w for w in tight.warnings)
+    roomy = codec.encode(image, replace(base, grid=replace(base.grid, steps=700),
+                                        time=TimeConfig(limit=600.0))).stats
+    assert roomy.steps == 700 and roomy.sweeps == base.rounding.sweeps and roomy.time_limit == 600.0
+    assert not any("--time" in w for w in roomy.warnings)
+    plain = codec.encode(image, replace(base, grid=replace(base.grid, steps=700))).stats
+    assert plain.time_limit is None and plain.steps == 700 and plain.sweeps == base.rounding.sweeps
+
+
+def test_a_budget_is_for_the_grid_model_and_positive():
+    image = _picture()
+    with pytest.raises(InputError, match="--time only applies to --model grid"):
+        codec.encode(image, CodecConfig(model="siren", time=TimeConfig(limit=10.0)))
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(InputError, match="--time must be"):
+            codec.encode(image, CodecConfig(time=TimeConfig(limit=bad)))
+
+
+def test_time_on_the_command_line(tmp_path):
+    assert _parse_seconds("45") == 45.0 and _parse_seconds("45s") == 45.0
+    assert _parse_seconds("1.5m") == 90.0 and _parse_seconds(" 2min ") == 120.0 and _parse_seconds("1h") == 3600.0
+    src = tmp_path / "a.png"
+    from PIL import Image
+    Image.fromarray(_picture()).save(src)
+    runner = CliRunner()
+    for bad, says in (("soon", "give seconds"), ("0", "more than zero"), ("-3", "more than zero"),
+                      ("5 parsecs", "give seconds"), ("inf", "more than zero")):
+        r = runner.invoke(main, ["encode", str(src), "-o", str(tmp_path / "a.prc"), "--time", bad])
+        assert r.exit_code != 0 and says in r.output and "Traceback" not in r.output, (bad, r.output)
+        assert len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(main, ["encode", str(src), "-o", str(tmp_path / "a.prc"), "--time", "9", "--model", "siren"])
+    assert r.exit_code != 0 and "--time only applies to --model grid" in r.output
+    assert not (tmp_path / "a.prc").exists()
