@@ -411,22 +411,26 @@ class TimeConfig:
 
     limit: float | None = None  # seconds for a picture's encode; None: the preset's work
     spent: float = 0.0  # seconds of the limit gone before the encode began (the command line's start-up)
-    # fitting steps timed before the first plan (two of the coder's context refreshes, at 0 and 64: their share
-    # of the fit's steps), then planned again at twice as many, while the schedule does not yet depend on the
-    # step count (grid_fit.fixed_until)
+    # The fit's step count is planned at first_check steps, again at twice as many, and at the last step at which
+    # the schedule does not yet depend on the count (grid_fit.fixed_until); steps are timed from warm_steps on
+    # (the first allocate)
     first_check: int = 128
+    warm_steps: int = 16
     min_steps: int = 600  # the fewest a budget plans (the fast preset's 1,350 was the fewest measured for quality)
     # Planned steps below this take few_sweeps rounding sweeps (the fast preset's split, 1,350 and 2: the third
     # sweep bought less than 250 steps there, ABLATIONS.md AE2), at or above it the preset's (4 with 3,500, BL4).
     few_sweeps_below: int = 2000
     few_sweeps: int = 2
-    # The time after the fit in fitting steps of this picture, x sqrt(pixels / ref_pixels): tail_steps (the
-    # rounding's first pass over the pixels, the final MLP refit, the MLP's bit depth, the loop filter, the
-    # file's measurement) and sweep_steps a rounding sweep (its MLP refit included). Measured on Kodak pictures
-    # and their 384 x 256 and 192 x 128 crops at 0.125-1 bpp with the fast and default presets (ABLATIONS.md BO1).
-    tail_steps: float = 500.0
-    sweep_steps: float = 400.0
+    # The time after the fit in fitting steps of the full model (a fit without the finest level takes
+    # GridConfig.coarse_step_factor of its steps in that time), x (pixels / ref_pixels) ^ size_exponent:
+    # tail_steps (the rounding's first pass over the pixels, the final MLP refit, the MLP's bit depth, the loop
+    # filter, the file's measurement) and sweep_steps a rounding sweep (its MLP refit included). Measured on Kodak
+    # pictures and their 384 x 256 and 192 x 128 crops at 0.125-1 bpp with the fast and default presets: 1,700
+    # steps with four sweeps at 768 x 512, 1,100 and 550 at the crops (ABLATIONS.md BO1).
+    tail_steps: float = 400.0
+    sweep_steps: float = 330.0
     ref_pixels: int = 768 * 512
+    size_exponent: float = 0.4
     refit_factor: float = 1.3  # a later sweep's time over the first's (it refits the MLP first)
     margin: float = 0.05  # the share of the time left that a plan keeps in hand (the machine's speed drifts)
     # the share of a large picture's time (split.py) its strips' encodes get, each round of strips side by side an

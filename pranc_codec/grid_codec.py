@@ -456,8 +456,6 @@ def fit_and_code(image: np.ndarray, config: CodecConfig, device: torch.device,
         feats = _features(latents, width, n)
         mse = _fit_mse(rows(feats), rows(pixels), fit, shape)
     lam = curve_lambda(mse, config.rate.bpp, cfg)  # not fit.lam: see GridConfig.slope_db
-    if budget is not None and budget.sweeps is not None:
-        rc = replace(rc, sweeps=min(rc.sweeps, budget.sweeps))
     latents, feats, weights = optimise_rounding(target.cpu(), latents, feats, fit.weights, shape, cfg, rc, lam, mse,
                                                 first, progress, pix_w, budget_bits=latent_bpp * n, seen=seen,
                                                 budget=budget)

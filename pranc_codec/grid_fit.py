@@ -602,21 +602,31 @@ def fit_grid(image: torch.Tensor, shape: GridShape, cfg: GridConfig, latent_bpp:
     def bits(ys: list[torch.Tensor]) -> torch.Tensor:  # the older rate term (context_rate False), by autograd
         return sum(laplace_bits(y, log_b[i]) for i, y in enumerate(ys) if i >= first)
 
-    most = cfg.steps
-    check = budget.cfg.first_check if budget is not None else 0  # the next step count at which to plan
-    started = budget.clock() if budget is not None else 0.0
+    # a time budget plans the step count at first_check, then at twice as many steps, and at the last step at
+    # which the count planned can still change (fixed_until): a plan made early on a few noisy steps is not kept
+    # where a later one knows better. Steps are timed from warm_steps on (the first ones allocate).
+    most, warm, warm_at = cfg.steps, 0, 0.0
+    check = 0
+    if budget is not None:
+        warm, check = budget.cfg.warm_steps, max(budget.cfg.first_check, budget.cfg.warm_steps + 1)
+    step_scale = cfg.coarse_step_factor if first else 1.0  # the time after the fit is in full-model steps
     for step in itertools.count():  # cfg.steps may change as the budget plans
         if step >= cfg.steps:
             break
+        if budget is not None and step == warm:
+            warm_at = budget.clock()
         if check and step == check:
-            if step <= fixed_until(cfg):
-                steps = budget.plan_fit(step, budget.clock() - started, fewest_steps(cfg, step), most, sweeps)
+            until = fixed_until(cfg)
+            if step <= until:
+                steps = budget.plan_fit(step, (budget.clock() - warm_at) / (step - warm), fewest_steps(cfg, step),
+                                        most, sweeps, step_scale)
                 if steps != cfg.steps:
                     cfg = replace(cfg, steps=steps)
                     ste_from = straight_through_from(cfg)
+                    until = fixed_until(cfg)
                     if progress is not None and hasattr(progress, "retotal"):
                         progress.retotal(steps)
-            check = 2 * check if 2 * check <= fixed_until(cfg) else 0
+            check = min(2 * step, until) if until > step else 0
         scale = fit_lr(cfg, step, 1.0)  # the schedule is linear in the base rate: once a step for every group
         for g, b0 in zip(opt.param_groups, base):
             g["lr"] = b0 * scale

@@ -30,13 +30,14 @@ class Budget:
 
     deadline: seconds on ``clock`` (``time.perf_counter`` unless a test gives its own); pixels: the picture's.
     ``step_s``: seconds a fitting step as last measured (None before the first plan); ``sweeps``: the rounding
-    sweeps planned (None before the first plan)."""
+    sweeps the plan set time aside for (None before the first plan)."""
 
     deadline: float
     cfg: TimeConfig
     pixels: int
     clock: Clock = time.perf_counter
     step_s: float | None = None
+    step_scale: float = 1.0  # a full model's fitting step over this fit's (plan_fit)
     sweeps: int | None = None
     sweep_times: list[float] = field(default_factory=list)  # seconds of each rounding sweep so far
     _mark: float = 0.0  # when the last sweep started
@@ -53,24 +54,28 @@ class Budget:
         return self.deadline - self.clock()
 
     def _size(self) -> float:
-        return math.sqrt(self.pixels / self.cfg.ref_pixels)
+        return (self.pixels / self.cfg.ref_pixels) ** self.cfg.size_exponent
 
     def after_fit(self, sweeps: int) -> float:
         """Seconds estimated for everything after the fit with ``sweeps`` rounding sweeps, at the measured step."""
-        return (self.step_s or 0.0) * self._size() * (self.cfg.tail_steps + self.cfg.sweep_steps * sweeps)
+        per_step = (self.step_s or 0.0) * self.step_scale
+        return per_step * self._size() * (self.cfg.tail_steps + self.cfg.sweep_steps * sweeps)
 
-    def plan_fit(self, done: int, seconds: float, least: int, most: int, sweeps: int) -> int:
-        """The fit's step count after ``done`` steps that took ``seconds``: as many as the time left holds once
-        the time after the fit is set aside, between ``least`` (no fewer than the schedule allows after
-        ``done``, and than ``cfg.min_steps``) and ``most`` (the preset's). Also plans the rounding's sweeps
-        (``self.sweeps``): the preset's ``sweeps``, or ``cfg.few_sweeps`` where the steps would be fewer than
-        ``cfg.few_sweeps_below`` with them."""
-        self.step_s = seconds / max(done, 1)
+    def plan_fit(self, done: int, step_s: float, least: int, most: int, sweeps: int, step_scale: float = 1.0) -> int:
+        """The fit's step count after ``done`` steps, a step taking ``step_s`` seconds: as many as the time left
+        holds once the time after the fit is set aside, between ``least`` (no fewer than the schedule allows
+        after ``done``, and than ``cfg.min_steps``) and ``most`` (the preset's). Also plans the rounding's
+        sweeps whose time it sets aside (``self.sweeps``): the preset's ``sweeps``, or ``cfg.few_sweeps`` where the
+        steps would be fewer than ``cfg.few_sweeps_below`` with them (the rounding then makes as many of the
+        preset's as the time left holds, :meth:`last_sweep`). ``step_scale``: what a step of this fit costs over a step of the
+        full model, which the time after the fit is estimated in (a fit without the finest level is cheaper a
+        step, ``GridConfig.coarse_step_factor``, where the rounding after it is not)."""
+        self.step_s, self.step_scale = step_s, step_scale
         least = max(least, self.cfg.min_steps)
         usable = self.remaining() * (1.0 - self.cfg.margin)
 
         def steps_with(s: int) -> int:
-            return done + math.floor((usable - self.after_fit(s)) / self.step_s + 1e-6)  # 1e-6: float noise
+            return done + math.floor((usable - self.after_fit(s)) / step_s + 1e-6)  # 1e-6: float noise
 
         planned, self.sweeps = steps_with(sweeps), sweeps
         if planned < self.cfg.few_sweeps_below and self.cfg.few_sweeps < sweeps:
@@ -79,10 +84,11 @@ class Budget:
         return max(least, min(most, planned))
 
     def last_sweep(self, sweep: int) -> bool:
-        """Whether rounding sweep ``sweep`` (0-based; not the last planned) is to be the last all the same: the
-        time left would not hold it and one more before the time after the last (the final MLP refit, the
-        choices after the rounding, the file's measurement). Called as each sweep starts, which times the one
-        before; ``ended`` keeps the sweeps made where it says so."""
+        """Whether rounding sweep ``sweep`` (0-based; not the preset's last) is to be the last: the time left
+        would not hold it and one more before the time after the last (the final MLP refit, the choices after
+        the rounding, the file's measurement). Called as each sweep starts, which times the one before;
+        ``ended`` keeps the sweeps made where it says so. (The count the fit's plan set time aside for does not
+        bound it: time the plan kept in hand goes to the preset's further sweeps.)"""
         now = self.clock()
         if sweep:
             self.sweep_times.append(now - self._mark)
@@ -90,7 +96,7 @@ class Budget:
         if self.sweep_times:  # a later sweep refits the MLP first: the first sweep's time is short of theirs
             later = self.sweep_times[-1] * (self.cfg.refit_factor if len(self.sweep_times) == 1 else 1.0)
         else:
-            later = (self.step_s or 0.0) * self.cfg.sweep_steps * self._size()
+            later = (self.step_s or 0.0) * self.step_scale * self.cfg.sweep_steps * self._size()
         this = later if sweep else later / self.cfg.refit_factor
         if self.deadline - now < this + later + self.after_fit(0):
             self.ended = sweep + 1

@@ -34,22 +34,25 @@ class Clock:
 def test_the_plan_fills_the_time_left_after_what_follows_the_fit():
     clock = Clock()
     cfg = TimeConfig(tail_steps=500, sweep_steps=400, margin=0.0, min_steps=600, few_sweeps_below=2000,
-                     ref_pixels=1000)
+                     ref_pixels=1000, size_exponent=0.5)
     b = Budget.start(30.0, cfg, 1000, clock)
     clock.t += 1.28  # 128 steps of 10 ms
     # 28.72 s left: after the fit 10 ms x (500 + 4 x 400) = 21 s, so 128 + 772 steps: under 2,000 with four
     # sweeps, so two: 10 ms x 1,300 = 13 s after the fit, 128 + 1,572 steps
-    assert b.plan_fit(128, 1.28, least=300, most=5000, sweeps=4) == 1700 and b.sweeps == 2
+    assert b.plan_fit(128, 0.01, least=300, most=5000, sweeps=4) == 1700 and b.sweeps == 2
     assert b.step_s == pytest.approx(0.01)
     assert b.after_fit(2) == pytest.approx(13.0)
+    # a fit whose steps are cheaper than the full model's (no finest level): the time after it in full steps
+    cheap = Budget.start(60.0, cfg, 1000, clock)
+    assert cheap.plan_fit(0, 0.01, 0, 10 ** 6, 4, step_scale=1.5) == 6000 - 1.5 * 2100 and cheap.sweeps == 4
     # time for more than the preset's: its steps, its sweeps
     roomy = Budget.start(300.0, cfg, 1000, clock)
-    assert roomy.plan_fit(128, 1.28, least=300, most=3500, sweeps=4) == 3500 and roomy.sweeps == 4
+    assert roomy.plan_fit(128, 0.01, least=300, most=3500, sweeps=4) == 3500 and roomy.sweeps == 4
     # no time at all: the fewest the schedule and the config allow
     late = Budget.start(1.0, cfg, 1000, clock)
-    assert late.plan_fit(128, 1.28, least=300, most=3500, sweeps=4) == 600
-    assert late.plan_fit(128, 1.28, least=900, most=3500, sweeps=4) == 900
-    # the time after the fit grows as the square root of the picture's pixels
+    assert late.plan_fit(128, 0.01, least=300, most=3500, sweeps=4) == 600
+    assert late.plan_fit(128, 0.01, least=900, most=3500, sweeps=4) == 900
+    # the time after the fit grows as (pixels / ref_pixels) ^ size_exponent
     big = Budget.start(300.0, cfg, 4000, clock)
     big.step_s = 0.01
     assert big.after_fit(1) == pytest.approx(2 * 0.01 * 900)
@@ -59,14 +62,14 @@ def test_the_margin_keeps_a_share_of_the_time_in_hand():
     clock = Clock()
     plain = Budget.start(30.0, TimeConfig(margin=0.0, min_steps=0, ref_pixels=1000), 1000, clock)
     kept = Budget.start(30.0, TimeConfig(margin=0.1, min_steps=0, ref_pixels=1000), 1000, clock)
-    a = plain.plan_fit(128, 1.28, 0, 10 ** 6, 4)
-    b = kept.plan_fit(128, 1.28, 0, 10 ** 6, 4)
+    a = plain.plan_fit(128, 0.01, 0, 10 ** 6, 4)
+    b = kept.plan_fit(128, 0.01, 0, 10 ** 6, 4)
     assert a - b == pytest.approx(300, abs=1)  # 3 s at 10 ms a step
 
 
 def test_a_sweep_is_the_last_where_the_time_left_holds_no_other_after_it():
     clock = Clock()
-    cfg = TimeConfig(tail_steps=100, sweep_steps=100, refit_factor=1.5, ref_pixels=1000)
+    cfg = TimeConfig(tail_steps=100, sweep_steps=100, refit_factor=1.5, ref_pixels=1000, size_exponent=0.5)
     b = Budget.start(10.0, cfg, 1000, clock)
     b.step_s = 0.01  # a sweep estimated at 1 s, the first at 1 / 1.5; the tail 1 s
     assert not b.last_sweep(0)  # 10 s left
@@ -110,15 +113,15 @@ def test_the_schedule_does_not_depend_on_the_step_count_before_fixed_until(steps
 
 
 class _Fixed(Budget):
-    """A budget whose plans are the test's: each plan_fit returns the next of ``plans``."""
+    """A budget whose plans are the test's: each plan_fit returns the next of ``plans`` (then the count it has)."""
 
     def __init__(self, plans: list[int]) -> None:
-        super().__init__(deadline=1e9, cfg=TimeConfig(first_check=32), pixels=1)
+        super().__init__(deadline=1e9, cfg=TimeConfig(first_check=32, warm_steps=8), pixels=1)
         self.plans, self.asked = list(plans), []
 
-    def plan_fit(self, done, seconds, least, most, sweeps):
+    def plan_fit(self, done, step_s, least, most, sweeps, step_scale=1.0):
         self.asked.append((done, least, most))
-        return self.plans.pop(0)
+        return self.plans.pop(0) if self.plans else least
 
 
 def test_a_fit_cut_by_the_budget_is_the_fit_of_the_count_it_chose():
@@ -126,9 +129,11 @@ def test_a_fit_cut_by_the_budget_is_the_fit_of_the_count_it_chose():
     shape = GridShape(levels=4, hidden=8, hidden_layers=2, channels=3)
     cfg = GridConfig(steps=600, batch_pixels=512, rate_every=4, ste_rate_every=4, context_every=16,
                      lr_decay_min=50)
-    plans = _Fixed([500, 420, 400])  # at 32, 64 and 128 steps; 256 is past fixed_until of 400 steps
+    plans = _Fixed([500, 420, 400])  # at 32, 64 and 128 steps; then at fixed_until(400 steps), 190
     cut = fit_grid(target, shape, cfg, 2.0, budget=plans, sweeps=4)
-    assert [a[0] for a in plans.asked] == [32, 64, 128] and plans.asked[0][2] == 600
+    until = fixed_until(replace(cfg, steps=400))
+    assert [a[0] for a in plans.asked] == [32, 64, 128, until] and plans.asked[0][2] == 600
+    assert plans.asked[-1][1] == 400  # the last plan may not go below the count it ran to then
     assert cut.steps == 400
     direct = fit_grid(target, shape, replace(cfg, steps=400), 2.0)
     assert all(torch.equal(a, b) for a, b in zip(cut.latents, direct.latents))
