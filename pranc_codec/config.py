@@ -421,17 +421,20 @@ class TimeConfig:
     # sweep bought less than 250 steps there, ABLATIONS.md AE2), at or above it the preset's (4 with 3,500, BL4).
     few_sweeps_below: int = 2000
     few_sweeps: int = 2
-    # The time after the fit in fitting steps of the full model (a fit without the finest level takes
-    # GridConfig.coarse_step_factor of its steps in that time), x (pixels / ref_pixels) ^ size_exponent:
-    # tail_steps (the rounding's first pass over the pixels, the final MLP refit, the MLP's bit depth, the loop
-    # filter, the file's measurement) and sweep_steps a rounding sweep (its MLP refit included). Measured on Kodak
-    # pictures and their 384 x 256 and 192 x 128 crops at 0.125-1 bpp with the fast and default presets: 1,700
-    # steps with four sweeps at 768 x 512, 1,100 and 550 at the crops (ABLATIONS.md BO1).
-    tail_steps: float = 400.0
-    sweep_steps: float = 330.0
+    # The time after the fit, in fitting steps of the full model (a fit without the finest level takes
+    # GridConfig.coarse_step_factor of its steps in that time) x (pixels / ref_pixels) ^ size_exponent: the
+    # rounding's first pass over the pixels (pass_steps), its first sweep (first_sweep_steps), each later sweep
+    # with the MLP refit before it (sweep_steps), and what follows the last sweep (tail_steps: the final MLP
+    # refit, the MLP's bit depth, the loop filter, the file's measurement). Traced on Kodak pictures at 0.25 and
+    # 1 bpp alone and two at a time (about 0.9, 1.0-1.5, 2.3-3.5 and 2.9-4.4 s at 5.3-7.8 ms a step) and
+    # sized on the 384 x 256 and 192 x 128 crops (ABLATIONS.md BO1); on the high side, as two encodes side by
+    # side take longer after the fit than alone.
+    pass_steps: float = 150.0
+    first_sweep_steps: float = 200.0
+    sweep_steps: float = 420.0
+    tail_steps: float = 550.0
     ref_pixels: int = 768 * 512
     size_exponent: float = 0.4
-    refit_factor: float = 1.3  # a later sweep's time over the first's (it refits the MLP first)
     margin: float = 0.05  # the share of the time left that a plan keeps in hand (the machine's speed drifts)
     # the share of a large picture's time (split.py) its strips' encodes get, each round of strips side by side an
     # equal part; the rest starts their processes, filters the seams and measures the file

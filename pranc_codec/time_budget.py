@@ -56,10 +56,15 @@ class Budget:
     def _size(self) -> float:
         return (self.pixels / self.cfg.ref_pixels) ** self.cfg.size_exponent
 
+    def _steps_s(self, steps: float) -> float:
+        """Seconds of ``steps`` full-model fitting steps of this picture's size, at the measured step."""
+        return (self.step_s or 0.0) * self.step_scale * self._size() * steps
+
     def after_fit(self, sweeps: int) -> float:
         """Seconds estimated for everything after the fit with ``sweeps`` rounding sweeps, at the measured step."""
-        per_step = (self.step_s or 0.0) * self.step_scale
-        return per_step * self._size() * (self.cfg.tail_steps + self.cfg.sweep_steps * sweeps)
+        c = self.cfg
+        sweeping = c.first_sweep_steps + c.sweep_steps * (sweeps - 1) if sweeps > 0 else 0.0
+        return self._steps_s(c.pass_steps + sweeping + c.tail_steps)
 
     def plan_fit(self, done: int, step_s: float, least: int, most: int, sweeps: int, step_scale: float = 1.0) -> int:
         """The fit's step count after ``done`` steps, a step taking ``step_s`` seconds: as many as the time left
@@ -93,12 +98,16 @@ class Budget:
         if sweep:
             self.sweep_times.append(now - self._mark)
         self._mark = now
-        if self.sweep_times:  # a later sweep refits the MLP first: the first sweep's time is short of theirs
-            later = self.sweep_times[-1] * (self.cfg.refit_factor if len(self.sweep_times) == 1 else 1.0)
+        c = self.cfg
+        # a later sweep's time: the last later sweep's, else the estimate scaled by what the first one took
+        if len(self.sweep_times) > 1:
+            later = self.sweep_times[-1]
+        elif self.sweep_times:
+            later = self.sweep_times[0] * c.sweep_steps / c.first_sweep_steps
         else:
-            later = (self.step_s or 0.0) * self.step_scale * self.cfg.sweep_steps * self._size()
-        this = later if sweep else later / self.cfg.refit_factor
-        if self.deadline - now < this + later + self.after_fit(0):
+            later = self._steps_s(c.sweep_steps)
+        this = later if sweep else self._steps_s(c.first_sweep_steps)
+        if self.deadline - now < this + later + self._steps_s(c.tail_steps):
             self.ended = sweep + 1
             return True
         return False

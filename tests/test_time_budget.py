@@ -31,53 +31,61 @@ class Clock:
         return self.t
 
 
+def _model(**kw) -> TimeConfig:
+    """A time model of round numbers: 100 + 100 + 200 a sweep after the first + 200 full-model steps after the
+    fit (pass, first sweep, later sweeps, tail) at 1,000 pixels."""
+    return TimeConfig(**{"pass_steps": 100, "first_sweep_steps": 100, "sweep_steps": 200, "tail_steps": 200,
+                         "margin": 0.0, "min_steps": 600, "few_sweeps_below": 2000, "ref_pixels": 1000,
+                         "size_exponent": 0.5, **kw})
+
+
 def test_the_plan_fills_the_time_left_after_what_follows_the_fit():
     clock = Clock()
-    cfg = TimeConfig(tail_steps=500, sweep_steps=400, margin=0.0, min_steps=600, few_sweeps_below=2000,
-                     ref_pixels=1000, size_exponent=0.5)
-    b = Budget.start(30.0, cfg, 1000, clock)
+    b = Budget.start(30.0, _model(), 1000, clock)
     clock.t += 1.28  # 128 steps of 10 ms
-    # 28.72 s left: after the fit 10 ms x (500 + 4 x 400) = 21 s, so 128 + 772 steps: under 2,000 with four
-    # sweeps, so two: 10 ms x 1,300 = 13 s after the fit, 128 + 1,572 steps
-    assert b.plan_fit(128, 0.01, least=300, most=5000, sweeps=4) == 1700 and b.sweeps == 2
-    assert b.step_s == pytest.approx(0.01)
-    assert b.after_fit(2) == pytest.approx(13.0)
+    # 28.72 s left: after the fit 10 ms x (100 + 100 + 3 x 200 + 200) = 10 s, so 128 + 1,872 steps: 2,000, four
+    # sweeps
+    assert b.plan_fit(128, 0.01, least=300, most=5000, sweeps=4) == 2000 and b.sweeps == 4
+    assert b.step_s == pytest.approx(0.01) and b.after_fit(4) == pytest.approx(10.0)
+    clock.t += 0.02  # 28.70 s left: 1,998 steps with four, under 2,000, so two: 6 s after the fit
+    assert b.plan_fit(128, 0.01, least=300, most=5000, sweeps=4) == 128 + 2270 and b.sweeps == 2
+    assert b.after_fit(2) == pytest.approx(6.0) and b.after_fit(0) == pytest.approx(3.0)
     # a fit whose steps are cheaper than the full model's (no finest level): the time after it in full steps
-    cheap = Budget.start(60.0, cfg, 1000, clock)
-    assert cheap.plan_fit(0, 0.01, 0, 10 ** 6, 4, step_scale=1.5) == 6000 - 1.5 * 2100 and cheap.sweeps == 4
+    cheap = Budget.start(60.0, _model(), 1000, clock)
+    assert cheap.plan_fit(0, 0.01, 0, 10 ** 6, 4, step_scale=1.5) == 6000 - 1.5 * 1000 and cheap.sweeps == 4
     # time for more than the preset's: its steps, its sweeps
-    roomy = Budget.start(300.0, cfg, 1000, clock)
+    roomy = Budget.start(300.0, _model(), 1000, clock)
     assert roomy.plan_fit(128, 0.01, least=300, most=3500, sweeps=4) == 3500 and roomy.sweeps == 4
     # no time at all: the fewest the schedule and the config allow
-    late = Budget.start(1.0, cfg, 1000, clock)
+    late = Budget.start(1.0, _model(), 1000, clock)
     assert late.plan_fit(128, 0.01, least=300, most=3500, sweeps=4) == 600
     assert late.plan_fit(128, 0.01, least=900, most=3500, sweeps=4) == 900
     # the time after the fit grows as (pixels / ref_pixels) ^ size_exponent
-    big = Budget.start(300.0, cfg, 4000, clock)
+    big = Budget.start(300.0, _model(), 4000, clock)
     big.step_s = 0.01
-    assert big.after_fit(1) == pytest.approx(2 * 0.01 * 900)
+    assert big.after_fit(1) == pytest.approx(2 * 0.01 * 400)
 
 
 def test_the_margin_keeps_a_share_of_the_time_in_hand():
     clock = Clock()
-    plain = Budget.start(30.0, TimeConfig(margin=0.0, min_steps=0, ref_pixels=1000), 1000, clock)
-    kept = Budget.start(30.0, TimeConfig(margin=0.1, min_steps=0, ref_pixels=1000), 1000, clock)
-    a = plain.plan_fit(128, 0.01, 0, 10 ** 6, 4)
-    b = kept.plan_fit(128, 0.01, 0, 10 ** 6, 4)
+    a = Budget.start(30.0, _model(min_steps=0, few_sweeps_below=0), 1000, clock).plan_fit(128, 0.01, 0, 10 ** 6, 4)
+    b = Budget.start(30.0, _model(min_steps=0, few_sweeps_below=0, margin=0.1), 1000, clock).plan_fit(128, 0.01, 0, 10 ** 6, 4)
     assert a - b == pytest.approx(300, abs=1)  # 3 s at 10 ms a step
 
 
 def test_a_sweep_is_the_last_where_the_time_left_holds_no_other_after_it():
     clock = Clock()
-    cfg = TimeConfig(tail_steps=100, sweep_steps=100, refit_factor=1.5, ref_pixels=1000, size_exponent=0.5)
-    b = Budget.start(10.0, cfg, 1000, clock)
-    b.step_s = 0.01  # a sweep estimated at 1 s, the first at 1 / 1.5; the tail 1 s
-    assert not b.last_sweep(0)  # 10 s left
-    clock.t += 2.0  # the first sweep took 2 s: a later one is taken as 3 s
-    assert not b.last_sweep(1) and b.sweep_times == [2.0]  # 8 s left: 3 + 3 + 1
+    b = Budget.start(10.0, _model(), 1000, clock)
+    b.step_s = 0.01  # estimates: the first sweep 1 s, a later one 2 s, the tail 2 s
+    assert not b.last_sweep(0)  # 10 s left: 1 + 2 + 2
+    clock.t += 1.5  # the first sweep took 1.5 s: a later one is taken as 3 s
+    assert not b.last_sweep(1) and b.sweep_times == [1.5]  # 8.5 s left: 3 + 3 + 2
     clock.t += 3.5
-    assert b.last_sweep(2) and b.ended == 3  # 4.5 s left: 3.5 + 3.5 + 1 would not fit
-    assert b.sweep_times == [2.0, 3.5]
+    assert b.last_sweep(2) and b.ended == 3  # 5 s left: 3.5 + 3.5 + 2 would not fit
+    assert b.sweep_times == [1.5, 3.5]
+    first = Budget.start(4.9, _model(), 1000, clock)
+    first.step_s = 0.01
+    assert first.last_sweep(0) and first.ended == 1  # 4.9 s left: 1 + 2 + 2 would not fit
 
 
 def test_an_equal_share_of_what_is_left():
