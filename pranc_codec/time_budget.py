@@ -89,9 +89,9 @@ class Budget:
         return max(least, min(most, planned))
 
     def last_sweep(self, sweep: int) -> bool:
-        """Whether rounding sweep ``sweep`` (0-based; not the preset's last) is to be the last: the time left
-        would not hold it and one more before the time after the last (the final MLP refit, the choices after
-        the rounding, the file's measurement). Called as each sweep starts, which times the one before;
+        """Whether rounding sweep ``sweep`` (0-based; not the preset's last) is to be the last: the time left,
+        less its margin, would not hold it and one more before the time after the last (the final MLP refit,
+        the choices after the rounding, the file's measurement). Called as each sweep starts, which times the one before;
         ``ended`` keeps the sweeps made where it says so. (The count the fit's plan set time aside for does not
         bound it: time the plan kept in hand goes to the preset's further sweeps.)"""
         now = self.clock()
@@ -107,7 +107,10 @@ class Budget:
         else:
             later = self._steps_s(c.sweep_steps)
         this = later if sweep else self._steps_s(c.first_sweep_steps)
-        if self.deadline - now < this + later + self._steps_s(c.tail_steps):
+        # the tail by the model, or in proportion to the sweeps' measured time where that says more (it is the
+        # same kind of work: the MLP over the picture's pixels, at this MLP's width, on this machine now)
+        tail = max(self._steps_s(c.tail_steps), later * c.tail_steps / c.sweep_steps)
+        if (self.deadline - now) * (1.0 - c.margin) < this + later + tail:
             self.ended = sweep + 1
             return True
         return False

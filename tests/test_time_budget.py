@@ -1,6 +1,7 @@
 """The encode's time budget (``pranc encode --time``, time_budget.py): the plan's arithmetic on a clock of the
 test's own, the fit and the rounding cut by it being the fit and the rounding of the counts it chose, and the
 budget through the public API and the command line."""
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -75,17 +76,20 @@ def test_the_margin_keeps_a_share_of_the_time_in_hand():
 
 def test_a_sweep_is_the_last_where_the_time_left_holds_no_other_after_it():
     clock = Clock()
-    b = Budget.start(10.0, _model(), 1000, clock)
+    b = Budget.start(10.6, _model(), 1000, clock)
     b.step_s = 0.01  # estimates: the first sweep 1 s, a later one 2 s, the tail 2 s
-    assert not b.last_sweep(0)  # 10 s left: 1 + 2 + 2
-    clock.t += 1.5  # the first sweep took 1.5 s: a later one is taken as 3 s
-    assert not b.last_sweep(1) and b.sweep_times == [1.5]  # 8.5 s left: 3 + 3 + 2
-    clock.t += 3.5
-    assert b.last_sweep(2) and b.ended == 3  # 5 s left: 3.5 + 3.5 + 2 would not fit
-    assert b.sweep_times == [1.5, 3.5]
+    assert not b.last_sweep(0)  # 10.6 s left: 1 + 2 + 2
+    clock.t += 1.5  # the first sweep took 1.5 s: a later one is taken as 3 s, and the tail as 3 s with it
+    assert not b.last_sweep(1) and b.sweep_times == [1.5]  # 9.1 s left: 3 + 3 + 3
+    clock.t += 3.0
+    assert b.last_sweep(2) and b.ended == 3  # 6.1 s left: 3 + 3 + 3 would not fit
+    assert b.sweep_times == [1.5, 3.0]
     first = Budget.start(4.9, _model(), 1000, clock)
     first.step_s = 0.01
     assert first.last_sweep(0) and first.ended == 1  # 4.9 s left: 1 + 2 + 2 would not fit
+    kept = Budget.start(5.2, _model(margin=0.1), 1000, clock)
+    kept.step_s = 0.01
+    assert kept.last_sweep(0)  # 5.2 s left less a tenth: 4.68, short of 5
 
 
 def test_an_equal_share_of_what_is_left():
@@ -214,3 +218,46 @@ def test_time_on_the_command_line(tmp_path):
     r = runner.invoke(main, ["encode", str(src), "-o", str(tmp_path / "a.prc"), "--time", "9", "--model", "siren"])
     assert r.exit_code != 0 and "--time only applies to --model grid" in r.output
     assert not (tmp_path / "a.prc").exists()
+
+
+def test_a_large_pictures_strips_share_the_time_by_rounds(monkeypatch):
+    from pranc_codec import split
+    from .test_composite import photo
+    from .test_split import quick
+
+    limits = []
+    real = split._fit_strip
+
+    def spy(crop, cfg, progress=None):
+        limits.append(cfg.time.limit)
+        return real(crop, cfg, progress)
+
+    monkeypatch.setattr(split, "_fit_strip", spy)
+    img = photo(96, 256)
+    cfg = replace(quick(0.5), time=TimeConfig(limit=40.0))
+    data, strips = split.encode(img, 0.5 * 96 * 256 / 8, cfg, lambda h, w, b: codec._region_config(cfg, h, w, b),
+                                workers=1)
+    each = 40.0 * TimeConfig().strips_share / 2  # two strips one after the other: two rounds
+    assert strips == 2 and limits == [pytest.approx(each)] * 2
+
+
+def test_a_psnr_search_gives_each_pass_an_equal_share_of_what_is_left():
+    from pranc_codec.quality_target import encode_to_psnr, first_rate
+    from .test_quality_target import FakeCodec, textured
+
+    class Timed(FakeCodec):
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.limits = []
+
+        def __call__(self, image, config, progress=None):
+            self.limits.append(config.time.limit)
+            return super().__call__(image, config, progress)
+
+    image = textured()
+    offset = 27.0 - 2.5 * math.log2(first_rate(image, 30.0, CodecConfig()))  # 3 dB short: three passes
+    fake = Timed(offset, 0.5)
+    r = encode_to_psnr(image, 30.0, replace(CodecConfig(), time=TimeConfig(limit=30.0, spent=3.0)), encoder=fake)
+    assert len(fake.limits) == 3 and r.stats.time_limit == 30.0
+    # the stand-in takes no time: 27 s left of 30 after the 3 spent, a third of it, then half, then all of it
+    assert fake.limits == [pytest.approx(9.0, abs=0.05), pytest.approx(13.5, abs=0.05), pytest.approx(27.0, abs=0.05)]
