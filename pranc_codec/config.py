@@ -426,13 +426,13 @@ class TimeConfig:
     # rounding's first pass over the pixels (pass_steps), its first sweep (first_sweep_steps), each later sweep
     # with the MLP refit before it (sweep_steps), and what follows the last sweep (tail_steps: the final MLP
     # refit, the MLP's bit depth, the loop filter, the file's measurement). Traced on Kodak pictures at 0.25 and
-    # 1 bpp alone and two at a time (about 0.9, 1.0-1.5, 2.3-3.5 and 2.9-4.4 s at 5.3-7.8 ms a step) and
+    # 1 bpp alone and two at a time (about 0.9, 1.0-1.6, 2.3-3.5 and 2.9-6.0 s at 5.3-7.8 ms a step) and
     # sized on the 384 x 256 and 192 x 128 crops (ABLATIONS.md BO1); on the high side, as two encodes side by
-    # side take longer after the fit than alone.
+    # side take longer after the fit than alone (the tail most: 2.9 s alone, 6.0 two at a time).
     pass_steps: float = 150.0
     first_sweep_steps: float = 200.0
     sweep_steps: float = 420.0
-    tail_steps: float = 550.0
+    tail_steps: float = 700.0
     ref_pixels: int = 768 * 512
     size_exponent: float = 0.4
     margin: float = 0.05  # the share of the time left that a plan keeps in hand (the machine's speed drifts)
