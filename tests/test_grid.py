@@ -422,13 +422,13 @@ def test_a_collapsed_fit_is_redone_gently(monkeypatch, grid_image):
     calls = []
     real = gc.fit_grid
 
-    def fake(image, shape, cfg, latent_bpp, progress=None, lam_range=None, pix_w=None):
+    def fake(image, shape, cfg, latent_bpp, progress=None, lam_range=None, pix_w=None, **budget):
         calls.append((cfg.lr, cfg.mlp_lr, cfg.scale_lr, lam_range))
         if len(calls) == 1:  # a dead network: zero latents and weights, mid-grey everywhere
             h, w = image.shape[:2]
             return GridFit([torch.zeros(a, b) for a, b in shape.level_dims(h, w)],
                            [torch.zeros(n) for n in shape.layer_sizes()], 1.0)
-        return real(image, shape, cfg, latent_bpp, progress, lam_range, pix_w)
+        return real(image, shape, cfg, latent_bpp, progress, lam_range, pix_w, **budget)
 
     monkeypatch.setattr(gc, "fit_grid", fake)
     res = encode(grid_image, GRID_FAST)
@@ -449,7 +449,7 @@ def test_a_fit_that_spends_its_budget_is_not_redone(monkeypatch, grid_image):
     calls = []
     gen = torch.Generator().manual_seed(0)
 
-    def fake(image, shape, cfg, latent_bpp, progress=None, lam_range=None, pix_w=None):
+    def fake(image, shape, cfg, latent_bpp, progress=None, lam_range=None, pix_w=None, **budget):
         calls.append(lam_range)  # busy latents (uniform in -6..6: about 3.7 bits each), an MLP that ignores them
         h, w = image.shape[:2]
         return GridFit([torch.randint(-6, 7, (a, b), generator=gen).float() for a, b in shape.level_dims(h, w)],
