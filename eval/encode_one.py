@@ -29,7 +29,8 @@ def main() -> None:
     print(json.dumps({"image": sys.argv[1].split("/")[-1], "bpp_target": float(sys.argv[2]), "over": sys.argv[3:],
                       "bytes": s.bytes, "max_bytes": s.max_bytes, "bpp": round(s.bpp, 4), "psnr": round(s.psnr, 2),
                       "ms_ssim": None if s.ms_ssim is None else round(s.ms_ssim, 4),
-                      "hidden": s.net_width, "steps": s.steps, "sweeps": s.sweeps, "encode_s": round(s.encode_seconds, 1),
+                      "hidden": s.net_width, "steps": s.steps, "sweeps": s.sweeps,
+                      "encode_s": round(s.encode_seconds, 1),
                       "speed": round(speed_of(ref_s), 2)}), flush=True)
 
 

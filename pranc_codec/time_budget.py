@@ -37,7 +37,7 @@ class Budget:
     pixels: int
     clock: Clock = time.perf_counter
     step_s: float | None = None
-    step_scale: float = 1.0  # a full model's fitting step over this fit's (plan_fit)
+    step_scale: float = 1.0  # a full-model fitting step over one of this fit (plan_fit)
     sweeps: int | None = None
     sweep_times: list[float] = field(default_factory=list)  # seconds of each rounding sweep so far
     _mark: float = 0.0  # when the last sweep started
@@ -70,11 +70,11 @@ class Budget:
         """The fit's step count after ``done`` steps, a step taking ``step_s`` seconds: as many as the time left
         holds once the time after the fit is set aside, between ``least`` (no fewer than the schedule allows
         after ``done``, and than ``cfg.min_steps``) and ``most`` (the preset's). Also plans the rounding's
-        sweeps whose time it sets aside (``self.sweeps``): the preset's ``sweeps``, or ``cfg.few_sweeps`` where the
-        steps would be fewer than ``cfg.few_sweeps_below`` with them (the rounding then makes as many of the
-        preset's as the time left holds, :meth:`last_sweep`). ``step_scale``: what a step of this fit costs over a step of the
-        full model, which the time after the fit is estimated in (a fit without the finest level is cheaper a
-        step, ``GridConfig.coarse_step_factor``, where the rounding after it is not)."""
+        sweeps whose time it sets aside (``self.sweeps``): the preset's ``sweeps``, or ``cfg.few_sweeps`` where
+        the steps would be fewer than ``cfg.few_sweeps_below`` with them (the rounding then makes as many of the
+        preset's as the time left holds, :meth:`last_sweep`). ``step_scale``: a step of the full model over one
+        of this fit, the time after the fit being estimated in full-model steps (a fit without the finest level
+        is cheaper a step, ``GridConfig.coarse_step_factor``, where the rounding after it is not)."""
         self.step_s, self.step_scale = step_s, step_scale
         least = max(least, self.cfg.min_steps)
         usable = self.remaining() * (1.0 - self.cfg.margin)
@@ -91,9 +91,9 @@ class Budget:
     def last_sweep(self, sweep: int) -> bool:
         """Whether rounding sweep ``sweep`` (0-based; not the preset's last) is to be the last: the time left,
         less its margin, would not hold it and one more before the time after the last (the final MLP refit,
-        the choices after the rounding, the file's measurement). Called as each sweep starts, which times the one before;
-        ``ended`` keeps the sweeps made where it says so. (The count the fit's plan set time aside for does not
-        bound it: time the plan kept in hand goes to the preset's further sweeps.)"""
+        the choices after the rounding, the file's measurement). Called as each sweep starts, which times the
+        one before; ``ended`` keeps the sweeps made where it says so. (The count the fit's plan set time aside
+        for does not bound it: time the plan kept in hand goes to the preset's further sweeps.)"""
         now = self.clock()
         if sweep:
             self.sweep_times.append(now - self._mark)

@@ -69,8 +69,9 @@ def test_the_plan_fills_the_time_left_after_what_follows_the_fit():
 
 def test_the_margin_keeps_a_share_of_the_time_in_hand():
     clock = Clock()
-    a = Budget.start(30.0, _model(min_steps=0, few_sweeps_below=0), 1000, clock).plan_fit(128, 0.01, 0, 10 ** 6, 4)
-    b = Budget.start(30.0, _model(min_steps=0, few_sweeps_below=0, margin=0.1), 1000, clock).plan_fit(128, 0.01, 0, 10 ** 6, 4)
+    plain, kept = _model(min_steps=0, few_sweeps_below=0), _model(min_steps=0, few_sweeps_below=0, margin=0.1)
+    a = Budget.start(30.0, plain, 1000, clock).plan_fit(128, 0.01, 0, 10 ** 6, 4)
+    b = Budget.start(30.0, kept, 1000, clock).plan_fit(128, 0.01, 0, 10 ** 6, 4)
     assert a - b == pytest.approx(300, abs=1)  # 3 s at 10 ms a step
 
 
