@@ -238,10 +238,17 @@ def _encode_line(out: str, s: dict) -> str:
     return (f"{_display_name(out, output=True)}: {s['bytes']} bytes, {s['bpp']:.4f} bpp, {quality}, "
             f"{s['encode_seconds']:.1f} s"
             + (f" ({s['passes']} encodes for {s['target_psnr']:g} dB)" if s.get("target_psnr") is not None else "")
-            + (f" of {s['time_limit']:g} s asked ({s['steps']} fitting steps, {s['sweeps']} rounding sweeps)"
-               if s.get("time_limit") is not None and s.get("steps") else
-               f" of {s['time_limit']:g} s asked" if s.get("time_limit") is not None else "")
+            + _time_asked(s)
             + (f", at most {s['max_bytes']} bytes" if s.get("max_bytes") is not None else ""))
+
+
+def _time_asked(s: dict) -> str:
+    """The summary's words on a time budget (``--time``; empty without one): the seconds asked and, for one
+    network's file, the fitting steps and rounding sweeps it took."""
+    if s.get("time_limit") is None:
+        return ""
+    work = f" ({s['steps']} fitting steps, {s['sweeps']} rounding sweeps)" if s.get("steps") else ""
+    return f" of {s['time_limit']:g} s asked{work}"
 
 
 def _and(items: list[str]) -> str:

@@ -206,11 +206,12 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
     if metadata:
         block = bitstream.metadata_block(metadata)
         inner = encode(image, time_share(metadata_room(config, block, height, width), t0), progress)
-        return time_checked(with_metadata(inner, metadata, block, config, t0), config)
-    with torch_threads(fit_threads(config)):  # the caller's count back afterwards: the API leaves no trace
-        if channels in (2, 4):
-            return time_checked(_encode_alpha(image, config, device, progress, t0), config)
-        return time_checked(_encode_colour(image, config, device, progress, t0), config)
+        result = with_metadata(inner, metadata, block, config, t0)
+    else:
+        with torch_threads(fit_threads(config)):  # the caller's count back afterwards: the API leaves no trace
+            encode_picture = _encode_alpha if channels in (2, 4) else _encode_colour
+            result = encode_picture(image, config, device, progress, t0)
+    return time_checked(result, config)
 
 
 def time_share(config: CodecConfig, t0: float, parts: int = 1) -> CodecConfig:

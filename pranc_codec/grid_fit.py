@@ -471,17 +471,26 @@ def fit_lr(cfg: GridConfig, step: int, base: float) -> float:
     """A parameter group's learning rate at ``step`` of the fit: ``base`` for the first ``lr_hold`` of the steps (but
     never within ``lr_decay_min`` of the end), then fit.lr_at's cosine over the rest, down to about ``final_lr`` x
     ``base`` at the last step."""
-    hold = max(0, min(int(cfg.lr_hold * cfg.steps), cfg.steps - cfg.lr_decay_min))
+    hold = lr_hold_steps(cfg)
     return base if step < hold else lr_at(step - hold, cfg.steps - hold, base, 0, cfg.final_lr)
+
+
+def lr_hold_steps(cfg: GridConfig) -> int:
+    """The steps at the full learning rate: ``lr_hold`` of them, but never within ``lr_decay_min`` of the end."""
+    return max(0, min(int(cfg.lr_hold * cfg.steps), cfg.steps - cfg.lr_decay_min))
+
+
+def noise_narrows_from(cfg: GridConfig, ste_from: int) -> float:
+    """The step after which the quantization noise narrows, in a noisy phase of ``ste_from`` steps."""
+    return cfg.noise_from * ste_from
 
 
 def fixed_until(cfg: GridConfig) -> int:
     """How many of the fit's first steps run the same whatever ``cfg.steps`` is: at the full learning rate
     (:func:`fit_lr`), with full-width noise (:func:`noise_width`) and before the straight-through phase. A fit
     whose step count is changed after no more steps than this is the fit of the new count (time_budget.py)."""
-    hold = max(0, min(int(cfg.lr_hold * cfg.steps), cfg.steps - cfg.lr_decay_min))
     ste_from = straight_through_from(cfg)
-    return min(hold, math.floor(cfg.noise_from * ste_from) + 1, ste_from)
+    return min(lr_hold_steps(cfg), math.floor(noise_narrows_from(cfg, ste_from)) + 1, ste_from)
 
 
 def fewest_steps(cfg: GridConfig, done: int) -> int:
@@ -502,7 +511,7 @@ def fewest_steps(cfg: GridConfig, done: int) -> int:
 def noise_width(cfg: GridConfig, step: int, ste_from: int) -> float:
     """The quantization noise's width at ``step`` of a noisy phase of ``ste_from`` steps: 1 up to ``noise_from`` of
     the phase, then linearly down to ``noise_end`` at its end."""
-    start = cfg.noise_from * ste_from
+    start = noise_narrows_from(cfg, ste_from)
     if step <= start:
         return 1.0
     return 1.0 + (cfg.noise_end - 1.0) * (step - start) / max(1.0, ste_from - start)
