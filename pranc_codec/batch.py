@@ -116,14 +116,23 @@ def available_cores() -> int:
 
 
 @contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``count`` inside the block and put back as it was after it."""
+def compute_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads and the BLAS libraries' (numpy's and scipy's OpenBLAS) set to ``count`` inside the
+    block, each put back as it was after it.
+
+    BLAS too, because numpy's OpenBLAS otherwise runs a thread on every core: the encoder's numpy work after the
+    fit (the MLP's GPTQ rounding in each rounding refit and in the choice of its bit depth, the decode that
+    measures the file) then fought for a core wherever another process ran on the other one, such as a second
+    encode: two encodes side by side took 1.4 x as long after the fit as one alone, and as long as one alone
+    with BLAS on one thread (ABLATIONS.md BP2)."""
     import torch  # here: the batch runner itself never needs torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
-        yield
+        with threadpool_limits(limits=count, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(before)
 

@@ -15,7 +15,7 @@ import torch
 
 from . import alpha as transparency
 from . import bitstream, composite, entropy, grid_codec, lossless, split, time_budget
-from .batch import torch_threads
+from .batch import compute_threads
 from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
 from .errors import InputError, LimitError, require_positive
@@ -208,7 +208,7 @@ def encode(image: np.ndarray, config: CodecConfig = CodecConfig(),
         inner = encode(image, time_share(metadata_room(config, block, height, width), t0), progress)
         result = with_metadata(inner, metadata, block, config, t0)
     else:
-        with torch_threads(fit_threads(config)):  # the caller's count back afterwards: the API leaves no trace
+        with compute_threads(fit_threads(config)):  # the caller's count back afterwards: the API leaves no trace
             encode_picture = _encode_alpha if channels in (2, 4) else _encode_colour
             result = encode_picture(image, config, device, progress, t0)
     return time_checked(result, config)

@@ -422,17 +422,20 @@ class TimeConfig:
     few_sweeps_below: int = 2000
     few_sweeps: int = 2
     # The time after the fit, in fitting steps of the full model (a fit without the finest level takes
-    # GridConfig.coarse_step_factor of its steps in that time) x (pixels / ref_pixels) ^ size_exponent: the
-    # rounding's first pass over the pixels (pass_steps), its first sweep (first_sweep_steps), each later sweep
-    # with the MLP refit before it (sweep_steps), and what follows the last sweep (tail_steps: the final MLP
-    # refit, the MLP's bit depth, the loop filter, the file's measurement). Traced on Kodak pictures at 0.25 and
-    # 1 bpp alone and two at a time (about 0.9, 1.0-1.6, 2.3-3.5 and 2.9-6.0 s at 5.3-7.8 ms a step) and
-    # sized on the 384 x 256 and 192 x 128 crops (ABLATIONS.md BO1); on the high side, as two encodes side by
-    # side take longer after the fit than alone (the tail most: 2.9 s alone, 6.0 two at a time).
-    pass_steps: float = 150.0
-    first_sweep_steps: float = 200.0
-    sweep_steps: float = 420.0
-    tail_steps: float = 700.0
+    # GridConfig.coarse_step_factor of its steps in that time) x (pixels / ref_pixels) ^ size_exponent: from the
+    # fit's end to the rounding's first sweep (pass_steps: the rounded latents' features and errors), its first
+    # sweep (first_sweep_steps), each later sweep with the MLP refit before it (sweep_steps), and what follows
+    # the last sweep (tail_steps: the final MLP refit, the MLP's bit depth, the loop filter, the file's
+    # measurement). Measured on 16 Kodak encodes under a 20 s budget, two at a time (ABLATIONS.md BP1-BP3),
+    # medians (most): 16 (19), 159 (275), 337 (479) and 355 (453) steps; a later sweep took 2.0-2.6 x the first,
+    # the tail 0.8-1.3 x a later sweep. Set near the three-quarter marks, the tail at 1.05 x a later sweep, so that
+    # with two sweeps it is 1,010 steps (measured: 736-1,088). Session 59's 150 / 200 / 420 / 700 (BO1) were
+    # sized two at a time while numpy's BLAS ran on both cores in each encode (BP2), and left a fifth of an
+    # encode's time unused alone.
+    pass_steps: float = 20.0
+    first_sweep_steps: float = 170.0
+    sweep_steps: float = 400.0
+    tail_steps: float = 420.0
     ref_pixels: int = 768 * 512
     size_exponent: float = 0.4
     margin: float = 0.05  # the share of the time left that a plan keeps in hand (the machine's speed drifts)

@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 
 from . import grid_codec, lossless, seam
-from .batch import CHILD_ENV, PEAK_BYTES, available_cores, available_memory, torch_threads
+from .batch import CHILD_ENV, PEAK_BYTES, available_cores, available_memory, compute_threads
 from .bitstream import MAX_REGIONS, composite_overhead, pack_composite
 from .composite import Box
 from .config import CodecConfig, SplitConfig
@@ -120,7 +120,7 @@ def shares(image: np.ndarray, boxes: list[Box], cfg: SplitConfig) -> list[float]
 
 def _fit_strip(crop: np.ndarray, config: CodecConfig, progress: Callable | None = None) -> bytes:
     """One strip's version-8 file, fitted in this process (``progress``: as ``codec.encode``'s)."""
-    with torch_threads(config.fit.threads):
+    with compute_threads(config.fit.threads):
         return grid_codec.fit_and_code(crop, config, CPU, progress)[0]
 
 

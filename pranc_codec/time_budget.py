@@ -107,9 +107,10 @@ class Budget:
         else:
             later = self._steps_s(c.sweep_steps)
         this = later if sweep else self._steps_s(c.first_sweep_steps)
-        # the tail by the model, or in proportion to the sweeps' measured time where that says more (it is the
-        # same kind of work: the MLP over the picture's pixels, at this MLP's width, on this machine now)
-        tail = max(self._steps_s(c.tail_steps), later * c.tail_steps / c.sweep_steps)
+        # the tail in proportion to the sweeps' measured time once there is one (the same kind of work: the MLP
+        # over the picture's pixels, at this MLP's width, on this machine now; 0.8-1.3 x a later sweep, ABLATIONS.md
+        # BP3), else by the model
+        tail = later * c.tail_steps / c.sweep_steps if self.sweep_times else self._steps_s(c.tail_steps)
         if (self.deadline - now) * (1.0 - c.margin) < this + later + tail:
             self.ended = sweep + 1
             return True

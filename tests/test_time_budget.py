@@ -91,6 +91,16 @@ def test_a_sweep_is_the_last_where_the_time_left_holds_no_other_after_it():
     kept = Budget.start(5.2, _model(margin=0.1), 1000, clock)
     kept.step_s = 0.01
     assert kept.last_sweep(0)  # 5.2 s left less a tenth: 4.68, short of 5
+    # sweeps faster than the model: the tail follows them down, not the model's 2 s
+    quick = Budget.start(5.0, _model(), 1000, clock)
+    quick.step_s = 0.01
+    assert not quick.last_sweep(0)  # 5 s left: 1 + 2 + 2
+    clock.t += 0.5  # a later sweep taken as 1 s, the tail as 1 s with it
+    assert not quick.last_sweep(1)  # 4.5 s left: 1 + 1 + 1
+    clock.t += 1.0
+    assert not quick.last_sweep(2)  # 3.5 s left: 1 + 1 + 1 (with the model's 2 s tail, 4: it would end here)
+    clock.t += 1.0
+    assert quick.last_sweep(3) and quick.ended == 4  # 2.5 s left: short of 3
 
 
 def test_an_equal_share_of_what_is_left():
