@@ -117,8 +117,9 @@ def available_cores() -> int:
 
 @contextlib.contextmanager
 def compute_threads(count: int) -> Iterator[None]:
-    """torch's intra-op threads and the BLAS libraries' (numpy's and scipy's OpenBLAS) set to ``count`` inside the
-    block, each put back as it was after it.
+    """torch's intra-op threads and the BLAS libraries' loaded before the block (numpy's OpenBLAS) set to ``count``
+    inside it, each put back as it was after it. (scipy's, which an encode may load for ``ndimage``, keeps its own:
+    the encoder makes no BLAS calls through it.)
 
     BLAS too, because numpy's OpenBLAS otherwise runs a thread on every core: the encoder's numpy work after the
     fit (the MLP's GPTQ rounding in each rounding refit and in the choice of its bit depth, the decode that

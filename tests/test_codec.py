@@ -231,12 +231,12 @@ def _grid_quick() -> CodecConfig:
 def test_an_encode_fits_on_one_thread_and_gives_the_callers_count_back(monkeypatch):
     """fit.threads 0 (the default): one intra-op thread, whatever torch had (ABLATIONS.md BK1); N: N threads; the
     caller's torch thread count as it was afterwards. numpy's BLAS the same."""
-    seen, blas = [], []
+    seen, blas, libs = [], [], set()
     real = grid_codec.fit_grid
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
-        blas.append(_blas_threads())
+        blas.append(_blas_threads(libs))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(grid_codec, "fit_grid", spy)
@@ -245,20 +245,23 @@ def test_an_encode_fits_on_one_thread_and_gives_the_callers_count_back(monkeypat
     cfg = _grid_quick()
     try:
         torch.set_num_threads(3)
-        with threadpool_limits(limits=2, user_api="blas"):  # the caller's numpy on two threads
+        with threadpool_limits(limits=2, user_api="blas"):  # the caller's numpy on two threads (where it can)
+            libs.update(lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "blas")  # numpy's
+            caller = _blas_threads(libs)
             encode(image, cfg)
             assert seen == [1] and torch.get_num_threads() == 3
             encode(image, replace(cfg, fit=replace(cfg.fit, threads=2)))
             assert seen == [1, 2] and torch.get_num_threads() == 3
             # numpy's BLAS too: on one thread inside the default encode (ABLATIONS.md BP2), the caller's after
-            assert blas[0] == {1} and blas[1] == {2} and _blas_threads() == {2}
+            assert blas[0] == {1} and blas[1] == caller and _blas_threads(libs) == caller
     finally:
         torch.set_num_threads(before)
 
 
-def _blas_threads() -> set[int]:
-    """The thread counts of the BLAS libraries loaded in this process (numpy's, scipy's OpenBLAS)."""
-    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+def _blas_threads(libs: set[str]) -> set[int]:
+    """The thread counts of the BLAS libraries at the paths ``libs`` (those loaded before an encode: numpy's; the
+    encode itself may load scipy's, through which it makes no BLAS calls)."""
+    return {lib["num_threads"] for lib in threadpool_info() if lib["filepath"] in libs}
 
 
 def test_the_default_file_is_the_same_whatever_torchs_thread_count():
