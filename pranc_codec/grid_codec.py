@@ -146,9 +146,10 @@ def quantize_mlp(weights: list[torch.Tensor], bits: int, shape: GridShape | None
     if "rows" not in memo:
         memo["rows"] = _unit_weights(inputs, layers) if weighted else [None] * len(layers)
     rows = memo["rows"]
-    # the (P, 33) products in torch, whose BLAS keeps to the encoder's thread count: numpy's starts a thread a
+    # the (P, 33) products in torch, whose BLAS keeps to the encoder's thread count: numpy's started a thread a
     # core, and with two encodes side by side (as pranc eval runs them) its products took 0.4-1.8 s an encode,
-    # where alone they take under a tenth of that (ABLATIONS.md BH2)
+    # where alone they take under a tenth of that (ABLATIONS.md BH2). numpy's BLAS is now held to that count too
+    # (batch.compute_threads, BP2); the products stay in torch, which gives these files their bytes
     x = torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], dim=1)
     qs = []
     for i, ((W, b), step, r) in enumerate(zip(layers, steps, rows)):
