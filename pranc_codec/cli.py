@@ -460,10 +460,8 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
             return
         input = inputs[0]
         if "numpy" not in sys.modules:
-            # the grid decoder's float32 products are numpy's BLAS, which reads its thread count when it loads:
-            # each process taking every core made three decodes side by side 200x slower (RESULTS.md "CUDA:
-            # session 14"), and alone a second BLAS thread saved nothing (ABLATIONS.md AX). The cores go to
-            # strips of rows rendered side by side instead, each with one BLAS thread.
+            # decode_parsed holds numpy's BLAS to one thread (the cores go to strips of rows, `decoder.py`);
+            # set before numpy loads, OpenBLAS does not even start a thread on every core.
             for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[var] = "1"
         from .decoder import decode_parsed

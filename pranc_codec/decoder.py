@@ -7,6 +7,7 @@ file (the metadata is the header's: ``bitstream.MetadataHeader``)."""
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import alpha, bitstream, composite, grid_decode, lossless
 from .bitstream import AlphaHeader, CompositeHeader, GridHeader, Header, LosslessHeader, MetadataHeader
@@ -37,14 +38,21 @@ def decode_parsed(header: Header | GridHeader | LosslessHeader | CompositeHeader
     """:func:`decode` of a file :func:`bitstream.parse` has already read and checked."""
     if isinstance(header, MetadataHeader):
         header, payload = header.picture, header.picture_payload
-    if isinstance(header, GridHeader):
-        return grid_decode.decode(header, payload, threads)
-    if isinstance(header, LosslessHeader):
-        return lossless.decode(header, payload)
-    if isinstance(header, CompositeHeader):
-        return composite.decode(header, threads)
-    if isinstance(header, AlphaHeader):
-        return alpha.decode(header, device, threads)
-    from .codec import decode_siren  # torch
+    if isinstance(header, Header):
+        from .codec import decode_siren  # torch, whose threads are its own
 
-    return decode_siren(header, payload, device)
+        return decode_siren(header, payload, device)
+    # numpy's BLAS (the grid's float32 products) on one thread, the caller's count back afterwards: on every core
+    # it made three `pranc decode`s side by side 200 x slower (RESULTS.md "CUDA: session 14"), and even alone a
+    # second BLAS thread costs time (Kodak files, 0.33 against 0.29 s a decode, ABLATIONS.md BQ1). The cores go to
+    # ``threads`` strips of rows instead, each on one BLAS thread; the pixels are the same either way.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if isinstance(header, GridHeader):
+            return grid_decode.decode(header, payload, threads)
+        if isinstance(header, LosslessHeader):
+            return lossless.decode(header, payload)
+        if isinstance(header, CompositeHeader):
+            return composite.decode(header, threads)
+        if isinstance(header, AlphaHeader):
+            return alpha.decode(header, device, threads)
+    raise AssertionError(f"no decoder for {type(header).__name__}")  # bitstream.parse returns only the above

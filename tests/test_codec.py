@@ -258,6 +258,27 @@ def test_an_encode_fits_on_one_thread_and_gives_the_callers_count_back(monkeypat
         torch.set_num_threads(before)
 
 
+def test_a_decode_runs_numpys_blas_on_one_thread_and_gives_the_callers_count_back(monkeypatch):
+    """decode() (the API's, not only `pranc decode`'s) renders with numpy's BLAS on one thread whatever the
+    caller's count (ABLATIONS.md BQ1), puts the caller's back, and makes the same pixels as before."""
+    from pranc_codec import grid_decode
+
+    data = encode(smooth_image(24, 32), _grid_quick()).data
+    plain = decode(data)
+    inside, real = [], grid_decode.decode
+
+    def spy(*args, **kwargs):
+        inside.append(_blas_threads(libs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grid_decode, "decode", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        libs = {lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+        caller = _blas_threads(libs)
+        assert np.array_equal(decode(data), plain)
+        assert inside == [{1}] and _blas_threads(libs) == caller
+
+
 def _blas_threads(libs: set[str]) -> set[int]:
     """The thread counts of the BLAS libraries at the paths ``libs`` (those loaded before an encode: numpy's; the
     encode itself may load scipy's, through which it makes no BLAS calls)."""
