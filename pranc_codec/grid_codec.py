@@ -502,7 +502,7 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
     them (computed here otherwise); budget_bits: the latents' budget (bits), held between sweeps with
     ``rc.aim_budget`` (else, or when None, the code length the latents have now); seen: as
     :func:`choose_code`'s (pix_w is then zero at the other pixels); budget: a time budget that may end the
-    sweeps before ``rc.sweeps`` (:meth:`Budget.last_sweep`)."""
+    sweeps before ``rc.sweeps`` and skip refits before them (:meth:`Budget.plan_sweep`)."""
     mlp = [w.detach().cpu().float() for w in weights]
     if rc.sweeps <= 0:
         return latents, feats, mlp
@@ -532,7 +532,7 @@ def optimise_rounding(target: torch.Tensor, latents: list[torch.Tensor], feats: 
     out, feats, _ = rounding.optimise(latents, feats, layers, pixels, pix_w, price, first, height, width, rc,
                                       target_bits, errors, progress=cb,
                                       refit=refit if rc.mlp_steps > 0 else None,
-                                      last=None if budget is None else budget.last_sweep)
+                                      plan=None if budget is None else budget.plan_sweep)
     if rc.mlp_steps > 0:
         refit(feats, quantize=False)
     return out, feats, mlp

@@ -17,11 +17,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from .config import TimeConfig
 
 Clock = Callable[[], float]
+
+
+class SweepPlan(NamedTuple):
+    """How a rounding sweep runs under a time budget (:meth:`Budget.plan_sweep`)."""
+
+    final: bool  # the last sweep (with the rate's rails)
+    refit: bool  # the MLP refitted to the moved latents before it (a later sweep's; the first never is)
 
 
 @dataclass
@@ -40,8 +47,9 @@ class Budget:
     step_scale: float = 1.0  # a full-model fitting step over one of this fit (plan_fit)
     sweeps: int | None = None
     sweep_times: list[float] = field(default_factory=list)  # seconds of each rounding sweep so far
+    refitted: list[bool] = field(default_factory=list)  # whether the MLP was refitted before each sweep planned
     _mark: float = 0.0  # when the last sweep started
-    ended: int | None = None  # the sweeps made, where last_sweep ended them before the plan did
+    ended: int | None = None  # the sweeps made, where plan_sweep ended them before the preset's count
 
     @classmethod
     def start(cls, seconds: float | None, cfg: TimeConfig, pixels: int, clock: Clock = time.perf_counter
@@ -72,7 +80,7 @@ class Budget:
         after ``done``, and than ``cfg.min_steps``) and ``most`` (the preset's). Also plans the rounding's
         sweeps whose time it sets aside (``self.sweeps``): the preset's ``sweeps``, or ``cfg.few_sweeps`` where
         the steps would be fewer than ``cfg.few_sweeps_below`` with them (the rounding then makes as many of the
-        preset's as the time left holds, :meth:`last_sweep`). ``step_scale``: a step of the full model over one
+        preset's as the time left holds, :meth:`plan_sweep`). ``step_scale``: a step of the full model over one
         of this fit, the time after the fit being estimated in full-model steps (a fit without the finest level
         is cheaper a step, ``GridConfig.coarse_step_factor``, where the rounding after it is not)."""
         self.step_s, self.step_scale = step_s, step_scale
@@ -88,33 +96,42 @@ class Budget:
             planned = steps_with(self.sweeps)
         return max(least, min(most, planned))
 
-    def last_sweep(self, sweep: int) -> bool:
-        """Whether rounding sweep ``sweep`` (0-based; not the preset's last) is to be the last: the time left,
-        less its margin, would not hold it and one more before the time after the last (the final MLP refit,
-        the choices after the rounding, the file's measurement). Called as each sweep starts, which times the
-        one before; ``ended`` keeps the sweeps made where it says so. (The count the fit's plan set time aside
-        for does not bound it: time the plan kept in hand goes to the preset's further sweeps.)"""
+    def plan_sweep(self, sweep: int) -> SweepPlan:
+        """Rounding sweep ``sweep`` (0-based), called as it starts (which times the one before): whether the MLP is
+        refitted before it (not before the first, which prices against the fit's MLP) and whether it is the last.
+        A later sweep is refitted where the time left, less its margin, holds the sweep with its refit and the
+        time after the last sweep (the final MLP refit, the choices after the rounding, the file's measurement),
+        else it runs bare (priced against the MLP it has, about the first sweep's time). It is the last unless
+        the time left would also hold a bare sweep after it: a sweep refitted if there is time for that then,
+        else bare, is cheaper than the time a rounding ended a sweep early would leave unused (ABLATIONS.md BQ2).
+        ``ended`` keeps the sweeps made where it ends them before the preset's count. (The count the fit's plan
+        set time aside for does not bound it: time the plan kept in hand goes to the preset's further sweeps.)"""
         now = self.clock()
         if sweep:
             self.sweep_times.append(now - self._mark)
         self._mark = now
         c = self.cfg
-        # a later sweep's time: the last later sweep's, else the estimate scaled by what the first one took
-        if len(self.sweep_times) > 1:
-            later = self.sweep_times[-1]
+        refitted = [t for t, r in zip(self.sweep_times, self.refitted) if r]
+        bare_times = [t for t, r in zip(self.sweep_times, self.refitted) if not r]
+        # a sweep with its refit: the last one measured, else the estimate scaled by what the first one took
+        if refitted:
+            full = refitted[-1]
         elif self.sweep_times:
-            later = self.sweep_times[0] * c.sweep_steps / c.first_sweep_steps
+            full = self.sweep_times[0] * c.sweep_steps / c.first_sweep_steps
         else:
-            later = self._steps_s(c.sweep_steps)
-        this = later if sweep else self._steps_s(c.first_sweep_steps)
+            full = self._steps_s(c.sweep_steps)
+        bare = bare_times[-1] if bare_times else self._steps_s(c.first_sweep_steps)
         # the tail in proportion to the sweeps' measured time once there is one (the same kind of work: the MLP
         # over the picture's pixels, at this MLP's width, on this machine now; 0.8-1.3 x a later sweep, ABLATIONS.md
         # BP3), else by the model
-        tail = later * c.tail_steps / c.sweep_steps if self.sweep_times else self._steps_s(c.tail_steps)
-        if (self.deadline - now) * (1.0 - c.margin) < this + later + tail:
+        tail = full * c.tail_steps / c.sweep_steps if self.sweep_times else self._steps_s(c.tail_steps)
+        left = (self.deadline - now) * (1.0 - c.margin)
+        refit = sweep > 0 and left >= full + tail
+        self.refitted.append(refit)
+        final = left < (full if refit else bare) + bare + tail
+        if final:
             self.ended = sweep + 1
-            return True
-        return False
+        return SweepPlan(final=final, refit=refit)
 
 
 def share(seconds: float | None, started: float, parts: int, clock: Clock = time.perf_counter) -> float | None:

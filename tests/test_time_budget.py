@@ -16,7 +16,7 @@ from pranc_codec.errors import InputError
 from pranc_codec.grid_fit import fewest_steps, fit_grid, fit_lr, fixed_until, noise_width, straight_through_from
 from pranc_codec.latent import GridShape
 from pranc_codec.rounding import optimise
-from pranc_codec.time_budget import Budget
+from pranc_codec.time_budget import Budget, SweepPlan
 
 from .conftest import smooth_image
 from .test_rounding import _problem
@@ -78,29 +78,35 @@ def test_the_margin_keeps_a_share_of_the_time_in_hand():
 def test_a_sweep_is_the_last_where_the_time_left_holds_no_other_after_it():
     clock = Clock()
     b = Budget.start(10.6, _model(), 1000, clock)
-    b.step_s = 0.01  # estimates: the first sweep 1 s, a later one 2 s, the tail 2 s
-    assert not b.last_sweep(0)  # 10.6 s left: 1 + 2 + 2
-    clock.t += 1.5  # the first sweep took 1.5 s: a later one is taken as 3 s, and the tail as 3 s with it
-    assert not b.last_sweep(1) and b.sweep_times == [1.5]  # 9.1 s left: 3 + 3 + 3
+    b.step_s = 0.01  # estimates: the first sweep (and a bare one) 1 s, a later one with its refit 2 s, the tail 2 s
+    assert b.plan_sweep(0) == SweepPlan(final=False, refit=False)  # 10.6 s left: 1 + 1 + 2; the first: no refit
+    clock.t += 1.5  # the first sweep took 1.5 s: a later one is taken as 3 s, a bare one 1.5, the tail 3
+    assert b.plan_sweep(1) == SweepPlan(final=False, refit=True) and b.sweep_times == [1.5]  # 9.1: 3 + 1.5 + 3
     clock.t += 3.0
-    assert b.last_sweep(2) and b.ended == 3  # 6.1 s left: 3 + 3 + 3 would not fit
-    assert b.sweep_times == [1.5, 3.0]
-    first = Budget.start(4.9, _model(), 1000, clock)
+    assert b.plan_sweep(2) == SweepPlan(final=True, refit=True) and b.ended == 3  # 6.1: 3 + 3, short of 3 + 1.5 + 3
+    assert b.sweep_times == [1.5, 3.0] and b.refitted == [False, True, True]
+    # no time for a refit before the second sweep: it runs bare, where the rounding used to end after the first
+    tight = Budget.start(4.9, _model(), 1000, clock)
+    tight.step_s = 0.01
+    assert tight.plan_sweep(0) == SweepPlan(final=False, refit=False)  # 4.9 s left: 1 + 1 + 2
+    clock.t += 1.0
+    assert tight.plan_sweep(1) == SweepPlan(final=True, refit=False) and tight.ended == 2  # 3.9: short of 2 + 2
+    first = Budget.start(3.9, _model(), 1000, clock)
     first.step_s = 0.01
-    assert first.last_sweep(0) and first.ended == 1  # 4.9 s left: 1 + 2 + 2 would not fit
-    kept = Budget.start(5.2, _model(margin=0.1), 1000, clock)
+    assert first.plan_sweep(0).final and first.ended == 1  # 3.9 s left: 1 + 1 + 2 would not fit
+    kept = Budget.start(4.3, _model(margin=0.1), 1000, clock)
     kept.step_s = 0.01
-    assert kept.last_sweep(0)  # 5.2 s left less a tenth: 4.68, short of 5
+    assert kept.plan_sweep(0).final  # 4.3 s left less a tenth: 3.87, short of 4
     # sweeps faster than the model: the tail follows them down, not the model's 2 s
     quick = Budget.start(5.0, _model(), 1000, clock)
     quick.step_s = 0.01
-    assert not quick.last_sweep(0)  # 5 s left: 1 + 2 + 2
-    clock.t += 0.5  # a later sweep taken as 1 s, the tail as 1 s with it
-    assert not quick.last_sweep(1)  # 4.5 s left: 1 + 1 + 1
-    clock.t += 1.0
-    assert not quick.last_sweep(2)  # 3.5 s left: 1 + 1 + 1 (with the model's 2 s tail, 4: it would end here)
-    clock.t += 1.0
-    assert quick.last_sweep(3) and quick.ended == 4  # 2.5 s left: short of 3
+    assert not quick.plan_sweep(0).final  # 5 s left: 1 + 1 + 2
+    clock.t += 0.5  # a later sweep taken as 1 s, a bare one 0.5, the tail 1 with it
+    assert quick.plan_sweep(1) == SweepPlan(final=False, refit=True)  # 4.5 s left: 1 + 0.5 + 1
+    clock.t += 1.3
+    assert quick.plan_sweep(2) == SweepPlan(final=False, refit=True)  # 3.2 left: 1.3 + 0.5 + 1.3 (model's tail: 3.8)
+    clock.t += 1.3
+    assert quick.plan_sweep(3) == SweepPlan(final=True, refit=False) and quick.ended == 4  # 1.9: short of 1.3 + 1.3
 
 
 def test_an_equal_share_of_what_is_left():
@@ -174,16 +180,39 @@ def test_a_rounding_ended_early_is_the_rounding_of_that_many_sweeps():
     cfg = RoundingConfig(sweeps=4)
     asked = []
 
-    def last(sweep: int) -> bool:
+    def plan(sweep: int) -> SweepPlan:
         asked.append(sweep)
-        return sweep == 1
+        return SweepPlan(final=sweep == 1, refit=True)
 
-    cut, cut_feats, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, held, last=last)
+    cut, cut_feats, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, held, plan=plan)
     two, two_feats, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, replace(cfg, sweeps=2), held)
     four, _, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, held)
     assert asked == [0, 1]
     assert all(torch.equal(a, b) for a, b in zip(cut, two)) and torch.equal(cut_feats, two_feats)
     assert not all(torch.equal(a, b) for a, b in zip(cut, four))
+
+
+def test_a_sweep_planned_bare_runs_without_the_refit_before_it():
+    """A later sweep the budget cannot afford a refit for prices against the MLP it has: the refit is not called,
+    and the sweeps are those of a rounding with no refit; with the refit they differ."""
+    h, w = 24, 32
+    _, latents, layers, target, feats = _problem(seed=5)
+    held = grid_fit.context_state(latents).bits
+    cfg = RoundingConfig(sweeps=2)
+    calls = []
+
+    def refit(f: torch.Tensor):
+        calls.append(f.shape)
+        return [(wt * 1.01, b) for wt, b in layers]  # another MLP: a refit that ran would change the sweep
+
+    bare, bare_feats, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, held, refit=refit,
+                                   plan=lambda sweep: SweepPlan(final=sweep == 1, refit=False))
+    assert calls == []
+    plain, plain_feats, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, held)
+    assert all(torch.equal(a, b) for a, b in zip(bare, plain)) and torch.equal(bare_feats, plain_feats)
+    refitted, _, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, held, refit=refit,
+                              plan=lambda sweep: SweepPlan(final=sweep == 1, refit=True))
+    assert len(calls) == 1 and not all(torch.equal(a, b) for a, b in zip(refitted, plain))
 
 
 def _picture() -> np.ndarray:
