@@ -267,7 +267,7 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
              weights: torch.Tensor | None, lam: float, first: int, height: int, width: int,
              cfg: RoundingConfig, target_bits: float | None = None, errors: torch.Tensor | None = None,
              progress=None, refit: Callable[[torch.Tensor], Layers] | None = None,
-             plan: Callable[[int], tuple[bool, bool]] | None = None) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+             plan: Callable[[int], tuple[bool, bool, bool]] | None = None) -> tuple[list[torch.Tensor], torch.Tensor, int]:
     """Sweeps of rate-distortion optimised rounding over the latents, in the coder's order.
 
     latents: rounded grids (h_l, w_l), any float or int dtype (CPU); levels below ``first`` (frozen at zero by
@@ -279,9 +279,10 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
     (n,) :func:`pixel_errors` of ``feats`` if the caller has them (not modified). ``progress`` is called once a
     sweep. ``refit``, if given, is called before each later sweep with the current features and returns the MLP
     that sweep prices against. ``plan``, if given, is asked as each sweep starts whether it is to be the last
-    (else the ``cfg.sweeps``-th is) and whether ``refit`` runs before it, as a pair (final, refit) (a time
-    budget's :meth:`~pranc_codec.time_budget.Budget.plan_sweep`): the sweeps up to the last are those of a
-    ``cfg.sweeps`` that ends there, but for the refits it skips. Returns the new grids (integer values, the
+    (else the ``cfg.sweeps``-th is), whether ``refit`` runs before it and whether it is skipped (the rounding
+    ending before it), as a triple (final, refit, skip) (a time budget's
+    :meth:`~pranc_codec.time_budget.Budget.plan_sweep`): the sweeps up to the last are those of a ``cfg.sweeps``
+    that ends there, but for the refits it skips. Returns the new grids (integer values, the
     input's dtype), their features and how many latents changed.
     """
     lat = [g.to(torch.int64) for g in latents]
@@ -300,7 +301,9 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
         for sweep in range(cfg.sweeps):
             # rails on the last sweep only: the earlier ones may swing (the rescaling between sweeps steers them
             # back), and a Kodak file that lands within the rails is left as it was
-            asked, refit_now = plan(sweep) if plan is not None else (False, True)
+            asked, refit_now, skip = plan(sweep) if plan is not None else (False, True, False)
+            if skip:  # no time left for it (the sweeps so far stand; the rails of a last sweep never ran)
+                break
             final = sweep == cfg.sweeps - 1 or asked
             rail = cfg.rate_rail if target_bits and final else 0.0
             # with rails, each level's exact code length, refreshed after each of its sublattices (whose moves also

@@ -29,6 +29,7 @@ class SweepPlan(NamedTuple):
 
     final: bool  # the last sweep (with the rate's rails)
     refit: bool  # the MLP refitted to the moved latents before it (a later sweep's; the first never is)
+    skip: bool = False  # not made at all: the sweeps before it took longer than planned (the rounding ends)
 
 
 @dataclass
@@ -104,7 +105,9 @@ class Budget:
         else it runs bare (priced against the MLP it has, about the first sweep's time). It is the last unless
         the time left would also hold a bare sweep after it: a sweep refitted if there is time for that then,
         else bare, is cheaper than the time a rounding ended a sweep early would leave unused (ABLATIONS.md BQ2).
-        ``ended`` keeps the sweeps made where it ends them before the preset's count. (The count the fit's plan
+        A later sweep is skipped (the rounding ends before it) where the time left no longer holds even it and
+        the tail, the sweeps before it having run longer than estimated (the first sweep's decision rests on the
+        model alone; two encodes at a time a first sweep took up to 1.9 x it). ``ended`` keeps the sweeps made where it ends them before the preset's count. (The count the fit's plan
         set time aside for does not bound it: time the plan kept in hand goes to the preset's further sweeps.)"""
         now = self.clock()
         if sweep:
@@ -126,8 +129,12 @@ class Budget:
         tail = full * c.tail_per_sweep if self.sweep_times else self._steps_s(c.tail_steps)
         left = (self.deadline - now) * (1.0 - c.margin)
         refit = sweep > 0 and left >= full + tail
+        this = full if refit else bare
+        if sweep > 0 and left < this + tail:  # a sweep before it ran long: the time left holds only the tail
+            self.ended = sweep
+            return SweepPlan(final=True, refit=False, skip=True)
         self.refitted.append(refit)
-        final = left < (full if refit else bare) + bare + tail
+        final = left < this + bare + tail
         if final:
             self.ended = sweep + 1
         return SweepPlan(final=final, refit=refit)

@@ -92,6 +92,12 @@ def test_a_sweep_is_the_last_where_the_time_left_holds_no_other_after_it():
     assert tight.plan_sweep(0) == SweepPlan(final=False, refit=False)  # 4.9 s left: 1 + 1 + 2
     clock.t += 1.0
     assert tight.plan_sweep(1) == SweepPlan(final=True, refit=False) and tight.ended == 2  # 3.9: short of 2 + 2
+    # a first sweep far slower than the model: the second, planned bare, no longer fits even alone with the tail
+    slow = Budget.start(4.9, _model(), 1000, clock)
+    slow.step_s = 0.01
+    assert not slow.plan_sweep(0).final
+    clock.t += 2.5  # 2.4 s left: a bare sweep taken as 2.5 s and the tail as 5
+    assert slow.plan_sweep(1) == SweepPlan(final=True, refit=False, skip=True) and slow.ended == 1
     first = Budget.start(3.9, _model(), 1000, clock)
     first.step_s = 0.01
     assert first.plan_sweep(0).final and first.ended == 1  # 3.9 s left: 1 + 1 + 2 would not fit
@@ -193,7 +199,7 @@ def test_a_rounding_ended_early_is_the_rounding_of_that_many_sweeps():
     assert not all(torch.equal(a, b) for a, b in zip(cut, four))
 
 
-def test_a_sweep_planned_bare_runs_without_the_refit_before_it():
+def test_a_sweep_planned_bare_runs_without_the_refit_before_it_and_one_skipped_ends_the_rounding():
     """A later sweep the budget cannot afford a refit for prices against the MLP it has: the refit is not called,
     and the sweeps are those of a rounding with no refit; with the refit they differ."""
     h, w = 24, 32
@@ -214,6 +220,13 @@ def test_a_sweep_planned_bare_runs_without_the_refit_before_it():
     refitted, _, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, held, refit=refit,
                               plan=lambda sweep: SweepPlan(final=sweep == 1, refit=True))
     assert len(calls) == 1 and not all(torch.equal(a, b) for a, b in zip(refitted, plain))
+    # a sweep skipped: the rounding ends before it, as after a first sweep without its last sweep's rails
+    cut, cut_feats, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w, cfg, held, refit=refit,
+                                 plan=lambda sweep: SweepPlan(final=False, refit=False, skip=sweep == 1))
+    one, one_feats, _ = optimise(latents, feats, layers, target, None, 3e-3, 0, h, w,
+                                 replace(cfg, sweeps=1, rate_rail=0.0), held)
+    assert len(calls) == 1 and torch.equal(cut_feats, one_feats) and all(torch.equal(a, b) for a, b in zip(cut, one))
+    assert not all(torch.equal(a, b) for a, b in zip(cut, plain))
 
 
 def _picture() -> np.ndarray:
