@@ -436,11 +436,6 @@ class TimeConfig:
     first_sweep_steps: float = 170.0
     sweep_steps: float = 400.0
     tail_steps: float = 420.0
-    # Once a sweep has been timed, the tail is taken as this many times a later sweep with its refit: measured
-    # 1.15-1.3 x two at a time in session 61 (0.8-1.3 in session 60, BP3), where a bare sweep (no refit, about the
-    # first's time) now fills time the rounding used to leave, so the tail's estimate decides how close to the
-    # deadline an encode ends (ABLATIONS.md BQ2)
-    tail_per_sweep: float = 1.2
     ref_pixels: int = 768 * 512
     size_exponent: float = 0.4
     margin: float = 0.05  # the share of the time left that a plan keeps in hand (the machine's speed drifts)

@@ -125,8 +125,10 @@ class Budget:
             full = self._steps_s(c.sweep_steps)
         bare = bare_times[-1] if bare_times else self._steps_s(c.first_sweep_steps)
         # the tail in proportion to the sweeps' measured time once there is one (the same kind of work: the MLP
-        # over the picture's pixels, at this MLP's width, on this machine now), else by the model
-        tail = full * c.tail_per_sweep if self.sweep_times else self._steps_s(c.tail_steps)
+        # over the picture's pixels, at this MLP's width, on this machine now; 0.8-1.3 x a later sweep, ABLATIONS.md
+        # BP3, and 1.8-2.3 x the first, BQ2), else by the model. (1.2 x a later sweep, scaled from the first, was
+        # 2.8 x the first: it skipped four of sixteen second sweeps that fitted, BQ2.)
+        tail = full * c.tail_steps / c.sweep_steps if self.sweep_times else self._steps_s(c.tail_steps)
         left = (self.deadline - now) * (1.0 - c.margin)
         refit = sweep > 0 and left >= full + tail
         this = full if refit else bare

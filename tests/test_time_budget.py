@@ -34,11 +34,10 @@ class Clock:
 
 def _model(**kw) -> TimeConfig:
     """A time model of round numbers: 100 + 100 + 200 a sweep after the first + 200 full-model steps after the
-    fit (pass, first sweep, later sweeps, tail) at 1,000 pixels; once a sweep is timed, the tail as long as a
-    later sweep."""
+    fit (pass, first sweep, later sweeps, tail) at 1,000 pixels."""
     return TimeConfig(**{"pass_steps": 100, "first_sweep_steps": 100, "sweep_steps": 200, "tail_steps": 200,
                          "margin": 0.0, "min_steps": 600, "few_sweeps_below": 2000, "ref_pixels": 1000,
-                         "size_exponent": 0.5, "tail_per_sweep": 1.0, **kw})
+                         "size_exponent": 0.5, **kw})
 
 
 def test_the_plan_fills_the_time_left_after_what_follows_the_fit():
