@@ -267,7 +267,8 @@ def optimise(latents: list[torch.Tensor], feats: torch.Tensor, layers: Layers, t
              weights: torch.Tensor | None, lam: float, first: int, height: int, width: int,
              cfg: RoundingConfig, target_bits: float | None = None, errors: torch.Tensor | None = None,
              progress=None, refit: Callable[[torch.Tensor], Layers] | None = None,
-             plan: Callable[[int], tuple[bool, bool, bool]] | None = None) -> tuple[list[torch.Tensor], torch.Tensor, int]:
+             plan: Callable[[int], tuple[bool, bool, bool]] | None = None
+             ) -> tuple[list[torch.Tensor], torch.Tensor, int]:
     """Sweeps of rate-distortion optimised rounding over the latents, in the coder's order.
 
     latents: rounded grids (h_l, w_l), any float or int dtype (CPU); levels below ``first`` (frozen at zero by
