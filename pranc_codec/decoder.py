@@ -53,6 +53,4 @@ def decode_parsed(header: Header | GridHeader | LosslessHeader | CompositeHeader
             return lossless.decode(header, payload)
         if isinstance(header, CompositeHeader):
             return composite.decode(header, threads)
-        if isinstance(header, AlphaHeader):
-            return alpha.decode(header, device, threads)
-    raise AssertionError(f"no decoder for {type(header).__name__}")  # bitstream.parse returns only the above
+        return alpha.decode(header, device, threads)  # an AlphaHeader: bitstream.parse returns no other kind

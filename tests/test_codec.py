@@ -246,7 +246,7 @@ def test_an_encode_fits_on_one_thread_and_gives_the_callers_count_back(monkeypat
     try:
         torch.set_num_threads(3)
         with threadpool_limits(limits=2, user_api="blas"):  # the caller's numpy on two threads (where it can)
-            libs.update(lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "blas")  # numpy's
+            libs.update(_blas_libs())  # numpy's
             caller = _blas_threads(libs)
             encode(image, cfg)
             assert seen == [1] and torch.get_num_threads() == 3
@@ -273,10 +273,15 @@ def test_a_decode_runs_numpys_blas_on_one_thread_and_gives_the_callers_count_bac
 
     monkeypatch.setattr(grid_decode, "decode", spy)
     with threadpool_limits(limits=2, user_api="blas"):
-        libs = {lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+        libs = _blas_libs()
         caller = _blas_threads(libs)
         assert np.array_equal(decode(data), plain)
         assert inside == [{1}] and _blas_threads(libs) == caller
+
+
+def _blas_libs() -> set[str]:
+    """The paths of the BLAS libraries loaded now (before an encode or decode: numpy's)."""
+    return {lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
 
 def _blas_threads(libs: set[str]) -> set[int]:
