@@ -64,7 +64,7 @@ def is_stream(path: str | os.PathLike) -> bool:
 
 def output_for(input: str, output: str | None, suffix: str) -> str:
     """Where one input's result goes: ``output`` itself, inside ``output`` when it is an existing directory,
-    else the input with ``suffix``."""
+    else the input with ``suffix``. An ``output`` ending in a slash that is not a directory is refused."""
     if input == STDIO:
         if not output:
             raise InputError("reading standard input: name the output with -o (- for standard output)")
@@ -75,6 +75,9 @@ def output_for(input: str, output: str | None, suffix: str) -> str:
         raise InputError(f"{input}: reading a pipe: name the output with -o (- for standard output)")
     if output and output != STDIO and Path(output).is_dir():
         return str(Path(output) / Path(input).with_suffix(suffix).name)
+    if output and output.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        # `-o out/` names a directory: Path would drop the slash and write a file called out
+        raise InputError(f"{output}: not an existing directory")
     return output or str(Path(input).with_suffix(suffix))
 
 

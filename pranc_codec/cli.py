@@ -392,7 +392,7 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
 
         out = output_for(input, output, ".prc")
         check_prc_name(out)
-        check_output(out, force)  # fail before minutes of fitting, not after
+        check_output(out, force, _protected(input))  # fail before minutes of fitting, not after
         image, notes, meta = read_picture(input, keep_alpha=True, keep=keep)
         cfg = CodecConfig().with_preset(preset).with_tune(tune)
         if target_bytes is not None:  # the rate control works in bits per pixel of this picture
@@ -470,7 +470,7 @@ def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: in
 
         t0 = time.perf_counter()
         out = output_for(input, output, ".png")
-        check_output(out, force)
+        check_output(out, force, _protected(input))
         fmt = output_format(out)
         data = read_bytes(input)
         from .bitstream import AlphaHeader, Header, MetadataHeader, parse

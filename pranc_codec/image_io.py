@@ -402,9 +402,12 @@ def write_output(path: str | os.PathLike, data: bytes, *, force: bool = False,
         atomic_write(path, data, force=force, protect=protect)
 
 
-def check_output(path: str | os.PathLike, force: bool = True) -> None:
+def check_output(path: str | os.PathLike, force: bool = True,
+                 protect: tuple[str | os.PathLike, ...] = ()) -> None:
     """Refuse an output before the work, not only after it: ``-`` when standard output is a terminal, a block
-    device, and an existing file unless ``force`` (a terminal named by its path is refused when it is opened)."""
+    device, and for a file what :func:`atomic_write` would refuse once the work is done (a directory that does
+    not exist, a directory in the file's place, an input in ``protect``, an existing file unless ``force``; a
+    terminal named by its path is refused when it is opened)."""
     if str(path) == STDIO:
         if sys.stdout.isatty():
             raise InputError("<stdout> is a terminal: redirect it to a file or a pipe")
@@ -412,11 +415,31 @@ def check_output(path: str | os.PathLike, force: bool = True) -> None:
     try:
         mode = os.stat(path).st_mode
     except OSError:
-        return  # not there yet (or not reachable: atomic_write says why)
+        mode = 0  # not there yet, or not reachable: the directory decides
     if stat.S_ISBLK(mode):
         raise InputError(f"{path}: is a block device, not a file")
-    if stat.S_ISREG(mode) and not force:
-        raise InputError(f"{path}: already exists (use --force to overwrite)")
+    if mode == 0 or stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        _refuse_file(Path(path), force, protect)
+
+
+def _refuse_file(shown: Path, force: bool, protect: tuple[str | os.PathLike, ...]) -> Path:
+    """The file ``shown`` names (a link's target: written through, as cp does; the link stays a link), where a
+    new file may go there: raises InputError where its directory does not exist, it is a directory, it is one
+    of ``protect`` (the inputs), or it exists and not ``force``."""
+    p = shown
+    if p.is_symlink() and p.exists():
+        p = Path(os.path.realpath(p))
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{shown}: directory {parent} does not exist")
+    if p.is_dir():
+        raise InputError(f"{shown}: is a directory")
+    for src in protect:
+        if p.exists() and Path(src).exists() and os.path.samefile(p, src):
+            raise InputError(f"{shown}: refusing to overwrite the input file")
+    if p.exists() and not force:
+        raise InputError(f"{shown}: already exists (use --force to overwrite)")
+    return p
 
 
 def _new_file_mode() -> int:
@@ -438,19 +461,9 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, force: bool = False,
     give it (the temporary file is created owner-only); a file replaced with
     ``force`` keeps its own.
     """
-    p = shown = Path(path)  # messages name the path as given
-    if p.is_symlink() and p.exists():  # written through, as cp does: the link stays a link
-        p = Path(os.path.realpath(p))
+    shown = Path(path)  # messages name the path as given
+    p = _refuse_file(shown, force, protect)
     parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{shown}: directory {parent} does not exist")
-    if p.is_dir():
-        raise InputError(f"{shown}: is a directory")
-    for src in protect:
-        if p.exists() and Path(src).exists() and os.path.samefile(p, src):
-            raise InputError(f"{shown}: refusing to overwrite the input file")
-    if p.exists() and not force:
-        raise InputError(f"{shown}: already exists (use --force to overwrite)")
     try:
         mode = p.stat().st_mode & 0o7777 if p.exists() else _new_file_mode()
         # the name cut short: a name near the file system's 255 bytes is valid, its temporary name would not be

@@ -485,6 +485,33 @@ def test_encode_refuses_to_name_a_prc_stream_as_a_picture(tmp_path):
     assert r.exit_code == 0 and (tmp_path / "small.bin").read_bytes()[:4] == b"PRNC"
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(tmp_path, runner, png, prc, monkeypatch):
+    """A missing directory in -o, a directory named with a trailing slash that does not exist, and the input as
+    its own output under --force: refused before the fit (or the decode), not after it; `-o out/` wrote a file
+    called out."""
+    import pranc_codec.codec
+    import pranc_codec.decoder
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work ran before the output was checked")
+
+    monkeypatch.setattr(pranc_codec.codec, "encode", no_work)
+    monkeypatch.setattr(pranc_codec.decoder, "decode_parsed", no_work)
+    for out, says in ((tmp_path / "missing" / "a.prc", "does not exist"),
+                      (f"{tmp_path / 'out'}{os.sep}", "not an existing directory")):
+        line = _one_line_error(runner.invoke(main, ["encode", str(png), "-o", str(out), *FAST_ARGS]), 2)
+        assert says in line
+        assert not (tmp_path / "out").exists() and not (tmp_path / "missing").exists()
+    line = _one_line_error(runner.invoke(main, ["decode", str(prc), "-o", str(tmp_path / "missing" / "a.png")]), 2)
+    assert "directory" in line and "does not exist" in line
+    # a .prc file named like a picture decoded onto itself: refused by the check, the input kept
+    disguised = tmp_path / "d.png"
+    disguised.write_bytes(prc.read_bytes())
+    line = _one_line_error(runner.invoke(main, ["decode", str(disguised), "-o", str(disguised), "-f"]), 2)
+    assert "refusing to overwrite the input file" in line
+    assert disguised.read_bytes() == prc.read_bytes()
+
+
 def test_the_wrong_command_for_a_file_says_which_is_right(runner, tmp_path, png):
     """A picture given to decode or info, a .prc file given to encode: one line naming the command that reads it
     (exit 2, bad usage), where it was "not a .prc file (bad magic bytes)" (exit 3) or "not an image Pillow can
