@@ -600,20 +600,41 @@ def _header_fields(h: Header | GridHeader | LosslessHeader | CompositeHeader | A
     }
 
 
+INFO_LIST_ITEMS = 8  # a longer list (a grid file's 60-odd entropy models) is counted in info's text, listed in --json
+
+
 def _print_fields(fields: dict, as_json: bool) -> None:
+    """One file's fields: one JSON object, or a line a field with the names aligned on the widest."""
     if as_json:
         click.echo(json.dumps(fields))
-    else:
-        for k, v in _flat(fields):
-            click.echo(f"{k:>16}: {v}")
+        return
+    lines = [(k, _text_value(v)) for k, v in _flat(fields)]
+    width = max(len(k) for k, _ in lines)
+    for k, v in lines:
+        click.echo(f"{k:>{width}}: {v}")
+
+
+def _text_value(v: object) -> str:
+    """A field's value as info's text shows it: floats to six significant digits, a long list as its count."""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list):
+        if len(v) > INFO_LIST_ITEMS or any(isinstance(x, dict) for x in v):  # a short one of records: _flat
+            return f"{len(v)} (--json lists them)"
+        return "[" + ", ".join(_text_value(x) for x in v) + "]"
+    return str(v)
 
 
 def _flat(fields: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
-    """The fields, a nested record's as ``parent.name`` (a version-11 file's colour file, a loop filter): a line
-    each in ``info``'s text, where JSON keeps the nesting."""
+    """The fields, a nested record's as ``parent.name`` (a version-11 file's colour file, a loop filter) and a
+    short list of records' as ``name[i]`` (a composite file's regions): a line each in ``info``'s text, where JSON
+    keeps the nesting."""
     for k, v in fields.items():
         if isinstance(v, dict):
             yield from _flat(v, f"{prefix}{k}.")
+        elif isinstance(v, list) and v and len(v) <= INFO_LIST_ITEMS and all(isinstance(x, dict) for x in v):
+            for i, x in enumerate(v):  # a composite file's regions: a line each
+                yield f"{prefix}{k}[{i}]", ", ".join(f"{n}={_text_value(y)}" for n, y in x.items())
         else:
             yield f"{prefix}{k}", v
 

@@ -222,6 +222,24 @@ def test_info_shows_several_files_and_goes_on_past_a_bad_one(runner, tmp_path, p
     assert r.exit_code == 0 and r.stdout.count(f"== {prc}") == 2
 
 
+def test_info_text_is_a_short_aligned_line_a_field(runner, tmp_path, png):
+    """A grid file's info listed its 60-odd entropy models and 21 context buckets on two lines of 2,000 and 60
+    characters, and names longer than 16 characters broke the alignment: long lists are counted now (--json lists
+    them), floats shown to six significant digits, the names aligned on the widest."""
+    prc = tmp_path / "g.prc"
+    r = runner.invoke(main, ["encode", str(png), "-o", str(prc), "--steps", "40", "--threads", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    text = runner.invoke(main, ["info", str(prc)]).output.splitlines()
+    full = json.loads(runner.invoke(main, ["info", str(prc), "--json"]).output)
+    assert len({ln.index(": ") for ln in text}) == 1 and max(len(ln) for ln in text) <= 100
+    fields = dict((k.strip(), v) for k, v in (ln.split(": ", 1) for ln in text))
+    assert fields["entropy_models"] == f"{len(full['entropy_models'])} (--json lists them)"
+    assert len(full["entropy_models"]) > 8 and len(full["entropy_models"][0]) == 2
+    assert fields["bpp"] == f"{full['bpp']:.6g}" and float(fields["bpp"]) == pytest.approx(full["bpp"], rel=1e-5)
+    assert fields["mlp_steps"] == "[" + ", ".join(f"{x:.6g}" for x in full["mlp_steps"]) + "]"
+    assert fields["width"] == "56" and fields["network"] == "grid"
+
+
 def test_info_reads_headers_without_loading_torch(prc):
     """``info`` is the container alone (shapes.py, basis.py): torch takes ~2 s to import, a header a few ms."""
     grid = os.path.join(os.path.dirname(__file__), "data", "golden_v7_filter.prc")

@@ -197,6 +197,10 @@ def test_cli_encode_info_decode(tmp_path):
     info = json.loads(runner.invoke(main, ["info", str(prc), "--json"]).output)
     assert info["version"] == 10 and info["network"] == "grid, in regions" and info["seam_filter"] == 0
     assert [(g["x"], g["y"], g["width"], g["height"]) for g in info["regions"]] == [(100, 40, 80, 64)]
+    text = runner.invoke(main, ["info", str(prc)]).output.splitlines()  # a region a line, the names aligned
+    assert [ln.split(": ", 1)[0].strip() for ln in text if ln.lstrip().startswith("regions")] == ["regions[0]"]
+    assert any(ln.split(": ", 1)[1].startswith("x=100, y=40, width=80, height=64, latents=") for ln in text)
+    assert len({ln.index(": ") for ln in text}) == 1
     assert runner.invoke(main, ["decode", str(prc), "-o", str(out)]).exit_code == 0
     assert np.array_equal(np.asarray(Image.open(out)), decode(prc.read_bytes()))
 
