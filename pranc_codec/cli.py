@@ -247,7 +247,9 @@ def _time_asked(s: dict) -> str:
     network's file, the fitting steps and rounding sweeps it took."""
     if s.get("time_limit") is None:
         return ""
-    work = f" ({s['steps']} fitting steps, {s['sweeps']} rounding sweeps)" if s.get("steps") else ""
+    work = ""
+    if s.get("steps"):
+        work = f" ({s['steps']} fitting steps, {s['sweeps']} rounding sweep{'s' * (s['sweeps'] != 1)})"
     return f" of {s['time_limit']:g} s asked{work}"
 
 

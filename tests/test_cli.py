@@ -663,3 +663,13 @@ def test_demo_codes_the_sample_photo(runner, tmp_path):
     refused = tmp_path / "refused"
     _one_line_error(runner.invoke(main, ["demo", "--bpp", "0", "-q", "-o", str(refused)]), 2)
     assert not refused.exists()
+
+
+def test_the_summary_of_a_budgeted_encode_counts_its_work_in_words():
+    from pranc_codec.cli import _time_asked
+
+    assert _time_asked({"time_limit": 12.0, "steps": 600, "sweeps": 1}) == \
+        " of 12 s asked (600 fitting steps, 1 rounding sweep)"
+    assert _time_asked({"time_limit": 20.0, "steps": 1500, "sweeps": 3}).endswith("(1500 fitting steps, 3 rounding sweeps)")
+    assert _time_asked({"time_limit": 5.0, "steps": None}) == " of 5 s asked"
+    assert _time_asked({"time_limit": None, "steps": 600, "sweeps": 1}) == ""
