@@ -15,7 +15,7 @@ import torch
 
 from . import alpha as transparency
 from . import bitstream, composite, entropy, grid_codec, lossless, split, time_budget
-from .batch import compute_threads
+from .batch import available_cores, compute_threads
 from .bitstream import GridHeader, Header, LosslessHeader
 from .config import LOSSLESS_MODES, BasisKind, CodecConfig, RateConfig
 from .errors import InputError, LimitError, require_positive
@@ -460,9 +460,10 @@ def _region_config(config: CodecConfig, height: int, width: int, budget_bytes: f
 def _encode_split(image: np.ndarray, config: CodecConfig, device: torch.device, progress: ProgressFactory | None,
                   t0: float) -> EncodeResult:
     """A large picture as strips fitted side by side (split.py): a composite file of network files."""
-    data, strips = split.encode(image, _budget(image, config), time_share(config, t0),
-                                lambda h, w, b: _region_config(config, h, w, b), progress=progress)
-    return _finish(image, data, config, device, t0, model="composite", strips=strips, **_NO_NETWORK)
+    made = split.encode(image, _budget(image, config), time_share(config, t0),
+                        lambda h, w, b: _region_config(config, h, w, b), progress=progress)
+    return _finish(image, made.data, config, device, t0, model="composite", strips=made.strips,
+                   decoded=made.picture, **_NO_NETWORK)
 
 
 def _budget(image: np.ndarray, config: CodecConfig) -> float:
@@ -516,13 +517,15 @@ def _encode_grid(image: np.ndarray, config: CodecConfig, device: torch.device,
 
 
 def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.device, t0: float,
-            seen: np.ndarray | None = None, **network: object) -> EncodeResult:
+            seen: np.ndarray | None = None, decoded: np.ndarray | None = None, **network: object) -> EncodeResult:
     """Check the rate and measure exactly what the decoder will produce; ``network``: the model's stats fields.
     ``seen``: bool (H, W), the pixels that are judged (of a picture with transparency: PSNR over them alone,
-    MS-SSIM with the others as in ``image``); None: all."""
+    MS-SSIM with the others as in ``image``); None: all. ``decoded``: what ``data`` decodes to, where the
+    encoder has it already (uint8 (H, W, C)); else it is decoded, on every core (the decoder's threads give
+    the same pixels: a work of numpy's, with no spinning threads to slow a process beside it)."""
     height, width, channels = image.shape
     rate_ok, notes = _rate_check(config, len(data), height, width, str(network.get("model")))
-    m, ms = judged(image, decode(data), seen)
+    m, ms = judged(image, decode(data, threads=available_cores()) if decoded is None else decoded, seen)
     stats = EncodeStats(
         width=width, height=height, channels=channels, bytes=len(data),
         bpp=8.0 * len(data) / (height * width), target_bpp=config.rate.bpp, rate_ok=rate_ok,

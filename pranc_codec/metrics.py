@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .batch import available_cores
 
 
 def psnr_of_mse(m: float) -> float:
@@ -102,13 +105,25 @@ def _ssim_in_strips(x: torch.Tensor, y: torch.Tensor,
     halo = SSIM_WINDOW - 1
     map_rows, width = x.shape[2] - halo, x.shape[3]
     rows = max(1, _STRIP_PIXELS // width)
+    spans = [(r0, min(map_rows, r0 + rows)) for r0 in range(0, map_rows, rows)]
+
+    def strip(span: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        r0, r1 = span
+        return _ssim(x[:, :, r0:r1 + halo], y[:, :, r0:r1 + halo], data_range=255.0, win=win, size_average=False)
+
+    # strips side by side on Python threads (torch's kernels let go of the interpreter's lock), where the caller
+    # holds torch to fewer threads than the cores (an encode, to one): a 24-megapixel picture's MS-SSIM on two
+    # cores instead of one, with no more threads than cores. The sums are the same, in the same order.
+    workers = min(len(spans), available_cores() // max(1, torch.get_num_threads()))
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            maps = list(pool.map(strip, spans))
+    else:
+        maps = [strip(span) for span in spans]
     # float64 sums of strip means: one strip gives back its float32 mean exactly
     ssim_sum = torch.zeros(x.shape[:2], dtype=torch.float64)
     cs_sum = torch.zeros(x.shape[:2], dtype=torch.float64)
-    for r0 in range(0, map_rows, rows):
-        r1 = min(map_rows, r0 + rows)
-        s, c = _ssim(x[:, :, r0:r1 + halo], y[:, :, r0:r1 + halo], data_range=255.0, win=win,
-                     size_average=False)
+    for (r0, r1), (s, c) in zip(spans, maps):
         ssim_sum += s.double() * (r1 - r0)
         cs_sum += c.double() * (r1 - r0)
     return (ssim_sum / map_rows).float(), (cs_sum / map_rows).float()

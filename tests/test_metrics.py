@@ -50,3 +50,27 @@ def test_identical_pictures_score_one_and_small_ones_none():
     assert metrics.ms_ssim(a, a) == pytest.approx(1.0, abs=1e-6)
     assert metrics.ms_ssim(a[:160], a[:160]) is None
     assert metrics.ms_ssim(a[:161, :161], a[:161, :161]) is not None
+
+
+def test_strips_side_by_side_give_the_same_value_as_one_after_the_other(monkeypatch):
+    """With torch held to one thread (as in an encode) and two cores, the strips run on two Python threads: the
+    value is the serial one to the last bit (the same sums in the same order), and both threads did work."""
+    import threading
+
+    a, b = _pair(333, 501)
+    monkeypatch.setattr(metrics, "_STRIP_PIXELS", 7 * 501)
+    real = library_ssim._ssim
+    seen = set()
+    monkeypatch.setattr(library_ssim, "_ssim", lambda *p, **k: seen.add(threading.get_ident()) or real(*p, **k))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        monkeypatch.setattr(metrics, "available_cores", lambda: 1)
+        serial = metrics.ms_ssim(a, b)
+        assert len(seen) == 1
+        seen.clear()
+        monkeypatch.setattr(metrics, "available_cores", lambda: 2)
+        assert metrics.ms_ssim(a, b) == serial
+        assert len(seen) > 1  # pool threads (a pool a scale)
+    finally:
+        torch.set_num_threads(before)

@@ -288,8 +288,8 @@ def test_a_large_pictures_strips_share_the_time_by_rounds(monkeypatch):
     monkeypatch.setattr(split, "_fit_strip", spy)
     img = photo(96, 256)
     cfg = replace(quick(0.5), time=TimeConfig(limit=40.0))
-    data, strips = split.encode(img, 0.5 * 96 * 256 / 8, cfg, lambda h, w, b: codec._region_config(cfg, h, w, b),
-                                workers=1)
+    strips = split.encode(img, 0.5 * 96 * 256 / 8, cfg, lambda h, w, b: codec._region_config(cfg, h, w, b),
+                          workers=1).strips
     each = 40.0 * TimeConfig().strips_share / 2  # two strips one after the other: two rounds
     assert strips == 2 and limits == [pytest.approx(each)] * 2
 
