@@ -173,8 +173,8 @@ def test_errors_are_priced_as_the_decoders_clip_leaves_them():
     assert torch.allclose(ours[exact], clipped[exact]) and bool((ours[~exact] > clipped[~exact]).all())
 
     # an MLP that overshoots white everywhere: no error on a white picture, the plain error on a grey one
-    shape = GridShape(levels=2, hidden=4, hidden_layers=1, channels=3)
-    layers = [(torch.zeros(4, 2), torch.ones(4)), (torch.zeros(3, 4), torch.full((3,), 0.8))]  # colour 1.3
+    # two levels, four hidden units, one hidden layer: colour 1.3 whatever the features
+    layers = [(torch.zeros(4, 2), torch.ones(4)), (torch.zeros(3, 4), torch.full((3,), 0.8))]
     feats = torch.zeros(64, 2)
     white, grey = torch.ones(64, 3), torch.full((64, 3), 0.9)
     assert float(pixel_errors(feats, layers, white, None, 16).abs().max()) == 0.0
