@@ -227,12 +227,15 @@ def time_share(config: CodecConfig, t0: float, parts: int = 1) -> CodecConfig:
 
 def time_checked(result: EncodeResult, config: CodecConfig) -> EncodeResult:
     """``result`` with the time budget asked for (``config.time.limit``) in its stats, and a warning where the
-    encode (and what went before it, ``config.time.spent``) took longer."""
+    encode (and what went before it, ``config.time.spent``) took longer; a file under its rate's tolerance is
+    said to have missed it within the budget, where the rate check said the picture could not reach it."""
     t = config.time
     if t.limit is None:
         return result
     s = result.stats
     notes = list(s.warnings)
+    if not s.rate_ok and s.bpp < s.target_bpp:  # a fit the budget cut short lands under its rate: say that it was
+        notes = [n.replace(RATE_MISSED, f"not reached within --time {t.limit:g}") for n in notes]
     took = s.encode_seconds + t.spent
     if took > t.limit:
         fewest = " (the fewest fitting steps and one rounding sweep)" if (
@@ -536,6 +539,9 @@ def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.d
     return EncodeResult(data=data, stats=stats)
 
 
+RATE_MISSED = "not reachable for this image"  # in the rate's warning; time_checked words an undershoot under --time
+
+
 def _rate_check(config: CodecConfig, size: int, height: int, width: int, model: str) -> tuple[bool, list[str]]:
     """Whether a file of ``size`` bytes of a height x width picture, made by ``model``, is within the rate's
     tolerance of the target, and the warning where it is not."""
@@ -547,7 +553,7 @@ def _rate_check(config: CodecConfig, size: int, height: int, width: int, model: 
         rate_ok = over <= tol or config.lossless.mode == "always"
     else:
         rate_ok = abs(over) <= tol
-    return rate_ok, [] if rate_ok else [f"target {config.rate.bpp:g} bpp not reachable for this image "
+    return rate_ok, [] if rate_ok else [f"target {config.rate.bpp:g} bpp {RATE_MISSED} "
                                         f"(got {8 * size / (height * width):.4g} bpp)"]
 
 

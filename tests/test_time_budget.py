@@ -314,3 +314,28 @@ def test_a_psnr_search_gives_each_pass_an_equal_share_of_what_is_left():
     assert len(fake.limits) == 3 and r.stats.time_limit == 30.0
     # the stand-in takes no time: 27 s left of 30 after the 3 spent, a third of it, then half, then all of it
     assert fake.limits == [pytest.approx(9.0, abs=0.05), pytest.approx(13.5, abs=0.05), pytest.approx(27.0, abs=0.05)]
+
+
+def test_a_rate_missed_under_a_budget_says_the_budget_was_why():
+    """A budget cut short lands a file under its rate (a 24-megapixel picture under --time 60: 0.169 bpp for
+    0.25), where "not reachable for this image" was untrue: the same picture reached it without the budget. A file
+    over its rate, or one made without a budget, keeps the plain words."""
+    from pranc_codec.codec import EncodeResult, EncodeStats, _rate_check, time_checked
+
+    def result(bpp: float) -> EncodeResult:
+        cfg = replace(CodecConfig(), rate=replace(CodecConfig().rate, bpp=0.25))
+        ok, notes = _rate_check(cfg, round(bpp * 6000 * 4000 / 8), 4000, 6000, "composite")
+        assert not ok and notes == [f"target 0.25 bpp not reachable for this image (got {bpp:.4g} bpp)"]
+        stats = EncodeStats(width=6000, height=4000, channels=3, bytes=round(bpp * 6000 * 4000 / 8), bpp=bpp,
+                            target_bpp=0.25, rate_ok=ok, psnr=38.0, ms_ssim=None, num_coefs=0, num_params=0,
+                            net_width=0, delta=1.0, encode_seconds=50.0, device="cpu", model="composite",
+                            warnings=notes)
+        return EncodeResult(data=b"", stats=stats)
+
+    budget = replace(CodecConfig(), time=TimeConfig(limit=60.0))
+    assert time_checked(result(0.169), budget).stats.warnings == [
+        "target 0.25 bpp not reached within --time 60 (got 0.169 bpp)"]
+    assert time_checked(result(0.4), budget).stats.warnings == [
+        "target 0.25 bpp not reachable for this image (got 0.4 bpp)"]
+    assert time_checked(result(0.169), CodecConfig()).stats.warnings == [
+        "target 0.25 bpp not reachable for this image (got 0.169 bpp)"]
