@@ -621,7 +621,8 @@ def _text_value(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, list):
-        if len(v) > INFO_LIST_ITEMS or any(isinstance(x, dict) for x in v):  # a short one of records: _flat
+        # (a short list of records never comes here: _flat gives each of them a line)
+        if len(v) > INFO_LIST_ITEMS or any(isinstance(x, dict) for x in v):
             return f"{len(v)} (--json lists them)"
         return "[" + ", ".join(_text_value(x) for x in v) + "]"
     return str(v)

@@ -234,7 +234,7 @@ def time_checked(result: EncodeResult, config: CodecConfig) -> EncodeResult:
         return result
     s = result.stats
     notes = list(s.warnings)
-    if not s.rate_ok and s.bpp < s.target_bpp:  # a fit the budget cut short lands under its rate: say that it was
+    if not s.rate_ok and s.bpp < s.target_bpp:  # under its rate: the budget cut the fit short, as far as we know
         notes = [n.replace(RATE_MISSED, f"not reached within --time {t.limit:g}") for n in notes]
     took = s.encode_seconds + t.spent
     if took > t.limit:
@@ -524,8 +524,8 @@ def _finish(image: np.ndarray, data: bytes, config: CodecConfig, device: torch.d
     """Check the rate and measure exactly what the decoder will produce; ``network``: the model's stats fields.
     ``seen``: bool (H, W), the pixels that are judged (of a picture with transparency: PSNR over them alone,
     MS-SSIM with the others as in ``image``); None: all. ``decoded``: what ``data`` decodes to, where the
-    encoder has it already (uint8 (H, W, C)); else it is decoded, on every core (the decoder's threads give
-    the same pixels: a work of numpy's, with no spinning threads to slow a process beside it)."""
+    encoder has it already (uint8 (H, W, C)); else it is decoded on every core (numpy's work: the same pixels
+    with any thread count, and no spinning threads to slow a process beside it)."""
     height, width, channels = image.shape
     rate_ok, notes = _rate_check(config, len(data), height, width, str(network.get("model")))
     m, ms = judged(image, decode(data, threads=available_cores()) if decoded is None else decoded, seen)
