@@ -385,7 +385,7 @@ def write_output(path: str | os.PathLike, data: bytes, *, force: bool = False,
     """:func:`atomic_write`; for ``-`` standard output, and for a pipe or a character device (``/dev/null``,
     ``/dev/stdout``, a FIFO) a plain write into it, which nothing is replaced by (a terminal is refused:
     binary data there is of no use and garbles it)."""
-    check_output(path, force=True)
+    _refuse_device(path)  # a file's own refusals are atomic_write's, made where it writes
     if str(path) == STDIO:
         # a reader gone or a full disk under a redirection: the CLI says so (cli._errors), as for its summaries
         sys.stdout.buffer.write(data)
@@ -408,18 +408,25 @@ def check_output(path: str | os.PathLike, force: bool = True,
     device, and for a file what :func:`atomic_write` would refuse once the work is done (a directory that does
     not exist, a directory in the file's place, an input in ``protect``, an existing file unless ``force``; a
     terminal named by its path is refused when it is opened)."""
+    mode = _refuse_device(path)
+    if mode is not None and (mode == 0 or stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        _refuse_file(Path(path), force, protect)
+
+
+def _refuse_device(path: str | os.PathLike) -> int | None:
+    """Refuse ``-`` when standard output is a terminal, and a block device; the path's mode (0 where it is not
+    there yet, or not reachable: its directory decides), None for ``-``."""
     if str(path) == STDIO:
         if sys.stdout.isatty():
             raise InputError("<stdout> is a terminal: redirect it to a file or a pipe")
-        return
+        return None
     try:
         mode = os.stat(path).st_mode
     except OSError:
-        mode = 0  # not there yet, or not reachable: the directory decides
+        return 0
     if stat.S_ISBLK(mode):
         raise InputError(f"{path}: is a block device, not a file")
-    if mode == 0 or stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        _refuse_file(Path(path), force, protect)
+    return mode
 
 
 def _refuse_file(shown: Path, force: bool, protect: tuple[str | os.PathLike, ...]) -> Path:
