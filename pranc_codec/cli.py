@@ -450,7 +450,7 @@ def encode(inputs: tuple[str, ...], output: str | None, bpp: float | None, size:
               help="CPU threads (0 = all cores); 1 when decoding several files side by side.")
 @_jobs_option("decoded")
 @click.option("-f", "--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="No summary (warnings and errors still go to stderr).")
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON object (one a file).")
 def decode(inputs: tuple[str, ...], output: str | None, device: str, threads: int, jobs: int, force: bool,
            quiet: bool, as_json: bool) -> None:
@@ -653,14 +653,16 @@ def demo_photo() -> Path:
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), default="pranc-demo", show_default=True)
 @click.option("--bpp", type=float, default=0.25, show_default=True)
 @click.option("--preset", type=click.Choice(["fast", "default", "slow"]), default="default", show_default=True)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars; only the result line.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars; only the two result lines.")
 def demo(outdir: str, bpp: float, preset: str, quiet: bool) -> None:
-    """Encode and decode a sample photo that ships with matplotlib; print bpp and PSNR."""
+    """Encode and decode a sample photo that ships with matplotlib; print bpp and PSNR, and JPEG's PSNR at the
+    same size."""
     with _errors():
         from .codec import decode as decode_bytes, encode as encode_image
         from .config import CodecConfig
         from .image_io import atomic_write, image_bytes, read_image
         from .metrics import psnr
+        from .quality_target import jpeg_decoded, jpeg_within
 
         src = demo_photo()
         image, _ = read_image(src)
@@ -680,6 +682,16 @@ def demo(outdir: str, bpp: float, preset: str, quiet: bool) -> None:
         s = result.stats
         click.echo(f"{d / 'grace_hopper.prc'}: {s.bytes} bytes, {s.bpp:.4f} bpp, PSNR {psnr(image, decoded):.2f} dB, "
                    f"encode {s.encode_seconds:.1f} s, decode {dt:.2f} s")
+        # the peer a user knows, at the same size: the largest JPEG (Pillow's defaults) no larger than the .prc
+        jpeg = jpeg_within(image, s.bytes)
+        if jpeg is None:
+            click.echo(f"JPEG: even quality 1 takes more than {s.bytes} bytes")
+            return
+        quality, data = jpeg
+        atomic_write(d / "grace_hopper_jpeg.jpg", data, force=True)
+        click.echo(f"{d / 'grace_hopper_jpeg.jpg'}: {len(data)} bytes, {8 * len(data) / image[..., 0].size:.4f} bpp, "
+                   f"PSNR {psnr(image, jpeg_decoded(data, image)):.2f} dB (JPEG at quality {quality}, "
+                   f"the largest no larger)")
 
 
 # the rate–distortion harness (pranc_codec.evaluation), also installed as rd-eval

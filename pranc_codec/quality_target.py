@@ -34,14 +34,40 @@ from .metrics import psnr
 Encoder = Callable[[np.ndarray, CodecConfig, "ProgressFactory | None"], EncodeResult]  # as codec.encode
 
 
-def jpeg_point(image: np.ndarray, quality: int) -> tuple[float, float]:
-    """(bpp, PSNR dB) of ``image`` (uint8 (H, W, C)) through Pillow's JPEG at ``quality``, default settings
-    (4:2:0), as the evaluation's ``jpeg`` codec encodes."""
-    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
+def jpeg_file(image: np.ndarray, quality: int) -> bytes:
+    """``image`` (uint8 (H, W, C), C 1 or 3) as a JPEG file: Pillow at ``quality``, default settings (4:2:0), as the
+    evaluation's ``jpeg`` codec encodes."""
     buf = io.BytesIO()
-    pil.save(buf, "JPEG", quality=quality)
-    decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(pil.mode)).reshape(image.shape)
-    return 8.0 * buf.tell() / (image.shape[0] * image.shape[1]), psnr(image, decoded)
+    Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def jpeg_decoded(data: bytes, like: np.ndarray) -> np.ndarray:
+    """A :func:`jpeg_file` decoded to uint8 pixels of ``like``'s shape."""
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L" if like.shape[2] == 1 else "RGB")).reshape(like.shape)
+
+
+def jpeg_point(image: np.ndarray, quality: int) -> tuple[float, float]:
+    """(bpp, PSNR dB) of ``image`` through :func:`jpeg_file` at ``quality``."""
+    data = jpeg_file(image, quality)
+    return 8.0 * len(data) / (image.shape[0] * image.shape[1]), psnr(image, jpeg_decoded(data, image))
+
+
+def jpeg_within(image: np.ndarray, max_bytes: int, qualities: tuple[int, int] = QualityConfig.jpeg_quality_range
+                ) -> tuple[int, bytes] | None:
+    """The highest quality in ``qualities`` whose :func:`jpeg_file` of ``image`` is at most ``max_bytes`` long, and
+    that file (None: not even the lowest's). Bisection: a JPEG's size grows with its quality (the pranc demo's
+    comparison at equal size)."""
+    lo, hi = qualities
+    best = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        data = jpeg_file(image, mid)
+        if len(data) <= max_bytes:
+            best, lo = (mid, data), mid + 1
+        else:
+            hi = mid - 1
+    return best
 
 
 def jpeg_rate_for(image: np.ndarray, target_db: float, cfg: QualityConfig) -> tuple[float, float]:

@@ -639,11 +639,13 @@ def test_a_pipe_as_input_is_read_once_and_needs_a_named_output(runner, tmp_path,
 
 def test_demo_codes_the_sample_photo(runner, tmp_path):
     """README's first command: ``pranc demo`` (with the fast preset) writes a ``.prc`` that decodes to the PNG it
-    wrote beside it, at about the asked rate, and prints that decode's PSNR on one line."""
+    wrote beside it, at about the asked rate, and prints that decode's PSNR on one line, then JPEG's at the same
+    size on another: the highest quality no larger than the ``.prc``, written beside it."""
     from pranc_codec import decode
     from pranc_codec.cli import demo_photo
     from pranc_codec.image_io import read_image
     from pranc_codec.metrics import psnr
+    from pranc_codec.quality_target import jpeg_file
 
     out = tmp_path / "demo"
     r = runner.invoke(main, ["demo", "--preset", "fast", "--bpp", "0.25", "-q", "-o", str(out)])
@@ -659,7 +661,13 @@ def test_demo_codes_the_sample_photo(runner, tmp_path):
     quality = psnr(original, decoded)
     assert quality > 27.0
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 1 and f"{bpp:.4f} bpp, PSNR {quality:.2f} dB" in lines[0], r.stdout
+    assert len(lines) == 2 and f"{bpp:.4f} bpp, PSNR {quality:.2f} dB" in lines[0], r.stdout
+    jpg = (out / "grace_hopper_jpeg.jpg").read_bytes()
+    q = int(lines[1].split("quality ")[1].split(",")[0])
+    assert jpg == jpeg_file(photo, q) and len(jpg) <= prc.stat().st_size < len(jpeg_file(photo, q + 1))
+    jpeg_db = psnr(photo, np.asarray(Image.open(out / "grace_hopper_jpeg.jpg")))
+    assert f"{len(jpg)} bytes" in lines[1] and f"PSNR {jpeg_db:.2f} dB" in lines[1], r.stdout
+    assert quality > jpeg_db + 1.5  # the codec's claim, on its own demo
     refused = tmp_path / "refused"
     _one_line_error(runner.invoke(main, ["demo", "--bpp", "0", "-q", "-o", str(refused)]), 2)
     assert not refused.exists()
