@@ -35,7 +35,7 @@ METADATA_VERSION = 12  # a picture's ICC profile, EXIF and XMP, and a file of it
 # 1: no per-group step shifts, no tiles; 3: adds the orthogonal basis kind
 READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 
-# Limits enforced on every header (documented in FORMAT.md and README.md).
+# Limits enforced on every header (documented in FORMAT.md and docs/guarantees.md).
 MAX_SIDE = 16384
 MIN_OMEGA0 = 1e-3  # a SIREN's frequency factor (30 as the encoder writes it)
 MAX_PIXELS = 8192 * 8192

@@ -3,7 +3,7 @@
 The path ``-`` means standard input when reading and standard output when
 writing, as in most command-line codecs (cjpeg, cwebp, ImageMagick).
 
-Input policy (also in README.md):
+Input policy (also in docs/usage.md, "Inputs"):
 - any format Pillow reads, and HEIF/HEIC (an iPhone's photos) through pillow-heif where it is installed (the
   ``heif`` extra; a clear error where it is not); EXIF orientation is applied (the picture is coded as
   it is meant to be seen);
