@@ -681,3 +681,20 @@ def test_the_summary_of_a_budgeted_encode_counts_its_work_in_words():
     assert _time_asked({"time_limit": 20.0, "steps": 1500, "sweeps": 3}).endswith("(1500 fitting steps, 3 rounding sweeps)")
     assert _time_asked({"time_limit": 5.0, "steps": None}) == " of 5 s asked"
     assert _time_asked({"time_limit": None, "steps": 600, "sweeps": 1}) == ""
+
+
+def test_the_readmes_python_example_runs_as_written():
+    """README's Python API block, run as it stands on a small picture: each encode decodes to its picture's shape,
+    and the second one's file is at its rate."""
+    import re
+
+    from pranc_codec import decode
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1
+    scope = {"image_uint8_hwc": smooth_image(40, 56)}
+    exec(compile(blocks[0], "README.md", "exec"), scope)
+    assert scope["image"].shape == (40, 56, 3)
+    assert decode(scope["result"].data).shape == (40, 56, 3)
+    assert abs(scope["result"].stats.bpp / 0.5 - 1) < 0.25
