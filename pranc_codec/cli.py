@@ -77,11 +77,19 @@ def _errors() -> Iterator[None]:
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write's failures, never a bug's
 
 
+INTERNAL_TEXT = 200  # characters of an internal error's message shown (torch's run to pages)
+
+
 def _internal(e: Exception) -> None:
-    """A bug, not bad input: still one line, and no partial output (writes are atomic)."""
+    """A bug, not bad input: still one line, and no partial output (writes are atomic). The exception's message
+    is cut to its first line and ``INTERNAL_TEXT`` characters: torch's dispatcher errors list every backend on
+    a line each, which made the "one line" forty."""
     if os.environ.get(DEBUG_ENV):
         raise e
-    _fail(f"internal error ({type(e).__name__}: {e}); please report it, {DEBUG_ENV}=1 shows where", 70)
+    text = (str(e).strip().splitlines() or [""])[0]
+    if len(text) > INTERNAL_TEXT:
+        text = text[:INTERNAL_TEXT] + "..."
+    _fail(f"internal error ({type(e).__name__}: {text}); please report it, {DEBUG_ENV}=1 shows where", 70)
 
 
 def _protected(input: str) -> tuple[str, ...]:

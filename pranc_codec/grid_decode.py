@@ -8,11 +8,13 @@ IEEE operations as the encoder's torch code:
   its tensors; ``tests/test_context.py`` holds the two to the same integers);
 - the float64 bilinear sampling and MLP (``latent._bilinear64`` and ``latent._mlp64`` are the per-pixel
   reference the tests hold :func:`render` to), with float32 BLAS for the pixels far from a rounding
-  boundary: numpy's BLAS is not torch's, which changes only which pixels take the float64 path;
+  boundary, float64 BLAS with a proven error bound for most of the rest, and the fixed order itself only for
+  pixels that bound cannot settle: numpy's BLAS is not torch's, which changes only which pixels take which path;
 - the loop filter's integer sums (exact in float64).
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -21,13 +23,27 @@ import numpy as np
 
 from . import bitstream, entropy
 from .bitstream import GridHeader
-from .errors import FormatError
+from .errors import FormatError, LimitError
 from .shapes import CLIP, EDGES, MAX_COEF, NEIGHBOURS, PASS_OF, PASSES, SUBLATTICES, GridShape, offsets
 
 # float32 BLAS evaluation differs from the float64 reference by < 1e-3 of an 8-bit level on Kodak
 # (tests/test_grid.py measures it); pixels whose float32 value lies within this margin of a rounding
 # boundary are re-evaluated exactly.
 EXACT_MARGIN = 0.02
+# The fixed-order float64 MLP (mlp64) costs about 1.5 ns a multiply-add, some 30 times a BLAS product. A crafted
+# file (142 bytes, found by bin/fuzz-decoder) whose MLP puts every output on a rounding boundary sent every pixel of
+# an 8k-parameter network down it: 7.7 s for half a megapixel, some 25 minutes at the pixel limit. So a decode may
+# spend at most this many of its multiply-adds a pixel there (any picture at least EXACT_MACS_FLOOR), else it is
+# refused: a third of the pixels of a network of the encoder's shapes (at most 1.6k parameters) fits, where a file
+# the encoder made sends none (the bounded float64 pass settles them, mlp64_bounded: ties too where nothing was
+# rounded); at the pixel limit this bounds the exact pass to about a minute on one core.
+EXACT_MACS_PER_PIXEL = 512
+EXACT_MACS_FLOOR = 1 << 24
+_U = 2.0 ** -53  # float64's unit roundoff
+_UNDERFLOW = 2.0 ** -1000  # per term: a BLAS that flushes subnormal results to zero errs by less
+_BOUND_SLACK = 1e-6  # relative: the bound's own rounding, and the reference's second-order terms
+_FINITE = 1e300  # values within this: the reference's sums cannot overflow where the bound's do not
+_ABSORBED = 2.0 ** -55  # |z| below it: z + 0.5 rounds to 0.5 exactly
 _STRIP_PIXELS = 1 << 16  # pixels a strip: rendering and filtering work on whole rows, this many at most
 # Strips rendered side by side at most: each holds about 30 MB of temporaries (a Kodak decode peaked at 86 MB
 # with one thread, 115 MB with two), so a machine of many cores is not asked for gigabytes.
@@ -186,6 +202,81 @@ def mlp64(feats: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.
     return h.T
 
 
+_BOUNDED_CHUNK = 4096  # pixels mlp64_bounded works on at a time: its dozen passes a layer then stay in cache
+
+
+def mlp64_bounded(feats: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_mlp64_bounded` in chunks of ``_BOUNDED_CHUNK`` pixels (the same values: every pixel is on its own)."""
+    if len(feats) <= _BOUNDED_CHUNK:
+        return _mlp64_bounded(feats, layers)
+    parts = [_mlp64_bounded(feats[i: i + _BOUNDED_CHUNK], layers) for i in range(0, len(feats), _BOUNDED_CHUNK)]
+    return np.concatenate([v for v, _ in parts]), np.concatenate([s for _, s in parts])
+
+
+def _mlp64_bounded(feats: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The MLP in float64 BLAS: (N, levels) -> (255 x colour (N, C) as ``mlp64(feats) * 255`` up to rounding,
+    settled (N,) bool: the pixels proven to round (and clip) to the 8-bit values mlp64's would give).
+
+    Any order of a dot product of n terms (FMA or not) is within gamma_n = n u / (1 - n u) of |W| |h| + |b| of the
+    exact value (Higham, Accuracy and Stability of Numerical Algorithms, 3.1), and ReLU does not widen an error, so
+    e_{l+1} = gamma (|W| |h_l| + |b|) + |W| e_l bounds this evaluation's distance from the exact network at the same
+    float64 features; mlp64's lies within the same bound (to second order), so the two differ by at most 2 e, plus
+    the last addition's and product's roundings in each. A hidden unit below zero by more than both errors is
+    exactly zero in both, so its error stops there. A pixel is settled where every channel lies farther than that
+    from a rounding boundary (or past 0 or 255 by as much), or is the same number in both, a tie included (both so
+    near zero that adding 0.5 gives 0.5), and every value is far from overflow. The bound's own roundings and the
+    reference's second-order terms are in ``_BOUND_SLACK``; a BLAS that flushes subnormals in ``_UNDERFLOW``."""
+    h = feats
+    e = np.zeros_like(feats)  # the features are the same float64 values in both
+    small = np.ones(len(feats), dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i, (W, b) in enumerate(layers):
+            n = W.shape[1] + 1
+            gamma = n * _U / (1 - n * _U)
+            aw = np.abs(W)
+            z = h @ W.T
+            z += b
+            # gamma (|W| |h| + |b|) + |W| e in one product; after a ReLU, |h| is h
+            g = np.multiply(np.abs(h) if i == 0 else h, gamma)
+            g += e
+            e = g @ aw.T
+            e += gamma * np.abs(b) + n * _UNDERFLOW
+            small &= (e < gamma * _FINITE).all(axis=1)  # e >= gamma s: every partial sum within _FINITE
+            if i < len(layers) - 1:
+                h = np.maximum(z, 0.0)
+                # a unit negative by more than both evaluations' errors is exactly zero in both: no error passes
+                reach = np.multiply(e, 2 * (1 + _BOUND_SLACK))
+                reach += z
+                e *= reach >= 0
+            else:
+                h = z
+        v = (h + 0.5) * 255
+        margin = 2 * e * (1 + _BOUND_SLACK)  # between this evaluation's z and mlp64's
+        d = 255 * margin + 4 * _U * (np.abs(v) + 255)  # and the last addition's and product's roundings in each
+        frac = v - np.floor(v)
+        far = (np.abs(frac - 0.5) > d) | (v - d >= 255) | (v + d <= 0)
+        # the same number in both, a tie included: both within 2^-55 of zero, which adding 0.5 rounds away (to
+        # 127.5), as where every unit is dead and the bias zero, or the weights tiny
+        same = np.abs(h) + margin < _ABSORBED
+        settled = small & (np.isfinite(v) & np.isfinite(d) & (far | same)).all(axis=1)
+    return v, settled
+
+
+class _ExactBudget:
+    """The multiply-adds a decode may still spend in mlp64 (``EXACT_MACS_PER_PIXEL``), shared by its strips."""
+
+    def __init__(self, pixels: int):
+        self.left = max(pixels * EXACT_MACS_PER_PIXEL, EXACT_MACS_FLOOR)
+        self._lock = threading.Lock()
+
+    def spend(self, macs: int) -> None:
+        with self._lock:
+            self.left -= macs
+            if self.left < 0:
+                raise LimitError("the picture's network needs more exact evaluation than the decoder allows "
+                                 f"({EXACT_MACS_PER_PIXEL} multiply-adds a pixel): a crafted or corrupt file")
+
+
 def mlp32(feats: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """The MLP in float32 BLAS: (N, levels) -> colour (N, C), ~[0, 1]."""
     h = feats
@@ -204,20 +295,29 @@ def render(latents: list[np.ndarray], weights: list[np.ndarray], shape: GridShap
            width: int, threads: int = 1) -> np.ndarray:
     """uint8 pixels (height, width, C) of integer-valued latent grids (h_l, w_l) and float64 per-layer MLP
     weights: the float64 reference everywhere (:func:`mlp64`), computed in float32 but within
-    ``EXACT_MARGIN`` of a rounding boundary. ``threads``: strips rendered side by side (the same pixels)."""
+    ``EXACT_MARGIN`` of a rounding boundary, there in float64 BLAS where its error bound settles the pixel
+    (:func:`mlp64_bounded`), and by mlp64 itself for the rest, within ``EXACT_MACS_PER_PIXEL`` (a LimitError
+    past it). ``threads``: strips rendered side by side (the same pixels)."""
     grids = [np.asarray(g, dtype=np.float64) for g in latents]
     layers64 = split_params([np.asarray(w, dtype=np.float64) for w in weights], shape)
     layers32 = [(W.astype(np.float32), b.astype(np.float32)) for W, b in layers64]
     out = np.empty((height * width, shape.channels), dtype=np.uint8)
+    budget = _ExactBudget(height * width)
+    macs = sum(W.size for W, _ in layers64)  # mlp64's multiply-adds a pixel
 
     def strip(rows: tuple[int, int]) -> None:
         r0, r1 = rows
         with np.errstate(over="ignore", invalid="ignore"):  # a tampered file may drive the MLP to inf or NaN
             feats = np.stack([bilinear_rows(g, l, r0, r1, width) for l, g in enumerate(grids)], axis=1)
             v = (mlp32(feats.astype(np.float32), layers32) * np.float32(255)).astype(np.float64)
-            near = (np.abs(v - np.floor(v) - 0.5) < EXACT_MARGIN).any(axis=1)
-            if near.any():
-                v[near] = mlp64(feats[near], layers64) * 255
+            near = np.flatnonzero((np.abs(v - np.floor(v) - 0.5) < EXACT_MARGIN).any(axis=1))
+            if near.size:
+                v64, settled = mlp64_bounded(feats[near], layers64)
+                v[near] = v64
+                rest = near[~settled]
+                if rest.size:
+                    budget.spend(rest.size * macs)
+                    v[rest] = mlp64(feats[rest], layers64) * 255
             v = np.nan_to_num(v, nan=0.0)  # NaN has no defined uint8 value
             out[r0 * width: r1 * width] = np.rint(np.clip(v, 0, 255)).astype(np.uint8)
 

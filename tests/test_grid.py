@@ -200,6 +200,85 @@ def test_fast_pass_equals_the_float64_reference_everywhere():
     assert err < EXACT_MARGIN / 10
 
 
+def _render_case(height: int, width: int, hidden: int, make_layers, seed: int = 0):
+    """(render's pixels, the per-pixel torch reference's) for integer latents and the float64 layers that
+    ``make_layers(rs, shape)`` returns as (W, b) pairs."""
+    from pranc_codec import grid_decode
+
+    rs = np.random.RandomState(seed)
+    shape = GridShape(levels=3, hidden=hidden, hidden_layers=2, channels=3)
+    latents = [rs.randint(-20, 21, dims).astype(np.int32) for dims in shape.level_dims(height, width)]
+    layers = make_layers(rs, shape)
+    flat = [np.concatenate([W.reshape(-1), b]) for W, b in layers]
+    out = grid_decode.render(latents, flat, shape, height, width).reshape(-1, 3)
+    idx = torch.arange(height * width)
+    feats = torch.stack([_bilinear64(torch.from_numpy(g).double(), l, idx // width, idx % width)
+                         for l, g in enumerate(latents)], 1)
+    ref = _mlp64(feats, [(torch.from_numpy(W), torch.from_numpy(b)) for W, b in layers]) * 255
+    return out, torch.round(ref.clamp(0, 255)).to(torch.uint8).numpy()
+
+
+def _no_exact_pass(monkeypatch):
+    from pranc_codec import grid_decode
+
+    def refuse(feats, layers):
+        raise AssertionError(f"{len(feats)} pixels took the fixed-order pass")
+
+    monkeypatch.setattr(grid_decode, "mlp64", refuse)
+
+
+def test_the_bounded_float64_pass_settles_pixels_near_a_boundary_as_the_reference_rounds_them(monkeypatch):
+    """Outputs crowded about 127.5 (small weights, no output bias): nearly every pixel is within EXACT_MARGIN of a
+    boundary, and the float64 BLAS pass with its error bound settles them all, each to the reference's value;
+    so do ties computed without a rounding (every unit dead, no bias: 127.5 exactly, 128) and outputs so small
+    that adding 0.5 absorbs them (a fuzzed file's MLP steps of 1e-15: 127.5 again)."""
+    _no_exact_pass(monkeypatch)
+
+    def crowded(rs, shape):
+        return [(rs.randn(fo, fi) * (1e-3 if fo == 3 else 0.3), np.zeros(fo) if fo == 3 else rs.randn(fo) * 0.1)
+                for fi, fo in shape.layer_dims()]
+
+    out, ref = _render_case(33, 47, 16, crowded)
+    assert np.array_equal(out, ref) and len(np.unique(out)) > 1
+
+    def dead(rs, shape):
+        return [(rs.randn(fo, fi), np.zeros(fo) if fo == 3 else np.full(fo, -1e6)) for fi, fo in shape.layer_dims()]
+
+    def tiny(rs, shape):  # as the fuzzed file's: its last layer's step 7.9e-39
+        return [(rs.randn(fo, fi) * s, rs.randn(fo) * s) for (fi, fo), s in zip(shape.layer_dims(), (1e-15, 1e-15, 1e-20))]
+
+    for make in (dead, tiny):
+        out, ref = _render_case(21, 30, 16, make)
+        assert np.array_equal(out, ref) and (out == 128).all()
+
+
+def test_ties_by_cancellation_take_the_exact_pass_within_its_budget(monkeypatch):
+    """Two hidden units alike, their outputs' weights opposite: every output is 0 exactly after roundings the
+    bound cannot rule out, a tie on 127.5 that only the fixed order settles. A small picture's decode does so, to
+    the reference's pixels; a larger one whose network would need more of it than EXACT_MACS_PER_PIXEL a pixel is
+    refused (LimitError) before most of that work (a crafted 142-byte file took 7.7 s for half a megapixel and
+    would have taken some 25 minutes at the pixel limit)."""
+    from pranc_codec import grid_decode
+
+    def cancelling(rs, shape):
+        (W1, b1), (W2, b2), (W3, b3) = [(rs.randn(fo, fi), np.abs(rs.randn(fo)) + 1) for fi, fo in shape.layer_dims()]
+        W2[1], b2[:2] = W2[0], 1000.0  # alike, and alive at every pixel
+        W3[:] = 0
+        W3[:, 0], W3[:, 1] = 0.37, -0.37
+        return [(W1, b1), (W2, b2), (W3, np.zeros(3))]
+
+    calls = []
+    exact = grid_decode.mlp64
+    monkeypatch.setattr(grid_decode, "mlp64", lambda f, l: calls.append(len(f)) or exact(f, l))
+    out, ref = _render_case(24, 40, 64, cancelling)
+    assert np.array_equal(out, ref) and (out == 128).all() and sum(calls) == 24 * 40
+    shape = GridShape(levels=3, hidden=64, hidden_layers=2, channels=3)
+    assert shape.num_params > grid_decode.EXACT_MACS_PER_PIXEL
+    with pytest.raises(LimitError, match="exact evaluation"):
+        _render_case(256, 256, 64, cancelling)
+    assert sum(calls) < 24 * 40 + 256 * 256 / 2
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_strips_rendered_side_by_side_are_the_same_pixels(monkeypatch, threads):
     """render(threads=N) computes every strip of rows as render() alone does: the same bytes, whatever thread
