@@ -279,6 +279,63 @@ def test_ties_by_cancellation_take_the_exact_pass_within_its_budget(monkeypatch)
     assert sum(calls) < 24 * 40 + 256 * 256 / 2
 
 
+def test_every_path_of_the_render_is_the_reference_on_networks_of_every_scale(monkeypatch):
+    """200 random networks: widths 1-33, one or two hidden layers, grey or colour, latents up to 2^24, weights from
+    1e-20 to 1e3, some dyadic (exact ties), some with units alike and outputs cancelling (ties only the fixed order
+    settles), biases zero, ordinary or large: render() gives the per-pixel reference's pixels on every one, and
+    some of them took each of its three paths."""
+    from pranc_codec import grid_decode
+
+    used = {"exact": 0}
+    exact = grid_decode.mlp64
+
+    def counting(feats, layers):
+        used["exact"] += len(feats)
+        return exact(feats, layers)
+
+    settled = {"bounded": 0}
+    bounded = grid_decode.mlp64_bounded
+
+    def counting_bounded(feats, layers):
+        v, ok = bounded(feats, layers)
+        settled["bounded"] += int(ok.sum())
+        return v, ok
+
+    monkeypatch.setattr(grid_decode, "mlp64", counting)
+    monkeypatch.setattr(grid_decode, "mlp64_bounded", counting_bounded)
+    for t in range(200):
+        rs = np.random.RandomState(t)
+        height, width = rs.randint(1, 20), rs.randint(1, 20)
+        shape = GridShape(levels=int(rs.randint(1, 4)), hidden=int(rs.choice([1, 2, 4, 8, 16, 33])),
+                          hidden_layers=int(rs.randint(1, 3)), channels=int(rs.choice([1, 3])))
+        scale = 10.0 ** rs.uniform(0, 7)
+        latents = [np.round(rs.randn(*d) * scale).clip(-2 ** 24, 2 ** 24).astype(np.int64)
+                   for d in shape.level_dims(height, width)]
+        layers = []
+        for fi, fo in shape.layer_dims():
+            s = 10.0 ** rs.uniform(-20, 3)
+            W = rs.randn(fo, fi) * s
+            if rs.rand() < 0.3:
+                W = np.round(W * 4) / 4
+            b = rs.randn(fo) * s * rs.choice([0, 1, 100])
+            if rs.rand() < 0.2 and fo >= 2:
+                W[1], b[1] = W[0], b[0]
+            layers.append((W, b))
+        if rs.rand() < 0.3 and shape.hidden >= 2:
+            W, b = layers[-1]
+            W[:, 1], b[:] = -W[:, 0], 0
+        flat = [np.concatenate([W.reshape(-1), b]) for W, b in layers]
+        out = grid_decode.render(latents, flat, shape, height, width).reshape(-1, shape.channels)
+        idx = torch.arange(height * width)
+        feats = torch.stack([_bilinear64(torch.from_numpy(g).double(), l, idx // width, idx % width)
+                             for l, g in enumerate(latents)], 1)
+        with np.errstate(all="ignore"):
+            ref = _mlp64(feats, [(torch.from_numpy(W), torch.from_numpy(b)) for W, b in layers]) * 255
+        ref = torch.round(torch.nan_to_num(ref, nan=0.0).clamp(0, 255)).to(torch.uint8).numpy()
+        assert np.array_equal(out, ref), t
+    assert used["exact"] > 100 and settled["bounded"] > 1000, (used, settled)
+
+
 @pytest.mark.parametrize("threads", [2, 3])
 def test_strips_rendered_side_by_side_are_the_same_pixels(monkeypatch, threads):
     """render(threads=N) computes every strip of rows as render() alone does: the same bytes, whatever thread
