@@ -66,7 +66,7 @@ def test_unreachable_rate_is_reported_not_hidden():
     img = smooth_image(8, 8, 3)
     res = encode(img, fast_config(bpp=0.1))  # 6 bits cannot hold a header
     assert not res.stats.rate_ok
-    assert res.stats.warnings and "not reachable" in res.stats.warnings[0]
+    assert res.stats.warnings and "bpp missed (got" in res.stats.warnings[0]
 
 
 def test_more_bits_give_better_quality():
