@@ -45,6 +45,11 @@ MAX_CHUNK = 4096
 MAX_COEFS = 1 << 22
 MAX_BASIS_ENTRIES = 1 << 28
 MAX_RENDER_MACS = 1 << 40  # pixels x network parameters
+# A grid file's: its decoder runs a float32 pass and, where a pixel lies near a rounding boundary, a bounded
+# float64 one (grid_decode.mlp64_bounded) of three products; a crafted file can put every pixel there, about 0.34
+# ns a multiply-add in all, so 2^40 would be six minutes on one core, 2^38 a minute and a half. The encoder's
+# networks need at most 1.1e11 (2^36.6) at the pixel limit; refused up front where a setting asks for more.
+MAX_GRID_RENDER_MACS = 1 << 38
 MAX_TILES = 4096
 MAX_BASIS_MACS = 1 << 34  # basis entries x tiles
 # Basis work must also be in proportion to the image: a real encoder never needs
@@ -488,7 +493,7 @@ def _parse_grid(data: bytes, version: int) -> tuple[GridHeader, bytes]:
     _check(1 <= hidden <= MAX_HIDDEN, f"MLP width {hidden} outside 1..{MAX_HIDDEN}", LimitError)
     _check(1 <= hidden_layers <= MAX_LAYERS, f"MLP layers {hidden_layers} outside 1..{MAX_LAYERS}", LimitError)
     shape = GridShape(levels=levels, hidden=hidden, hidden_layers=hidden_layers, channels=channels)
-    _check(shape.num_params * width * height <= MAX_RENDER_MACS,
+    _check(shape.num_params * width * height <= MAX_GRID_RENDER_MACS,
            "network too large for the image size (rendering cost over the limit)", LimitError)
     if version == 8:
         return _parse_v8(data, shape, width, height, channels, bool(flags & GRID_FLAG_FILTER))

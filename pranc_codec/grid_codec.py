@@ -402,6 +402,10 @@ def fit_plan(image: np.ndarray, config: CodecConfig, device: torch.device) -> tu
     pixel, :func:`latent_budget`) and the grid settings at that rate on ``device`` (:func:`fit_settings`)."""
     height, width, channels = image.shape
     shape = plan(config, height, width, channels)
+    if shape.num_params * height * width > bitstream.MAX_GRID_RENDER_MACS:  # before the fit, not after it
+        raise LimitError(f"an MLP of {shape.num_params} parameters is too large for a {width}x{height} picture: "
+                         f"its decode would exceed {bitstream.MAX_GRID_RENDER_MACS:.3g} multiply-adds "
+                         "(a smaller grid.hidden or grid.hidden_layers)")
     latent_bpp = latent_budget(config, shape, height, width)
     return shape, latent_bpp, fit_settings(config, shape, latent_bpp, device, flat_share(image), height * width)
 

@@ -279,6 +279,31 @@ def test_ties_by_cancellation_take_the_exact_pass_within_its_budget(monkeypatch)
     assert sum(calls) < 24 * 40 + 256 * 256 / 2
 
 
+def test_a_grid_files_rendering_cost_is_bounded_and_the_encoder_refuses_more_before_fitting(monkeypatch):
+    """A header whose pixels x MLP parameters exceed MAX_GRID_RENDER_MACS (2^38: the bounded pass makes a crafted
+    file's decode about 0.34 ns a multiply-add, 6 minutes at the old 2^40) is refused before anything is decoded;
+    just under it, the header parses. The encoder refuses a setting that would make such a file before its fit
+    (it found out after the whole encode, from its own decoder)."""
+    data = (Path(__file__).parent / "data" / "golden_v7.prc").read_bytes()
+    header, payload = bitstream.parse(data)
+    segments = bitstream.split_segments(header, payload)
+    for hidden in (59, 60):  # four levels, at 8192 x 8192: 4,015 parameters (2^37.97), 4,143 (2^38.01)
+        big = replace(header, width=8192, height=8192, shape=replace(header.shape, hidden=hidden))
+        count = len(big.segment_bounds()) - 1
+        packed = bitstream.pack_grid(big, [segments[i % len(segments)] for i in range(count)])
+        if big.shape.num_params * 8192 ** 2 <= bitstream.MAX_GRID_RENDER_MACS:
+            assert bitstream.parse(packed)[0].shape.hidden == hidden == 59
+        else:
+            assert hidden == 60
+            with pytest.raises(LimitError, match="rendering cost"):
+                bitstream.parse(packed)
+    monkeypatch.setattr(grid_codec, "fit_grid", lambda *a, **k: pytest.fail("fitted"))
+    cfg = CodecConfig(rate=RateConfig(bpp=16.0), grid=GridConfig(hidden=256, hidden_layers=8))
+    cfg = replace(cfg, split=replace(cfg.split, enabled=False), lossless=replace(cfg.lossless, mode="never"))
+    with pytest.raises(LimitError, match="too large for a 1400x1400 picture"):
+        encode(np.zeros((1400, 1400, 3), np.uint8), cfg)
+
+
 def test_every_path_of_the_render_is_the_reference_on_networks_of_every_scale(monkeypatch):
     """200 random networks: widths 1-33, one or two hidden layers, grey or colour, latents up to 2^24, weights from
     1e-20 to 1e3, some dyadic (exact ties), some with units alike and outputs cancelling (ties only the fixed order
