@@ -48,7 +48,7 @@ MAX_RENDER_MACS = 1 << 40  # pixels x network parameters
 # A grid file's: its decoder runs a float32 pass and, where a pixel lies near a rounding boundary, a bounded
 # float64 one (grid_decode.mlp64_bounded) of three products; a crafted file can put every pixel there, about 0.34
 # ns a multiply-add in all, so 2^40 would be six minutes on one core, 2^38 a minute and a half. The encoder's
-# networks need at most 1.1e11 (2^36.6) at the pixel limit; refused up front where a setting asks for more.
+# networks (1,411 parameters at most) need 9.5e10 (2^36.5) at the pixel limit; a setting past it is refused up front.
 MAX_GRID_RENDER_MACS = 1 << 38
 MAX_TILES = 4096
 MAX_BASIS_MACS = 1 << 34  # basis entries x tiles

@@ -28,13 +28,13 @@ from .shapes import CLIP, EDGES, MAX_COEF, NEIGHBOURS, PASS_OF, PASSES, SUBLATTI
 
 # float32 BLAS evaluation differs from the float64 reference by < 1e-3 of an 8-bit level on Kodak
 # (tests/test_grid.py measures it); pixels whose float32 value lies within this margin of a rounding
-# boundary are re-evaluated exactly.
+# boundary are re-evaluated in float64 (render: bounded, else in the fixed order).
 EXACT_MARGIN = 0.02
 # The fixed-order float64 MLP (mlp64) costs about 1.5 ns a multiply-add, some 30 times a BLAS product. A crafted
 # file (142 bytes, found by bin/fuzz-decoder) whose MLP puts every output on a rounding boundary sent every pixel of
 # an 8k-parameter network down it: 7.7 s for half a megapixel, some 25 minutes at the pixel limit. So a decode may
 # spend at most this many of its multiply-adds a pixel there (any picture at least EXACT_MACS_FLOOR), else it is
-# refused: a third of the pixels of a network of the encoder's shapes (at most 1.6k parameters) fits, where a file
+# refused: a third of the pixels of a network of the encoder's shapes (at most 1,411 parameters) fits, where a file
 # the encoder made sends none (the bounded float64 pass settles them, mlp64_bounded: ties too where nothing was
 # rounded); at the pixel limit this bounds the exact pass to about a minute on one core.
 EXACT_MACS_PER_PIXEL = 512
