@@ -352,3 +352,33 @@ def test_a_corrupt_file_or_exif_that_pillow_trips_on_is_one_line_or_a_note(tmp_p
     img, notes = read_image(tmp_path / "e.jpg")
     assert img.shape == (16, 24, 3) and psnr(img, arr) > 30  # as stored: not turned
     assert len(notes) == 1 and "its EXIF is corrupt" in notes[0] and "orientation not applied" in notes[0]
+
+
+def test_a_decoded_png_is_written_at_the_fast_zlib_level_and_reads_back_exactly():
+    """PNG_LEVEL (4) rather than Pillow's 6: the zlib header's FLEVEL field says which (RFC 1950: 1 for levels
+    2-5, 2 for 6), and the pixels and metadata come back as written."""
+    import struct
+
+    from pranc_codec.image_io import PNG_LEVEL, image_bytes, image_file
+    from pranc_codec.metadata import Metadata
+
+    def idat_header(data: bytes) -> int:
+        pos = 8
+        while pos < len(data):
+            n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+            if kind == b"IDAT":
+                return data[pos + 8 + 1] >> 6  # the FLG byte's top two bits
+            pos += 12 + n
+        raise AssertionError("no IDAT")
+
+    img = smooth_image(48, 64, seed=3)
+    data = image_bytes(img)
+    assert PNG_LEVEL == 4 and idat_header(data) == 1
+    plain = io.BytesIO()
+    Image.fromarray(img).save(plain, format="PNG")
+    assert idat_header(plain.getvalue()) == 2  # Pillow's default level, which the codec no longer writes
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), img)
+    text = Metadata(text=(("Title", "a picture"),))
+    with_meta, _, written = image_file(img, "PNG", text)
+    assert written == ["text"] and idat_header(with_meta) == 1
+    assert Image.open(io.BytesIO(with_meta)).text == {"Title": "a picture"}
