@@ -68,21 +68,35 @@ def split(q: np.ndarray) -> list[np.ndarray]:
 
 
 def contexts(subs: list[np.ndarray], parent: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and context of S_k's positions (int64, S_k's shape) from S0 .. S_{k-1} and the coarser level,
-    as ``context.contexts``."""
+    """Mean and context of S_k's positions (int32, S_k's shape) from S0 .. S_{k-1} and the coarser level,
+    as ``context.contexts``. In int32 (latents clipped to +-CLIP = 2^24: sums of four and twice them fit), each
+    earlier sublattice clipped once however many of S_k's neighbours it holds, and each neighbour added over the
+    positions that have it, without a padded copy: the finest level's contexts are most of a decode's memory
+    beside the latents (ABLATIONS.md BT4)."""
     if k == 0:
-        c = np.zeros_like(subs[0]) if parent is None else np.abs(np.clip(parent, -CLIP, CLIP))
+        c = np.zeros(subs[0].shape, np.int32) if parent is None else np.abs(np.clip(parent, -CLIP, CLIP)).astype(
+            np.int32)
         return np.zeros_like(c), c
-    rows, cols = subs[k].shape
-    total = mags = count = 0
+    shape = subs[k].shape
+    total, mags, count = (np.zeros(shape, np.int32) for _ in range(3))
+    clipped: dict[int, np.ndarray] = {}
     for src, di, dj in NEIGHBOURS[k]:
-        window = (slice(1 + di, 1 + di + rows), slice(1 + dj, 1 + dj + cols))
-        v = np.pad(np.clip(subs[src], -CLIP, CLIP), 1)[window]
-        total = total + v
-        mags = mags + np.abs(v)
-        count = count + np.pad(np.ones(subs[src].shape, dtype=np.int64), 1)[window]
-    count = np.maximum(count, 1)
-    return (2 * total + count) // (2 * count), mags  # round half up of total / count
+        if src not in clipped:
+            clipped[src] = np.clip(subs[src], -CLIP, CLIP).astype(np.int32)
+        v = clipped[src]
+        # S_k's position (i, j) has the neighbour v[i + di, j + dj] where that lies inside v
+        r0, r1 = max(0, -di), min(shape[0], v.shape[0] - di)
+        c0, c1 = max(0, -dj), min(shape[1], v.shape[1] - dj)
+        if r0 < r1 and c0 < c1:
+            nb = v[r0 + di: r1 + di, c0 + dj: c1 + dj]
+            total[r0:r1, c0:c1] += nb
+            mags[r0:r1, c0:c1] += np.abs(nb)
+            count[r0:r1, c0:c1] += 1
+    np.maximum(count, 1, out=count)
+    total *= 2
+    total += count
+    count *= 2
+    return np.floor_divide(total, count, out=total), mags  # round half up of total / count
 
 
 # bucket of every context 0 .. EDGES[-1]: #edges <= c
@@ -145,7 +159,7 @@ def read_v5(header: GridHeader, segments: list[bytes]) -> tuple[list[np.ndarray]
         mu, ctx = contexts(subs, lat[l + 1] if l + 1 < shape.levels else None, k)
         p = PASS_OF[k]
         idx = starts[l, p] + buckets(ctx, header.buckets[l * PASSES + p]).reshape(-1)
-        subs[k][...] = reader.read(idx).astype(np.int64).reshape(mu.shape) + mu
+        np.add(reader.read(idx).reshape(mu.shape), mu, out=subs[k], dtype=np.int64)  # int64: a symbol is any int32
     n_latent_models = len(header.level_models)
     mlp = [reader.read(np.full(n, n_latent_models + j)) for j, n in enumerate(shape.layer_sizes())]
     flt = None
