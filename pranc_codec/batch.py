@@ -143,9 +143,9 @@ def compute_threads(count: int) -> Iterator[None]:
 
 # What one child needs at its peak, to size --jobs 0 by the memory free: an encode of a Kodak picture (0.39 MP)
 # peaks at 0.84-0.96 GB (0.5 of it torch itself), one of 3072 x 2048 (6.3 MP) at 1.9 GB (ABLATIONS.md AC, AD):
-# about 0.17 GB a megapixel more, rounded up. `pranc decode` of a whole grid file (one network, no strips) of 12.6
-# MP peaks at 0.43 GB, of 67 MP (the pixel limit) at 1.71 GB (1.96 before ABLATIONS.md BT4), of a camera's 24 MP in eight strips at 0.56 GB
-# (ABLATIONS.md BT3): 30 bytes a pixel, over torch's 0.5 GB for a SIREN file's base.
+# about 0.17 GB a megapixel more, rounded up. `pranc decode` of a whole grid file (one network, no strips) of
+# 12.6 MP peaks at 0.43 GB, of 67 MP (the pixel limit) at 1.71 GB (1.96 before ABLATIONS.md BT4), of a camera's
+# 24 MP in eight strips at 0.56 GB (BT3): 30 bytes a pixel, over torch's 0.5 GB for a SIREN file's base.
 PEAK_BYTES = {"encode": (0.9e9, 200.0), "decode": (0.6e9, 30.0)}  # (base, per pixel)
 
 
